@@ -1,0 +1,21 @@
+import { existsSync } from 'node:fs'
+import { defineBuildConfig } from 'unbuild'
+
+// Adapter entries are built once their source exists, so the exports map is ready for them.
+const optional = ['adapters/express', 'adapters/koa', 'adapters/fastify', 'src/h3']
+  .filter((entry) => existsSync(new URL(`${entry}.ts`, import.meta.url)))
+
+export default defineBuildConfig({
+  entries: [
+    'src/index',
+    ...optional.map((input) => ({ input, name: input.replace(/^src\//, '') })),
+  ],
+  declaration: 'node16',
+  clean: true,
+  // Warnings fail the build once every entry of the exports map exists.
+  failOnWarn: optional.length === 4,
+  rollup: {
+    emitCJS: false,
+  },
+  externals: ['h3', 'express', 'koa', 'fastify', 'ioredis', 'unstorage', 'zod', 'ofetch'],
+})

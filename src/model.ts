@@ -1,0 +1,208 @@
+import { z } from 'zod'
+import { type Limits, resolveLimits } from './limits'
+import { createBatchValidator, type BatchHints, type BatchResult, type EventResult } from './validate'
+import { describeModel, type ModelDescription } from './schema'
+
+/** Where events come from. */
+export const eventSources = ['storefront', 'admin', 'api', 'bot', 'agent'] as const
+/** A producer of events. */
+export type EventSource = (typeof eventSources)[number]
+
+/** The newest envelope version this package understands. */
+export const SCHEMA_VERSION = 1
+/** Every envelope version this package accepts. A version once supported stays supported. */
+export const SUPPORTED_SCHEMA_VERSIONS: readonly number[] = Object.freeze([1])
+
+/** What is known about one event name. */
+export interface EventDefinition<P extends z.ZodType = z.ZodType> {
+  /** Sources the event is expected from; others are rejected under the default source policy. */
+  sources: readonly EventSource[]
+  /** Optional zod schema for `payload`. Without one, any JSON object is accepted. */
+  payload?: P
+  /** One line for humans, published by `GET /events/schema`. */
+  description?: string
+}
+
+/** A map of event name to definition. */
+export type EventDefinitions = Record<string, EventDefinition>
+
+/**
+ * Declares event definitions with their literal types kept, so payload types can be inferred.
+ *
+ * @example
+ * const events = defineEvents({
+ *   RefundIssued: { sources: ['api', 'admin'], payload: z.object({ orderId: z.string(), amount: z.number() }) },
+ * })
+ */
+export function defineEvents<const D extends EventDefinitions>(definitions: D): D {
+  return definitions
+}
+
+/** The ten canonical v1 events and the sources each is expected from. */
+export const canonicalEvents = defineEvents({
+  OrderCreated: { sources: ['api'], description: 'An order was placed.' },
+  CheckoutStarted: { sources: ['storefront'], description: 'A shopper started checkout.' },
+  ProductViewed: { sources: ['storefront'], description: 'A shopper viewed a product page.' },
+  CartUpdated: { sources: ['storefront'], description: 'A cart changed (item added, removed or quantity changed).' },
+  EmailSent: { sources: ['api'], description: 'A transactional or marketing email was sent.' },
+  PromoApplied: { sources: ['storefront', 'admin'], description: 'A promotion or coupon was applied.' },
+  FeatureUsageEvent: { sources: ['admin', 'bot', 'api'], description: 'A product feature was used.' },
+  BotCommand: { sources: ['bot'], description: 'The chat bot received a command.' },
+  AgentHeartbeat: { sources: ['agent'], description: 'An instance agent reported that it is alive.' },
+  DashboardViewed: { sources: ['admin'], description: 'An admin opened a dashboard.' },
+})
+/** The canonical v1 definitions' type. */
+export type CanonicalEvents = typeof canonicalEvents
+
+/**
+ * The envelope every event travels in. Unknown top-level fields from newer producers are kept.
+ */
+export interface EventEnvelope<N extends string = string, P = Record<string, unknown>> {
+  /** Unique id chosen by the producer; the key for deduplication. */
+  id: string
+  /** A registered event name. */
+  name: N
+  /** Envelope version; 1 today. */
+  schemaVersion: number
+  /** When it happened: ISO 8601, normalised to UTC (`...Z`) once accepted. */
+  occurredAt: string
+  /** Which producer sent it. */
+  source: EventSource
+  companyId?: string
+  subjectId?: string
+  payload: P
+  [field: string]: unknown
+}
+
+/** The payload type of a definition: inferred from its zod schema, or any JSON object. */
+export type PayloadOf<D> = D extends { payload: infer P extends z.ZodType } ? z.output<P> : Record<string, unknown>
+
+/** The union of envelopes a set of definitions accepts, discriminated by `name`. */
+export type EventOf<D extends EventDefinitions> = {
+  [N in keyof D & string]: EventEnvelope<N, PayloadOf<D[N]>>
+}[keyof D & string]
+
+/** The event union accepted by a model. */
+export type InferEvent<M> = M extends EventModel<infer D> ? EventOf<D> : never
+
+/** The payload type of event `N` in model `M`. */
+export type InferPayload<M, N extends string> = M extends EventModel<infer D> ? (N extends keyof D ? PayloadOf<D[N]> : never) : never
+
+/** Canonical definitions overlaid with a host's own. */
+export type MergeEvents<E extends EventDefinitions> = Omit<CanonicalEvents, keyof E> & E
+
+/**
+ * What happens to an event whose source is not among its name's expected sources:
+ * `'reject'` (default) rejects it naming the allowed sources; `'accept'` stores it anyway.
+ */
+export type SourcePolicy = 'reject' | 'accept'
+
+/** Options of {@link createEventModel}. */
+export interface EventModelOptions<E extends EventDefinitions = {}> {
+  /** Event names to add (or canonical ones to redefine), with sources and optional payload schemas. */
+  events?: E
+  /**
+   * Keep the ten canonical v1 events.
+   * @default true
+   */
+  canonical?: boolean
+  /** @default 'reject' */
+  sourcePolicy?: SourcePolicy
+  /** Size and count limits; unset fields keep their defaults. */
+  limits?: Partial<Limits>
+}
+
+/** A configured event model: definitions, limits, validation and the published schema. */
+export interface EventModel<D extends EventDefinitions = CanonicalEvents> {
+  readonly schemaVersion: number
+  readonly supportedVersions: readonly number[]
+  readonly events: Readonly<D>
+  readonly names: readonly (keyof D & string)[]
+  readonly limits: Readonly<Limits>
+  readonly sourcePolicy: SourcePolicy
+  /** The zod schema of the envelope (without name-specific payload checks). */
+  readonly envelope: z.ZodType
+  /**
+   * Validates a batch. Returns the valid events, normalised, and for each invalid one its index,
+   * its id when readable and errors naming the field.
+   * @throws IngestError when the batch as a whole is refused: `not_an_array`, `too_many_events`,
+   * `event_too_large`, `too_deep`.
+   */
+  validateBatch(input: unknown, hints?: BatchHints): BatchResult<EventOf<D>>
+  /** Validates one event. */
+  validateEvent(input: unknown): EventResult<EventOf<D>>
+  /** The model as published by `GET /events/schema`, JSON Schema included. */
+  describe(): ModelDescription
+}
+
+/**
+ * Creates an event model: the canonical v1 events plus any the host adds, with limits and policy.
+ *
+ * @example
+ * import { z } from 'zod'
+ * import { createEventModel, type InferEvent } from 'event-ingest'
+ *
+ * const model = createEventModel({
+ *   events: {
+ *     RefundIssued: { sources: ['api'], payload: z.object({ orderId: z.string(), amount: z.number() }) },
+ *   },
+ * })
+ * type Event = InferEvent<typeof model>
+ * const { events, rejected } = model.validateBatch(JSON.parse(body))
+ */
+export function createEventModel<const E extends EventDefinitions = {}>(
+  options: EventModelOptions<E> = {},
+): EventModel<MergeEvents<E>> {
+  const definitions = {
+    ...(options.canonical === false ? {} : canonicalEvents),
+    ...options.events,
+  } as unknown as MergeEvents<E>
+  for (const [name, definition] of Object.entries(definitions as EventDefinitions)) {
+    if (!/^[A-Za-z][A-Za-z0-9_.-]{0,127}$/.test(name)) {
+      throw new TypeError(`[event-ingest] event name "${name}" must start with a letter and use only letters, digits, "_", "." or "-" (at most 128)`)
+    }
+    if (!Array.isArray(definition.sources) || definition.sources.length === 0) {
+      throw new TypeError(`[event-ingest] event "${name}" needs at least one source`)
+    }
+    for (const source of definition.sources) {
+      if (!eventSources.includes(source)) {
+        throw new TypeError(`[event-ingest] event "${name}" has unknown source "${source}"; sources are ${eventSources.join(', ')}`)
+      }
+    }
+  }
+  const sourcePolicy = options.sourcePolicy ?? 'reject'
+  if (sourcePolicy !== 'reject' && sourcePolicy !== 'accept') {
+    throw new TypeError(`[event-ingest] sourcePolicy must be "reject" or "accept", got "${String(sourcePolicy)}"`)
+  }
+  const limits = Object.freeze(resolveLimits(options.limits))
+  const envelope = createEnvelopeSchema(limits)
+  const validator = createBatchValidator({ definitions, envelope, limits, sourcePolicy })
+  let description: ModelDescription | undefined
+  const model: EventModel<MergeEvents<E>> = {
+    schemaVersion: SCHEMA_VERSION,
+    supportedVersions: SUPPORTED_SCHEMA_VERSIONS,
+    events: Object.freeze(definitions),
+    names: Object.freeze(Object.keys(definitions)) as (keyof MergeEvents<E> & string)[],
+    limits,
+    sourcePolicy,
+    envelope,
+    validateBatch: validator.validateBatch as EventModel<MergeEvents<E>>['validateBatch'],
+    validateEvent: validator.validateEvent as EventModel<MergeEvents<E>>['validateEvent'],
+    describe: () => (description ??= describeModel(model)),
+  }
+  return model
+}
+
+/** The zod schema of the v1 envelope under the given limits. */
+export function createEnvelopeSchema(limits: Pick<Limits, 'maxIdLength' | 'maxRefLength'>) {
+  return z.looseObject({
+    id: z.string().min(1).max(limits.maxIdLength),
+    name: z.string().min(1),
+    schemaVersion: z.int().min(1),
+    occurredAt: z.iso.datetime({ offset: true }),
+    source: z.enum(eventSources),
+    companyId: z.string().min(1).max(limits.maxRefLength).optional(),
+    subjectId: z.string().min(1).max(limits.maxRefLength).optional(),
+    payload: z.record(z.string(), z.unknown()),
+  })
+}

@@ -1,0 +1,224 @@
+import type { z } from 'zod'
+import { limitError, IngestError } from './errors'
+import { describeValue, inspectValue } from './json'
+import type { Limits } from './limits'
+import type { EventDefinitions, SourcePolicy } from './model'
+import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS } from './model'
+
+/** One problem with one field: a dotted path and a message a person can act on. */
+export interface FieldError {
+  /** Dotted path inside the event, such as `occurredAt` or `payload.items.0.sku`; empty for the event itself. */
+  path: string
+  /** Names the field and says what was expected and what came: `occurredAt: expected an ISO 8601 timestamp ..., got "yesterday"`. */
+  message: string
+}
+
+/** An event of a batch that was not accepted. */
+export interface RejectedEvent {
+  /** Position in the batch, from 0. */
+  index: number
+  /** The event's id, when it was a readable string. */
+  id?: string
+  errors: FieldError[]
+}
+
+/** The outcome of validating a batch. */
+export interface BatchResult<E> {
+  /** Valid events, normalised (`occurredAt` in UTC), in batch order. */
+  events: E[]
+  /** Index in the batch of each valid event, parallel to `events`. */
+  indexes: number[]
+  rejected: RejectedEvent[]
+}
+
+/** The outcome of validating one event. */
+export type EventResult<E> = { ok: true; event: E } | { ok: false; id?: string; errors: FieldError[] }
+
+/** Facts already known about a batch parsed from bytes, which spare validation a second walk. */
+export interface BatchHints {
+  /** Byte size of each element as sent. */
+  sizes?: number[]
+  /** The raw body held no prototype key and depth was already checked. */
+  protoFree?: boolean
+}
+
+interface ValidatorConfig {
+  definitions: EventDefinitions
+  envelope: z.ZodType
+  limits: Limits
+  sourcePolicy: SourcePolicy
+}
+
+const encoder = new TextEncoder()
+
+function byteLength(value: unknown): number {
+  const json = JSON.stringify(value)
+  // Fast path: ASCII-only JSON is one byte a character.
+  // eslint-disable-next-line no-control-regex
+  return /^[\x00-\x7f]*$/.test(json) ? json.length : encoder.encode(json).length
+}
+
+function getAt(value: unknown, path: readonly PropertyKey[]): unknown {
+  let current = value
+  for (const key of path) {
+    if (typeof current !== 'object' || current === null) return undefined
+    current = (current as Record<PropertyKey, unknown>)[key]
+  }
+  return current
+}
+
+const expectedNames: Record<string, string> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'an integer',
+  object: 'a JSON object',
+  record: 'a JSON object',
+  array: 'an array',
+  boolean: 'a boolean',
+}
+
+/** Turns a zod issue into a message that names the field and shows what came. */
+export function formatIssue(issue: z.core.$ZodIssue, input: unknown, prefix: readonly PropertyKey[] = []): FieldError {
+  const fullPath = [...prefix, ...issue.path]
+  const path = fullPath.map(String).join('.')
+  const value = getAt(input, issue.path)
+  const got = describeValue(value)
+  let message: string
+  switch (issue.code) {
+    case 'invalid_type':
+      message = value === undefined ? 'is required' : `expected ${expectedNames[issue.expected] ?? issue.expected}, got ${got}`
+      break
+    case 'too_small':
+      if (issue.origin === 'string') {
+        message = Number(issue.minimum) <= 1 ? 'must not be empty' : `must be at least ${issue.minimum} characters, got ${(value as string).length}`
+      } else {
+        message = `must be at least ${issue.minimum}, got ${got}`
+      }
+      break
+    case 'too_big':
+      message = issue.origin === 'string'
+        ? `must be at most ${issue.maximum} characters, got ${(value as string).length}`
+        : `must be at most ${issue.maximum}, got ${got}`
+      break
+    case 'invalid_format':
+      message = issue.format === 'datetime'
+        ? `expected an ISO 8601 timestamp with Z or an offset (like 2026-01-31T12:00:00Z), got ${got}`
+        : `expected ${issue.format}, got ${got}`
+      break
+    case 'invalid_value':
+      message = `expected one of ${issue.values.map((v) => String(v)).join(', ')}, got ${got}`
+      break
+    default:
+      message = issue.message
+  }
+  return { path, message: path ? `${path}: ${message}` : message }
+}
+
+function readId(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
+  const id = (value as Record<string, unknown>).id
+  return typeof id === 'string' && id.length > 0 ? id : undefined
+}
+
+/** Builds the batch and single-event validators of a model. */
+export function createBatchValidator(config: ValidatorConfig) {
+  const { definitions, envelope, limits, sourcePolicy } = config
+  const names = Object.keys(definitions)
+  const newest = SUPPORTED_SCHEMA_VERSIONS.reduce((a, b) => Math.max(a, b), SCHEMA_VERSION)
+
+  function check(input: unknown, protoFree: boolean): EventResult<unknown> {
+    if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+      return { ok: false, errors: [{ path: '', message: `an event must be a JSON object, got ${describeValue(input)}` }] }
+    }
+    const id = readId(input)
+    if (!protoFree) {
+      const found: string[] = []
+      const depth = inspectValue(input, limits.maxDepth - 1, '', found)
+      if (depth > limits.maxDepth - 1) throw limitError('too_deep', 'maxDepth', limits.maxDepth, 'JSON nesting')
+      if (found.length > 0) {
+        return {
+          ok: false,
+          id,
+          errors: found.map((path) => ({ path, message: `${path}: prototype keys ("__proto__", "constructor.prototype") are not allowed` })),
+        }
+      }
+    }
+    const record = input as Record<string, unknown>
+    const version = record.schemaVersion
+    if (typeof version === 'number' && Number.isInteger(version) && version > newest) {
+      return {
+        ok: false,
+        id,
+        errors: [{ path: 'schemaVersion', message: `schemaVersion: ${version} is newer than the newest supported version ${newest}` }],
+      }
+    }
+    if (typeof version === 'number' && Number.isInteger(version) && version >= 1 && !SUPPORTED_SCHEMA_VERSIONS.includes(version)) {
+      return {
+        ok: false,
+        id,
+        errors: [{ path: 'schemaVersion', message: `schemaVersion: ${version} is not supported; supported versions are ${SUPPORTED_SCHEMA_VERSIONS.join(', ')}` }],
+      }
+    }
+    const parsed = envelope.safeParse(input)
+    const errors: FieldError[] = parsed.success ? [] : parsed.error.issues.map((issue) => formatIssue(issue, input))
+    const name = record.name
+    const definition = typeof name === 'string' && Object.hasOwn(definitions, name) ? definitions[name] : undefined
+    if (typeof name === 'string' && name.length > 0 && !definition) {
+      errors.push({ path: 'name', message: `name: unknown event name ${describeValue(name)}; registered names are ${names.join(', ')}` })
+    }
+    if (definition && sourcePolicy === 'reject' && typeof record.source === 'string' && !definition.sources.includes(record.source as never)
+      && !errors.some((e) => e.path === 'source')) {
+      errors.push({
+        path: 'source',
+        message: `source: ${name as string} is expected from ${definition.sources.join(', ')}, got ${describeValue(record.source)}`,
+      })
+    }
+    let payload: unknown = record.payload
+    if (definition?.payload && !errors.some((e) => e.path === 'payload')) {
+      const result = definition.payload.safeParse(payload)
+      if (result.success) payload = result.data
+      else errors.push(...result.error.issues.map((issue) => formatIssue(issue, payload, ['payload'])))
+    }
+    if (errors.length > 0) return { ok: false, id, errors }
+    const event = parsed.data as Record<string, unknown>
+    event.occurredAt = new Date(record.occurredAt as string).toISOString()
+    event.payload = payload
+    return { ok: true, event }
+  }
+
+  function validateEvent(input: unknown): EventResult<unknown> {
+    if (typeof input === 'object' && input !== null && byteLength(input) > limits.maxEventBytes) {
+      return { ok: false, id: readId(input), errors: [{ path: '', message: `event is over the maxEventBytes limit of ${limits.maxEventBytes}` }] }
+    }
+    return check(input, false)
+  }
+
+  function validateBatch(input: unknown, hints: BatchHints = {}): BatchResult<unknown> {
+    if (!Array.isArray(input)) {
+      throw new IngestError('not_an_array', `body must be a JSON array of events, got ${describeValue(input)}`)
+    }
+    if (input.length > limits.maxEvents) {
+      throw limitError('too_many_events', 'maxEvents', limits.maxEvents, `a batch of ${input.length} events`)
+    }
+    const sizes = hints.sizes && hints.sizes.length === input.length ? hints.sizes : undefined
+    const protoFree = hints.protoFree === true
+    const result: BatchResult<unknown> = { events: [], indexes: [], rejected: [] }
+    for (let index = 0; index < input.length; index++) {
+      const item = input[index]
+      const size = sizes ? sizes[index]! : byteLength(item)
+      if (size > limits.maxEventBytes) {
+        throw limitError('event_too_large', 'maxEventBytes', limits.maxEventBytes, `event ${index} (${size} bytes)`, { index, id: readId(item) })
+      }
+      const outcome = check(item, protoFree)
+      if (outcome.ok) {
+        result.events.push(outcome.event)
+        result.indexes.push(index)
+      } else {
+        result.rejected.push(outcome.id === undefined ? { index, errors: outcome.errors } : { index, id: outcome.id, errors: outcome.errors })
+      }
+    }
+    return result
+  }
+
+  return { validateBatch, validateEvent }
+}
