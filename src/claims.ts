@@ -1,0 +1,143 @@
+import type { Storage } from 'unstorage'
+
+/**
+ * Set-if-absent over a storage: the primitive that makes ingest idempotent by id. Each call returns,
+ * per key, `null` when this caller now holds the key, or the value already there.
+ *
+ * Atomic where the driver allows it: Redis (`SET NX GET`, one round trip per batch), the memory
+ * driver (a synchronous check-and-set), and event-ingest's fs driver (hard link, atomic across
+ * processes). Other drivers get a read-then-write that is atomic only within one process.
+ */
+export interface ClaimStore {
+  readonly atomic: boolean
+  claim(keys: readonly string[], value: string, ttlMs: number): Promise<(string | null)[]>
+  /** Overwrites keys (taking over stale claims). */
+  overwrite(keys: readonly string[], value: string, ttlMs: number): Promise<void>
+  /** Removes keys that still hold `value`. */
+  release(keys: readonly string[], value: string): Promise<void>
+  read(keys: readonly string[]): Promise<(string | null)[]>
+}
+
+interface RedisLike {
+  pipeline(): { set(...args: unknown[]): unknown; get(key: string): unknown; exec(): Promise<[Error | null, unknown][] | null> }
+  eval(script: string, numKeys: number, ...args: unknown[]): Promise<unknown>
+}
+
+interface MountedDriver {
+  name?: string
+  options?: { base?: string }
+  getInstance?: () => unknown
+}
+
+function joinKey(...parts: (string | undefined)[]): string {
+  return parts.filter((part) => part).join(':')
+}
+
+function execResults(results: [Error | null, unknown][] | null): unknown[] {
+  if (!results) throw new Error('[event-ingest] redis pipeline was aborted')
+  return results.map(([error, value]) => {
+    if (error) throw error
+    return value
+  })
+}
+
+const RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+
+/** Picks the best claim strategy for the driver mounted at `prefix`. */
+export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
+  const mount = storage.getMount(prefix) as { base: string; driver: MountedDriver }
+  const driver = mount.driver
+  const relative = (key: string) => key.slice(mount.base.length)
+
+  if (driver.name === 'redis' && typeof driver.getInstance === 'function') {
+    const redis = driver.getInstance() as RedisLike
+    const full = (key: string) => joinKey(driver.options?.base?.replace(/:$/, ''), relative(key))
+    return {
+      atomic: true,
+      async claim(keys, value, ttlMs) {
+        const pipeline = redis.pipeline()
+        for (const key of keys) pipeline.set(full(key), value, 'PX', ttlMs, 'NX', 'GET')
+        return execResults(await pipeline.exec()).map((v) => (v === null || v === undefined ? null : String(v)))
+      },
+      async overwrite(keys, value, ttlMs) {
+        const pipeline = redis.pipeline()
+        for (const key of keys) pipeline.set(full(key), value, 'PX', ttlMs)
+        execResults(await pipeline.exec())
+      },
+      async release(keys, value) {
+        await Promise.all(keys.map((key) => redis.eval(RELEASE_SCRIPT, 1, full(key), value)))
+      },
+      async read(keys) {
+        const pipeline = redis.pipeline()
+        for (const key of keys) pipeline.get(full(key))
+        return execResults(await pipeline.exec()).map((v) => (v === null || v === undefined ? null : String(v)))
+      },
+    }
+  }
+
+  if (driver.name === 'memory' && typeof driver.getInstance === 'function') {
+    const map = driver.getInstance() as Map<string, unknown>
+    return {
+      atomic: true,
+      async claim(keys, value) {
+        return keys.map((key) => {
+          const k = relative(key)
+          const existing = map.get(k)
+          if (existing !== undefined && existing !== null) return String(existing)
+          map.set(k, value)
+          return null
+        })
+      },
+      async overwrite(keys, value) {
+        for (const key of keys) map.set(relative(key), value)
+      },
+      async release(keys, value) {
+        for (const key of keys) if (map.get(relative(key)) === value) map.delete(relative(key))
+      },
+      async read(keys) {
+        return keys.map((key) => {
+          const v = map.get(relative(key))
+          return v === undefined || v === null ? null : String(v)
+        })
+      },
+    }
+  }
+
+  const fsInstance = driver.name === 'event-ingest-fs' && typeof driver.getInstance === 'function'
+    ? (driver.getInstance() as { setIfAbsent(key: string, value: string): Promise<string | null> })
+    : undefined
+
+  const generic: ClaimStore = {
+    atomic: false,
+    async claim(keys, value, ttlMs) {
+      return Promise.all(keys.map(async (key) => {
+        const existing = await storage.getItem<string>(key)
+        if (existing !== null && existing !== undefined) return String(existing)
+        await storage.setItem(key, value, { ttl: Math.ceil(ttlMs / 1000) })
+        return null
+      }))
+    },
+    async overwrite(keys, value, ttlMs) {
+      await Promise.all(keys.map((key) => storage.setItem(key, value, { ttl: Math.ceil(ttlMs / 1000) })))
+    },
+    async release(keys, value) {
+      await Promise.all(keys.map(async (key) => {
+        if ((await storage.getItemRaw(key))?.toString() === value) await storage.removeItem(key)
+      }))
+    },
+    async read(keys) {
+      return Promise.all(keys.map(async (key) => {
+        const v = await storage.getItemRaw(key)
+        return v === null || v === undefined ? null : v.toString()
+      }))
+    },
+  }
+  if (!fsInstance) return generic
+  return {
+    ...generic,
+    atomic: true,
+    async claim(keys, value) {
+      return Promise.all(keys.map((key) => fsInstance.setIfAbsent(relative(key), value)))
+    },
+  }
+}

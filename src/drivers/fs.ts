@@ -1,0 +1,408 @@
+import { createHash, randomBytes } from 'node:crypto'
+import type { Dirent } from 'node:fs'
+import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
+import { defineDriver, type Driver } from 'unstorage'
+
+const DRIVER_NAME = 'event-ingest-fs'
+
+/** File operations one driver instance runs at once; each holds at most one descriptor. */
+const MAX_CONCURRENT_OPS = 64
+
+/** Options of {@link fsDriver}. */
+export interface FsDriverOptions {
+  /** Directory holding the data; key `a:b:c` is the file `<base>/a/b/c`. Created on first write. */
+  base: string
+  /**
+   * Flush every write (file, then its directory) to disk before it resolves. Turn off only for
+   * data you can afford to lose on power loss; writes stay atomic either way.
+   * @default true
+   */
+  fsync?: boolean
+}
+
+/** What `getInstance()` of {@link fsDriver} returns. */
+export interface FsDriverInstance {
+  /** The resolved, absolute base directory. */
+  base: string
+  /**
+   * Atomically create `key` with `value` unless it exists, across processes on one local
+   * filesystem. Resolves `null` when this call created it, else the existing value (`''` when the
+   * existing file is empty or unreadable). The file is complete and durable before it is visible.
+   */
+  setIfAbsent(key: string, value: string): Promise<string | null>
+}
+
+/**
+ * An unstorage driver that keeps one file per key and never serves a torn file: every write goes
+ * to a temp file in the same directory, is fsynced, then renamed over the key's file. `getKeys` and
+ * `clear` touch only the directory of the base they are given.
+ *
+ * @example
+ * const storage = createStorage({ driver: fsDriver({ base: './data' }) })
+ * await storage.setItem('events:2024:evt_1', '{"id":"evt_1"}')
+ * const claim = storage.getMount('').driver.getInstance?.() as FsDriverInstance
+ * await claim.setIfAbsent('locks:job', 'worker-1') // null: we hold it
+ */
+export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriverInstance> = defineDriver<
+  FsDriverOptions,
+  FsDriverInstance
+>((opts) => {
+  if (!opts || typeof opts.base !== 'string' || opts.base === '') throw driverError('Missing required option `base`')
+  if (opts.fsync !== undefined && typeof opts.fsync !== 'boolean') throw driverError('Option `fsync` must be a boolean')
+  const root = resolve(opts.base)
+  const fsync = opts.fsync ?? true
+  const slots = new Semaphore(MAX_CONCURRENT_OPS)
+  const inFlight = new Set<Promise<unknown>>()
+
+  const limit = <T>(fn: () => Promise<T>): Promise<T> => {
+    const promise = slots.run(fn)
+    inFlight.add(promise)
+    const forget = () => inFlight.delete(promise)
+    promise.then(forget, forget)
+    return promise
+  }
+
+  const pathOf = (key: string) => join(root, ...keySegments(key))
+
+  const syncDir = async (dir: string) => {
+    // Windows cannot open a directory for fsync; its rename is durable on its own (NTFS journal).
+    if (!fsync || process.platform === 'win32') return
+    const handle = await open(dir, 'r')
+    try {
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+  }
+
+  const makeDirs = async (dir: string) => {
+    const first = await mkdir(dir, { recursive: true })
+    // Another writer may have created part of the chain without having synced it yet, so sync
+    // every ancestor up to the root ourselves, and above the root as far as mkdir created.
+    const top = first !== undefined && !isInside(first, root) ? dirname(first) : root
+    for (let current = dir; current !== top && current !== dirname(current); ) {
+      current = dirname(current)
+      await syncDir(current)
+    }
+  }
+
+  /** Writes `data` to a fresh temp file beside `path`, fsynced and closed; returns its path. */
+  const writeTemp = async (path: string, data: string | Uint8Array): Promise<string> => {
+    const temp = join(dirname(path), tempName(basename(path)))
+    let handle: FileHandle
+    try {
+      handle = await open(temp, 'wx')
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error
+      await makeDirs(dirname(path))
+      handle = await open(temp, 'wx')
+    }
+    try {
+      try {
+        await handle.writeFile(data)
+        if (fsync) await handle.sync()
+      } finally {
+        await handle.close()
+      }
+    } catch (error) {
+      await unlink(temp).catch(() => {})
+      throw error
+    }
+    return temp
+  }
+
+  const write = (key: string, data: string | Uint8Array) => {
+    const path = pathOf(key)
+    return limit(async () => {
+      const temp = await writeTemp(path, data)
+      try {
+        await rename(temp, path)
+      } catch (error) {
+        await unlink(temp).catch(() => {})
+        throw error
+      }
+      await syncDir(dirname(path))
+    })
+  }
+
+  const read = async (key: string, encoding?: 'utf8') => {
+    const path = pathOf(key)
+    try {
+      return await limit(() => readFile(path, encoding === undefined ? undefined : { encoding }))
+    } catch (error) {
+      if (isMissing(error)) return null
+      throw error
+    }
+  }
+
+  const walk = async (dir: string, prefix: string[], keys: string[], maxDepth: number | undefined) => {
+    // A key's depth is its number of ':' from the driver root, as unstorage's filterKeyByDepth counts.
+    if (maxDepth !== undefined && prefix.length > maxDepth) return
+    let entries: Dirent[]
+    try {
+      entries = await limit(() => readdir(dir, { withFileTypes: true }))
+    } catch (error) {
+      if (isMissing(error)) return
+      throw error
+    }
+    await Promise.all(
+      entries.map(async (entry) => {
+        if (entry.isDirectory()) await walk(join(dir, entry.name), [...prefix, entry.name], keys, maxDepth)
+        else if (!isTempName(entry.name)) keys.push([...prefix, entry.name].join(':'))
+      }),
+    )
+  }
+
+  const removeTree = async (dir: string, keepDir: boolean) => {
+    let entries: Dirent[]
+    try {
+      entries = await limit(() => readdir(dir, { withFileTypes: true }))
+    } catch (error) {
+      if (isMissing(error)) return
+      throw error
+    }
+    await Promise.all(
+      entries.map(async (entry) => {
+        const path = join(dir, entry.name)
+        if (entry.isDirectory()) return removeTree(path, false)
+        await unlink(path).catch(ignoreCodes('ENOENT'))
+      }),
+    )
+    // ENOTEMPTY: a write landed after we listed the directory; it is newer than the clear, keep it.
+    if (!keepDir) await rmdir(dir).catch(ignoreCodes('ENOENT', 'ENOTEMPTY'))
+  }
+
+  const instance: FsDriverInstance = {
+    base: root,
+    async setIfAbsent(key, value) {
+      const path = pathOf(key)
+      return limit(async () => {
+        const temp = await writeTemp(path, value)
+        try {
+          // link() creates the name only if it is free, atomically, and the content behind it is
+          // already complete: rename() would replace, open(O_EXCL) would expose a partial file.
+          for (let attempt = 0; attempt < 5; attempt++) {
+            try {
+              await link(temp, path)
+              await syncDir(dirname(path))
+              return null
+            } catch (error) {
+              if (errorCode(error) !== 'EEXIST') throw error
+            }
+            try {
+              return await readFile(path, 'utf8')
+            } catch (error) {
+              if (errorCode(error) !== 'ENOENT') return ''
+              // Removed between our link() and read: the name is free again, claim it.
+            }
+          }
+          return ''
+        } finally {
+          await unlink(temp).catch(() => {})
+        }
+      })
+    },
+  }
+
+  return {
+    name: DRIVER_NAME,
+    options: opts,
+    flags: { maxDepth: true },
+    getInstance: () => instance,
+    async hasItem(key) {
+      const path = pathOf(key)
+      try {
+        return (await stat(path)).isFile()
+      } catch (error) {
+        if (isMissing(error)) return false
+        throw error
+      }
+    },
+    getItem: (key) => read(key, 'utf8'),
+    getItemRaw: (key) => read(key),
+    async setItem(key, value) {
+      if (typeof value !== 'string') throw driverError(`setItem expects a string, got ${typeof value}`)
+      await write(key, value)
+    },
+    async setItemRaw(key, value) {
+      await write(key, toBytes(value))
+    },
+    async removeItem(key) {
+      const path = pathOf(key)
+      await limit(async () => {
+        try {
+          await unlink(path)
+        } catch (error) {
+          if (isMissing(error)) return
+          throw error
+        }
+        await syncDir(dirname(path))
+      })
+    },
+    async getKeys(base, keyOpts) {
+      const prefix = baseSegments(base)
+      const keys: string[] = []
+      await walk(join(root, ...prefix), prefix, keys, keyOpts?.maxDepth)
+      return keys
+    },
+    async clear(base) {
+      const prefix = baseSegments(base)
+      const dir = join(root, ...prefix)
+      await removeTree(dir, prefix.length === 0)
+      await limit(() => syncDir(prefix.length === 0 ? root : dirname(dir))).catch(ignoreCodes('ENOENT'))
+    },
+    async dispose() {
+      await Promise.allSettled(inFlight)
+    },
+  }
+})
+
+/**
+ * Deletes temp files left by writes that never finished (a crash, a kill) below `base`, if they
+ * were last modified more than `olderThanMs` ago. Run it at startup; keep `olderThanMs` well above
+ * the longest write (a minute is plenty) so that temp files of live writers in other processes
+ * survive. Resolves the number of files removed.
+ *
+ * @example
+ * await removeStaleTempFiles('./data', 60_000)
+ */
+export async function removeStaleTempFiles(base: string, olderThanMs: number): Promise<number> {
+  const cutoff = Date.now() - olderThanMs
+  let removed = 0
+  // Sequential on purpose: one descriptor at a time, and startup is not latency-critical.
+  const visit = async (dir: string): Promise<void> => {
+    let entries: Dirent[]
+    try {
+      entries = await readdir(dir, { withFileTypes: true })
+    } catch (error) {
+      if (isMissing(error)) return
+      throw error
+    }
+    for (const entry of entries) {
+      const path = join(dir, entry.name)
+      if (entry.isDirectory()) {
+        await visit(path)
+      } else if (entry.isFile() && isTempName(entry.name)) {
+        const info = await stat(path).catch(ignoreCodes('ENOENT'))
+        if (!info || info.mtimeMs > cutoff) continue
+        try {
+          await unlink(path)
+          removed++
+        } catch (error) {
+          if (errorCode(error) !== 'ENOENT') throw error
+        }
+      }
+    }
+  }
+  await visit(resolve(base))
+  return removed
+}
+
+/** Caps how many operations run at once; the rest wait in arrival order. */
+class Semaphore {
+  #free: number
+  #queue: ((() => void) | undefined)[] = []
+  #head = 0
+
+  constructor(size: number) {
+    this.#free = size
+  }
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--
+    else await new Promise<void>((wake) => this.#queue.push(wake))
+    try {
+      return await fn()
+    } finally {
+      this.#release()
+    }
+  }
+
+  #release() {
+    const next = this.#queue[this.#head]
+    if (!next) {
+      this.#free++
+      this.#queue = []
+      this.#head = 0
+      return
+    }
+    this.#queue[this.#head++] = undefined
+    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head)
+      this.#head = 0
+    }
+    next()
+  }
+}
+
+function driverError(message: string): Error {
+  return new Error(`[${DRIVER_NAME}] ${message}`)
+}
+
+function isTempName(name: string): boolean {
+  return name.startsWith('.') && name.endsWith('.tmp')
+}
+
+function tempName(name: string): string {
+  // File names are capped at 255 bytes; a long key's own name plus the suffix could overflow.
+  const stem = Buffer.byteLength(name) > 200 ? createHash('sha256').update(name).digest('hex').slice(0, 32) : name
+  return `.${stem}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+}
+
+function keySegments(key: string): string[] {
+  if (typeof key !== 'string') throw driverError(`Invalid key: ${String(key)}. Keys are strings`)
+  const segments = key.split(/[:/\\]/)
+  for (const segment of segments) {
+    if (segment === '' || segment === '.' || segment === '..') {
+      throw driverError(`Invalid key: ${JSON.stringify(key)}. Empty, "." and ".." segments are not allowed`)
+    }
+    if (segment.includes('\0')) throw driverError(`Invalid key: ${JSON.stringify(key)}. NUL is not allowed`)
+  }
+  // The temp-file pattern is reserved: such files are hidden from getKeys and removed as stale.
+  if (isTempName(segments[segments.length - 1]!)) {
+    throw driverError(`Invalid key: ${JSON.stringify(key)}. Names starting with "." and ending ".tmp" are reserved`)
+  }
+  return segments
+}
+
+/** unstorage passes the base with a trailing ':' (`'a:b:'`), or undefined for the root. */
+function baseSegments(base: string | undefined): string[] {
+  const trimmed = (base ?? '').replace(/[:/\\]+$/, '')
+  if (trimmed === '') return []
+  const segments = trimmed.split(/[:/\\]/)
+  if (segments.some((segment) => segment === '' || segment === '.' || segment === '..' || segment.includes('\0'))) {
+    throw driverError(`Invalid base: ${JSON.stringify(base)}. Empty, "." and ".." segments are not allowed`)
+  }
+  return segments
+}
+
+function toBytes(value: unknown): string | Uint8Array {
+  if (typeof value === 'string' || value instanceof Uint8Array) return value
+  if (value instanceof ArrayBuffer) return new Uint8Array(value)
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+  throw driverError(`setItemRaw expects a Buffer, Uint8Array, ArrayBuffer or string, got ${typeof value}`)
+}
+
+/** Whether `path` lies strictly below `dir`. */
+function isInside(path: string, dir: string): boolean {
+  const rel = relative(dir, path)
+  return rel !== '' && rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel)
+}
+
+function errorCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code
+}
+
+/** A missing file, a file where a directory was expected, or a directory where a file was. */
+function isMissing(error: unknown): boolean {
+  const code = errorCode(error)
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR'
+}
+
+function ignoreCodes(...codes: string[]) {
+  return (error: unknown): undefined => {
+    if (codes.includes(errorCode(error) ?? '')) return undefined
+    throw error
+  }
+}

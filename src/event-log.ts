@@ -1,0 +1,343 @@
+import type { Storage } from 'unstorage'
+import { createClaimStore, type ClaimStore } from './claims'
+import { IngestError } from './errors'
+import { hourBucket, hourStart, idKey } from './keys'
+import type { EventEnvelope } from './model'
+
+/** An event as stored: the normalised envelope plus when it was received. */
+export type StoredEvent<E extends EventEnvelope = EventEnvelope> = E & {
+  /** When the batch carrying it was accepted (ISO, UTC). */
+  receivedAt: string
+}
+
+/** Options of {@link createEventLog}. */
+export interface EventLogOptions {
+  /** Where batches and dedupe claims live. */
+  storage: Storage
+  /**
+   * Key prefix inside the storage.
+   * @default 'events'
+   */
+  prefix?: string
+  /**
+   * How long an id is remembered for deduplication, in ms. Keep retention at least this long.
+   * @default 86_400_000 (24 h)
+   */
+  dedupeWindowMs?: number
+  /**
+   * Longest a storage operation may take before the request fails with 503, in ms.
+   * @default 5000
+   */
+  timeoutMs?: number
+  /** This process's id; part of every batch key, so instances never write the same key. */
+  instanceId: string
+  /** @default Date.now */
+  now?: () => number
+}
+
+/** The outcome of appending a batch. */
+export interface AppendResult {
+  /** Events written now. */
+  stored: number
+  /** Positions (in the appended array) of events whose id was already stored or was repeated in the batch. */
+  duplicateIndexes: number[]
+  /** Storage key of the batch record, when one was written. */
+  batchKey?: string
+}
+
+/** A query over stored events; newest first. */
+export interface EventQuery {
+  name?: string
+  source?: string
+  /** Received at or after (ms since epoch or a Date). @default 7 days before `until` */
+  since?: number | Date
+  /** Received before (ms or Date). @default now */
+  until?: number | Date
+  /** Page size. @default 100 (at most 1000) */
+  limit?: number
+  /** `nextCursor` of the previous page. */
+  cursor?: string
+}
+
+/** One page of stored events. */
+export interface EventPage<E extends EventEnvelope = EventEnvelope> {
+  events: StoredEvent<E>[]
+  /** Pass as `cursor` for the next page; null when there is none. */
+  nextCursor: string | null
+}
+
+/**
+ * The event log on unstorage: append-only batch records partitioned by hour, plus one dedupe claim
+ * per id. An append is durable (written) before it resolves, and the same id is stored once within
+ * the dedupe window, across restarts and across instances sharing storage.
+ */
+export interface EventLog {
+  append(events: readonly EventEnvelope[], receivedAt: number): Promise<AppendResult>
+  list(query?: EventQuery): Promise<EventPage>
+  /** Reads one stored event by id (within the dedupe window). */
+  get(id: string): Promise<StoredEvent | null>
+  /** Deletes batches received before `olderThan`; touches only the hour buckets it needs. */
+  prune(options: { olderThan: number | Date }): Promise<{ batches: number }>
+  /** Batch records found unreadable (a torn write); they are skipped, never served. */
+  readonly corruptRecords: number
+  /** Whether claims are atomic on this driver (true for memory, fs and Redis). */
+  readonly atomicDedupe: boolean
+}
+
+interface BatchRecord {
+  v: 1
+  receivedAt: number
+  instance: string
+  events: EventEnvelope[]
+}
+
+const HOUR = 3_600_000
+
+/** Races a storage promise against a timeout. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`[event-ingest] storage ${what} timed out after ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+function toMs(value: number | Date | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  return typeof value === 'number' ? value : value.getTime()
+}
+
+function parseRecord(raw: unknown): BatchRecord | null {
+  let value = raw
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value)
+    } catch {
+      return null
+    }
+  }
+  if (typeof value !== 'object' || value === null) return null
+  const record = value as BatchRecord
+  if (record.v !== 1 || typeof record.receivedAt !== 'number' || !Array.isArray(record.events)) return null
+  return record
+}
+
+/** Creates the event log. */
+export function createEventLog(options: EventLogOptions): EventLog {
+  const { storage, instanceId } = options
+  const prefix = options.prefix ?? 'events'
+  const windowMs = options.dedupeWindowMs ?? 86_400_000
+  const timeoutMs = options.timeoutMs ?? 5000
+  const now = options.now ?? Date.now
+  const claims: ClaimStore = createClaimStore(storage, prefix)
+  const claimKey = (id: string) => `${prefix}:d:${idKey(id)}`
+  const batchBase = `${prefix}:b`
+  // Claims of batches this process is writing right now: a concurrent request for the same id
+  // waits for the outcome instead of guessing.
+  const inflight = new Map<string, Promise<boolean>>()
+  let sequence = 0
+  let corrupt = 0
+  const hoursKey = `${prefix}:hours`
+  let indexedHour = ''
+
+  async function readHours(): Promise<string[]> {
+    const value = await withTimeout(storage.getItem<string[]>(hoursKey), timeoutMs, 'read')
+    return Array.isArray(value) ? value.map(String) : []
+  }
+
+  // The hour buckets that hold batches, so listing and pruning visit only those. Updated once per
+  // hour per instance; a lost concurrent update is repaired by the next instance writing that hour.
+  async function indexHour(hour: string): Promise<void> {
+    if (hour === indexedHour) return
+    const hours = await readHours()
+    if (!hours.includes(hour)) {
+      hours.push(hour)
+      await withTimeout(storage.setItem(hoursKey, hours.sort()), timeoutMs, 'write')
+    }
+    indexedHour = hour
+  }
+
+  const batchTime = (batchKey: string): number => {
+    const last = batchKey.slice(batchKey.lastIndexOf(':') + 1)
+    const ms = Number.parseInt(last.slice(0, last.indexOf('-')), 36)
+    return Number.isFinite(ms) ? ms : 0
+  }
+
+  async function readRecord(key: string): Promise<BatchRecord | null> {
+    const raw = await withTimeout(storage.getItem(key), timeoutMs, 'read')
+    if (raw === null || raw === undefined) return null
+    const record = parseRecord(raw)
+    if (!record) corrupt++
+    return record
+  }
+
+  async function append(events: readonly EventEnvelope[], receivedAt: number): Promise<AppendResult> {
+    const duplicateIndexes: number[] = []
+    const firstOf = new Map<string, number>()
+    const keys: string[] = []
+    const positions: number[] = []
+    events.forEach((event, index) => {
+      const key = claimKey(event.id)
+      if (firstOf.has(key)) duplicateIndexes.push(index)
+      else {
+        firstOf.set(key, index)
+        keys.push(key)
+        positions.push(index)
+      }
+    })
+    if (keys.length === 0) return { stored: 0, duplicateIndexes }
+
+    // Within this process, wait until no other append holds any of these ids, then take them all
+    // at once (waiting while holding some could deadlock two batches that share ids).
+    for (;;) {
+      const busy = keys.map((key) => inflight.get(key)).filter((p) => p !== undefined)
+      if (busy.length === 0) break
+      await Promise.all(busy)
+    }
+    const batchKey = `${batchBase}:${hourBucket(receivedAt)}:${receivedAt.toString(36)}-${instanceId}-${(sequence++).toString(36)}`
+    let settle!: (ok: boolean) => void
+    const outcome = new Promise<boolean>((resolve) => (settle = resolve))
+    for (const key of keys) inflight.set(key, outcome)
+    const mine: string[] = []
+    try {
+      const existing = await withTimeout(claims.claim(keys, batchKey, windowMs), timeoutMs, 'claim')
+      const takeover: string[] = []
+      const seen = new Map<string, Promise<boolean>>()
+      const exists = (key: string) => {
+        let check = seen.get(key)
+        if (!check) seen.set(key, (check = readRecord(key).then((record) => record !== null)))
+        return check
+      }
+      await Promise.all(existing.map(async (value, i) => {
+        const key = keys[i]!
+        const position = positions[i]!
+        if (value === null) {
+          mine.push(key)
+          return
+        }
+        const age = now() - batchTime(value)
+        if (value && age < windowMs && (await exists(value))) {
+          duplicateIndexes.push(position)
+        } else if (value && age < windowMs && age < timeoutMs * 2) {
+          const id = events[position]!.id
+          throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
+        } else {
+          // Expired, or left by a write that failed: this batch takes the id over.
+          takeover.push(key)
+        }
+      }))
+      if (takeover.length > 0) {
+        await withTimeout(claims.overwrite(takeover, batchKey, windowMs), timeoutMs, 'claim')
+        mine.push(...takeover)
+      }
+      const storedPositions = positions.filter((p) => !duplicateIndexes.includes(p))
+      duplicateIndexes.sort((a, b) => a - b)
+      if (storedPositions.length === 0) {
+        settle(false)
+        return { stored: 0, duplicateIndexes }
+      }
+      await indexHour(hourBucket(receivedAt))
+      const record: BatchRecord = { v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) }
+      await withTimeout(storage.setItem(batchKey, JSON.stringify(record)), timeoutMs, 'write')
+      settle(true)
+      return { stored: storedPositions.length, duplicateIndexes, batchKey }
+    } catch (error) {
+      settle(false)
+      if (mine.length > 0) {
+        // Best effort: a claim left behind points at a batch that does not exist, and is taken over
+        // once it is older than the in-progress grace period.
+        await withTimeout(claims.release(mine, batchKey), timeoutMs, 'release').catch(() => {})
+      }
+      if (error instanceof IngestError) throw error
+      throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
+    } finally {
+      for (const key of keys) if (inflight.get(key) === outcome) inflight.delete(key)
+    }
+  }
+
+  async function list(query: EventQuery = {}): Promise<EventPage> {
+    const until = toMs(query.until, now() + 1)
+    const since = toMs(query.since, until - 7 * 24 * HOUR)
+    const limit = Math.min(Math.max(1, Math.floor(query.limit ?? 100)), 1000)
+    let after: { key: string; index: number } | undefined
+    if (query.cursor) {
+      const decoded = Buffer.from(query.cursor, 'base64url').toString('utf8')
+      const split = decoded.lastIndexOf('|')
+      const index = Number(decoded.slice(split + 1))
+      if (split < 0 || !decoded.startsWith(`${batchBase}:`) || !Number.isInteger(index)) {
+        throw new IngestError('invalid_query', 'cursor: not a cursor returned by this API')
+      }
+      after = { key: decoded.slice(0, split), index }
+    }
+    const newestFirst = (a: string, b: string) => (batchTime(b) - batchTime(a)) || (a < b ? 1 : a > b ? -1 : 0)
+    const firstHour = hourBucket(after ? Math.min(until, batchTime(after.key)) : until)
+    const lastHour = hourBucket(since)
+    const hours = (await readHours()).filter((h) => h <= firstHour && h >= lastHour).sort().reverse()
+    const events: StoredEvent[] = []
+    const cursors: string[] = []
+    for (const hour of hours) {
+      const keys = (await withTimeout(storage.getKeys(`${batchBase}:${hour}`), timeoutMs, 'list')).sort(newestFirst)
+      for (const key of keys) {
+        if (after && newestFirst(key, after.key) < 0) continue
+        const time = batchTime(key)
+        if (time >= until || time < since) continue
+        const record = await readRecord(key)
+        if (!record) continue
+        for (let index = record.events.length - 1; index >= 0; index--) {
+          if (after && key === after.key && index >= after.index) continue
+          const event = record.events[index]!
+          if (query.name && event.name !== query.name) continue
+          if (query.source && event.source !== query.source) continue
+          if (events.length === limit) return { events, nextCursor: cursors.at(-1)! }
+          events.push({ ...event, receivedAt: new Date(record.receivedAt).toISOString() })
+          cursors.push(Buffer.from(`${key}|${index}`).toString('base64url'))
+        }
+      }
+    }
+    return { events, nextCursor: null }
+  }
+
+  async function get(id: string): Promise<StoredEvent | null> {
+    const [batchKey] = await withTimeout(claims.read([claimKey(id)]), timeoutMs, 'read')
+    if (!batchKey) return null
+    const record = await readRecord(batchKey)
+    const event = record?.events.find((e) => e.id === id)
+    return event && record ? { ...event, receivedAt: new Date(record.receivedAt).toISOString() } : null
+  }
+
+  async function prune({ olderThan }: { olderThan: number | Date }): Promise<{ batches: number }> {
+    const cutoff = toMs(olderThan, 0)
+    const cutoffHour = hourBucket(cutoff)
+    const hours = await readHours()
+    let batches = 0
+    const emptied: string[] = []
+    for (const hour of hours.filter((h) => h <= cutoffHour)) {
+      const keys = await storage.getKeys(`${batchBase}:${hour}`)
+      let kept = 0
+      for (const key of keys) {
+        if (batchTime(key) < cutoff) {
+          await withTimeout(storage.removeItem(key), timeoutMs, 'write')
+          batches++
+        } else kept++
+      }
+      if (kept === 0 && hour < cutoffHour) emptied.push(hour)
+    }
+    if (emptied.length > 0) {
+      await withTimeout(storage.setItem(hoursKey, (await readHours()).filter((h) => !emptied.includes(h))), timeoutMs, 'write')
+      if (emptied.includes(indexedHour)) indexedHour = ''
+    }
+    return { batches }
+  }
+
+  return {
+    append,
+    list,
+    get,
+    prune,
+    get corruptRecords() {
+      return corrupt
+    },
+    atomicDedupe: claims.atomic,
+  }
+}
+

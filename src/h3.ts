@@ -1,0 +1,76 @@
+import { H3, type H3Event, type H3Plugin } from 'h3'
+import type { IncomingMessage } from 'node:http'
+import type { EventIngest } from './ingest'
+import { routes, type IngestHttpRequest, type IngestHttpResponse } from './http'
+
+/** Options of the h3 handlers. */
+export interface H3EventIngestOptions {
+  /**
+   * Path prefix the routes are mounted under, like `/api`.
+   * @default ''
+   */
+  base?: string
+}
+
+function normaliseBase(base: string | undefined): string {
+  if (!base || base === '/') return ''
+  return `/${base.replace(/^\/+|\/+$/g, '')}`
+}
+
+/** Translates an h3 event into the core's neutral request. On Node the raw request stream is read directly (no web-stream detour). */
+export function toIngestRequest(event: H3Event, base = ''): IngestHttpRequest {
+  const pathname = event.url.pathname
+  const path = base && pathname.startsWith(base) ? pathname.slice(base.length) || '/' : pathname
+  const node = event.runtime?.node?.req as IncomingMessage | undefined
+  const method = event.req.method
+  let body: IngestHttpRequest['body']
+  if (method === 'POST') {
+    if (node && !node.readableEnded) body = { stream: node }
+    else if (event.req.body && !event.req.bodyUsed) body = { stream: event.req.body as unknown as AsyncIterable<Uint8Array> }
+  }
+  return { method, path, query: event.url.search, headers: event.req.headers, body }
+}
+
+/** Turns the core's neutral response into a web `Response`. */
+export function toWebResponse(response: IngestHttpResponse, method: string): Response {
+  return new Response(method === 'HEAD' ? null : response.body, { status: response.status, headers: response.headers })
+}
+
+/**
+ * An h3 handler serving every event-ingest route below `base`. Register it for each route, or use
+ * {@link eventIngestPlugin} which does so.
+ */
+export function defineEventIngestHandler(ingest: EventIngest<any>, options: H3EventIngestOptions = {}) {
+  const base = normaliseBase(options.base)
+  return async (event: H3Event): Promise<Response> => {
+    const response = await ingest.handle(toIngestRequest(event, base))
+    if (!response) return new Response(JSON.stringify({ code: 'not_found', message: `no event-ingest route at ${event.url.pathname}` }), { status: 404, headers: { 'content-type': 'application/json; charset=utf-8' } })
+    return toWebResponse(response, event.req.method)
+  }
+}
+
+/**
+ * An h3 plugin that mounts `POST /events/ingest`, `GET /events/schema`, `GET /admin/events/stats`
+ * and `GET /admin/events` under `base`.
+ *
+ * @example
+ * import { H3, serve } from 'h3'
+ * import { createEventIngest } from 'event-ingest'
+ * import { eventIngestPlugin } from 'event-ingest/h3'
+ *
+ * const ingest = createEventIngest()
+ * const app = new H3().register(eventIngestPlugin(ingest, { base: '/api' }))
+ * serve(app, { port: 3000 })
+ */
+export function eventIngestPlugin(ingest: EventIngest<any>, options: H3EventIngestOptions = {}): H3Plugin {
+  const base = normaliseBase(options.base)
+  const handler = defineEventIngestHandler(ingest, options)
+  return (app) => {
+    for (const route of Object.values(routes)) app.all(`${base}${route}`, handler)
+  }
+}
+
+/** A standalone h3 app with the event-ingest routes, to `mount()` or serve on its own. */
+export function createEventIngestApp(ingest: EventIngest<any>, options: H3EventIngestOptions = {}): H3 {
+  return new H3().register(eventIngestPlugin(ingest, options))
+}

@@ -1,0 +1,198 @@
+import { readBearer, createTokenCheck } from './auth'
+import { checkContentType, readBodyBytes, type BodySource } from './body'
+import { IngestError } from './errors'
+import { parseBatchBytes } from './json'
+import type { EventQuery } from './event-log'
+import type { EventIngest, IngestResult } from './ingest'
+
+/** A request as any adapter hands it to the core: no framework types. */
+export interface IngestHttpRequest {
+  /** HTTP method, any case. */
+  method: string
+  /** Path below the mount point, starting with `/`: `/events/ingest`. */
+  path: string
+  /** The query string (with or without `?`) or parsed parameters. */
+  query?: string | URLSearchParams
+  /** Request headers; names are matched case-insensitively. */
+  headers: Headers | Record<string, string | string[] | undefined>
+  /** The body: raw bytes, a stream of chunks (read here, with the byte limit), or a value a host parser produced. */
+  body?: BodySource
+}
+
+/** What the adapter writes back. `body` is JSON text. */
+export interface IngestHttpResponse {
+  status: number
+  headers: Record<string, string>
+  body: string
+}
+
+/** Options of the HTTP contract. */
+export interface HttpOptions {
+  /** Valid ingest tokens (rotation: several at once). Empty: ingest is open. */
+  tokens: readonly string[]
+  /** Valid admin bearer tokens. */
+  adminTokens: readonly string[]
+  /** A host hook deciding admin access; when given, a request without a valid admin token is asked here. */
+  authorize?: (request: IngestHttpRequest) => boolean | Promise<boolean>
+  /** Seconds sent in Retry-After with 503. */
+  retryAfterSeconds: number
+}
+
+/** The routes of the contract, relative to the mount point. */
+export const routes = {
+  ingest: '/events/ingest',
+  schema: '/events/schema',
+  stats: '/admin/events/stats',
+  events: '/admin/events',
+} as const
+
+const allowed: Record<string, string> = {
+  [routes.ingest]: 'POST, OPTIONS',
+  [routes.schema]: 'GET, HEAD',
+  [routes.stats]: 'GET, HEAD',
+  [routes.events]: 'GET, HEAD',
+}
+
+function header(headers: IngestHttpRequest['headers'], name: string): string | undefined {
+  if (typeof (headers as Headers).get === 'function') return (headers as Headers).get(name) ?? undefined
+  const value = (headers as Record<string, string | string[] | undefined>)[name]
+  return Array.isArray(value) ? value.join(', ') : value
+}
+
+const jsonHeaders = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }
+
+function json(status: number, body: unknown, extra?: Record<string, string>): IngestHttpResponse {
+  return { status, headers: extra ? { ...jsonHeaders, ...extra } : jsonHeaders, body: JSON.stringify(body) }
+}
+
+function errorResponse(error: IngestError, retryAfterSeconds: number): IngestHttpResponse {
+  const extra: Record<string, string> = {}
+  if (error.status === 503) extra['retry-after'] = String(retryAfterSeconds)
+  // The rest of an oversize body is not read: close the connection instead of draining it.
+  if (error.code === 'body_too_large') extra.connection = 'close'
+  if (error.code === 'admin_token_missing' || error.code === 'admin_token_invalid') extra['www-authenticate'] = 'Bearer realm="event-ingest admin"'
+  return json(error.status, error.toJSON(), extra)
+}
+
+function parseTime(params: URLSearchParams, name: string): number | undefined {
+  const raw = params.get(name)
+  if (raw === null || raw === '') return undefined
+  const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw)
+  if (!Number.isFinite(ms)) throw new IngestError('invalid_query', `${name}: expected an ISO 8601 timestamp or epoch milliseconds, got ${JSON.stringify(raw)}`)
+  return ms
+}
+
+function parseQuery(query: IngestHttpRequest['query'], names: readonly string[]): EventQuery {
+  const params = query instanceof URLSearchParams ? query : new URLSearchParams(query ?? '')
+  const result: EventQuery = {}
+  for (const name of ['name', 'source'] as const) {
+    const value = params.get(name)
+    if (value === null || value === '') continue
+    if (name === 'name' && !names.includes(value)) {
+      throw new IngestError('invalid_query', `name: unknown event name ${JSON.stringify(value)}`)
+    }
+    if (name === 'source' && !['storefront', 'admin', 'api', 'bot', 'agent'].includes(value)) {
+      throw new IngestError('invalid_query', `source: expected one of storefront, admin, api, bot, agent, got ${JSON.stringify(value)}`)
+    }
+    result[name] = value
+  }
+  result.since = parseTime(params, 'since')
+  result.until = parseTime(params, 'until')
+  const limit = params.get('limit')
+  if (limit !== null && limit !== '') {
+    const n = Number(limit)
+    if (!Number.isInteger(n) || n < 1 || n > 1000) throw new IngestError('invalid_query', `limit: expected an integer from 1 to 1000, got ${JSON.stringify(limit)}`)
+    result.limit = n
+  }
+  const cursor = params.get('cursor')
+  if (cursor) result.cursor = cursor
+  return result
+}
+
+/**
+ * Builds the neutral request handler: routes, auth, limits, status codes and JSON bodies, for any
+ * adapter. Resolves `undefined` for paths that are not ours, so the host's routing continues.
+ */
+export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats' | 'schema' | 'events'> & { model: { names: readonly string[]; limits: { maxBodyBytes: number; maxDepth: number } } }, options: HttpOptions) {
+  const tokenCheck = createTokenCheck(options.tokens)
+  const adminCheck = createTokenCheck(options.adminTokens)
+  const open = options.tokens.length === 0
+  const { maxBodyBytes, maxDepth } = core.model.limits
+
+  async function admin(request: IngestHttpRequest): Promise<void> {
+    const presented = readBearer(header(request.headers, 'authorization'))
+    if (presented !== undefined && options.adminTokens.length > 0 && adminCheck(presented)) return
+    if (options.authorize) {
+      if (await options.authorize(request)) return
+      throw new IngestError('admin_forbidden', 'admin access denied by the host authorize hook')
+    }
+    if (options.adminTokens.length === 0) {
+      throw new IngestError('admin_disabled', 'admin routes are disabled: configure an admin token (EVENT_ADMIN_TOKEN or the adminToken option) or an authorize hook')
+    }
+    if (presented === undefined) throw new IngestError('admin_token_missing', 'authorization: send the admin token as "Authorization: Bearer <token>"')
+    throw new IngestError('admin_token_invalid', 'authorization: the admin token is not valid')
+  }
+
+  async function ingestRoute(request: IngestHttpRequest): Promise<IngestHttpResponse> {
+    if (!open) {
+      const token = header(request.headers, 'x-event-token')
+      if (token === undefined || token === '') throw new IngestError('token_missing', 'x-event-token: this endpoint needs a token in the x-event-token header')
+      if (!tokenCheck(token)) throw new IngestError('token_invalid', 'x-event-token: the token is not valid')
+    }
+    checkContentType(header(request.headers, 'content-type'))
+    const lengthHeader = header(request.headers, 'content-length')
+    const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
+    const body = request.body
+    let result: IngestResult
+    if (body === undefined) {
+      throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
+    } else if ('parsed' in body) {
+      if (declared !== undefined && declared > maxBodyBytes) {
+        throw new IngestError('body_too_large', `a body of ${declared} bytes is over the maxBodyBytes limit of ${maxBodyBytes}`, { limit: 'maxBodyBytes', value: maxBodyBytes })
+      }
+      const value = body.parsed
+      if (typeof value === 'string' || value instanceof Uint8Array) {
+        // A host parser that kept text (express.text(), a raw parser): parse it here, with the scan.
+        const parsed = parseBatchBytes(typeof value === 'string' ? Buffer.from(value) : value, maxDepth)
+        result = await core.ingest(parsed.value, { hints: parsed })
+      } else {
+        result = await core.ingest(value)
+      }
+    } else {
+      const bytes = await readBodyBytes(body, maxBodyBytes, declared)
+      if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
+      const parsed = parseBatchBytes(bytes, maxDepth)
+      result = await core.ingest(parsed.value, { hints: parsed })
+    }
+    return json(200, result)
+  }
+
+  return async function handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined> {
+    const path = request.path.length > 1 && request.path.endsWith('/') ? request.path.slice(0, -1) : request.path
+    const allow = allowed[path]
+    if (allow === undefined) return undefined
+    const method = request.method.toUpperCase()
+    try {
+      switch (path) {
+        case routes.ingest:
+          if (method !== 'POST') break
+          return await ingestRoute(request)
+        case routes.schema:
+          if (method !== 'GET' && method !== 'HEAD') break
+          return json(200, core.schema())
+        case routes.stats:
+          if (method !== 'GET' && method !== 'HEAD') break
+          await admin(request)
+          return json(200, await core.stats())
+        case routes.events:
+          if (method !== 'GET' && method !== 'HEAD') break
+          await admin(request)
+          return json(200, await core.events(parseQuery(request.query, core.model.names)))
+      }
+      return json(405, { code: 'method_not_allowed', message: `${method} is not allowed on ${path}; use ${allow}` }, { allow })
+    } catch (error) {
+      if (error instanceof IngestError) return errorResponse(error, options.retryAfterSeconds)
+      throw error
+    }
+  }
+}

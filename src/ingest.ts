@@ -1,0 +1,218 @@
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import type { Storage } from 'unstorage'
+import { parseTokens } from './auth'
+import { IngestError } from './errors'
+import { createEventLog, withTimeout, type EventLog, type EventPage, type EventQuery } from './event-log'
+import { createHttpHandler, type IngestHttpRequest, type IngestHttpResponse } from './http'
+import type { Limits } from './limits'
+import { createEventModel, type CanonicalEvents, type EventDefinitions, type EventModel, type EventOf, type MergeEvents, type SourcePolicy } from './model'
+import type { ModelDescription } from './schema'
+import { createStatsWindow, type StatsSnapshot, type StatsWindow } from './stats'
+import { resolveStorage, type StorageOption } from './storage'
+import type { BatchHints, RejectedEvent } from './validate'
+
+/** Options of {@link createEventIngest}. Environment variables are defaults; options win. */
+export interface EventIngestOptions<E extends EventDefinitions = {}> {
+  /** A ready model (then `events`, `sourcePolicy` and the model's limits come from it). */
+  model?: EventModel<any>
+  /** Event names to add to the canonical v1 model. */
+  events?: E
+  /** @default 'reject' */
+  sourcePolicy?: SourcePolicy
+  /** Size and count limits. See the README's limits table for defaults. */
+  limits?: Partial<Limits>
+  /**
+   * Where events are stored.
+   * @default process.env.EVENT_STORAGE ?? 'memory:'
+   */
+  storage?: StorageOption
+  /**
+   * Token(s) required in `x-event-token` on ingest; several allow rotation. Unset: ingest is open.
+   * @default process.env.EVENT_INGEST_TOKEN (comma-separated)
+   */
+  token?: string | readonly string[]
+  /**
+   * Token(s) required as `Authorization: Bearer …` on admin routes.
+   * @default process.env.EVENT_ADMIN_TOKEN (comma-separated)
+   */
+  adminToken?: string | readonly string[]
+  /** Host hook for admin access (for example, your own session check). Admin routes are refused when neither this nor an admin token is set. */
+  authorize?: (request: IngestHttpRequest) => boolean | Promise<boolean>
+  /**
+   * How long an id is remembered for deduplication, in ms.
+   * @default 86_400_000 (24 h)
+   */
+  dedupeWindowMs?: number
+  /**
+   * Longest a storage operation may take before ingest answers 503, in ms.
+   * @default 5000
+   */
+  storageTimeoutMs?: number
+  /**
+   * Seconds in the `Retry-After` header of a 503.
+   * @default 2
+   */
+  retryAfterSeconds?: number
+  /**
+   * This process's id: batch keys and stats buckets are per instance. Keep it stable across
+   * restarts of one instance to keep its stats.
+   * @default `${hostname}-${pid}-${random}`
+   */
+  instanceId?: string
+  /** Stats window settings. */
+  stats?: { windowMinutes?: number; futureToleranceMs?: number; flushIntervalMs?: number }
+  /**
+   * Where environment defaults are read from.
+   * @default process.env
+   */
+  env?: Record<string, string | undefined>
+}
+
+/** The outcome of one ingest call, as sent in the 200 body. */
+export interface IngestResult {
+  /** Events stored by this call. */
+  accepted: number
+  /** Events whose id was already stored (or repeated in the batch); not stored again. */
+  duplicates: number
+  /** Invalid events with their index, id and errors. */
+  rejected: RejectedEvent[]
+}
+
+/** The framework-agnostic core. */
+export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
+  readonly model: EventModel<D>
+  readonly instanceId: string
+  /** Resolves once storage is ready; every method waits for it by itself. */
+  ready(): Promise<void>
+  /**
+   * Validates and stores a batch. Valid events are stored even when others are not; resolves only
+   * after they are written.
+   * @throws IngestError for a refused batch (400/413) or unavailable storage (503: nothing was acknowledged).
+   */
+  ingest(input: unknown, context?: { receivedAt?: number; hints?: BatchHints }): Promise<IngestResult>
+  /** Last-window stats. */
+  stats(): Promise<StatsSnapshot>
+  /** The model description published by `GET /events/schema`. */
+  schema(): ModelDescription
+  /** Stored events, newest first. */
+  events(query?: EventQuery): Promise<EventPage<EventOf<D>>>
+  /** Deletes batches received before `olderThan`. */
+  prune(options: { olderThan: number | Date }): Promise<{ batches: number }>
+  /** The neutral HTTP handler every adapter calls; `undefined` for paths that are not ours. */
+  handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined>
+  /** Flushes stats and releases storage created here. */
+  close(): Promise<void>
+  /** The storage in use (after `ready()`). */
+  readonly storage: Storage | undefined
+  /** The event log (after `ready()`). */
+  readonly log: EventLog | undefined
+}
+
+/**
+ * Creates the core: model, event log, stats and the HTTP contract, with no web framework.
+ *
+ * @example
+ * import { createEventIngest } from 'event-ingest'
+ *
+ * const ingest = createEventIngest({ storage: 'fs:./data/events', token: process.env.EVENT_INGEST_TOKEN })
+ * const result = await ingest.ingest([{ id: 'e1', name: 'ProductViewed', schemaVersion: 1,
+ *   occurredAt: new Date().toISOString(), source: 'storefront', payload: { productId: 'p1' } }])
+ * // → { accepted: 1, duplicates: 0, rejected: [] }
+ */
+export function createEventIngest<const E extends EventDefinitions = {}>(options: EventIngestOptions<E> = {}): EventIngest<MergeEvents<E>> {
+  const env = options.env ?? process.env
+  const model = (options.model ?? createEventModel({ events: options.events, sourcePolicy: options.sourcePolicy, limits: options.limits })) as EventModel<MergeEvents<E>>
+  const instanceId = options.instanceId ?? `${hostname().replace(/[^A-Za-z0-9_.]/g, '_')}_${process.pid}_${randomBytes(3).toString('hex')}`
+  if (!/^[A-Za-z0-9_.]{1,64}$/.test(instanceId)) {
+    throw new TypeError('[event-ingest] instanceId must be 1-64 letters, digits, "_" or "."')
+  }
+  const timeoutMs = options.storageTimeoutMs ?? 5000
+  let storage: Storage | undefined
+  let log: EventLog | undefined
+  let stats: StatsWindow | undefined
+  let owned = false
+  let closed = false
+
+  const readyPromise = (async () => {
+    const resolved = await resolveStorage(options.storage ?? env.EVENT_STORAGE)
+    storage = resolved.storage
+    owned = resolved.owned
+    log = createEventLog({ storage, instanceId, dedupeWindowMs: options.dedupeWindowMs, timeoutMs })
+    stats = createStatsWindow({ storage, instanceId, ...options.stats })
+  })()
+  // Surface configuration errors on first use, not as an unhandled rejection.
+  readyPromise.catch(() => {})
+
+  async function ready(): Promise<void> {
+    await readyPromise
+  }
+
+  async function ingest(input: unknown, context: { receivedAt?: number; hints?: BatchHints } = {}): Promise<IngestResult> {
+    if (closed) throw new IngestError('storage_unavailable', 'event ingest is closed')
+    await readyPromise
+    const receivedAt = context.receivedAt ?? Date.now()
+    const batch = model.validateBatch(input, context.hints)
+    if (batch.rejected.length > 0) stats!.recordRejected(batch.rejected.length, receivedAt)
+    if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
+    let appended
+    try {
+      appended = await log!.append(batch.events, receivedAt)
+    } catch (error) {
+      if (error instanceof IngestError && error.status === 503) stats!.recordStorageFailure(batch.events.length, receivedAt)
+      throw error
+    }
+    const duplicates = appended.duplicateIndexes.length
+    if (duplicates > 0) {
+      stats!.recordDuplicates(duplicates, receivedAt)
+      const skip = new Set(appended.duplicateIndexes)
+      stats!.recordAccepted(batch.events.filter((_, i) => !skip.has(i)), receivedAt)
+    } else {
+      stats!.recordAccepted(batch.events, receivedAt)
+    }
+    return { accepted: appended.stored, duplicates, rejected: batch.rejected }
+  }
+
+  const core: EventIngest<MergeEvents<E>> = {
+    model,
+    instanceId,
+    ready,
+    ingest,
+    async stats() {
+      await readyPromise
+      return stats!.snapshot()
+    },
+    schema: () => model.describe(),
+    async events(query) {
+      await readyPromise
+      return log!.list(query) as never
+    },
+    async prune(pruneOptions) {
+      await readyPromise
+      return log!.prune(pruneOptions)
+    },
+    handle: undefined as never,
+    async close() {
+      if (closed) return
+      closed = true
+      await readyPromise.catch(() => {})
+      if (stats) await withTimeout(stats.close(), timeoutMs, 'flush').catch(() => {})
+      if (owned) await storage?.dispose().catch(() => {})
+    },
+    get storage() {
+      return storage
+    },
+    get log() {
+      return log
+    },
+  }
+
+  const handler = createHttpHandler(core, {
+    tokens: parseTokens(options.token ?? env.EVENT_INGEST_TOKEN),
+    adminTokens: parseTokens(options.adminToken ?? env.EVENT_ADMIN_TOKEN),
+    authorize: options.authorize,
+    retryAfterSeconds: options.retryAfterSeconds ?? 2,
+  })
+  ;(core as { handle: typeof handler }).handle = handler
+  return core
+}

@@ -1,0 +1,27 @@
+import { createHash } from 'node:crypto'
+
+/**
+ * Turns an event id into a storage key segment that no other id can produce and that every
+ * unstorage driver keeps intact: unstorage cuts keys at `?` and turns `/` into `:`, and file
+ * systems may fold case, so ids are never used raw. Short ids become lowercase hex of their UTF-8
+ * bytes (`x…`), long ones a SHA-256 (`h…`); the two forms cannot meet.
+ */
+export function idKey(id: string): string {
+  const hex = Buffer.from(id, 'utf8').toString('hex')
+  return hex.length <= 200 ? `x${hex}` : `h${createHash('sha256').update(id, 'utf8').digest('hex')}`
+}
+
+/** The UTC hour bucket of a time, `YYYYMMDDHH`: events are partitioned by the hour they arrived. */
+export function hourBucket(ms: number): string {
+  const d = new Date(ms)
+  return `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}${pad(d.getUTCHours())}`
+}
+
+/** The start of an hour bucket in ms. */
+export function hourStart(bucket: string): number {
+  return Date.UTC(Number(bucket.slice(0, 4)), Number(bucket.slice(4, 6)) - 1, Number(bucket.slice(6, 8)), Number(bucket.slice(8, 10)))
+}
+
+function pad(n: number): string {
+  return n < 10 ? `0${n}` : String(n)
+}

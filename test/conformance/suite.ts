@@ -1,0 +1,355 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createStorage, defineDriver } from 'unstorage'
+import memoryDriver from 'unstorage/drivers/memory'
+import { makeEvent } from '../helpers/fixtures'
+import { getJson, postEvents, rawRequest } from '../helpers/http'
+import { startHost, type HostFactory, type RunningHost } from '../helpers/servers'
+
+const ADMIN = 'admin-secret-token'
+
+/**
+ * The HTTP contract, run against one host framework over real loopback HTTP. Every adapter
+ * calls this with its own factory, so each gets the whole contract.
+ */
+export function defineConformanceSuite(factory: HostFactory, variant = '') {
+  const label = variant ? `${factory.name} (${variant})` : factory.name
+
+  describe(`${label}: ingest`, () => {
+    let host: RunningHost
+    beforeAll(async () => {
+      host = await startHost(factory, { adminToken: ADMIN, limits: { maxBodyBytes: 4096, maxEvents: 5, maxEventBytes: 1024, maxDepth: 8 } }, '/api')
+    })
+    afterAll(() => host.close())
+
+    it('accepts a valid batch with 200 and stores it', async () => {
+      const events = [makeEvent({ id: 'ok-1' }), makeEvent({ id: 'ok-2', name: 'OrderCreated', source: 'api' })]
+      const res = await postEvents(host.url, events)
+      expect(res.status).toBe(200)
+      expect(res.body).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
+      const stored = await getJson(`${host.url}/admin/events?limit=10`, { authorization: `Bearer ${ADMIN}` })
+      expect(stored.body.events.map((e: any) => e.id)).toEqual(expect.arrayContaining(['ok-1', 'ok-2']))
+    })
+
+    it('stores the valid events of a mixed batch and reports each invalid one', async () => {
+      const res = await postEvents(host.url, [makeEvent({ id: 'mix-1' }), makeEvent({ id: 'mix-bad', occurredAt: 'yesterday' }), 7])
+      expect(res.status).toBe(200)
+      expect(res.body.accepted).toBe(1)
+      expect(res.body.rejected).toEqual([
+        { index: 1, id: 'mix-bad', errors: [{ path: 'occurredAt', message: expect.stringContaining('got "yesterday"') }] },
+        { index: 2, errors: [{ path: '', message: 'an event must be a JSON object, got 7' }] },
+      ])
+    })
+
+    it('accepts text/plain carrying JSON (browser beacons)', async () => {
+      const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'text/plain;charset=UTF-8' }, body: JSON.stringify([makeEvent()]) })
+      expect(res.status).toBe(200)
+      expect(res.json.accepted).toBe(1)
+    })
+
+    it('refuses other content types with 415', async () => {
+      for (const type of ['application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
+        const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': type }, body: '[]' })
+        expect(res.status).toBe(415)
+        expect(res.json.code).toBe('unsupported_media_type')
+        expect(res.json.message).toMatch(/^content-type /)
+      }
+    })
+
+    it('refuses malformed JSON, a non-array body and an empty body with 400', async () => {
+      const bad = await postEvents(host.url, '[{"id":')
+      expect(bad.status).toBe(400)
+      expect(bad.body.code).toBe('invalid_json')
+      const object = await postEvents(host.url, '{"events":[]}')
+      expect(object.status).toBe(400)
+      expect(object.body).toMatchObject({ code: 'not_an_array', message: 'body must be a JSON array of events, got an object' })
+      const empty = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: '' })
+      expect(empty.status).toBe(400)
+    })
+
+    it('refuses nesting over maxDepth with 400 naming the limit, and accepts it at the limit', async () => {
+      const nest = (levels: number): unknown => (levels === 0 ? 1 : { n: nest(levels - 1) })
+      const atLimit = await postEvents(host.url, [makeEvent({ payload: nest(6) })]) // 1 + 1 + 6 = 8
+      expect(atLimit.status).toBe(200)
+      const over = await postEvents(host.url, [makeEvent({ payload: nest(7) })])
+      expect(over.status).toBe(400)
+      expect(over.body).toMatchObject({ code: 'too_deep', limit: 'maxDepth', value: 8 })
+    })
+
+    it('refuses more than maxEvents events with 413 naming the limit, and accepts exactly maxEvents', async () => {
+      const five = await postEvents(host.url, Array.from({ length: 5 }, () => makeEvent({ payload: {} })))
+      expect(five.status).toBe(200)
+      expect(five.body.accepted).toBe(5)
+      const six = await postEvents(host.url, Array.from({ length: 6 }, () => makeEvent({ payload: {} })))
+      expect(six.status).toBe(413)
+      expect(six.body).toMatchObject({ code: 'too_many_events', limit: 'maxEvents', value: 5 })
+    })
+
+    it('refuses an event over maxEventBytes with 413 naming the limit, index and id', async () => {
+      const base = makeEvent({ id: 'big', payload: { pad: '' } })
+      const size = Buffer.byteLength(JSON.stringify(base))
+      const exact = { ...base, payload: { pad: 'x'.repeat(1024 - size) } }
+      const ok = await postEvents(host.url, [exact])
+      expect(ok.status).toBe(200)
+      const over = { ...base, id: 'big-2', payload: { pad: 'x'.repeat(1025 - size) } }
+      const res = await postEvents(host.url, [makeEvent(), over])
+      expect(res.status).toBe(413)
+      expect(res.body).toMatchObject({ code: 'event_too_large', limit: 'maxEventBytes', value: 1024, index: 1, id: 'big-2' })
+    })
+
+    it('takes a body of exactly maxBodyBytes and refuses one byte more (Content-Length)', async () => {
+      const json = JSON.stringify([makeEvent({ payload: {} })])
+      const exact = json + ' '.repeat(4096 - Buffer.byteLength(json))
+      const ok = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: exact })
+      expect(ok.status).toBe(200)
+      const over = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: `${exact} ` })
+      expect(over.status).toBe(413)
+      expect(over.json).toMatchObject({ code: 'body_too_large', limit: 'maxBodyBytes', value: 4096 })
+    })
+
+    it('refuses a chunked body as soon as it crosses maxBodyBytes', async () => {
+      const json = JSON.stringify([makeEvent({ payload: {} })])
+      const exact = json + ' '.repeat(4096 - Buffer.byteLength(json))
+      const ok = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, chunks: [exact.slice(0, 1000), exact.slice(1000)] })
+      expect(ok.status).toBe(200)
+      const over = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, chunks: [exact.slice(0, 1000), exact.slice(1000), ' '] })
+      expect(over.status).toBe(413)
+      expect(over.json.code).toBe('body_too_large')
+    })
+
+    it('answers a wrong method on a known route with 405 and Allow', async () => {
+      const res = await rawRequest(`${host.url}/events/ingest`, { method: 'GET' })
+      expect(res.status).toBe(405)
+      expect(res.headers.allow).toContain('POST')
+      expect(res.json.code).toBe('method_not_allowed')
+    })
+
+    it('reports duplicates: the same batch sent twice is stored once', async () => {
+      const events = [makeEvent({ id: 'dup-a' }), makeEvent({ id: 'dup-b' })]
+      expect((await postEvents(host.url, events)).body).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
+      expect((await postEvents(host.url, events)).body).toEqual({ accepted: 0, duplicates: 2, rejected: [] })
+      expect((await postEvents(host.url, [makeEvent({ id: 'dup-c' }), makeEvent({ id: 'dup-c' })])).body).toEqual({ accepted: 1, duplicates: 1, rejected: [] })
+    })
+
+    it('stores one copy when 20 concurrent requests carry one id', async () => {
+      const event = makeEvent({ id: 'race-1' })
+      const results = await Promise.all(Array.from({ length: 20 }, () => postEvents(host.url, [event])))
+      expect(results.map((r) => r.status)).toEqual(Array(20).fill(200))
+      expect(results.reduce((n, r) => n + r.body.accepted, 0)).toBe(1)
+      expect(results.reduce((n, r) => n + r.body.duplicates, 0)).toBe(19)
+      const stored = await getJson(`${host.url}/admin/events?limit=1000`, { authorization: `Bearer ${ADMIN}` })
+      expect(stored.body.events.filter((e: any) => e.id === 'race-1')).toHaveLength(1)
+    })
+
+    it('publishes the schema', async () => {
+      const res = await getJson(`${host.url}/events/schema`)
+      expect(res.status).toBe(200)
+      expect(res.body.schemaVersion).toBe(1)
+      expect(res.body.supportedVersions).toEqual([1])
+      expect(res.body.events).toHaveLength(10)
+      expect(res.body.envelopeSchema.properties.occurredAt.format).toBe('date-time')
+      expect(res.body.limits.maxEvents).toBe(5)
+    })
+
+    it('leaves paths that are not its own to the host', async () => {
+      const res = await rawRequest(`${host.url}/events/other`, { method: 'GET' })
+      expect(res.status).toBe(404)
+    })
+  })
+
+  describe(`${label}: tokens`, () => {
+    let host: RunningHost
+    beforeAll(async () => {
+      host = await startHost(factory, { token: ['current-token', 'tökén-lätin'], adminToken: ADMIN })
+    })
+    afterAll(() => host.close())
+
+    const post = (headers: Record<string, string>) =>
+      rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify([makeEvent()]) })
+
+    it('refuses a missing token with 401 token_missing', async () => {
+      const res = await post({})
+      expect(res.status).toBe(401)
+      expect(res.json).toMatchObject({ code: 'token_missing', message: expect.stringContaining('x-event-token') })
+    })
+
+    it('refuses a wrong token, a token of another length and a non-ASCII token with 401 token_invalid', async () => {
+      for (const token of ['current-tokem', 'x', 'current-token-but-longer', 'cürrent-token', 'tökén-lätim']) {
+        const res = await post({ 'x-event-token': token })
+        expect(res.status, token).toBe(401)
+        expect(res.json.code).toBe('token_invalid')
+      }
+    })
+
+    it('accepts every configured token (rotation), including a non-ASCII one', async () => {
+      expect((await post({ 'x-event-token': 'current-token' })).status).toBe(200)
+      expect((await post({ 'x-event-token': 'tökén-lätin' })).status).toBe(200)
+    })
+
+    it('checks the token before reading the body', async () => {
+      // A body far over the limit gets 401, not 413: the token was checked first.
+      const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json', 'content-length': String(50 * 1024 * 1024) }, chunks: ['['] })
+        .catch((error: Error) => ({ status: -1, json: { message: error.message } }))
+      expect(res.status).toBe(401)
+    })
+  })
+
+  describe(`${label}: admin access`, () => {
+    it('refuses admin routes by default (no admin token, no hook) with 403', async () => {
+      const host = await startHost(factory, {})
+      try {
+        for (const path of ['/admin/events/stats', '/admin/events']) {
+          const res = await getJson(`${host.url}${path}`)
+          expect(res.status).toBe(403)
+          expect(res.body.code).toBe('admin_disabled')
+        }
+      } finally {
+        await host.close()
+      }
+    })
+
+    it('needs the admin bearer token when one is configured', async () => {
+      const host = await startHost(factory, { adminToken: ADMIN })
+      try {
+        const missing = await getJson(`${host.url}/admin/events/stats`)
+        expect(missing.status).toBe(401)
+        expect(missing.body.code).toBe('admin_token_missing')
+        expect(missing.headers.get('www-authenticate')).toMatch(/^Bearer/)
+        const wrong = await getJson(`${host.url}/admin/events/stats`, { authorization: 'Bearer nope' })
+        expect(wrong.status).toBe(401)
+        expect(wrong.body.code).toBe('admin_token_invalid')
+        const ingestToken = await getJson(`${host.url}/admin/events/stats`, { 'x-event-token': ADMIN })
+        expect(ingestToken.status).toBe(401)
+        const ok = await getJson(`${host.url}/admin/events/stats`, { authorization: `Bearer ${ADMIN}` })
+        expect(ok.status).toBe(200)
+      } finally {
+        await host.close()
+      }
+    })
+
+    it('asks the host authorize hook, which can refuse with 403', async () => {
+      const host = await startHost(factory, { authorize: (request: { headers: unknown }) => request.headers instanceof Headers ? request.headers.get('x-role') === 'ops' : (request.headers as Record<string, string>)['x-role'] === 'ops' })
+      try {
+        expect((await getJson(`${host.url}/admin/events/stats`, { 'x-role': 'ops' })).status).toBe(200)
+        const denied = await getJson(`${host.url}/admin/events/stats`, { 'x-role': 'guest' })
+        expect(denied.status).toBe(403)
+        expect(denied.body.code).toBe('admin_forbidden')
+      } finally {
+        await host.close()
+      }
+    })
+  })
+
+  describe(`${label}: stats and stored events`, () => {
+    let host: RunningHost
+    const auth = { authorization: `Bearer ${ADMIN}` }
+    beforeAll(async () => {
+      host = await startHost(factory, { adminToken: ADMIN })
+    })
+    afterAll(() => host.close())
+
+    it('counts what was sent: totals, per name, per source, rejected, duplicates, lag', async () => {
+      const now = Date.now()
+      const events = [
+        makeEvent({ id: 's1', name: 'OrderCreated', source: 'api', occurredAt: new Date(now - 2000).toISOString() }),
+        makeEvent({ id: 's2', name: 'OrderCreated', source: 'api', occurredAt: new Date(now - 4000).toISOString() }),
+        makeEvent({ id: 's3', name: 'BotCommand', source: 'bot', occurredAt: new Date(now - 6000).toISOString() }),
+        makeEvent({ id: 's4', source: 'web' }),
+      ]
+      await postEvents(host.url, events)
+      await postEvents(host.url, [events[0]])
+      const res = await getJson(`${host.url}/admin/events/stats`, auth)
+      expect(res.status).toBe(200)
+      const stats = res.body
+      expect(stats.totals).toMatchObject({ accepted: 3, duplicates: 1, rejected: 1 })
+      expect(stats.byName).toEqual({ OrderCreated: 2, BotCommand: 1 })
+      expect(stats.bySource).toEqual({ api: 2, bot: 1 })
+      expect(stats.failures.rejected).toBe(1)
+      expect(stats.lag.count).toBe(3)
+      expect(stats.lag.averageMs).toBeGreaterThanOrEqual(4000)
+      expect(stats.lag.averageMs).toBeLessThan(4000 + 5000)
+      expect(stats.series).toHaveLength(60)
+      expect(stats.series.at(-1).accepted).toBeGreaterThanOrEqual(1)
+    })
+
+    it('lists stored events newest first, filtered and paged', async () => {
+      const t0 = Date.now()
+      for (let i = 0; i < 5; i++) {
+        await postEvents(host.url, [makeEvent({ id: `list-${i}`, name: i % 2 ? 'AgentHeartbeat' : 'ProductViewed', source: i % 2 ? 'agent' : 'storefront' })])
+      }
+      const all = await getJson(`${host.url}/admin/events?since=${t0}&limit=2`, auth)
+      expect(all.status).toBe(200)
+      expect(all.body.events.map((e: any) => e.id)).toEqual(['list-4', 'list-3'])
+      expect(all.body.events[0].receivedAt).toMatch(/Z$/)
+      const next = await getJson(`${host.url}/admin/events?since=${t0}&limit=2&cursor=${all.body.nextCursor}`, auth)
+      expect(next.body.events.map((e: any) => e.id)).toEqual(['list-2', 'list-1'])
+      const last = await getJson(`${host.url}/admin/events?since=${t0}&limit=2&cursor=${next.body.nextCursor}`, auth)
+      expect(last.body.events.map((e: any) => e.id)).toEqual(['list-0'])
+      expect(last.body.nextCursor).toBeNull()
+      const agents = await getJson(`${host.url}/admin/events?since=${t0}&source=agent`, auth)
+      expect(agents.body.events.map((e: any) => e.id)).toEqual(['list-3', 'list-1'])
+      const named = await getJson(`${host.url}/admin/events?since=${new Date(t0).toISOString()}&name=ProductViewed`, auth)
+      expect(named.body.events.map((e: any) => e.id)).toEqual(['list-4', 'list-2', 'list-0'])
+    })
+
+    it('answers a bad filter with 400 naming the parameter', async () => {
+      for (const [query, field] of [['name=Nope', 'name'], ['source=web', 'source'], ['since=yesterday', 'since'], ['limit=0', 'limit'], ['limit=5000', 'limit'], ['cursor=abc', 'cursor']]) {
+        const res = await getJson(`${host.url}/admin/events?${query}`, auth)
+        expect(res.status, query).toBe(400)
+        expect(res.body.code).toBe('invalid_query')
+        expect(res.body.message.startsWith(`${field}:`), res.body.message).toBe(true)
+      }
+    })
+  })
+
+  describe(`${label}: storage failures`, () => {
+    it('answers 503 with Retry-After when storage fails, acknowledges nothing, and stores on retry', async () => {
+      let failing = true
+      const memory = memoryDriver()
+      const flaky = defineDriver(() => ({
+        ...memory,
+        name: 'flaky',
+        setItem(key: string, value: string) {
+          if (failing && key.startsWith('events:b:')) throw new Error('disk on fire')
+          return memory.setItem!(key, value, {})
+        },
+      }))
+      const host = await startHost(factory, { storage: createStorage({ driver: flaky() }), adminToken: ADMIN })
+      try {
+        const events = [makeEvent({ id: 'f-1' }), makeEvent({ id: 'f-2' })]
+        const res = await postEvents(host.url, events)
+        expect(res.status).toBe(503)
+        expect(res.headers.get('retry-after')).toBe('2')
+        expect(res.body.code).toBe('storage_unavailable')
+        const listed = await getJson(`${host.url}/admin/events`, { authorization: `Bearer ${ADMIN}` })
+        expect(listed.body.events).toEqual([])
+        failing = false
+        const retry = await postEvents(host.url, events)
+        expect(retry.status).toBe(200)
+        expect(retry.body).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
+        const stats = await getJson(`${host.url}/admin/events/stats`, { authorization: `Bearer ${ADMIN}` })
+        expect(stats.body.failures.storage).toBe(2)
+      } finally {
+        await host.close()
+      }
+    })
+
+    it('answers 503 within the storage timeout when storage hangs', async () => {
+      const memory = memoryDriver()
+      const hanging = defineDriver(() => ({
+        ...memory,
+        name: 'hanging',
+        setItem: (key: string, value: string) => (key.startsWith('events:b:') ? new Promise<void>(() => {}) : memory.setItem!(key, value, {})),
+      }))
+      const host = await startHost(factory, { storage: createStorage({ driver: hanging() }), storageTimeoutMs: 300 })
+      try {
+        const started = Date.now()
+        const res = await postEvents(host.url, [makeEvent()])
+        expect(res.status).toBe(503)
+        expect(Date.now() - started).toBeLessThan(5000)
+        expect(res.body.message).toMatch(/timed out after 300 ms/)
+      } finally {
+        await host.close()
+      }
+    })
+  })
+}

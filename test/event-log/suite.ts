@@ -1,0 +1,150 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { createEventIngest, type EventIngest, type StorageOption } from '../../src/index'
+import { makeEvent } from '../helpers/fixtures'
+
+/** How a driver is set up for the suite: a storage option for a fresh log, and the same log again (a "restart"). */
+export interface StorageSetup {
+  name: string
+  /** Storage for one log; called again with the same `key` must reach the same data. */
+  storage(key: string): StorageOption | Promise<StorageOption>
+  before?(): Promise<void>
+  after?(): Promise<void>
+}
+
+const HOUR = 3_600_000
+
+/**
+ * The EventLog contract every supported driver must keep, through the public core API. Each
+ * storage driver's test file calls this.
+ */
+export function defineEventLogSuite(setup: StorageSetup) {
+  describe(`EventLog on ${setup.name}`, () => {
+    const open: EventIngest<any>[] = []
+    const make = async (key: string, extra: Parameters<typeof createEventIngest>[0] = {}) => {
+      const ingest = createEventIngest({ env: {}, storage: await setup.storage(key), ...extra })
+      await ingest.ready()
+      open.push(ingest)
+      return ingest
+    }
+    beforeAll(async () => {
+      await setup.before?.()
+    })
+    afterAll(async () => {
+      await Promise.all(open.map((i) => i.close()))
+      await setup.after?.()
+    })
+
+    it('stores a batch before resolving and reads every event back by id', async () => {
+      const log = await make('basic')
+      const events = [makeEvent({ id: 'b-1' }), makeEvent({ id: 'b-2', name: 'EmailSent', source: 'api' })]
+      expect(await log.ingest(events)).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
+      const stored = await log.log!.get('b-2')
+      expect(stored).toMatchObject({ id: 'b-2', name: 'EmailSent', source: 'api', payload: events[1]!.payload })
+      expect(stored!.receivedAt).toMatch(/Z$/)
+      expect(await log.log!.get('missing')).toBeNull()
+    })
+
+    it('never lets two ids share a key (unstorage cuts at "?" and maps "/" to ":")', async () => {
+      const log = await make('keys')
+      const ids = ['a/b', 'a:b', 'a?b', 'a?c', 'a', 'A', 'a\\b', 'a b', '../etc', 'ü', 'u\u0308', 'x'.repeat(128), `${'x'.repeat(127)}y`, '💥', '.']
+      const result = await log.ingest(ids.map((id, i) => makeEvent({ id, payload: { i } })))
+      expect(result).toEqual({ accepted: ids.length, duplicates: 0, rejected: [] })
+      for (const [i, id] of ids.entries()) {
+        const stored = await log.log!.get(id)
+        expect(stored?.payload, id).toEqual({ i })
+      }
+    })
+
+    it('is idempotent by id: a retried batch is neither stored nor counted twice', async () => {
+      const log = await make('dedupe')
+      const events = [makeEvent({ id: 'd-1' }), makeEvent({ id: 'd-2' })]
+      await log.ingest(events)
+      expect(await log.ingest(events)).toEqual({ accepted: 0, duplicates: 2, rejected: [] })
+      expect(await log.ingest([events[0], makeEvent({ id: 'd-3' })])).toEqual({ accepted: 1, duplicates: 1, rejected: [] })
+      const page = await log.events({ limit: 100 })
+      expect(page.events.map((e) => e.id).sort()).toEqual(['d-1', 'd-2', 'd-3'])
+      const stats = await log.stats()
+      expect(stats.totals.accepted).toBe(3)
+      expect(stats.totals.duplicates).toBe(3)
+    })
+
+    it('remembers ids across a restart on the same storage', async () => {
+      const first = await make('restart')
+      const events = [makeEvent({ id: 'r-1' }), makeEvent({ id: 'r-2' })]
+      await first.ingest(events)
+      await first.close()
+      const second = await make('restart')
+      expect(await second.ingest(events)).toEqual({ accepted: 0, duplicates: 2, rejected: [] })
+      expect((await second.log!.get('r-1'))?.id).toBe('r-1')
+    })
+
+    it('stores one copy when 20 concurrent ingests carry one id', async () => {
+      const log = await make('race')
+      const event = makeEvent({ id: 'race-x' })
+      const results = await Promise.all(Array.from({ length: 20 }, () => log.ingest([event])))
+      expect(results.reduce((n, r) => n + r.accepted, 0)).toBe(1)
+      expect(results.reduce((n, r) => n + r.duplicates, 0)).toBe(19)
+      const page = await log.events({ limit: 1000 })
+      expect(page.events.filter((e) => e.id === 'race-x')).toHaveLength(1)
+    })
+
+    it('forgets ids after the dedupe window', async () => {
+      const log = await make('window', { dedupeWindowMs: 400 })
+      const event = makeEvent({ id: 'w-1' })
+      await log.ingest([event])
+      expect((await log.ingest([event])).duplicates).toBe(1)
+      await new Promise((resolve) => setTimeout(resolve, 700))
+      expect((await log.ingest([event])).accepted).toBe(1)
+    })
+
+    it('lists events newest first across hour buckets, filtered by name, source and time, with a cursor', async () => {
+      const log = await make('list')
+      const now = Date.now()
+      const at = [now - 3 * HOUR, now - 2 * HOUR - 1000, now - HOUR, now - 1000]
+      for (const [i, receivedAt] of at.entries()) {
+        await log.ingest([
+          makeEvent({ id: `l-${i}-a`, name: 'ProductViewed', source: 'storefront' }),
+          makeEvent({ id: `l-${i}-b`, name: 'AgentHeartbeat', source: 'agent' }),
+        ], { receivedAt })
+      }
+      const all = await log.events({ limit: 100 })
+      expect(all.events.map((e) => e.id)).toEqual(['l-3-b', 'l-3-a', 'l-2-b', 'l-2-a', 'l-1-b', 'l-1-a', 'l-0-b', 'l-0-a'])
+      const pages: string[][] = []
+      let cursor: string | undefined
+      do {
+        const page = await log.events({ limit: 3, cursor })
+        pages.push(page.events.map((e) => e.id))
+        cursor = page.nextCursor ?? undefined
+      } while (cursor)
+      expect(pages.flat()).toEqual(all.events.map((e) => e.id))
+      expect(pages.map((p) => p.length)).toEqual([3, 3, 2])
+      expect((await log.events({ source: 'agent' })).events.map((e) => e.id)).toEqual(['l-3-b', 'l-2-b', 'l-1-b', 'l-0-b'])
+      expect((await log.events({ name: 'ProductViewed', since: now - 2.5 * HOUR, until: now - 30 * 60_000 })).events.map((e) => e.id)).toEqual(['l-2-a', 'l-1-a'])
+    })
+
+    it('prunes batches older than a time, touching only the hours it needs', async () => {
+      const log = await make('prune')
+      const now = Date.now()
+      await log.ingest([makeEvent({ id: 'p-old' })], { receivedAt: now - 5 * HOUR })
+      await log.ingest([makeEvent({ id: 'p-mid' })], { receivedAt: now - 2 * HOUR })
+      await log.ingest([makeEvent({ id: 'p-new' })], { receivedAt: now })
+      const getKeys = vi.spyOn(log.storage!, 'getKeys')
+      expect(await log.prune({ olderThan: now - 3 * HOUR })).toEqual({ batches: 1 })
+      // Only hour buckets at or before the cutoff are listed, never the whole store.
+      for (const [base] of getKeys.mock.calls) expect(base).toMatch(/^events:b:\d{10}$/)
+      getKeys.mockRestore()
+      expect((await log.events()).events.map((e) => e.id)).toEqual(['p-new', 'p-mid'])
+    })
+
+    it('never lists keys on the ingest or stats path', async () => {
+      const log = await make('hot-path')
+      const getKeys = vi.spyOn(log.storage!, 'getKeys')
+      for (let i = 0; i < 5; i++) await log.ingest([makeEvent(), makeEvent()])
+      await log.ingest([makeEvent({ id: 'hp' })])
+      await log.ingest([makeEvent({ id: 'hp' })])
+      await log.stats()
+      expect(getKeys).not.toHaveBeenCalled()
+      getKeys.mockRestore()
+    })
+  })
+}

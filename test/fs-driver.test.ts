@@ -1,0 +1,335 @@
+import { spawn } from 'node:child_process'
+import { createHash, randomInt } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, sep } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { createStorage, type Storage } from 'unstorage'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { fsDriver, removeStaleTempFiles, type FsDriverInstance } from '../src/drivers/fs'
+
+const openFiles = vi.hoisted(() => ({ now: 0, max: 0 }))
+
+// Pass-through spies on the fs module the driver imports. Vitest transforms the driver's source, so
+// its `node:fs/promises` import resolves to this mock: readdir calls show which directories it
+// lists, and open() counts the file handles it holds at once. (spyOn on an ESM namespace cannot
+// work, and chmod 000 does not stop root, so this is the witness that does not depend on the host.)
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('node:fs/promises')>()
+  return {
+    ...actual,
+    readdir: vi.fn(actual.readdir),
+    open: vi.fn(async (...args: Parameters<typeof actual.open>) => {
+      const handle = await actual.open(...args)
+      openFiles.max = Math.max(openFiles.max, ++openFiles.now)
+      const close = handle.close.bind(handle)
+      handle.close = () => {
+        openFiles.now--
+        return close()
+      }
+      return handle
+    }),
+  }
+})
+
+const projectRoot = fileURLToPath(new URL('..', import.meta.url))
+const helper = (name: string) => fileURLToPath(new URL(`./helpers/${name}`, import.meta.url))
+
+let base: string
+let storage: Storage
+
+beforeEach(async () => {
+  base = await mkdtemp(join(tmpdir(), 'event-ingest-fs-'))
+  storage = createStorage({ driver: fsDriver({ base }) })
+})
+
+afterEach(async () => {
+  await storage.dispose()
+  await rm(base, { recursive: true, force: true })
+})
+
+const sorted = (keys: string[]) => [...keys].sort()
+const claimsOf = (target: Storage): FsDriverInstance => target.getMount('').driver.getInstance!()
+
+describe('fsDriver: the unstorage surface', () => {
+  it('round-trips set, get, has, remove, getKeys and clear', async () => {
+    await storage.setItem('a:b:c', 'one')
+    await storage.setItem('a:d', { n: 2 })
+    await storage.setItem('top', 'three')
+
+    expect(await storage.getItem('a:b:c')).toBe('one')
+    expect(await storage.getItem('a:d')).toEqual({ n: 2 })
+    expect(await storage.getItem('missing:key')).toBeNull()
+    expect(await storage.hasItem('a:b:c')).toBe(true)
+    expect(await storage.hasItem('a:b')).toBe(false)
+    expect(await storage.hasItem('nope')).toBe(false)
+    expect(sorted(await storage.getKeys())).toEqual(['a:b:c', 'a:d', 'top'])
+
+    await storage.setItem('a:b:c', 'replaced')
+    expect(await storage.getItem('a:b:c')).toBe('replaced')
+
+    await storage.removeItem('a:b:c')
+    await storage.removeItem('a:b:c')
+    expect(await storage.hasItem('a:b:c')).toBe(false)
+    expect(sorted(await storage.getKeys())).toEqual(['a:d', 'top'])
+
+    await storage.clear()
+    expect(await storage.getKeys()).toEqual([])
+    expect(existsSync(base)).toBe(true)
+  })
+
+  it('keeps unicode keys and multi-line values byte for byte', async () => {
+    const value = 'first line\nsecond line\r\nthird\n\n  indented — ünïcödé 日本語 😀\n'
+    await storage.setItem('ünï:日本:😀', value)
+    await storage.setItem('ünï:plain', 'x')
+    expect(await storage.getItem('ünï:日本:😀')).toBe(value)
+    expect(sorted(await storage.getKeys('ünï'))).toEqual(['ünï:plain', 'ünï:日本:😀'])
+    expect(existsSync(join(base, 'ünï', '日本', '😀'))).toBe(true)
+  })
+
+  it('stores binary values with setItemRaw and serves them as Buffers', async () => {
+    const bytes = Uint8Array.from({ length: 256 }, (_, i) => i)
+    await storage.setItemRaw('bin:all-bytes', bytes)
+    const back = await storage.getItemRaw<Buffer>('bin:all-bytes')
+    expect(Buffer.isBuffer(back)).toBe(true)
+    expect(Buffer.compare(back!, Buffer.from(bytes))).toBe(0)
+    expect(await storage.getItemRaw('bin:missing')).toBeNull()
+  })
+
+  it('refuses keys with "..", "." or empty segments with an [event-ingest-fs] error', async () => {
+    const driver = fsDriver({ base })
+    for (const key of ['a:..:b', '..', '../escape', 'a:.:b', 'a::b', ':a', 'a:', 'a\\..\\b']) {
+      await expect(driver.setItem!(key, 'x', {}), key).rejects.toThrow(/^\[event-ingest-fs\] Invalid key/)
+      await expect(Promise.resolve().then(() => driver.getItem(key)), key).rejects.toThrow(/^\[event-ingest-fs\]/)
+      await expect(Promise.resolve().then(() => driver.hasItem(key, {})), key).rejects.toThrow(/^\[event-ingest-fs\]/)
+      await expect(driver.getInstance!().setIfAbsent(key, 'x'), key).rejects.toThrow(/^\[event-ingest-fs\]/)
+    }
+    // Through createStorage unstorage refuses dot segments itself, before the driver sees them.
+    await expect(storage.setItem('a:..:b', 'x')).rejects.toThrow()
+    // Dots inside a segment are ordinary characters.
+    await storage.setItem('a..b:c.d', 'fine')
+    expect(await storage.getItem('a..b:c.d')).toBe('fine')
+    expect(await readdir(base)).toEqual(['a..b'])
+  })
+})
+
+describe('fsDriver: getKeys and clear stay below their base', () => {
+  it('getKeys(base) reads only the directory of base, never its siblings', async () => {
+    const readdirSpy = vi.mocked(readdir)
+    await storage.setItem('a:b:c', '1')
+    await storage.setItem('a:b:d:e', '2')
+    await storage.setItem('a:b2:trap', '3') // shares the string prefix 'a:b', not the directory
+    await storage.setItem('a:x:y', '4')
+    await storage.setItem('top', '5')
+
+    readdirSpy.mockClear()
+    expect(sorted(await storage.getKeys('a:b'))).toEqual(['a:b:c', 'a:b:d:e'])
+    const listed = readdirSpy.mock.calls.map(([dir]) => String(dir))
+    const below = join(base, 'a', 'b')
+    expect(listed.length, 'the spy sees the driver').toBeGreaterThan(0)
+    for (const dir of listed) expect(dir === below || dir.startsWith(below + sep), dir).toBe(true)
+
+    // The driver's own answer, without createStorage's filterKeyByBase in between.
+    expect(sorted(await fsDriver({ base }).getKeys('a:b:', {}))).toEqual(['a:b:c', 'a:b:d:e'])
+    expect(await storage.getKeys('a:nothing')).toEqual([])
+    expect(await storage.getKeys('top')).toEqual([])
+  })
+
+  it('getKeys honours maxDepth, counted in ":" from the root as unstorage counts it', async () => {
+    for (const key of ['top', 'a:one', 'a:b:two', 'a:b:c:three']) await storage.setItem(key, key)
+    expect(await storage.getKeys('', { maxDepth: 0 })).toEqual(['top'])
+    expect(sorted(await storage.getKeys('', { maxDepth: 1 }))).toEqual(['a:one', 'top'])
+    expect(await storage.getKeys('a:b', { maxDepth: 2 })).toEqual(['a:b:two'])
+    expect(await storage.getKeys('a:b', { maxDepth: 1 })).toEqual([])
+  })
+
+  it('clear(base) removes only below base', async () => {
+    for (const key of ['a:b:c', 'a:b:d:e', 'a:b2:f', 'a:x', 'top']) await storage.setItem(key, key)
+    // unstorage 1.17's storage.clear(base) only reaches drivers mounted at or below base, so with
+    // one root driver it does nothing (unjs/unstorage#336, #801). Call the driver as it would.
+    const { driver } = storage.getMount('a:b')
+    await driver.clear!('a:b:', {})
+    expect(sorted(await storage.getKeys())).toEqual(['a:b2:f', 'a:x', 'top'])
+    expect(existsSync(join(base, 'a', 'b'))).toBe(false)
+
+    await driver.clear!('top:', {}) // 'top' is an item, not below the base 'top:'
+    expect(await storage.getItem('top')).toBe('top')
+
+    await storage.clear()
+    expect(await storage.getKeys()).toEqual([])
+  })
+})
+
+describe('fsDriver: temp files', () => {
+  it('never lists or serves temp files', async () => {
+    await storage.setItem('a:b:c', 'committed')
+    // What a writer killed mid-write leaves behind: a partial temp file beside the key's file.
+    await writeFile(join(base, 'a', 'b', `.c.${process.pid}.0123456789ab.tmp`), 'comm')
+    await writeFile(join(base, 'a', 'b', '.d.1.ffffffffffff.tmp'), '')
+
+    expect(await storage.getKeys()).toEqual(['a:b:c'])
+    expect(await storage.getKeys('a:b')).toEqual(['a:b:c'])
+    expect(await storage.getItem('a:b:c')).toBe('committed')
+    expect(await storage.hasItem('a:b:d')).toBe(false)
+    await expect(storage.getItem('a:b:.d.1.ffffffffffff.tmp')).rejects.toThrow(/^\[event-ingest-fs\] .*reserved/)
+    await expect(storage.setItem('a:b:.d.1.ffffffffffff.tmp', 'x')).rejects.toThrow(/^\[event-ingest-fs\]/)
+  })
+
+  it('leaves no temp file after writes, claims and failed writes', async () => {
+    await storage.setItem('k:one', '1')
+    await claimsOf(storage).setIfAbsent('k:two', '2')
+    await claimsOf(storage).setIfAbsent('k:two', 'loser')
+    await mkdir(join(base, 'k', 'dir-in-the-way'))
+    await expect(storage.setItem('k:dir-in-the-way', 'x')).rejects.toThrow()
+    expect(sorted(await readdir(join(base, 'k')))).toEqual(['dir-in-the-way', 'one', 'two'])
+  })
+
+  it('removeStaleTempFiles deletes only temp files older than the cutoff', async () => {
+    await storage.setItem('a:b:c', 'keep')
+    const stale = join(base, 'a', 'b', '.c.1.aaaaaaaaaaaa.tmp')
+    const fresh = join(base, 'a', '.x.2.bbbbbbbbbbbb.tmp')
+    await writeFile(stale, 'partial')
+    await writeFile(fresh, 'in flight')
+    const hourAgo = new Date(Date.now() - 3_600_000)
+    await utimes(stale, hourAgo, hourAgo)
+
+    expect(await removeStaleTempFiles(base, 60_000)).toBe(1)
+    expect(existsSync(stale)).toBe(false)
+    expect(existsSync(fresh)).toBe(true)
+    expect(await storage.getItem('a:b:c')).toBe('keep')
+    expect(await removeStaleTempFiles(join(base, 'does-not-exist'), 0)).toBe(0)
+  })
+})
+
+describe('fsDriver: bounded resources', () => {
+  it('never holds more than 64 files open under 1000 concurrent writes and reads', async () => {
+    const fast = createStorage({ driver: fsDriver({ base, fsync: false }) })
+    openFiles.max = 0
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => fast.setItem(`many:${i % 10}:${i}`, `v${i}`)))
+    const values = await Promise.all(Array.from({ length: 1000 }, (_, i) => fast.getItem(`many:${i % 10}:${i}`)))
+    expect(values.every((value, i) => value === `v${i}`)).toBe(true)
+    expect(openFiles.max).toBeGreaterThan(1)
+    expect(openFiles.max).toBeLessThanOrEqual(64)
+    expect(openFiles.now).toBe(0)
+  })
+
+  it('dispose() waits for writes in flight', async () => {
+    const writes = Array.from({ length: 100 }, (_, i) => storage.setItem(`flight:${i}`, `v${i}`))
+    await storage.dispose()
+    expect((await readdir(join(base, 'flight'))).length).toBe(100)
+    await Promise.all(writes)
+  })
+})
+
+describe('fsDriver: setIfAbsent', () => {
+  it('has exactly one winner among 50 concurrent claims, and everyone sees its value', async () => {
+    const claims = claimsOf(storage)
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => claims.setIfAbsent('lock:job', `v${i}`)))
+    const winners = results.flatMap((result, i) => (result === null ? [i] : []))
+    expect(winners).toHaveLength(1)
+    const winner = `v${winners[0]}`
+    expect(results.filter((result) => result !== null && result !== winner)).toEqual([])
+    expect(await storage.getItem('lock:job')).toBe(winner)
+    expect(claims.base).toBe(base)
+  })
+
+  it("returns '' for an existing empty file, the caller's stale claim", async () => {
+    await mkdir(join(base, 'lock'))
+    await writeFile(join(base, 'lock', 'stale'), '')
+    expect(await claimsOf(storage).setIfAbsent('lock:stale', 'me')).toBe('')
+    expect(await claimsOf(storage).setIfAbsent('lock:fresh', 'me')).toBeNull()
+  })
+
+  it('has exactly one winner per key across 4 processes', async () => {
+    const count = 200
+    const children = [0, 1, 2, 3].map((i) => startTs(helper('fs-claimer.ts'), [base, `p${i}`, String(count)]))
+    try {
+      await Promise.all(children.map((child) => child.waitForLine((line) => line === 'READY')))
+      for (const { proc } of children) proc.stdin.write('go\n')
+      const results = await Promise.all(
+        children.map(async (child) => JSON.parse(await child.waitForLine((line) => line.startsWith('['))) as (string | null)[]),
+      )
+      for (let k = 0; k < count; k++) {
+        const column = results.map((result) => result[k])
+        const winners = column.flatMap((result, i) => (result === null ? [i] : []))
+        expect(winners, `claim:${k}`).toHaveLength(1)
+        const winner = `p${winners[0]}`
+        expect(column.filter((result) => result !== null && result !== winner), `claim:${k}`).toEqual([])
+        expect(await storage.getItem(`claim:${k}`)).toBe(winner)
+      }
+    } finally {
+      for (const { proc } of children) proc.kill('SIGKILL')
+    }
+  })
+})
+
+describe('fsDriver: crash durability', () => {
+  it('never loses an acknowledged write nor serves a torn file across 25 SIGKILLs', { timeout: 60_000 }, async () => {
+    const runs = 25
+    const acked: string[] = []
+    for (let run = 0; run < runs; run++) {
+      const writer = startTs(helper('fs-crash-writer.ts'), [base, String(run)])
+      // Count the delay from READY, not from spawn: loading TypeScript can take longer than 300 ms
+      // on a slow machine, and a kill before the first write would test nothing.
+      await writer.waitForLine((line) => line === 'READY')
+      await sleep(randomInt(20, 301))
+      writer.proc.kill('SIGKILL')
+      await writer.closed
+      for (const line of writer.lines) if (line.startsWith('ACK ')) acked.push(`r:${run}:${line.slice(4)}`)
+    }
+    expect(acked.length, 'the writers got writes done').toBeGreaterThan(runs)
+
+    const after = createStorage({ driver: fsDriver({ base }) })
+    for (const key of acked) expect(intact(await after.getItem(key)), `acked ${key}`).toBe(true)
+    const keys = [...(await after.getKeys('r')), ...(await after.getKeys('hot'))]
+    expect(keys.length).toBeGreaterThanOrEqual(acked.length)
+    for (const key of keys) expect(intact(await after.getItem(key)), `listed ${key}`).toBe(true)
+
+    // Kills land mid-write, so temp files are left; they stay hidden and the startup sweep removes them.
+    const files = (await readdir(base, { recursive: true })).map(String)
+    const leftovers = files.filter((file) => file.endsWith('.tmp'))
+    expect(leftovers.length, 'some kills interrupted a write').toBeGreaterThan(0)
+    expect(await removeStaleTempFiles(base, 0)).toBe(leftovers.length)
+    expect(sorted([...(await after.getKeys('r')), ...(await after.getKeys('hot'))])).toEqual(sorted(keys))
+  })
+})
+
+/** A crash-writer record is intact when its body hashes to the sha256 it carries. */
+function intact(value: unknown): boolean {
+  if (typeof value !== 'string') return false
+  const match = /^sha256=([0-9a-f]{64})\n([\s\S]+)$/.exec(value)
+  return !!match && createHash('sha256').update(match[2]!).digest('hex') === match[1]
+}
+
+/** Runs a TypeScript helper in a child node process through tsx, collecting its complete stdout lines. */
+function startTs(script: string, args: string[]) {
+  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: projectRoot, stdio: 'pipe' })
+  const lines: string[] = []
+  const listeners = new Set<() => void>()
+  let partial = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    const parts = (partial + chunk).split('\n')
+    partial = parts.pop()!
+    lines.push(...parts)
+    for (const listener of listeners) listener()
+  })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()))
+  const waitForLine = (test: (line: string) => boolean) =>
+    new Promise<string>((resolve, reject) => {
+      const check = () => {
+        const line = lines.find(test)
+        if (line === undefined) return false
+        listeners.delete(check)
+        resolve(line)
+        return true
+      }
+      listeners.add(check)
+      check()
+      void closed.then(() => check() || reject(new Error(`${script} exited without the expected line:\n${stderr}`)))
+    })
+  return { proc: child, lines, closed, waitForLine }
+}
