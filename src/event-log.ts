@@ -33,6 +33,21 @@ export interface EventLogOptions {
   instanceId: string
   /** @default Date.now */
   now?: () => number
+  /**
+   * Write an outbox entry with every batch, in the same acknowledged step, for the forwarder.
+   * @default false
+   */
+  outbox?: boolean
+}
+
+/** What the outbox holds for one stored batch: delivery state lives with the forwarder. */
+export interface OutboxEntry {
+  /** Storage key of the batch record to forward. */
+  batch: string
+  /** Events in the batch. */
+  events: number
+  /** When the batch was accepted (ms). */
+  receivedAt: number
 }
 
 /** The outcome of appending a batch. */
@@ -43,6 +58,8 @@ export interface AppendResult {
   duplicateIndexes: number[]
   /** Storage key of the batch record, when one was written. */
   batchKey?: string
+  /** Storage key of the outbox entry, when the log keeps an outbox. */
+  outboxKey?: string
 }
 
 /** A query over stored events; newest first. */
@@ -145,16 +162,28 @@ export function createEventLog(options: EventLogOptions): EventLog {
     return Array.isArray(value) ? value.map(String) : []
   }
 
-  // The hour buckets that hold batches, so listing and pruning visit only those. Updated once per
-  // hour per instance; a lost concurrent update is repaired by the next instance writing that hour.
+  // The hour buckets that hold batches, so listing and pruning visit only those. Updates run one at
+  // a time in this process; a concurrent update from another instance can still drop an entry, so
+  // an instance re-checks its hours at most once a minute, and the hour it leaves when it moves on.
+  let hoursTurn: Promise<unknown> = Promise.resolve()
+  let indexedAt = 0
+  function updateHours<T>(fn: () => Promise<T>): Promise<T> {
+    const run = hoursTurn.then(fn, fn)
+    hoursTurn = run.catch(() => {})
+    return run
+  }
+
   async function indexHour(hour: string): Promise<void> {
-    if (hour === indexedHour) return
-    const hours = await readHours()
-    if (!hours.includes(hour)) {
-      hours.push(hour)
-      await withTimeout(storage.setItem(hoursKey, hours.sort()), timeoutMs, 'write')
-    }
-    indexedHour = hour
+    if (hour === indexedHour && now() - indexedAt < 60_000) return
+    await updateHours(async () => {
+      if (hour === indexedHour && now() - indexedAt < 60_000) return
+      const hours = await readHours()
+      const wanted = indexedHour && indexedHour !== hour ? [indexedHour, hour] : [hour]
+      const missing = wanted.filter((h) => !hours.includes(h))
+      if (missing.length > 0) await withTimeout(storage.setItem(hoursKey, [...hours, ...missing].sort()), timeoutMs, 'write')
+      indexedHour = hour
+      indexedAt = now()
+    })
   }
 
   const batchTime = (batchKey: string): number => {
@@ -194,11 +223,17 @@ export function createEventLog(options: EventLogOptions): EventLog {
       if (busy.length === 0) break
       await Promise.all(busy)
     }
-    const batchKey = `${batchBase}:${hourBucket(receivedAt)}:${receivedAt.toString(36)}-${instanceId}-${(sequence++).toString(36)}`
+    // Fixed-width time first, so keys sort in acceptance order within an instance.
+    const batchId = `${receivedAt.toString(36).padStart(9, '0')}-${instanceId}-${(sequence++).toString(36).padStart(6, '0')}`
+    const batchKey = `${batchBase}:${hourBucket(receivedAt)}:${batchId}`
+    const outboxKey = options.outbox ? `${prefix}:o:${instanceId}:${batchId}` : undefined
     let settle!: (ok: boolean) => void
     const outcome = new Promise<boolean>((resolve) => (settle = resolve))
     for (const key of keys) inflight.set(key, outcome)
     const mine: string[] = []
+    // Set once the batch record is sent: from then on it may still land after this call has failed.
+    // Settles when the batch writes have finished, in failure or success, once they were started.
+    let written: Promise<unknown> | undefined
     try {
       const existing = await withTimeout(claims.claim(keys, batchKey, windowMs), timeoutMs, 'claim')
       const takeover: string[] = []
@@ -238,17 +273,34 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       await indexHour(hourBucket(receivedAt))
       const record: BatchRecord = { v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) }
-      await withTimeout(storage.setItem(batchKey, JSON.stringify(record)), timeoutMs, 'write')
+      const writes = [storage.setItem(batchKey, JSON.stringify(record))]
+      if (outboxKey) {
+        const entry: OutboxEntry = { batch: batchKey, events: storedPositions.length, receivedAt }
+        writes.push(storage.setItem(outboxKey, JSON.stringify(entry)))
+      }
+      written = Promise.allSettled(writes)
+      await withTimeout(Promise.all(writes), timeoutMs, 'write')
       settle(true)
-      return { stored: storedPositions.length, duplicateIndexes, batchKey }
+      return { stored: storedPositions.length, duplicateIndexes, batchKey, outboxKey }
     } catch (error) {
       settle(false)
       if (mine.length > 0) {
-        // Best effort: a claim left behind points at a batch that does not exist, and is taken over
-        // once it is older than the in-progress grace period.
-        await withTimeout(claims.release(mine, batchKey), timeoutMs, 'release').catch(() => {})
+        // Nothing of this request is acknowledged, so its traces go: first the record, once its
+        // write has settled (a slow write must not land after its removal; a timed-out Redis
+        // command still runs before a later one on the same connection), then the claims. If the
+        // removal fails or the write never settles, the claims stay: a retry then finds the record
+        // and reports duplicates, or finds none and takes the ids over once the in-progress grace
+        // period has passed. Either way no second copy is stored.
+        const cleaned = !written || await withTimeout(
+          written.then(() => Promise.all([storage.removeItem(batchKey), outboxKey ? storage.removeItem(outboxKey) : undefined])),
+          timeoutMs,
+          'remove',
+        ).then(() => true, () => false)
+        if (cleaned) await withTimeout(claims.release(mine, batchKey), timeoutMs, 'release').catch(() => {})
       }
       if (error instanceof IngestError) throw error
+      // The storage may have lost data meanwhile (a Redis restarted empty): check the hour index again.
+      indexedHour = ''
       throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
     } finally {
       for (const key of keys) if (inflight.get(key) === outcome) inflight.delete(key)
@@ -323,8 +375,10 @@ export function createEventLog(options: EventLogOptions): EventLog {
       if (kept === 0 && hour < cutoffHour) emptied.push(hour)
     }
     if (emptied.length > 0) {
-      await withTimeout(storage.setItem(hoursKey, (await readHours()).filter((h) => !emptied.includes(h))), timeoutMs, 'write')
-      if (emptied.includes(indexedHour)) indexedHour = ''
+      await updateHours(async () => {
+        await withTimeout(storage.setItem(hoursKey, (await readHours()).filter((h) => !emptied.includes(h))), timeoutMs, 'write')
+        if (emptied.includes(indexedHour)) indexedHour = ''
+      })
     }
     return { batches }
   }

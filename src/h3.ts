@@ -33,7 +33,8 @@ export function toIngestRequest(event: H3Event, base = ''): IngestHttpRequest {
 
 /** Turns the core's neutral response into a web `Response`. */
 export function toWebResponse(response: IngestHttpResponse, method: string): Response {
-  return new Response(method === 'HEAD' ? null : response.body, { status: response.status, headers: response.headers })
+  const empty = method === 'HEAD' || response.status === 204 || response.status === 304
+  return new Response(empty ? null : response.body, { status: response.status, headers: response.headers })
 }
 
 /**

@@ -36,6 +36,19 @@ export interface HttpOptions {
   authorize?: (request: IngestHttpRequest) => boolean | Promise<boolean>
   /** Seconds sent in Retry-After with 503. */
   retryAfterSeconds: number
+  /** Cross-origin access for browser producers; off when undefined. */
+  cors?: CorsOptions
+}
+
+/** CORS for browser producers on another origin (ingest and schema routes only; admin routes never). */
+export interface CorsOptions {
+  /** Allowed origins: `'*'`, a list of exact origins, or a predicate. */
+  origin: '*' | readonly string[] | ((origin: string) => boolean)
+  /**
+   * Seconds a browser may cache a preflight answer.
+   * @default 600
+   */
+  maxAge?: number
 }
 
 /** The routes of the contract, relative to the mount point. */
@@ -48,9 +61,16 @@ export const routes = {
 
 const allowed: Record<string, string> = {
   [routes.ingest]: 'POST, OPTIONS',
-  [routes.schema]: 'GET, HEAD',
+  [routes.schema]: 'GET, HEAD, OPTIONS',
   [routes.stats]: 'GET, HEAD',
   [routes.events]: 'GET, HEAD',
+}
+
+function corsHeaders(cors: CorsOptions | undefined, origin: string | undefined): Record<string, string> | undefined {
+  if (!cors || !origin) return undefined
+  const allowedOrigin = cors.origin === '*' ? true : typeof cors.origin === 'function' ? cors.origin(origin) : cors.origin.includes(origin)
+  if (!allowedOrigin) return undefined
+  return { 'access-control-allow-origin': cors.origin === '*' ? '*' : origin, vary: 'origin', 'access-control-expose-headers': 'retry-after' }
 }
 
 function header(headers: IngestHttpRequest['headers'], name: string): string | undefined {
@@ -156,6 +176,12 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
         const parsed = parseBatchBytes(typeof value === 'string' ? Buffer.from(value) : value, maxDepth)
         result = await core.ingest(parsed.value, { hints: parsed })
       } else {
+        if (declared === undefined && value !== undefined) {
+          const size = Buffer.byteLength(JSON.stringify(value) ?? '')
+          if (size > maxBodyBytes) {
+            throw new IngestError('body_too_large', `a body of ${size} bytes is over the maxBodyBytes limit of ${maxBodyBytes}`, { limit: 'maxBodyBytes', value: maxBodyBytes })
+          }
+        }
         result = await core.ingest(value)
       }
     } else {
@@ -167,11 +193,29 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     return json(200, result)
   }
 
-  return async function handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined> {
-    const path = request.path.length > 1 && request.path.endsWith('/') ? request.path.slice(0, -1) : request.path
+  async function handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined> {
+    const path = normalisePath(request.path)
     const allow = allowed[path]
     if (allow === undefined) return undefined
     const method = request.method.toUpperCase()
+    const response = await route(request, path, method, allow)
+    if (path === routes.ingest || path === routes.schema) {
+      const cors = corsHeaders(options.cors, header(request.headers, 'origin'))
+      if (cors) response.headers = { ...response.headers, ...cors }
+    }
+    return response
+  }
+
+  async function route(request: IngestHttpRequest, path: string, method: string, allow: string): Promise<IngestHttpResponse> {
+    if (method === 'OPTIONS') {
+      const headers: Record<string, string> = { allow }
+      if (path === routes.ingest && options.cors && corsHeaders(options.cors, header(request.headers, 'origin'))) {
+        headers['access-control-allow-methods'] = 'POST, OPTIONS'
+        headers['access-control-allow-headers'] = 'content-type, x-event-token'
+        headers['access-control-max-age'] = String(options.cors.maxAge ?? 600)
+      }
+      return { status: 204, headers, body: '' }
+    }
     try {
       switch (path) {
         case routes.ingest:
@@ -195,4 +239,10 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       throw error
     }
   }
+
+  return { handle, owns: (path: string) => allowed[normalisePath(path)] !== undefined }
+}
+
+function normalisePath(path: string): string {
+  return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path
 }

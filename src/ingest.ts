@@ -4,12 +4,13 @@ import type { Storage } from 'unstorage'
 import { parseTokens } from './auth'
 import { IngestError } from './errors'
 import { createEventLog, withTimeout, type EventLog, type EventPage, type EventQuery } from './event-log'
-import { createHttpHandler, type IngestHttpRequest, type IngestHttpResponse } from './http'
+import { createHttpHandler, type CorsOptions, type IngestHttpRequest, type IngestHttpResponse } from './http'
 import type { Limits } from './limits'
 import { createEventModel, type CanonicalEvents, type EventDefinitions, type EventModel, type EventOf, type MergeEvents, type SourcePolicy } from './model'
 import type { ModelDescription } from './schema'
 import { createStatsWindow, type StatsSnapshot, type StatsWindow } from './stats'
 import { resolveStorage, type StorageOption } from './storage'
+import { createForwarder, type DeadLetter, type Forwarder, type ForwardingState, type SinkOptions } from './forwarder'
 import type { BatchHints, RejectedEvent } from './validate'
 
 /** Options of {@link createEventIngest}. Environment variables are defaults; options win. */
@@ -60,6 +61,13 @@ export interface EventIngestOptions<E extends EventDefinitions = {}> {
    * @default `${hostname}-${pid}-${random}`
    */
   instanceId?: string
+  /**
+   * Forward accepted batches to this sink, at least once, through a durable outbox.
+   * @default process.env.EVENT_SINK_URL (with EVENT_SINK_TOKEN); unset: no forwarding
+   */
+  sink?: string | SinkOptions | false
+  /** CORS for browser producers on other origins (ingest and schema routes). Off by default. */
+  cors?: CorsOptions
   /** Stats window settings. */
   stats?: { windowMinutes?: number; futureToleranceMs?: number; flushIntervalMs?: number }
   /**
@@ -91,8 +99,12 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
    * @throws IngestError for a refused batch (400/413) or unavailable storage (503: nothing was acknowledged).
    */
   ingest(input: unknown, context?: { receivedAt?: number; hints?: BatchHints }): Promise<IngestResult>
-  /** Last-window stats. */
-  stats(): Promise<StatsSnapshot>
+  /** Last-window stats, with the forwarder's state when a sink is set. */
+  stats(): Promise<StatsSnapshot & { forwarding: ForwardingState | null }>
+  /** Batches the sink refused for good. */
+  deadLetters(): Promise<DeadLetter[]>
+  /** Moves dead letters (all, or those ids) back to the outbox; returns how many. */
+  requeue(ids?: readonly string[]): Promise<number>
   /** The model description published by `GET /events/schema`. */
   schema(): ModelDescription
   /** Stored events, newest first. */
@@ -101,6 +113,8 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
   prune(options: { olderThan: number | Date }): Promise<{ batches: number }>
   /** The neutral HTTP handler every adapter calls; `undefined` for paths that are not ours. */
   handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined>
+  /** Whether a path (below the mount point) is one of the event-ingest routes. */
+  owns(path: string): boolean
   /** Flushes stats and releases storage created here. */
   close(): Promise<void>
   /** The storage in use (after `ready()`). */
@@ -131,6 +145,13 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
   let storage: Storage | undefined
   let log: EventLog | undefined
   let stats: StatsWindow | undefined
+  let forwarder: Forwarder | undefined
+  const sinkOption = options.sink === undefined ? env.EVENT_SINK_URL || undefined : options.sink || undefined
+  const sink: SinkOptions | undefined = typeof sinkOption === 'string' ? { url: sinkOption } : sinkOption
+  if (sink) {
+    if (!/^https?:\/\//.test(sink.url)) throw new TypeError(`[event-ingest] sink url must be http(s), got ${JSON.stringify(sink.url)}`)
+    sink.token ??= env.EVENT_SINK_TOKEN || undefined
+  }
   let owned = false
   let closed = false
 
@@ -138,8 +159,9 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
     const resolved = await resolveStorage(options.storage ?? env.EVENT_STORAGE)
     storage = resolved.storage
     owned = resolved.owned
-    log = createEventLog({ storage, instanceId, dedupeWindowMs: options.dedupeWindowMs, timeoutMs })
+    log = createEventLog({ storage, instanceId, dedupeWindowMs: options.dedupeWindowMs, timeoutMs, outbox: sink !== undefined })
     stats = createStatsWindow({ storage, instanceId, ...options.stats })
+    if (sink) forwarder = createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs })
   })()
   // Surface configuration errors on first use, not as an unhandled rejection.
   readyPromise.catch(() => {})
@@ -162,6 +184,10 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
       if (error instanceof IngestError && error.status === 503) stats!.recordStorageFailure(batch.events.length, receivedAt)
       throw error
     }
+    if (forwarder && appended.outboxKey && appended.batchKey) {
+      const delivery = forwarder.enqueue(appended.outboxKey, { batch: appended.batchKey, events: appended.stored, receivedAt })
+      if (sink?.wait) await delivery
+    }
     const duplicates = appended.duplicateIndexes.length
     if (duplicates > 0) {
       stats!.recordDuplicates(duplicates, receivedAt)
@@ -180,7 +206,15 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
     ingest,
     async stats() {
       await readyPromise
-      return stats!.snapshot()
+      return { ...(await stats!.snapshot()), forwarding: forwarder?.state() ?? null }
+    },
+    async deadLetters() {
+      await readyPromise
+      return forwarder ? forwarder.deadLetters() : []
+    },
+    async requeue(ids) {
+      await readyPromise
+      return forwarder ? forwarder.requeue(ids) : 0
     },
     schema: () => model.describe(),
     async events(query) {
@@ -192,10 +226,12 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
       return log!.prune(pruneOptions)
     },
     handle: undefined as never,
+    owns: undefined as never,
     async close() {
       if (closed) return
       closed = true
       await readyPromise.catch(() => {})
+      await forwarder?.close()
       if (stats) await withTimeout(stats.close(), timeoutMs, 'flush').catch(() => {})
       if (owned) await storage?.dispose().catch(() => {})
     },
@@ -212,7 +248,8 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
     adminTokens: parseTokens(options.adminToken ?? env.EVENT_ADMIN_TOKEN),
     authorize: options.authorize,
     retryAfterSeconds: options.retryAfterSeconds ?? 2,
+    cors: options.cors,
   })
-  ;(core as { handle: typeof handler }).handle = handler
+  Object.assign(core, handler)
   return core
 }

@@ -1,6 +1,6 @@
 import { createStorage, type Storage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
-import { fsDriver } from './drivers/fs'
+import { fsDriver, removeStaleTempFiles } from './drivers/fs'
 
 /** Redis settings; every ioredis option is accepted too. Defaults make Redis fail fast. */
 export interface RedisStorageOptions {
@@ -52,6 +52,8 @@ export async function resolveStorage(option: StorageOption | undefined): Promise
       return { storage: createStorage({ driver: memoryDriver() }), driver: 'memory', owned: true }
     case 'fs':
       if (!spec.base) throw new TypeError('[event-ingest] storage { driver: "fs" } needs a base directory')
+      // Temp files a crash left behind are invisible to reads; sweep old ones in the background.
+      removeStaleTempFiles(spec.base, 60_000).catch(() => {})
       return { storage: createStorage({ driver: fsDriver({ base: spec.base, fsync: spec.fsync }) }), driver: 'fs', owned: true }
     case 'redis': {
       const { driver: _driver, ...rest } = spec as RedisStorageOptions

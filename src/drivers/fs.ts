@@ -66,7 +66,7 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
   const pathOf = (key: string) => join(root, ...keySegments(key))
 
   const syncDir = async (dir: string) => {
-    // Windows cannot open a directory for fsync; its rename is durable on its own (NTFS journal).
+    // Windows cannot open a directory with fs.open, so there is no directory to fsync there.
     if (!fsync || process.platform === 'win32') return
     const handle = await open(dir, 'r')
     try {

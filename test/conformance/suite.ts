@@ -56,9 +56,9 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
     })
 
     it('refuses malformed JSON, a non-array body and an empty body with 400', async () => {
-      const bad = await postEvents(host.url, '[{"id":')
+      const bad = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: '[{"id":' })
       expect(bad.status).toBe(400)
-      expect(bad.body.code).toBe('invalid_json')
+      if (!factory.hostAnswersParseErrors) expect(bad.json.code).toBe('invalid_json')
       const object = await postEvents(host.url, '{"events":[]}')
       expect(object.status).toBe(400)
       expect(object.body).toMatchObject({ code: 'not_an_array', message: 'body must be a JSON array of events, got an object' })
@@ -96,24 +96,35 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       expect(res.body).toMatchObject({ code: 'event_too_large', limit: 'maxEventBytes', value: 1024, index: 1, id: 'big-2' })
     })
 
+    // A body of exactly `size` bytes made of real events (no whitespace padding), so that its size
+    // is the same whether measured raw or, after a host parser, re-serialised.
+    const bodyOfSize = (size: number) => {
+      const events = Array.from({ length: 5 }, (_, i) => makeEvent({ id: `size-${size}-${i}-${Math.random()}`, payload: { pad: '' } }))
+      const overhead = Buffer.byteLength(JSON.stringify(events))
+      const share = Math.floor((size - overhead) / 5)
+      events.forEach((event, i) => (event.payload.pad = 'x'.repeat(i === 4 ? size - overhead - share * 4 : share)))
+      const body = JSON.stringify(events)
+      expect(Buffer.byteLength(body)).toBe(size)
+      return body
+    }
+
     it('takes a body of exactly maxBodyBytes and refuses one byte more (Content-Length)', async () => {
-      const json = JSON.stringify([makeEvent({ payload: {} })])
-      const exact = json + ' '.repeat(4096 - Buffer.byteLength(json))
-      const ok = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: exact })
+      const ok = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: bodyOfSize(4096) })
       expect(ok.status).toBe(200)
-      const over = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: `${exact} ` })
+      expect(ok.json.accepted).toBe(5)
+      const over = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: bodyOfSize(4097) })
       expect(over.status).toBe(413)
       expect(over.json).toMatchObject({ code: 'body_too_large', limit: 'maxBodyBytes', value: 4096 })
     })
 
     it('refuses a chunked body as soon as it crosses maxBodyBytes', async () => {
-      const json = JSON.stringify([makeEvent({ payload: {} })])
-      const exact = json + ' '.repeat(4096 - Buffer.byteLength(json))
+      const exact = bodyOfSize(4096)
       const ok = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, chunks: [exact.slice(0, 1000), exact.slice(1000)] })
       expect(ok.status).toBe(200)
-      const over = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, chunks: [exact.slice(0, 1000), exact.slice(1000), ' '] })
-      expect(over.status).toBe(413)
-      expect(over.json.code).toBe('body_too_large')
+      const over = bodyOfSize(4097)
+      const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, chunks: [over.slice(0, 1000), over.slice(1000)] })
+      expect(res.status).toBe(413)
+      expect(res.json.code).toBe('body_too_large')
     })
 
     it('answers a wrong method on a known route with 405 and Allow', async () => {
@@ -185,12 +196,14 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       expect((await post({ 'x-event-token': 'tökén-lätin' })).status).toBe(200)
     })
 
-    it('checks the token before reading the body', async () => {
-      // A body far over the limit gets 401, not 413: the token was checked first.
-      const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json', 'content-length': String(50 * 1024 * 1024) }, chunks: ['['] })
-        .catch((error: Error) => ({ status: -1, json: { message: error.message } }))
-      expect(res.status).toBe(401)
-    })
+    // Only meaningful when event-ingest reads the body itself: a host parser in front has read it already.
+    if (!factory.hostReadsBody) {
+      it('checks the token before reading the body', async () => {
+        // A body far over the limit gets 401, not 413: the token was checked first.
+        const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json', 'content-length': String(50 * 1024 * 1024) }, chunks: ['['] })
+        expect(res.status).toBe(401)
+      })
+    }
   })
 
   describe(`${label}: admin access`, () => {
@@ -350,6 +363,52 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       } finally {
         await host.close()
       }
+    })
+  })
+
+  describe(`${label}: living inside a host app`, () => {
+    let host: RunningHost
+    let root: string
+    beforeAll(async () => {
+      host = await startHost(factory, { cors: { origin: ['https://shop.example'] } }, '/api')
+      root = host.url.slice(0, -'/api'.length)
+    })
+    afterAll(() => host.close())
+
+    it("keeps the host's own JSON routes and body parsing working", async () => {
+      const res = await rawRequest(`${root}/host/echo`, { headers: { 'content-type': 'application/json' }, body: '{"hello":"world"}' })
+      expect(res.status).toBe(200)
+      expect(res.json).toEqual({ echo: { hello: 'world' } })
+    })
+
+    it("leaves unknown paths to the host's own 404", async () => {
+      for (const path of ['/nope', '/api/nope', '/api/events']) {
+        const res = await rawRequest(`${root}${path}`, { method: 'GET' })
+        expect(res.status, path).toBe(404)
+        expect(res.json, path).toEqual({ host: 'not found' })
+      }
+    })
+
+    it('serves the routes under the base path only', async () => {
+      expect((await getJson(`${root}/api/events/schema`)).status).toBe(200)
+      expect((await rawRequest(`${root}/events/schema`, { method: 'GET' })).json).toEqual({ host: 'not found' })
+    })
+
+    it('answers CORS preflights for allowed origins and tags responses', async () => {
+      const preflight = await rawRequest(`${host.url}/events/ingest`, {
+        method: 'OPTIONS',
+        headers: { origin: 'https://shop.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type, x-event-token' },
+      })
+      expect(preflight.status).toBe(204)
+      expect(preflight.headers['access-control-allow-origin']).toBe('https://shop.example')
+      expect(preflight.headers['access-control-allow-headers']).toContain('x-event-token')
+      const post = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'text/plain', origin: 'https://shop.example' }, body: JSON.stringify([makeEvent()]) })
+      expect(post.status).toBe(200)
+      expect(post.headers['access-control-allow-origin']).toBe('https://shop.example')
+      const other = await rawRequest(`${host.url}/events/ingest`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } })
+      expect(other.headers['access-control-allow-origin']).toBeUndefined()
+      const admin = await rawRequest(`${host.url}/admin/events/stats`, { method: 'GET', headers: { origin: 'https://shop.example' } })
+      expect(admin.headers['access-control-allow-origin']).toBeUndefined()
     })
   })
 }

@@ -14,6 +14,10 @@ export interface RunningHost {
 /** How one framework mounts event-ingest: the conformance suite runs against each. */
 export interface HostFactory {
   name: string
+  /** The host's own body parser reads the body before event-ingest sees it. */
+  hostReadsBody?: boolean
+  /** Malformed JSON is answered by the host's parser (its own 400), not by event-ingest. */
+  hostAnswersParseErrors?: boolean
   start(ingest: EventIngest<any>, options: { base: string }): Promise<{ url: string; close(): Promise<void> }>
 }
 
@@ -35,8 +39,9 @@ export const h3Host: HostFactory = {
   name: 'h3',
   async start(ingest, { base }) {
     const app = new H3()
-    app.get('/host/health', () => ({ ok: true }))
+    app.post('/host/echo', async (event) => ({ echo: await event.req.json() }))
     app.register(eventIngestPlugin(ingest, { base }))
+    app.all('/**', () => new Response(JSON.stringify({ host: 'not found' }), { status: 404, headers: { 'content-type': 'application/json' } }))
     const server = createServer(toNodeHandler(app))
     const url = await listen(server)
     return { url: url + base, close: () => closeServer(server) }

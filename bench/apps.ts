@@ -1,0 +1,166 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { EventIngest } from '../src/index'
+import { INGEST_PATH, type Target } from './targets'
+
+/** A server listening on loopback. */
+export interface RunningApp {
+  port: number
+  close(): Promise<void>
+}
+
+/** Where the bare routes keep what they parsed: a fixed-size ring, so memory stays bounded. */
+export interface EventRing {
+  keep(events: unknown[]): void
+  /** Events kept since start. */
+  readonly received: number
+}
+
+export function createEventRing(size = 10_000): EventRing {
+  const slots = new Array<unknown>(size)
+  let head = 0
+  let received = 0
+  return {
+    keep(events) {
+      for (const event of events) {
+        slots[head] = event
+        head = head + 1 === size ? 0 : head + 1
+      }
+      received += events.length
+    },
+    get received() {
+      return received
+    },
+  }
+}
+
+/** The answer of a bare route: the same shape as event-ingest's 200 body. */
+const accepted = (count: number) => ({ accepted: count, duplicates: 0, rejected: [] as unknown[] })
+const notAnArray = { code: 'not_an_array', message: 'body must be a JSON array of events' }
+const jsonType = 'application/json; charset=utf-8'
+
+function listen(server: Server): Promise<RunningApp> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      resolve({
+        port: (server.address() as AddressInfo).port,
+        close: () =>
+          new Promise<void>((done) => {
+            server.closeAllConnections()
+            server.close(() => done())
+          }),
+      })
+    })
+  })
+}
+
+/** Bare `node:http`: read the body, `JSON.parse`, check for an array, keep it, 200. */
+function bareNode(ring: EventRing): Server {
+  return createServer((req: IncomingMessage, res: ServerResponse) => {
+    if (req.method !== 'POST' || req.url !== INGEST_PATH) {
+      res.writeHead(404).end()
+      return
+    }
+    const chunks: Buffer[] = []
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('end', () => {
+      let value: unknown
+      try {
+        value = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+      } catch {
+        res.writeHead(400, { 'content-type': jsonType }).end(JSON.stringify({ code: 'invalid_json' }))
+        return
+      }
+      if (!Array.isArray(value)) {
+        res.writeHead(400, { 'content-type': jsonType }).end(JSON.stringify(notAnArray))
+        return
+      }
+      ring.keep(value)
+      res.writeHead(200, { 'content-type': jsonType }).end(JSON.stringify(accepted(value.length)))
+    })
+  })
+}
+
+/**
+ * Starts `target` on 127.0.0.1 with a free port. `ingest` is required for event-ingest targets.
+ * Only the framework in use is imported, so a server process starts quickly and loads nothing else.
+ */
+export async function startApp(target: Target, ring: EventRing, ingest: EventIngest<any> | undefined): Promise<RunningApp> {
+  if (target.kind === 'ours' && !ingest) throw new Error(`${target.id}: an event-ingest target needs a core`)
+  switch (target.framework) {
+    case 'node':
+      return listen(bareNode(ring))
+    case 'h3': {
+      const [{ H3 }, { toNodeHandler }, { eventIngestPlugin }] = await Promise.all([import('h3'), import('h3/node'), import('../src/h3')])
+      const app = new H3()
+      if (target.kind === 'ours') {
+        app.register(eventIngestPlugin(ingest!))
+      } else {
+        app.post(INGEST_PATH, async (event) => {
+          const value: unknown = await event.req.json()
+          if (!Array.isArray(value)) return new Response(JSON.stringify(notAnArray), { status: 400, headers: { 'content-type': jsonType } })
+          ring.keep(value)
+          return accepted(value.length)
+        })
+      }
+      return listen(createServer(toNodeHandler(app)))
+    }
+    case 'express': {
+      const [{ default: express }, { eventIngest: expressIngest }] = await Promise.all([import('express'), import('../adapters/express')])
+      const app = express()
+      if (target.kind === 'ours') {
+        app.use('/', expressIngest(ingest!))
+      } else {
+        app.post(INGEST_PATH, express.json({ limit: '1mb' }), (req, res) => {
+          const value: unknown = req.body
+          if (!Array.isArray(value)) {
+            res.status(400).json(notAnArray)
+            return
+          }
+          ring.keep(value)
+          res.json(accepted(value.length))
+        })
+      }
+      return listen(createServer(app))
+    }
+    case 'fastify': {
+      const [{ default: Fastify }, { eventIngest: fastifyIngest }] = await Promise.all([import('fastify'), import('../adapters/fastify')])
+      const app = Fastify()
+      if (target.kind === 'ours') {
+        await app.register(fastifyIngest, { ingest: ingest! })
+      } else {
+        app.post(INGEST_PATH, async (request, reply) => {
+          const value: unknown = request.body
+          if (!Array.isArray(value)) return reply.code(400).send(notAnArray)
+          ring.keep(value)
+          return accepted(value.length)
+        })
+      }
+      await app.listen({ port: 0, host: '127.0.0.1' })
+      return { port: (app.server.address() as AddressInfo).port, close: () => app.close() }
+    }
+    case 'koa': {
+      const [{ default: Koa }, { bodyParser }, { eventIngest: koaIngest }] = await Promise.all([import('koa'), import('@koa/bodyparser'), import('../adapters/koa')])
+      const app = new Koa()
+      app.silent = true
+      if (target.kind === 'ours') {
+        app.use(koaIngest(ingest!))
+      } else {
+        app.use(bodyParser({ jsonLimit: '1mb' }))
+        app.use(async (ctx, next) => {
+          if (ctx.method !== 'POST' || ctx.path !== INGEST_PATH) return next()
+          const value: unknown = (ctx.request as { body?: unknown }).body
+          if (!Array.isArray(value)) {
+            ctx.status = 400
+            ctx.body = notAnArray
+            return
+          }
+          ring.keep(value)
+          ctx.body = accepted(value.length)
+        })
+      }
+      return listen(createServer(app.callback()))
+    }
+  }
+}

@@ -1,0 +1,137 @@
+import { parseArgs } from 'node:util'
+import { fileURLToPath } from 'node:url'
+import { targets } from './targets'
+
+/** Every setting of a bench run. Flags win over `BENCH_*` environment variables, which win over the defaults. */
+export interface BenchOptions {
+  /** Smoke mode: one repetition, short runs, small sizes. */
+  quick: boolean
+  /** Interleaved repetitions of every target. @default 10 (quick: 1) */
+  reps: number
+  /** Seconds of each measured load run (per target, per body). @default 4 (quick: 0.3) */
+  duration: number
+  /** Seconds of untimed load on each fresh server before measuring. @default 1 (quick: 0.2) */
+  warmup: number
+  /** autocannon connections. @default 32 */
+  connections: number
+  /** Target ids to run (all by default); ratios need the matching bare routes. */
+  targets: string[]
+  /** Phases to run. @default all: ingest, stats, soak, profile */
+  phases: Set<'ingest' | 'stats' | 'soak' | 'profile'>
+  /** Stored-event counts at which stats and schema are timed. @default 1e3, 1e5, 1e6 (quick: 1e3, 1e4) */
+  statsSizes: number[]
+  /** Drivers of the stats phase. @default memory, redis */
+  statsDrivers: ('memory' | 'redis')[]
+  /** Timed GETs per route and size. @default 200 (quick: 20) */
+  statsRequests: number
+  /** Seconds of each soak run. @default 120 (quick: 1.5) */
+  soakSeconds: number
+  /** Seconds between memory samples of a soak. @default 5 (quick: 0.25) */
+  soakSampleSeconds: number
+  /** Storage of each soak run; memory keeps every event on the heap by design. @default redis, memory */
+  soakDrivers: ('memory' | 'redis' | 'fs')[]
+  /** Seconds of load while profiling h3 + memory. @default 10 (quick: 1) */
+  profileSeconds: number
+  /** Redis for the Redis targets; keys go under a unique prefix and are deleted afterwards. */
+  redisUrl: string
+  /** Markdown report. @default bench/RESULTS.md */
+  out: string
+  /** Raw results (JSON) and the CPU profile. @default bench/.out */
+  artifacts: string
+}
+
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
+
+const usage = `npm run bench -- [options]
+  --quick                 smoke run: 1 repetition, short runs, small sizes
+  --reps N                interleaved repetitions (default 10)
+  --duration S            seconds per measured run (default 4)
+  --warmup S              seconds of untimed load per fresh server (default 1)
+  --connections N         autocannon connections (default 32)
+  --targets a,b           target ids: ${targets.map((t) => t.id).join(', ')}
+  --phases a,b            ingest, stats, soak, profile (default all)
+  --stats-sizes a,b       stored events for stats/schema timing (default 1000,100000,1000000)
+  --stats-drivers a,b     memory, redis (default both)
+  --stats-requests N      timed GETs per route and size (default 200)
+  --soak S                seconds per soak run (default 120)
+  --soak-sample S         seconds between heap samples (default 5)
+  --soak-drivers a,b      redis, fs, memory (default redis,memory)
+  --profile S             seconds of load under --cpu-prof (default 10; 0 skips)
+  --redis-url URL         default REDIS_URL or redis://127.0.0.1:6379
+  --out FILE              report path (default bench/RESULTS.md)
+  --artifacts DIR         raw JSON and .cpuprofile (default bench/.out)
+Every option also reads BENCH_<NAME> from the environment (BENCH_REPS=3, BENCH_QUICK=1...).`
+
+/** Parses argv and the environment into options. */
+export function parseOptions(argv: string[], env: Record<string, string | undefined> = process.env): BenchOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean' },
+      reps: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string' },
+      targets: { type: 'string' },
+      phases: { type: 'string' },
+      'stats-sizes': { type: 'string' },
+      'stats-drivers': { type: 'string' },
+      'stats-requests': { type: 'string' },
+      soak: { type: 'string' },
+      'soak-sample': { type: 'string' },
+      'soak-drivers': { type: 'string' },
+      profile: { type: 'string' },
+      'redis-url': { type: 'string' },
+      out: { type: 'string' },
+      artifacts: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  })
+  if (values.help) {
+    console.log(usage)
+    process.exit(0)
+  }
+  const pick = (name: string): string | undefined => {
+    const flag = (values as Record<string, string | boolean | undefined>)[name]
+    if (typeof flag === 'string') return flag
+    return env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`]
+  }
+  const quick = values.quick ?? ['1', 'true', 'yes'].includes((env.BENCH_QUICK ?? '').toLowerCase())
+  const number = (name: string, full: number, short: number, min = 0): number => {
+    const raw = pick(name)
+    const value = raw === undefined ? (quick ? short : full) : Number(raw)
+    if (!Number.isFinite(value) || value < min) throw new TypeError(`--${name}: expected a number >= ${min}, got ${JSON.stringify(raw)}`)
+    return value
+  }
+  const list = <T extends string>(name: string, allowed: readonly T[], fallback: readonly T[]): T[] => {
+    const raw = pick(name)
+    if (raw === undefined) return [...fallback]
+    const items = raw.split(',').map((s) => s.trim()).filter(Boolean)
+    for (const item of items) if (!allowed.includes(item as T)) throw new TypeError(`--${name}: ${JSON.stringify(item)} is not one of ${allowed.join(', ')}`)
+    return items as T[]
+  }
+  const sizes = pick('stats-sizes')
+  const statsSizes = sizes === undefined ? (quick ? [1_000, 10_000] : [1_000, 100_000, 1_000_000]) : sizes.split(',').map((s) => Number(s.trim()))
+  if (statsSizes.some((n) => !Number.isSafeInteger(n) || n < 1)) throw new TypeError(`--stats-sizes: expected positive integers, got ${sizes}`)
+  statsSizes.sort((a, b) => a - b)
+  return {
+    quick,
+    reps: Math.round(number('reps', 10, 1, 1)),
+    duration: number('duration', 4, 0.3, 0.1),
+    warmup: number('warmup', 1, 0.2),
+    connections: Math.round(number('connections', 32, 8, 1)),
+    targets: list('targets', targets.map((t) => t.id), targets.map((t) => t.id)),
+    phases: new Set(list('phases', ['ingest', 'stats', 'soak', 'profile'] as const, ['ingest', 'stats', 'soak', 'profile'])),
+    statsSizes,
+    statsDrivers: list('stats-drivers', ['memory', 'redis'] as const, ['memory', 'redis']),
+    statsRequests: Math.round(number('stats-requests', 200, 20, 1)),
+    soakSeconds: number('soak', 120, 1.5, 0.1),
+    soakSampleSeconds: number('soak-sample', 5, 0.25, 0.05),
+    soakDrivers: list('soak-drivers', ['memory', 'redis', 'fs'] as const, ['redis', 'memory']),
+    profileSeconds: number('profile', 10, 1),
+    redisUrl: pick('redis-url') ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    out: pick('out') ?? here('./RESULTS.md'),
+    artifacts: pick('artifacts') ?? here('./.out'),
+  }
+}

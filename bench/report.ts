@@ -1,0 +1,189 @@
+import type { ProfileSummary } from './profile'
+import { analyseSoak, checkTargets, ingestRows, type BenchResults, type IngestRow } from './results'
+import type { Spread } from './summary'
+import { targets } from './targets'
+
+const num = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a')
+const range = (s: Spread | undefined, digits = 0) => (s && s.n > 0 ? (s.n === 1 ? num(s.median, digits) : `${num(s.median, digits)} (${num(s.min, digits)}–${num(s.max, digits)})`) : '—')
+const pct = (part: number, whole: number) => (whole > 0 ? `${((part / whole) * 100).toFixed(1)}%` : 'n/a')
+const code = (text: string) => `\`${text.replace(/`/g, "'")}\``
+
+function ingestTable(rows: IngestRow[], body: 'batch' | 'single'): string[] {
+  const lines = [
+    '| Target | req/s | events/s | p50 ms | p99 ms | server CPU % | ours / bare node | ours / same framework bare |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ]
+  for (const row of rows.filter((r) => r.body === body)) {
+    const mark = row.invalid > 0 ? ` ⚠ ${row.invalid} invalid run(s)` : ''
+    lines.push(
+      `| ${row.target.label}${mark} | ${range(row.rps)} | ${range(row.eps)} | ${range(row.p50, 1)} | ${range(row.p99, 1)} | ${range(row.cpuPct)} | ${range(row.vsNode, 2)} | ${row.target.kind === 'ours' ? range(row.vsBare, 2) : '—'} |`,
+    )
+  }
+  return lines
+}
+
+function profileSection(profile: ProfileSummary & { file: string }): string[] {
+  const busy = profile.busyMs
+  const lines: string[] = []
+  const owners = Object.entries(profile.byOwner).sort((a, b) => b[1] - a[1])
+  const ours = profile.byOwner.ours ?? 0
+  const blamed = profile.blame.reduce((sum, entry) => sum + entry.ms, 0)
+  lines.push(
+    `Profile of the h3 + memory server under the batch load (${code(profile.file)}; ${profile.windowed ? 'the load window only, start-up and warm-up left out' : 'the whole process, start-up included'}: ${num(profile.totalMs)} ms sampled, ${num(busy)} ms busy — percentages are of busy time).`,
+    '',
+    `Our code (\`src/\`, \`adapters/\`) runs ${pct(ours, busy)} of the busy time itself; with the dependencies and builtins it calls, stacks with our code on them take ${pct(blamed, busy)}. The rest is the framework, Node's HTTP stack, GC and V8 outside our calls.`,
+    '',
+    '**Busy time by owner**',
+    '',
+    '| Owner | ms | share |',
+    '| --- | ---: | ---: |',
+    ...owners.map(([owner, ms]) => `| ${ownerName(owner)} | ${num(ms)} | ${pct(ms, busy)} |`),
+    '',
+    '**Top functions by self time**',
+    '',
+    '| # | Function | Where | Owner | self ms | share |',
+    '| ---: | --- | --- | --- | ---: | ---: |',
+    ...profile.top.map((f, i) => {
+      const where = f.location === '(native)' && f.calledFrom ? `(native) ← ${f.calledFrom}` : f.location || '—'
+      return `| ${i + 1} | ${code(f.name)} | ${code(where)} | ${ownerName(f.owner === 'dep' ? `dep:${f.pkg}` : f.owner)} | ${num(f.selfMs)} | ${pct(f.selfMs, busy)} |`
+    }),
+    '',
+    '**Our functions by the time below them** (each sample counted once, at the innermost function of ours on its stack: its own code plus the dependencies and builtins it called)',
+    '',
+    '| Function | Where | ms | share | of which |',
+    '| --- | --- | ---: | ---: | --- |',
+    ...profile.blame.slice(0, 15).map((entry) => {
+      const split = Object.entries(entry.byLeaf)
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 4)
+        .map(([owner, ms]) => `${ownerName(owner)} ${pct(ms, entry.ms)}`)
+        .join(', ')
+      return `| ${code(entry.name)} | ${code(entry.location)} | ${num(entry.ms)} | ${pct(entry.ms, busy)} | ${split} |`
+    }),
+  )
+  return lines
+}
+
+function ownerName(owner: string): string {
+  if (owner.startsWith('dep:')) return `dep ${owner.slice(4)}`
+  return (
+    {
+      ours: 'ours',
+      bench: 'bench harness',
+      node: 'Node internals',
+      v8: 'V8 builtins / native',
+      gc: 'garbage collector',
+      program: '(program)',
+      idle: 'idle',
+    } as Record<string, string>
+  )[owner] ?? owner
+}
+
+/** Renders a run as Markdown. */
+export function renderReport(results: BenchResults): string {
+  const m = results.machine
+  const s = results.settings as Record<string, unknown>
+  const rows = ingestRows(results)
+  const soaks = results.soak.map(analyseSoak)
+  const checks = checkTargets(results, rows, soaks)
+  const lines: string[] = []
+  const push = (...more: string[]) => lines.push(...more)
+
+  push(
+    '# event-ingest bench results',
+    '',
+    `Written by \`npm run bench${results.quick ? ' -- --quick' : ''}\` on ${results.finishedAt} (${num(results.wallSeconds / 60, 1)} min).` +
+      (results.quick ? ' **Quick (smoke) run: one short repetition, small sizes — not a measurement.**' : ''),
+    '',
+    '## Machine',
+    '',
+    `- CPU: ${m.cpuModel}, ${m.cores} cores; ${m.memoryGiB} GiB memory; ${m.platform}`,
+    `- Node ${m.node}${m.redis ? `; Redis ${m.redis} (local)` : ''}`,
+    `- Packages: ${Object.entries(m.packages).map(([name, version]) => `${name} ${version}`).join(', ')}`,
+    `- 1-minute load average: ${num(m.loadStart, 2)} at start, ${num(m.loadEnd ?? Number.NaN, 2)} at end`,
+    ...results.notes.map((note) => `- **Note:** ${note}`),
+    '',
+    '## Method',
+    '',
+    `- Every server runs in its own Node process on 127.0.0.1 (TypeScript sources through tsx, \`NODE_ENV=production\`). autocannon ${m.packages.autocannon} runs as a library in the runner process: ${s.connections} connections, no pipelining, ${s.duration} s per measured run after ${s.warmup} s of untimed warm-up on each fresh server.`,
+    `- ${s.reps} repetition(s), interleaved: each repetition starts every target in turn (a new process each time, so every run starts from an empty store) and measures both bodies, so drift of the machine hits all targets alike. Tables give the median with min–max over repetitions; ratios are paired within a repetition, then summarised the same way.`,
+    `- Bodies: a batch of ${results.bodies.batch.events} canonical events (${num(results.bodies.batch.bytes)} bytes; all ten event names, each from a source it is expected from) and a one-event array (${num(results.bodies.single.bytes)} bytes). Every request carries fresh ids: autocannon's \`setupRequest\` hook takes each body from a factory that copies a pre-serialised template and writes a new fixed-width serial into every id (no pool, no repeats), so ingest stores instead of deduplicating. The server-side counters confirm it: a run with a duplicate, a rejected event, an error or a non-2xx answer is flagged.`,
+    '- Baselines, same run, own processes: bare `node:http` (read the body, `JSON.parse`, check for an array, push the events into a bounded ring, 200 with a small JSON answer); per framework, a bare route doing only the same with the framework\'s own JSON body reading (h3 `event.req.json()`, `express.json()`, Fastify\'s built-in parser, `@koa/bodyparser`).',
+    '- Measured: event-ingest mounted in each framework as `test/helpers/hosts.ts` mounts it (no host body parser), memory driver; h3 also with the fs driver (temp dir, fsync on, the default) and Redis (unique key prefix, deleted afterwards). Ingest is open (no token).',
+    '- Latency: every 2xx response timed (exact p50/p99 per run). Server CPU: `process.cpuUsage()` read in the server over IPC at the start and end of each run (user + system, % of one core).',
+    `- Stats and schema: events loaded in-process through \`ingest.ingest()\` (batches of 1000), then ${s.statsRequests} sequential timed \`GET /admin/events/stats\` (admin token) and \`GET /events/schema\` on one keep-alive connection, at each size.`,
+    `- Soak: ${num(Number(s.soakSeconds))} s of batch load per driver (${(s.soakDrivers as string[]).join(', ')}), \`heapUsed\` and RSS read after a full GC (\`--expose-gc\`) every ${s.soakSampleSeconds} s, plus once with the load paused before and after.`,
+    `- Profile: \`node --cpu-prof\` on the h3 + memory server under ${s.profileSeconds} s of batch load; positions in our TypeScript mapped back to .ts lines through tsx's source maps.`,
+    '- Run it: `npm run bench` (full), `npm run bench -- --quick` (smoke), `npm run bench -- --help` for every option (durations, repetitions, targets, phases, sizes).',
+    '',
+  )
+
+  push('## Targets', '', '| Target | Goal | Measured | Met |', '| --- | --- | --- | --- |')
+  for (const check of checks) {
+    push(`| ${check.what} | ${check.goal} | ${check.measured} | ${check.met === undefined ? 'not measured' : check.met ? 'yes' : `**no** — ${check.shortfall}`} |`)
+  }
+  const missed = checks.filter((c) => c.met === false)
+  if (missed.length > 0 && results.profile) {
+    const top = results.profile.blame.slice(0, 5)
+    push(
+      '',
+      `${missed.length} target(s) missed. The profile (h3 + memory, below) puts the time of our ingest path in: ${top
+        .map((entry) => `${code(entry.name)} at ${code(entry.location)} (${pct(entry.ms, results.profile!.busyMs)})`)
+        .join(', ')}.`,
+    )
+  }
+  push('')
+
+  if (rows.length > 0) {
+    push('## Ingest: batch of 50 events', '', ...ingestTable(rows, 'batch'), '')
+    push('## Ingest: one event per request', '', ...ingestTable(rows, 'single'), '')
+  }
+
+  if (results.stats.length > 0) {
+    push(
+      '## Stats and schema latency against stored events',
+      '',
+      '| Driver | Stored events | Load time (s) | Heap MB | stats p50 ms | stats p99 ms | schema p50 ms | schema p99 ms | stats body bytes |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    )
+    for (const t of results.stats) {
+      push(`| ${t.driver} | ${num(t.stored)} | ${num(t.loadMs / 1000, 1)} | ${num(t.heapUsedMB)} | ${num(t.stats.p50, 2)} | ${num(t.stats.p99, 2)} | ${num(t.schema.p50, 2)} | ${num(t.schema.p99, 2)} | ${num(t.stats.bytes)} |`)
+    }
+    push('')
+    for (const driver of ['memory', 'redis'] as const) {
+      const timings = results.stats.filter((t) => t.driver === driver)
+      if (timings.length < 2) continue
+      const small = timings[0]!
+      const large = timings[timings.length - 1]!
+      const statsRatio = large.stats.p50 / small.stats.p50
+      const schemaRatio = large.schema.p50 / small.schema.p50
+      push(`- ${driver}: at ${num(large.stored)} stored events stats p50 is ${statsRatio.toFixed(2)}× and schema p50 ${schemaRatio.toFixed(2)}× that at ${num(small.stored)} — ${statsRatio <= 2 && schemaRatio <= 2 ? '**within 2×**' : '**not within 2×**'}.`)
+    }
+    push('')
+  }
+
+  if (soaks.length > 0) {
+    push(
+      '## Heap and RSS over a long ingest run',
+      '',
+      '| Driver | Minutes | Events stored | req/s | heapUsed after GC, before → after (MB) | Heap growth per event | Heap slope under load (MB/min, r²) | RSS before → after (MB) | Verdict |',
+      '| --- | ---: | ---: | ---: | --- | ---: | --- | --- | --- |',
+    )
+    for (const [i, a] of soaks.entries()) {
+      const raw = results.soak[i]!
+      push(
+        `| ${a.driver} | ${num(a.minutes, 1)} | ${num(a.events)} | ${num(raw.rps)} | ${num(raw.before.heapUsed / 2 ** 20, 1)} → ${num(raw.after.heapUsed / 2 ** 20, 1)} | ${num(a.heapBytesPerEvent, 1)} B | ${num(a.heapSlopeMBPerMin, 2)} (${num(a.r2, 2)}) | ${num(raw.before.rss / 2 ** 20)} → ${num(raw.after.rss / 2 ** 20)} | ${a.verdict} |`,
+      )
+    }
+    push('', 'heapUsed after GC under load, MB (t in s):', '')
+    for (const raw of results.soak) {
+      push(`- ${raw.driver}: ${raw.samples.map((p) => `${num(p.t, 0)}s ${num(p.heapUsed / 2 ** 20, 1)}`).join(', ')}`)
+    }
+    push('')
+  }
+
+  if (results.profile) push('## What costs', '', ...profileSection(results.profile), '')
+
+  push('## Targets in this run', '', targets.filter((t) => (results.settings.targets as string[]).includes(t.id)).map((t) => `${code(t.id)} ${t.label}`).join(' · '), '')
+  return `${lines.join('\n')}\n`
+}

@@ -1,0 +1,251 @@
+import type { MachineInfo } from './machine'
+import type { ProfileSummary } from './profile'
+import type { GetTiming } from './load'
+import type { MemorySample } from './protocol'
+import { linearFit, spread, type Spread } from './summary'
+import { bareOf, targets, type Target } from './targets'
+
+/** The two request bodies. */
+export type BodyKind = 'batch' | 'single'
+
+/** One measured load run: one target, one body, one repetition. */
+export interface IngestSample {
+  round: number
+  target: string
+  body: BodyKind
+  /** 2xx responses per second. */
+  rps: number
+  /** Events accepted per second (rps × events per body). */
+  eps: number
+  /** ms */
+  p50: number
+  p99: number
+  /** Server process CPU (user + system) over the run, % of one core. */
+  cpuPct: number
+  ok: number
+  non2xx: number
+  errors: number
+  timeouts: number
+  /** Counted by the server during the run. */
+  accepted: number
+  duplicates: number
+  rejected: number
+  /** No error, no non-2xx, no duplicate, no rejected event. */
+  valid: boolean
+}
+
+/** Stats and schema latency at one store size. */
+export interface StatsTiming {
+  driver: 'memory' | 'redis'
+  stored: number
+  /** ms to load the events added for this size through `ingest.ingest()`. */
+  loadMs: number
+  stats: GetTiming
+  schema: GetTiming
+  heapUsedMB: number
+}
+
+/** A memory sample with its time from the start of the soak's load, in seconds. */
+export type SoakSample = MemorySample & { t: number }
+
+/** One soak run. */
+export interface SoakResult {
+  driver: 'memory' | 'redis' | 'fs'
+  seconds: number
+  rps: number
+  /** Events stored during the measured load. */
+  events: number
+  /** Taken with the load paused, after a full GC, before and after the load. */
+  before: MemorySample
+  after: MemorySample
+  /** Taken under load, each after a full GC. */
+  samples: SoakSample[]
+}
+
+/** Everything a run measured; written as JSON next to the report. */
+export interface BenchResults {
+  startedAt: string
+  finishedAt: string
+  wallSeconds: number
+  quick: boolean
+  settings: Record<string, unknown>
+  machine: MachineInfo
+  bodies: Record<BodyKind, { events: number; bytes: number }>
+  ingest: IngestSample[]
+  stats: StatsTiming[]
+  soak: SoakResult[]
+  profile?: ProfileSummary & { file: string }
+  notes: string[]
+}
+
+/** Per target and body: medians with ranges over the repetitions. */
+export interface IngestRow {
+  target: Target
+  body: BodyKind
+  rps: Spread
+  eps: Spread
+  p50: Spread
+  p99: Spread
+  cpuPct: Spread
+  /** Ours over bare node, paired per repetition. */
+  vsNode?: Spread
+  /** Ours over the same framework's bare route, paired per repetition. */
+  vsBare?: Spread
+  invalid: number
+}
+
+function pairedRatios(samples: IngestSample[], target: string, baseline: string, body: BodyKind): number[] {
+  const ratios: number[] = []
+  for (const sample of samples) {
+    if (sample.target !== target || sample.body !== body) continue
+    const base = samples.find((s) => s.target === baseline && s.body === body && s.round === sample.round)
+    if (base && base.rps > 0) ratios.push(sample.rps / base.rps)
+  }
+  return ratios
+}
+
+export function ingestRows(results: BenchResults): IngestRow[] {
+  const rows: IngestRow[] = []
+  for (const body of ['batch', 'single'] as const) {
+    for (const target of targets) {
+      const mine = results.ingest.filter((s) => s.target === target.id && s.body === body)
+      if (mine.length === 0) continue
+      const row: IngestRow = {
+        target,
+        body,
+        rps: spread(mine.map((s) => s.rps)),
+        eps: spread(mine.map((s) => s.eps)),
+        p50: spread(mine.map((s) => s.p50)),
+        p99: spread(mine.map((s) => s.p99)),
+        cpuPct: spread(mine.map((s) => s.cpuPct)),
+        invalid: mine.filter((s) => !s.valid).length,
+      }
+      if (target.id !== 'node') row.vsNode = spread(pairedRatios(results.ingest, target.id, 'node', body))
+      if (target.kind === 'ours') row.vsBare = spread(pairedRatios(results.ingest, target.id, bareOf(target).id, body))
+      rows.push(row)
+    }
+  }
+  return rows
+}
+
+/** The soak's heap trend and what it means. */
+export interface SoakAnalysis {
+  driver: SoakResult['driver']
+  minutes: number
+  events: number
+  /** Linear fit of heapUsed after GC under load, MB per minute. */
+  heapSlopeMBPerMin: number
+  rssSlopeMBPerMin: number
+  r2: number
+  /** (after − before) heapUsed, both quiescent after GC, MB. */
+  heapGrowthMB: number
+  rssGrowthMB: number
+  /** Quiescent heap growth per stored event, bytes. */
+  heapBytesPerEvent: number
+  /** Memory driver: growth of the stored strings per event, bytes. */
+  dataBytesPerEvent?: number
+  flat: boolean
+  verdict: string
+}
+
+/** Growth below this many MB over a soak is within the noise of in-flight requests. */
+const NOISE_MB = 2
+/** More than this many retained bytes per stored event is a leak (a dedupe set alone would keep about 100). */
+const LEAK_BYTES_PER_EVENT = 5
+
+export function analyseSoak(soak: SoakResult): SoakAnalysis {
+  const MB = 2 ** 20
+  // The first fifth is warm-up (JIT, pools, the first stats buckets): fit the rest.
+  const steady = soak.samples.filter((s) => s.t >= soak.seconds * 0.2)
+  const used = steady.length >= 3 ? steady : soak.samples
+  const minutes = used.map((s) => s.t / 60)
+  const heap = linearFit(minutes, used.map((s) => s.heapUsed / MB))
+  const rss = linearFit(minutes, used.map((s) => s.rss / MB))
+  const heapGrowth = soak.after.heapUsed - soak.before.heapUsed
+  const events = Math.max(1, soak.after.events - soak.before.events)
+  const perEvent = heapGrowth / events
+  const dataPerEvent = soak.after.dataBytes !== undefined && soak.before.dataBytes !== undefined ? (soak.after.dataBytes - soak.before.dataBytes) / events : undefined
+  let flat: boolean
+  let verdict: string
+  if (soak.driver === 'memory') {
+    flat = false
+    const share = dataPerEvent ? ` (the stored strings alone are ${dataPerEvent.toFixed(0)} B/event)` : ''
+    verdict = `grows by design: the memory driver keeps every batch record and dedupe claim on the heap, ${perEvent.toFixed(0)} B per stored event${share}; a leak would show in the Redis or fs soak, where the data is off the heap`
+  } else {
+    flat = heapGrowth / MB < NOISE_MB || perEvent < LEAK_BYTES_PER_EVENT
+    verdict = flat
+      ? `flat: ${(heapGrowth / MB).toFixed(1)} MB over ${soak.events.toLocaleString('en-US')} events (${perEvent.toFixed(2)} B/event); the data lives in ${soak.driver === 'redis' ? 'Redis' : 'files'}`
+      : `grows: ${perEvent.toFixed(1)} B retained per event with the data outside the heap — a leak`
+  }
+  return {
+    driver: soak.driver,
+    minutes: soak.seconds / 60,
+    events: soak.events,
+    heapSlopeMBPerMin: heap.slope,
+    rssSlopeMBPerMin: rss.slope,
+    r2: heap.r2,
+    heapGrowthMB: heapGrowth / MB,
+    rssGrowthMB: (soak.after.rss - soak.before.rss) / MB,
+    heapBytesPerEvent: perEvent,
+    dataBytesPerEvent: dataPerEvent,
+    flat,
+    verdict,
+  }
+}
+
+/** One target of the issue, checked against this run. */
+export interface TargetCheck {
+  what: string
+  goal: string
+  measured: string
+  met: boolean | undefined
+  /** How far off, when missed. */
+  shortfall?: string
+}
+
+const fmtRatio = (s: Spread | undefined) => (!s || s.n === 0 ? 'n/a' : s.n === 1 ? s.median.toFixed(2) : `${s.median.toFixed(2)} (${s.min.toFixed(2)}–${s.max.toFixed(2)})`)
+
+export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: SoakAnalysis[]): TargetCheck[] {
+  const checks: TargetCheck[] = []
+  const batch = (id: string) => rows.find((r) => r.body === 'batch' && r.target.id === id)
+  const ratioCheck = (what: string, spreadOf: Spread | undefined, goal: number) => {
+    const ok = spreadOf && spreadOf.n > 0 ? spreadOf.median >= goal : undefined
+    checks.push({
+      what,
+      goal: `≥ ${goal.toFixed(2)}`,
+      measured: fmtRatio(spreadOf),
+      met: ok,
+      shortfall: ok === false ? `${((1 - spreadOf!.median / goal) * 100).toFixed(0)}% below the goal (${spreadOf!.median.toFixed(2)} vs ${goal.toFixed(2)})` : undefined,
+    })
+  }
+  ratioCheck('h3 mount / bare node (batch of 50, memory)', batch('h3')?.vsNode, 0.65)
+  for (const id of ['h3', 'express', 'fastify', 'koa']) {
+    const row = batch(id)
+    if (row) ratioCheck(`${row.target.label} / ${bareOf(row.target).label} (batch of 50)`, row.vsBare, 0.8)
+  }
+  for (const driver of ['memory', 'redis'] as const) {
+    const timings = results.stats.filter((s) => s.driver === driver).sort((a, b) => a.stored - b.stored)
+    if (timings.length < 2) continue
+    const small = timings[0]!
+    const large = timings[timings.length - 1]!
+    const ratio = large.stats.p50 / small.stats.p50
+    const met = ratio <= 2
+    checks.push({
+      what: `stats latency (${driver}) at ${large.stored.toLocaleString('en-US')} vs ${small.stored.toLocaleString('en-US')} events`,
+      goal: '≤ 2×',
+      measured: `${ratio.toFixed(2)}× (p50 ${large.stats.p50.toFixed(2)} ms vs ${small.stats.p50.toFixed(2)} ms)`,
+      met,
+      shortfall: met ? undefined : `${ratio.toFixed(1)}× instead of ≤ 2×`,
+    })
+  }
+  for (const soak of soaks.filter((s) => s.driver !== 'memory')) {
+    checks.push({
+      what: `heap flat over ${soak.minutes.toFixed(1)} min of ingest (${soak.driver})`,
+      goal: `< ${LEAK_BYTES_PER_EVENT} B/event or < ${NOISE_MB} MB`,
+      measured: `${soak.heapGrowthMB.toFixed(1)} MB, ${soak.heapBytesPerEvent.toFixed(2)} B/event, slope ${soak.heapSlopeMBPerMin.toFixed(2)} MB/min`,
+      met: soak.flat,
+      shortfall: soak.flat ? undefined : soak.verdict,
+    })
+  }
+  return checks
+}

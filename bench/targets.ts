@@ -1,0 +1,46 @@
+/** A web framework, or bare `node:http`. */
+export type Framework = 'node' | 'h3' | 'express' | 'fastify' | 'koa'
+
+/** Where a measured event-ingest target stores events. */
+export type StorageKind = 'memory' | 'fs' | 'redis'
+
+/** One server the bench starts in its own process and drives over loopback. */
+export interface Target {
+  /** Short id used on the command line (`--targets`) and in the JSON results. */
+  id: string
+  /** The name in the report. */
+  label: string
+  framework: Framework
+  /** `bare`: a route that only reads, `JSON.parse`s, checks for an array and keeps it. `ours`: event-ingest mounted. */
+  kind: 'bare' | 'ours'
+  /** Storage of an event-ingest target. */
+  storage?: StorageKind
+}
+
+/**
+ * Every target, in the order each repetition runs them. The bare routes use each framework's own
+ * idiomatic JSON body reading (h3 `event.req.json()`, `express.json()`, Fastify's built-in parser,
+ * `@koa/bodyparser`); event-ingest is mounted as `test/helpers/hosts.ts` mounts it, without a host
+ * parser in front.
+ */
+export const targets: readonly Target[] = [
+  { id: 'node', label: 'bare node:http', framework: 'node', kind: 'bare' },
+  { id: 'h3-bare', label: 'h3 bare route', framework: 'h3', kind: 'bare' },
+  { id: 'h3', label: 'h3 + event-ingest (memory)', framework: 'h3', kind: 'ours', storage: 'memory' },
+  { id: 'express-bare', label: 'Express bare route', framework: 'express', kind: 'bare' },
+  { id: 'express', label: 'Express + event-ingest (memory)', framework: 'express', kind: 'ours', storage: 'memory' },
+  { id: 'fastify-bare', label: 'Fastify bare route', framework: 'fastify', kind: 'bare' },
+  { id: 'fastify', label: 'Fastify + event-ingest (memory)', framework: 'fastify', kind: 'ours', storage: 'memory' },
+  { id: 'koa-bare', label: 'Koa bare route', framework: 'koa', kind: 'bare' },
+  { id: 'koa', label: 'Koa + event-ingest (memory)', framework: 'koa', kind: 'ours', storage: 'memory' },
+  { id: 'h3-fs', label: 'h3 + event-ingest (fs)', framework: 'h3', kind: 'ours', storage: 'fs' },
+  { id: 'h3-redis', label: 'h3 + event-ingest (Redis)', framework: 'h3', kind: 'ours', storage: 'redis' },
+]
+
+/** The bare route of the same framework as `target` (bare node for node). */
+export function bareOf(target: Target): Target {
+  return targets.find((t) => t.kind === 'bare' && t.framework === target.framework)!
+}
+
+/** The path every target serves ingest on. */
+export const INGEST_PATH = '/events/ingest'

@@ -1,0 +1,219 @@
+/**
+ * The event-ingest playground: a tiny host app with event-ingest mounted, a dashboard at `/` and a
+ * local sink at `/sink`. A development tool, not a deployment: see the DEV ONLY notes below.
+ *
+ *   npm run playground                                   h3 on http://127.0.0.1:3000, memory storage
+ *   FRAMEWORK=fastify PORT=4000 npm run playground       express | koa | fastify
+ *   EVENT_STORAGE=fs:playground/.data npm run playground  or redis://127.0.0.1:6379/0
+ *
+ * Environment: FRAMEWORK, PORT (default 3000, 0 picks a free one), HOST (default 127.0.0.1),
+ * EVENT_STORAGE, EVENT_INGEST_TOKEN, EVENT_ADMIN_TOKEN (read by createEventIngest itself) and
+ * EVENT_SINK_URL.
+ */
+import { randomBytes } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import express from 'express'
+import Fastify from 'fastify'
+import { H3, toNodeHandler } from 'h3'
+import Koa from 'koa'
+import { createEventIngest, routes } from '../src/index'
+import { eventIngestPlugin } from '../src/h3'
+import { eventIngest as expressIngest } from '../adapters/express'
+import { eventIngest as fastifyIngest } from '../adapters/fastify'
+import { eventIngest as koaIngest } from '../adapters/koa'
+
+const env = process.env
+const framework = env.FRAMEWORK || 'h3'
+const port = Number(env.PORT || 3000)
+const host = env.HOST || '127.0.0.1'
+const sinkUrl = env.EVENT_SINK_URL || undefined
+const configuredAdmin = firstToken(env.EVENT_ADMIN_TOKEN)
+const configuredIngest = firstToken(env.EVENT_INGEST_TOKEN)
+// Without EVENT_ADMIN_TOKEN the admin routes would refuse everything: make one up for this run.
+const devAdminToken = configuredAdmin ? undefined : `dev-${randomBytes(18).toString('base64url')}`
+
+if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`PORT must be an integer from 0 to 65535, got ${JSON.stringify(env.PORT)}`)
+
+// EVENT_STORAGE, EVENT_INGEST_TOKEN and EVENT_ADMIN_TOKEN are read by createEventIngest itself;
+// only the generated dev admin token is passed (undefined when EVENT_ADMIN_TOKEN is set).
+const ingest = createEventIngest({
+  adminToken: devAdminToken,
+  // ── SINK ──────────────────────────────────────────────────────────────────────────────────────
+  // The one place forwarding gets wired. createEventIngest's `sink` option is being built; once it
+  // lands, pass it here and drop the "not forwarded yet" wording in printBanner() and dashboard.html:
+  //   sink: sinkUrl,            // or { url: sinkUrl, wait: false, ... }
+  // ────────────────────────────────────────────────────────────────────────────────────────────
+})
+
+/** Each host framework with event-ingest mounted, as a node request listener. */
+const frameworks: Record<string, () => Promise<RequestListener>> = {
+  h3: async () => toNodeHandler(new H3().register(eventIngestPlugin(ingest))),
+  express: async () => express().use(expressIngest(ingest)),
+  koa: async () => new Koa().use(koaIngest(ingest)).callback(),
+  fastify: async () => {
+    let handler: RequestListener | undefined
+    // serverFactory hands over Fastify's request handler; the server it returns is never listened on.
+    const app = Fastify({ serverFactory: (h) => ((handler = h), createServer()) })
+    await app.register(fastifyIngest, { ingest })
+    await app.ready()
+    return handler!
+  },
+}
+
+const mount = frameworks[framework]
+if (!mount) fail(`FRAMEWORK must be one of ${Object.keys(frameworks).join(', ')}, got ${JSON.stringify(framework)}`)
+
+try {
+  await ingest.ready()
+} catch (error) {
+  fail(`storage ${JSON.stringify(redact(env.EVENT_STORAGE ?? 'memory:'))} failed: ${(error as Error).message}`)
+}
+const app = await mount()
+
+// ── The local sink: POST /sink keeps the last 20 batches with their headers, GET /sink lists them.
+interface SinkBatch {
+  receivedAt: string
+  headers: Record<string, string>
+  events: number | null
+  body: unknown
+}
+const sinkBatches: SinkBatch[] = []
+const SINK_KEEP = 20
+const SINK_MAX_BYTES = 1024 * 1024
+
+async function sink(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method === 'GET') return sendJson(res, 200, { batches: sinkBatches })
+  if (req.method !== 'POST') return sendJson(res, 405, { code: 'method_not_allowed', message: 'use GET or POST on /sink' })
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length
+    if (size > SINK_MAX_BYTES) return sendJson(res, 413, { code: 'body_too_large', message: `the sink keeps bodies up to ${SINK_MAX_BYTES} bytes` })
+    chunks.push(chunk)
+  }
+  let body: unknown
+  try {
+    body = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+  } catch (error) {
+    return sendJson(res, 400, { code: 'invalid_json', message: `body is not valid JSON: ${(error as Error).message}` })
+  }
+  const headers: Record<string, string> = {}
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined) continue
+    const text = Array.isArray(value) ? value.join(', ') : value
+    headers[name] = name === 'authorization' || name.includes('token') ? mask(text) : text
+  }
+  const events = Array.isArray(body) ? body.length : Array.isArray((body as { events?: unknown } | null)?.events) ? (body as { events: unknown[] }).events.length : null
+  sinkBatches.unshift({ receivedAt: new Date().toISOString(), headers, events, body })
+  sinkBatches.length = Math.min(sinkBatches.length, SINK_KEEP)
+  sendJson(res, 200, { ok: true, received: events })
+}
+
+// ── The dashboard. DEV ONLY: the page gets the admin token (and the ingest token when one is set)
+// injected, so anyone who can load `/` can read them. That is why the playground listens on
+// 127.0.0.1 by default; never expose it, and never point it at production tokens or data.
+async function dashboard(res: ServerResponse): Promise<void> {
+  const config = {
+    framework,
+    storage: redact(env.EVENT_STORAGE || 'memory:'),
+    adminToken: configuredAdmin ?? devAdminToken,
+    ingestToken: configuredIngest ?? null,
+    sinkUrl: sinkUrl ? redact(sinkUrl) : null,
+    sinkHint: `EVENT_SINK_URL=${baseUrl()}/sink`,
+  }
+  const html = await readFile(new URL('./dashboard.html', import.meta.url), 'utf8')
+  res.writeHead(200, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+    'referrer-policy': 'no-referrer',
+    // Everything is inline: nothing may load from anywhere else.
+    'content-security-policy': "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
+  })
+  res.end(html.replace('__PLAYGROUND_CONFIG__', () => JSON.stringify(config).replace(/</g, '\\u003c')))
+}
+
+/** The playground's own routes sit in front of the framework, so each branch above only mounts event-ingest. */
+const server = createServer((req, res) => {
+  const path = (req.url ?? '/').split('?')[0]
+  const own = path === '/' ? dashboard(res) : path === '/sink' ? sink(req, res) : undefined
+  if (!own) return app(req, res)
+  own.catch((error: unknown) => {
+    console.error(error)
+    if (!res.headersSent) sendJson(res, 500, { code: 'internal', message: String(error) })
+    else res.destroy()
+  })
+})
+
+server.on('error', (error) => fail(`cannot listen on ${host}:${port}: ${error.message}`))
+server.listen(port, host, () => printBanner())
+
+let stopping = false
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (stopping) process.exit(1)
+    stopping = true
+    server.closeAllConnections()
+    server.close()
+    void ingest.close().finally(() => process.exit(0))
+  })
+}
+
+function baseUrl(): string {
+  const address = server.address() as AddressInfo | null
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host
+  return `http://${shown}:${address?.port ?? port}`
+}
+
+function printBanner(): void {
+  const url = baseUrl()
+  const admin = devAdminToken ?? `${mask(configuredAdmin!)} (from EVENT_ADMIN_TOKEN)`
+  const lines = [
+    `event-ingest playground (${framework}) listening on ${url}`,
+    '',
+    `  dashboard     ${url}/`,
+    `  storage       ${env.EVENT_STORAGE ? redact(env.EVENT_STORAGE) : 'memory: (embedded default; try EVENT_STORAGE=fs:playground/.data or redis://127.0.0.1:6379/0)'}`,
+    `  ingest token  ${configuredIngest ? `${mask(configuredIngest)} (from EVENT_INGEST_TOKEN), sent as x-event-token` : 'none: ingest is open (set EVENT_INGEST_TOKEN to require x-event-token)'}`,
+    `  admin token   ${admin}${devAdminToken ? '  (generated for this run; set EVENT_ADMIN_TOKEN to choose one)' : ''}`,
+    sinkUrl
+      ? `  sink          EVENT_SINK_URL=${redact(sinkUrl)}: not forwarded yet, the sink option is still being built (see SINK in playground/server.ts)`
+      : `  sink          off. Hint: EVENT_SINK_URL=${url}/sink shows forwarding end to end (batches appear in the dashboard's Sink panel)`,
+    '',
+    'routes',
+    `  POST ${url}${routes.ingest}         JSON array of events${configuredIngest ? ', header x-event-token' : ''}`,
+    `  GET  ${url}${routes.schema}`,
+    `  GET  ${url}${routes.stats}    header Authorization: Bearer <admin token>`,
+    `  GET  ${url}${routes.events}?limit=20  same; filters name, source, since, until, cursor`,
+    `  POST ${url}/sink  GET ${url}/sink  the playground's local sink`,
+    '',
+    'try',
+    `  curl -s ${url}${routes.stats} -H 'authorization: Bearer ${devAdminToken ?? '<admin token>'}'`,
+    '',
+  ]
+  console.log(lines.join('\n'))
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' })
+  res.end(JSON.stringify(body))
+}
+
+function firstToken(value: string | undefined): string | undefined {
+  return value?.split(',').map((t) => t.trim()).find(Boolean)
+}
+
+/** Shows the start of a secret only. */
+function mask(secret: string): string {
+  return secret.length <= 8 ? '****' : `${secret.slice(0, 4)}…(${secret.length} chars)`
+}
+
+/** Hides a password in a URL like redis://:secret@host. */
+function redact(value: string): string {
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^@/]*)@/i, (_, scheme: string, auth: string) => `${scheme}${auth.includes(':') ? `${auth.split(':')[0]}:****` : '****'}@`)
+}
+
+function fail(message: string): never {
+  console.error(`[playground] ${message}`)
+  process.exit(1)
+}

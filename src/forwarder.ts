@@ -1,0 +1,508 @@
+import { createHash } from 'node:crypto'
+import { ofetch } from 'ofetch'
+import type { Storage } from 'unstorage'
+import { createClaimStore } from './claims'
+import type { OutboxEntry } from './event-log'
+import { withTimeout } from './event-log'
+import type { StatsWindow } from './stats'
+
+/** Where and how accepted batches are forwarded. Every field but `url` has a default. */
+export interface SinkOptions {
+  /** The sink's URL; it receives `POST` with a JSON array of events (the ingest envelope). */
+  url: string
+  /** Credential sent to the sink. @default process.env.EVENT_SINK_TOKEN */
+  token?: string
+  /**
+   * Header carrying `token`: `authorization` sends `Bearer <token>`, any other name the raw token.
+   * @default 'authorization'
+   */
+  tokenHeader?: string
+  /** Extra headers for every sink request. */
+  headers?: Record<string, string>
+  /**
+   * Time limit of one attempt, in ms (a fresh one per attempt).
+   * @default 10_000
+   */
+  timeoutMs?: number
+  /** First retry delay, in ms; doubles per attempt, with full jitter. @default 500 */
+  minBackoffMs?: number
+  /** Longest retry delay, in ms. @default 60_000 */
+  maxBackoffMs?: number
+  /** Longest `Retry-After` honoured, in ms. @default 600_000 */
+  maxRetryAfterMs?: number
+  /** Most events in one sink request (small ingests are combined). @default 1000 */
+  maxBatchEvents?: number
+  /** Most bytes in one sink request. @default 1_048_576 */
+  maxBatchBytes?: number
+  /** How long a delivery lease lasts, in ms; a crashed holder's batches are picked up after it. @default 3 × timeoutMs + 5000 */
+  leaseMs?: number
+  /** How often instances announce themselves and adopt the outbox of dead ones, in ms. @default 10_000 */
+  heartbeatMs?: number
+  /** Make each ingest wait until its batch reached the sink (or `waitTimeoutMs` passed). @default false */
+  wait?: boolean
+  /** @default 10_000 */
+  waitTimeoutMs?: number
+}
+
+/** A batch the sink refused for good (a 4xx other than 408, 425 and 429). */
+export interface DeadLetter {
+  /** Outbox id; pass it to `requeue`. */
+  id: string
+  batch: string
+  events: number
+  receivedAt: number
+  status: number
+  /** The start of the sink's answer. */
+  body: string
+  attempts: number
+  failedAt: number
+}
+
+/** Delivery state for stats. */
+export interface ForwardingState {
+  sink: string
+  /** Batches waiting in this instance's outbox queue. */
+  backlog: number
+  /** Events in them. */
+  backlogEvents: number
+  /** Age of the oldest pending batch, in ms; null when none. */
+  oldestPendingMs: number | null
+  deadLetters: number
+  /** Attempts of the batch at the head of the queue. */
+  attempts: number
+  nextAttemptInMs: number | null
+}
+
+interface Pending extends OutboxEntry {
+  key: string
+  adopted: boolean
+  /** The lease value this instance holds on it, if any. */
+  lease?: string
+}
+
+interface Group {
+  entries: Pending[]
+  body: string
+  events: number
+  key: string
+}
+
+/** The forwarder's public face. */
+export interface Forwarder {
+  /** Queues a batch just stored (its outbox entry is already durable). */
+  enqueue(outboxKey: string, entry: OutboxEntry): Promise<boolean>
+  state(): ForwardingState
+  deadLetters(): Promise<DeadLetter[]>
+  /** Moves dead letters (all, or those ids) back to the outbox. */
+  requeue(ids?: readonly string[]): Promise<number>
+  /** Stops taking work, waits for the attempt in flight (at most `timeoutMs`), leaves the rest in the outbox. */
+  close(): Promise<void>
+}
+
+const RETRYABLE = new Set([408, 425, 429])
+
+function parseRetryAfter(value: string | null, now: number): number | undefined {
+  if (!value) return undefined
+  if (/^\d+$/.test(value.trim())) return Number(value) * 1000
+  const at = Date.parse(value)
+  return Number.isFinite(at) ? Math.max(0, at - now) : undefined
+}
+
+function failureKind(error: unknown): string {
+  const name = (error as { name?: string; cause?: { name?: string } } | null)?.name
+  if (name === 'TimeoutError' || name === 'AbortError') return 'timeout'
+  const cause = (error as { cause?: { name?: string } } | null)?.cause?.name
+  return cause === 'TimeoutError' || cause === 'AbortError' ? 'timeout' : 'network'
+}
+
+/**
+ * Creates the forwarder: delivers outbox batches to the sink at least once, oldest first per
+ * instance, with backoff, `Retry-After`, idempotency keys, dead letters and leases between
+ * instances that share storage.
+ */
+export function createForwarder(options: {
+  storage: Storage
+  prefix: string
+  instanceId: string
+  sink: SinkOptions
+  stats: StatsWindow
+  storageTimeoutMs: number
+  onError?: (error: unknown) => void
+}): Forwarder {
+  const { storage, prefix, instanceId, sink, stats } = options
+  const timeoutMs = sink.timeoutMs ?? 10_000
+  const minBackoff = sink.minBackoffMs ?? 500
+  const maxBackoff = sink.maxBackoffMs ?? 60_000
+  const maxRetryAfter = sink.maxRetryAfterMs ?? 600_000
+  const maxEvents = sink.maxBatchEvents ?? 1000
+  const maxBytes = sink.maxBatchBytes ?? 1_048_576
+  const leaseMs = sink.leaseMs ?? timeoutMs * 3 + 5000
+  const heartbeatMs = sink.heartbeatMs ?? 10_000
+  const storageTimeout = options.storageTimeoutMs
+  const onError = options.onError ?? (() => {})
+  const claims = createClaimStore(storage, prefix)
+  const outboxBase = `${prefix}:o`
+  const registryKey = `${prefix}:fwd`
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...sink.headers }
+  if (sink.token) {
+    const name = (sink.tokenHeader ?? 'authorization').toLowerCase()
+    headers[name] = name === 'authorization' ? `Bearer ${sink.token}` : sink.token
+  }
+
+  const queue: Pending[] = []
+  const known = new Set<string>()
+  const waiters = new Map<string, (delivered: boolean) => void>()
+  let group: Group | undefined
+  let attempts = 0
+  let nextAttemptAt = 0
+  let deadLetterCount = 0
+  let timer: NodeJS.Timeout | undefined
+  let running: Promise<void> | undefined
+  let inFlight: AbortController | undefined
+  let closed = false
+
+  const io = <T>(promise: Promise<T>, what: string) => withTimeout(promise, storageTimeout, what)
+  const idOf = (key: string) => key.slice(outboxBase.length + 1)
+
+  // Queue order is acceptance order: batch ids start with a fixed-width time, then the instance
+  // and its sequence number.
+  const order = (pending: Pending) => pending.key.slice(pending.key.lastIndexOf(':') + 1)
+
+  function insert(pending: Pending) {
+    if (known.has(pending.key)) return
+    known.add(pending.key)
+    const rank = order(pending)
+    let index = queue.length
+    while (index > 0 && order(queue[index - 1]!) > rank) index--
+    queue.splice(index, 0, pending)
+  }
+
+  function schedule(delay: number) {
+    if (closed) return
+    clearTimeout(timer)
+    timer = setTimeout(() => void pump(), Math.max(0, delay))
+    timer.unref()
+  }
+
+  function pump(): Promise<void> {
+    if (running || closed) return running ?? Promise.resolve()
+    // Not an async function: `running` must be set before the loop can finish and clear it.
+    const loop = async () => {
+      await Promise.resolve()
+      try {
+        while (!closed && queue.length > 0) {
+          const wait = nextAttemptAt - Date.now()
+          if (wait > 0) {
+            schedule(wait)
+            return
+          }
+          await deliverHead()
+        }
+      } catch (error) {
+        onError(error)
+        attempts++
+        nextAttemptAt = Date.now() + backoff()
+        schedule(nextAttemptAt - Date.now())
+      } finally {
+        running = undefined
+      }
+    }
+    running = loop()
+    return running
+  }
+
+  function backoff(): number {
+    const ceiling = Math.min(maxBackoff, minBackoff * 2 ** Math.min(attempts, 30))
+    return Math.floor(Math.random() * ceiling) + Math.min(minBackoff, ceiling) / 2
+  }
+
+  async function buildGroup(): Promise<Group | undefined> {
+    const entries: Pending[] = []
+    const events: unknown[] = []
+    let bytes = 2
+    for (const pending of queue) {
+      if (entries.length > 0 && (events.length + pending.events > maxEvents)) break
+      const leaseKey = `${prefix}:l:${idOf(pending.key)}`
+      const lease = `${instanceId}|${Date.now() + leaseMs}`
+      const [holder] = await io(claims.claim([leaseKey], lease, leaseMs), 'lease')
+      if (holder !== null && holder !== undefined) {
+        const [owner, until] = holder.split('|')
+        if (owner !== instanceId && Number(until) > Date.now()) {
+          // Another instance is delivering it right now.
+          if (entries.length === 0) continue
+          break
+        }
+        await io(claims.overwrite([leaseKey], lease, leaseMs), 'lease')
+      }
+      pending.lease = lease
+      if (pending.adopted && (await io(storage.getItem(pending.key), 'read')) === null) {
+        // Delivered meanwhile by its first owner or another adopter.
+        drop(pending)
+        continue
+      }
+      const raw = await io(storage.getItem<{ events?: unknown[] }>(pending.batch), 'read')
+      const record = typeof raw === 'string' ? safeParse(raw) : raw
+      if (!record || !Array.isArray(record.events)) {
+        // No batch behind the entry: its write failed before it was acknowledged. Drop it once
+        // that can no longer change.
+        if (Date.now() - pending.receivedAt > storageTimeout * 4) {
+          await io(storage.removeItem(pending.key), 'write')
+          drop(pending)
+        }
+        continue
+      }
+      const size = Buffer.byteLength(JSON.stringify(record.events))
+      if (entries.length > 0 && bytes + size > maxBytes) break
+      bytes += size + 1
+      entries.push(pending)
+      events.push(...record.events)
+    }
+    if (entries.length === 0) return undefined
+    const key = createHash('sha256').update(entries.map((e) => e.key).join(',')).digest('hex').slice(0, 32)
+    return { entries, body: JSON.stringify(events), events: events.length, key }
+  }
+
+  function drop(pending: Pending) {
+    const index = queue.indexOf(pending)
+    if (index >= 0) queue.splice(index, 1)
+    known.delete(pending.key)
+  }
+
+  async function settleGroup(current: Group, delivered: boolean) {
+    for (const pending of current.entries) {
+      await io(storage.removeItem(pending.key), 'write')
+      if (pending.lease) await io(claims.release([`${prefix}:l:${idOf(pending.key)}`], pending.lease), 'lease').catch(() => {})
+      drop(pending)
+      waiters.get(pending.key)?.(delivered)
+      waiters.delete(pending.key)
+    }
+    group = undefined
+    attempts = 0
+    nextAttemptAt = 0
+  }
+
+  async function deliverHead(): Promise<void> {
+    if (group && !(await renewLeases(group))) group = undefined
+    group ??= await buildGroup()
+    const current = group
+    if (!current) {
+      if (queue.length > 0) {
+        // Everything at the head is leased by another instance or not yet readable: look again later.
+        nextAttemptAt = Date.now() + Math.min(leaseMs, 5000)
+      }
+      return
+    }
+    const controller = new AbortController()
+    inFlight = controller
+    const timeout = setTimeout(() => controller.abort(new DOMException('sink attempt timed out', 'TimeoutError')), timeoutMs)
+    let status = 0
+    let retryAfter: number | undefined
+    let text = ''
+    try {
+      // A fresh signal per attempt, and no ofetch retries: ofetch 1.5 would reuse an aborted signal.
+      const response = await ofetch.raw(sink.url, {
+        method: 'POST',
+        body: current.body,
+        headers: { ...headers, 'idempotency-key': current.key },
+        retry: 0,
+        signal: controller.signal,
+        ignoreResponseError: true,
+        responseType: 'text',
+      })
+      status = response.status
+      text = typeof response._data === 'string' ? response._data : ''
+      retryAfter = parseRetryAfter(response.headers.get('retry-after'), Date.now())
+    } catch (error) {
+      if (closed && controller.signal.aborted) return
+      attempts++
+      stats.recordForwardFailure(failureKind(error), Date.now())
+      nextAttemptAt = Date.now() + backoff()
+      return
+    } finally {
+      clearTimeout(timeout)
+      inFlight = undefined
+    }
+    if (status >= 200 && status < 300) {
+      stats.recordForwarded(current.events, Date.now())
+      await settleGroup(current, true)
+      return
+    }
+    attempts++
+    if (status >= 500 || RETRYABLE.has(status)) {
+      stats.recordForwardFailure(status === 429 ? '429' : status >= 500 ? '5xx' : String(status), Date.now())
+      const delay = retryAfter !== undefined ? Math.min(retryAfter, maxRetryAfter) : backoff()
+      nextAttemptAt = Date.now() + delay
+      return
+    }
+    stats.recordForwardFailure('rejected', Date.now())
+    const failedAt = Date.now()
+    for (const pending of current.entries) {
+      const letter: DeadLetter = {
+        id: idOf(pending.key), batch: pending.batch, events: pending.events, receivedAt: pending.receivedAt,
+        status, body: text.slice(0, 2048), attempts, failedAt,
+      }
+      await io(storage.setItem(`${prefix}:x:${letter.id}`, JSON.stringify(letter)), 'write')
+      deadLetterCount++
+    }
+    await settleGroup(current, false)
+  }
+
+  // Before each retry of a group: keep its leases, unless another instance took one over after it
+  // expired (then that instance delivers, and this one lets the group go).
+  async function renewLeases(current: Group): Promise<boolean> {
+    const keys = current.entries.map((p) => `${prefix}:l:${idOf(p.key)}`)
+    const holders = await io(claims.read(keys), 'lease')
+    const now = Date.now()
+    for (const [i, holder] of holders.entries()) {
+      const [owner, until] = (holder ?? '').split('|')
+      if (holder && owner !== instanceId && Number(until) > now) {
+        for (const pending of current.entries) drop(pending)
+        return false
+      }
+      const lease = `${instanceId}|${now + leaseMs}`
+      await io(claims.overwrite([keys[i]!], lease, leaseMs), 'lease')
+      current.entries[i]!.lease = lease
+    }
+    return true
+  }
+
+  function safeParse(text: string): { events?: unknown[] } | null {
+    try {
+      return JSON.parse(text)
+    } catch {
+      return null
+    }
+  }
+
+  async function heartbeat() {
+    const registry = ((await io(storage.getItem<Record<string, number>>(registryKey), 'read')) ?? {}) as Record<string, number>
+    const now = Date.now()
+    const dead = Object.entries(registry).filter(([id, seen]) => id !== instanceId && now - seen > Math.max(leaseMs, heartbeatMs * 3)).map(([id]) => id)
+    registry[instanceId] = now
+    for (const id of dead) delete registry[id]
+    await io(storage.setItem(registryKey, registry), 'write')
+    for (const id of dead) await adopt(`${outboxBase}:${id}`)
+  }
+
+  async function adopt(base: string, alive: ReadonlySet<string> = new Set()) {
+    const keys = (await io(storage.getKeys(base), 'list')).sort()
+    for (const key of keys) {
+      if (known.has(key)) continue
+      // Another live instance delivers its own outbox, in its own order.
+      const owner = key.slice(outboxBase.length + 1).split(':')[0]!
+      if (owner !== instanceId && alive.has(owner)) continue
+      const entry = await io(storage.getItem<OutboxEntry>(key), 'read')
+      const parsed = typeof entry === 'string' ? (safeParse(entry) as OutboxEntry | null) : entry
+      if (!parsed || typeof parsed.batch !== 'string') continue
+      insert({ ...parsed, key, adopted: !key.startsWith(`${outboxBase}:${instanceId}:`) })
+    }
+  }
+
+  async function tick() {
+    try {
+      await heartbeat()
+    } catch (error) {
+      onError(error)
+    }
+    void pump()
+    if (!closed) {
+      heartbeatTimer = setTimeout(() => void tick(), heartbeatMs)
+      heartbeatTimer.unref()
+    }
+  }
+  let heartbeatTimer: NodeJS.Timeout | undefined
+
+  // Start: count dead letters, pick up every outbox entry left by earlier runs (the one scan; later
+  // only dead instances' entries are listed), then announce ourselves.
+  const started = (async () => {
+    try {
+      deadLetterCount = (await io(storage.getKeys(`${prefix}:x`), 'list')).length
+      const registry = ((await io(storage.getItem<Record<string, number>>(registryKey), 'read')) ?? {}) as Record<string, number>
+      const now = Date.now()
+      const alive = new Set(Object.entries(registry).filter(([, seen]) => now - seen <= Math.max(leaseMs, heartbeatMs * 3)).map(([id]) => id))
+      await adopt(outboxBase, alive)
+    } catch (error) {
+      onError(error)
+    }
+    await tick()
+  })()
+
+  return {
+    async enqueue(outboxKey, entry) {
+      const pending: Pending = { ...entry, key: outboxKey, adopted: false }
+      insert(pending)
+      const delivered = sink.wait ? new Promise<boolean>((resolve) => waiters.set(outboxKey, resolve)) : undefined
+      void started.then(() => pump())
+      if (!delivered) return false
+      let timer: NodeJS.Timeout | undefined
+      const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), sink.waitTimeoutMs ?? 10_000)))
+      return Promise.race([delivered, timedOut]).finally(() => clearTimeout(timer))
+    },
+    state() {
+      const now = Date.now()
+      return {
+        sink: sink.url,
+        backlog: queue.length,
+        backlogEvents: queue.reduce((n, p) => n + p.events, 0),
+        oldestPendingMs: queue.length > 0 ? now - Math.min(...queue.map((p) => p.receivedAt)) : null,
+        deadLetters: deadLetterCount,
+        attempts,
+        nextAttemptInMs: queue.length > 0 ? Math.max(0, nextAttemptAt - now) : null,
+      }
+    },
+    async deadLetters() {
+      const keys = (await io(storage.getKeys(`${prefix}:x`), 'list')).sort()
+      const letters: DeadLetter[] = []
+      for (const key of keys) {
+        const value = await io(storage.getItem<DeadLetter>(key), 'read')
+        const letter = typeof value === 'string' ? (safeParse(value) as DeadLetter | null) : value
+        if (letter) letters.push(letter)
+      }
+      return letters
+    },
+    async requeue(ids) {
+      const letters = (await this.deadLetters()).filter((l) => !ids || ids.includes(l.id))
+      for (const letter of letters) {
+        const key = `${outboxBase}:${letter.id}`
+        const entry: OutboxEntry = { batch: letter.batch, events: letter.events, receivedAt: letter.receivedAt }
+        await io(storage.setItem(key, JSON.stringify(entry)), 'write')
+        await io(storage.removeItem(`${prefix}:x:${letter.id}`), 'write')
+        deadLetterCount = Math.max(0, deadLetterCount - 1)
+        insert({ ...entry, key, adopted: !letter.id.startsWith(`${instanceId}:`) })
+      }
+      void pump()
+      return letters.length
+    },
+    async close() {
+      if (closed) return
+      closed = true
+      clearTimeout(timer)
+      clearTimeout(heartbeatTimer)
+      await started.catch(() => {})
+      // The attempt in flight may finish (and its batch leave the outbox); past the attempt timeout
+      // it is aborted and stays in the outbox for the next start. Nothing is lost either way.
+      const current = running
+      if (current) {
+        const limit = setTimeout(() => inFlight?.abort(new DOMException('closing', 'AbortError')), timeoutMs)
+        await current.catch(() => {})
+        clearTimeout(limit)
+      }
+      for (const resolve of waiters.values()) resolve(false)
+      waiters.clear()
+      if (group) {
+        for (const pending of group.entries) {
+          if (pending.lease) await io(claims.release([`${prefix}:l:${idOf(pending.key)}`], pending.lease), 'lease').catch(onError)
+        }
+      }
+      // Leave the registry, so another instance adopts what is left here without waiting for a
+      // heartbeat to go stale.
+      try {
+        const registry = ((await io(storage.getItem<Record<string, number>>(registryKey), 'read')) ?? {}) as Record<string, number>
+        delete registry[instanceId]
+        await io(storage.setItem(registryKey, registry), 'write')
+      } catch (error) {
+        onError(error)
+      }
+    },
+  }
+}

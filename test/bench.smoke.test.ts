@@ -1,0 +1,58 @@
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, describe, expect, it } from 'vitest'
+import { targets } from '../bench/targets'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const dir = mkdtempSync(join(tmpdir(), 'ei-bench-smoke-'))
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+function runBench(args: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk))
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk))
+    child.once('error', reject)
+    child.once('exit', (code) => resolve({ code, output }))
+  })
+}
+
+/** The data rows of the Markdown table under `heading`, split into trimmed cells. */
+function tableRows(report: string, heading: string): string[][] {
+  const section = report.split(`## ${heading}`)[1]?.split('\n## ')[0] ?? ''
+  return section
+    .split('\n')
+    .filter((line) => line.startsWith('| ') && !line.startsWith('| ---') && !line.startsWith('| Target |'))
+    .map((line) => line.slice(1, -1).split('|').map((cell) => cell.trim()))
+}
+
+const ratio = /^\d+\.\d\d\b/
+
+describe('npm run bench -- --quick', () => {
+  it('runs every target, phase and baseline, and writes a report with numeric ratios to the path it is given', async () => {
+    const out = join(dir, 'RESULTS.md')
+    const { code, output } = await runBench(['--quick', '--out', out, '--artifacts', dir])
+    expect(code, output).toBe(0)
+    const report = readFileSync(out, 'utf8')
+
+    for (const heading of ['Ingest: batch of 50 events', 'Ingest: one event per request']) {
+      const rows = tableRows(report, heading)
+      for (const target of targets) {
+        const row = rows.find((cells) => cells[0]!.startsWith(target.label))
+        expect(row, `${heading}: a row for ${target.label}`).toBeDefined()
+        const [, rps, , , , , vsNode, vsBare] = row!
+        expect(rps).toMatch(/^[\d,]+/)
+        if (target.id !== 'node') expect(vsNode, `${target.label} / bare node`).toMatch(ratio)
+        if (target.kind === 'ours') expect(vsBare, `${target.label} / its bare route`).toMatch(ratio)
+      }
+    }
+    expect(report).toContain('## Stats and schema latency against stored events')
+    expect(report).toContain('## Heap and RSS over a long ingest run')
+    expect(report).toMatch(/\*\*Top functions by self time\*\*[\s\S]*\| 1 \| `/)
+  }, 120_000)
+})

@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest'
+import { createStorage, defineDriver } from 'unstorage'
+import memoryDriver from 'unstorage/drivers/memory'
+import { createEventIngest } from 'event-ingest'
+import { makeEvent } from './helpers/fixtures'
+
+describe('EventLog edge cases', () => {
+  it('never stores a second copy when a slow write times out and the client retries', async () => {
+    const memory = memoryDriver()
+    let delayNext = true
+    const slow = defineDriver(() => ({
+      ...memory,
+      name: 'slow',
+      async setItem(key: string, value: string) {
+        if (delayNext && key.startsWith('events:b:')) {
+          delayNext = false
+          await new Promise((resolve) => setTimeout(resolve, 300))
+        }
+        return memory.setItem!(key, value, {})
+      },
+    }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slow() }), storageTimeoutMs: 100 })
+    try {
+      const event = makeEvent({ id: 'once' })
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ status: 503 })
+      // The late write has landed by now; the retry must not add a copy next to it.
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      const retry = await ingest.ingest([event])
+      expect(retry.accepted + retry.duplicates).toBe(1)
+      const page = await ingest.events({ limit: 100, since: 0 })
+      expect(page.events.map((e) => e.id)).toEqual(['once'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('lists every batch when concurrent appends straddle an hour boundary', async () => {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const ingest = createEventIngest({ env: {} })
+      try {
+        const boundary = Date.UTC(2026, 0, 1, 11)
+        await Promise.all([
+          ingest.ingest([makeEvent({ id: 'before' })], { receivedAt: boundary - 1 }),
+          ingest.ingest([makeEvent({ id: 'after' })], { receivedAt: boundary + 1 }),
+        ])
+        const page = await ingest.events({ since: boundary - 3_600_000, until: boundary + 3_600_000 })
+        expect(page.events.map((e) => e.id).sort()).toEqual(['after', 'before'])
+      } finally {
+        await ingest.close()
+      }
+    }
+  })
+})

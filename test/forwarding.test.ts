@@ -1,0 +1,157 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { createEventIngest, type EventIngest, type SinkOptions } from 'event-ingest'
+import { makeEvent } from './helpers/fixtures'
+import { startSink, waitFor } from './helpers/sink'
+
+const open: { close(): Promise<void> }[] = []
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((o) => o.close()))
+})
+
+async function core(sink: SinkOptions, extra: Parameters<typeof createEventIngest>[0] = {}): Promise<EventIngest<any>> {
+  const ingest = createEventIngest({ env: {}, sink: { minBackoffMs: 20, maxBackoffMs: 200, heartbeatMs: 200, ...sink }, ...extra })
+  await ingest.ready()
+  open.push(ingest)
+  return ingest
+}
+
+async function sinkOf(...args: Parameters<typeof startSink>) {
+  const sink = await startSink(...args)
+  open.push(sink)
+  return sink
+}
+
+describe('forwarding to a sink', () => {
+  it('forwards accepted events after storing them, without holding the response', async () => {
+    const sink = await sinkOf(() => 'hang')
+    const ingest = await core({ url: sink.url, timeoutMs: 5000 })
+    const started = Date.now()
+    const result = await ingest.ingest([makeEvent({ id: 'fw-1' }), makeEvent({ id: 'fw-bad', source: 'web' })])
+    expect(result.accepted).toBe(1)
+    expect(Date.now() - started).toBeLessThan(1000)
+    await waitFor(() => sink.requests.length === 1, 5000, 'the sink request')
+    expect(sink.requests[0]!.events.map((e) => e.id)).toEqual(['fw-1'])
+    expect(sink.requests[0]!.events[0]).toMatchObject({ name: 'ProductViewed', schemaVersion: 1 })
+  })
+
+  it('retries 503s with backoff until 200, delivering every event once, in acceptance order', async () => {
+    const sink = await sinkOf((_request, attempt) => (attempt <= 4 ? { status: 503 } : { status: 200 }))
+    const ingest = await core({ url: sink.url, maxBatchEvents: 3 })
+    const ids: string[] = []
+    for (let i = 0; i < 6; i++) {
+      const batch = [makeEvent({ id: `o-${i}-a` }), makeEvent({ id: `o-${i}-b` })]
+      ids.push(...batch.map((e) => e.id))
+      await ingest.ingest(batch)
+    }
+    await waitFor(() => sink.storedIds().length >= ids.length, 15_000, 'all events at the sink')
+    expect(sink.storedIds()).toEqual(ids)
+    const gaps = sink.requests.slice(1, 5).map((r, i) => r.at - sink.requests[i]!.at)
+    for (const gap of gaps) expect(gap).toBeGreaterThanOrEqual(9) // at least half the minimum backoff
+    const stats = await ingest.stats()
+    expect(stats.forwarded).toBe(12)
+    expect(stats.failures.forwardByKind['5xx']).toBe(4)
+    await waitFor(async () => (await ingest.stats()).forwarding!.backlog === 0, 5000, 'an empty backlog')
+  })
+
+  it('honours Retry-After', async () => {
+    const sink = await sinkOf((_r, attempt) => (attempt === 1 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 200 }))
+    const ingest = await core({ url: sink.url })
+    await ingest.ingest([makeEvent()])
+    await waitFor(() => sink.stored.length === 1, 5000, 'delivery')
+    expect(sink.requests[1]!.at - sink.requests[0]!.at).toBeGreaterThanOrEqual(950)
+  })
+
+  it('times out each attempt on its own when the sink hangs, and retries', async () => {
+    let hangs = 3
+    const sink = await sinkOf(() => (hangs-- > 0 ? 'hang' : { status: 200 }))
+    const ingest = await core({ url: sink.url, timeoutMs: 300 })
+    await ingest.ingest([makeEvent({ id: 'slow' })])
+    await waitFor(() => sink.stored.length === 1, 10_000, 'delivery after three hung attempts')
+    expect(sink.requests).toHaveLength(4)
+    // Each attempt got its own full timeout: a reused, already-aborted signal would fail at once.
+    for (let i = 1; i < 4; i++) expect(sink.requests[i]!.at - sink.requests[i - 1]!.at).toBeGreaterThanOrEqual(290)
+    expect((await ingest.stats()).failures.forwardByKind.timeout).toBe(3)
+  })
+
+  it('retries with the same idempotency key when the response is lost after the sink stored the batch', async () => {
+    let first = true
+    const sink = await sinkOf(() => (first ? ((first = false), 'store-and-destroy') : { status: 200 }))
+    const ingest = await core({ url: sink.url, token: 'sink-secret' })
+    await ingest.ingest([makeEvent({ id: 'lost-1' }), makeEvent({ id: 'lost-2' })])
+    await waitFor(() => sink.requests.length === 2, 5000, 'the retry')
+    expect(sink.requests[0]!.key).toMatch(/^[0-9a-f]{32}$/)
+    expect(sink.requests[1]!.key).toBe(sink.requests[0]!.key)
+    expect(sink.requests[1]!.headers.authorization).toBe('Bearer sink-secret')
+    expect(new Set(sink.storedIds())).toEqual(new Set(['lost-1', 'lost-2']))
+  })
+
+  it('dead-letters a batch the sink refuses with 400, once, and re-queues it', async () => {
+    const sink = await sinkOf(() => ({ status: 400, body: '{"error":"schema mismatch"}' }))
+    const ingest = await core({ url: sink.url })
+    await ingest.ingest([makeEvent({ id: 'dead-1' })])
+    await waitFor(async () => (await ingest.deadLetters()).length === 1, 5000, 'a dead letter')
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(sink.requests).toHaveLength(1)
+    const [letter] = await ingest.deadLetters()
+    expect(letter).toMatchObject({ status: 400, body: '{"error":"schema mismatch"}', events: 1, attempts: 1 })
+    const stats = await ingest.stats()
+    expect(stats.failures.forwardByKind.rejected).toBe(1)
+    expect(stats.forwarding).toMatchObject({ deadLetters: 1, backlog: 0 })
+    sink.set(() => ({ status: 200 }))
+    expect(await ingest.requeue()).toBe(1)
+    await waitFor(() => sink.stored.length === 1, 5000, 'delivery after re-queue')
+    expect(sink.storedIds()).toEqual(['dead-1'])
+    expect(await ingest.deadLetters()).toEqual([])
+  })
+
+  it('retries 408, 425 and 429 but not other 4xx', async () => {
+    const statuses = [408, 425, 429, 200]
+    const sink = await sinkOf((_r, attempt) => ({ status: statuses[attempt - 1] ?? 200 }))
+    const ingest = await core({ url: sink.url })
+    await ingest.ingest([makeEvent()])
+    await waitFor(() => sink.stored.length === 1, 5000, 'delivery')
+    expect(sink.requests).toHaveLength(4)
+  })
+
+  it('combines small ingests into one sink request, bounded by events', async () => {
+    const sink = await sinkOf(() => 'hang')
+    const ingest = await core({ url: sink.url, maxBatchEvents: 5, timeoutMs: 200 })
+    for (let i = 0; i < 6; i++) await ingest.ingest([makeEvent({ id: `c-${i}` }), makeEvent({ id: `c-${i}-2` })])
+    sink.set(() => ({ status: 200 }))
+    await waitFor(() => sink.storedIds().length === 12, 10_000, 'all events')
+    for (const request of sink.stored) expect(request.events.length).toBeLessThanOrEqual(5)
+    expect(sink.stored.length).toBeLessThan(12)
+  })
+
+  it('can make ingest wait for delivery', async () => {
+    const sink = await sinkOf((_r, attempt) => (attempt === 1 ? { status: 503 } : { status: 200 }))
+    const ingest = await core({ url: sink.url, wait: true })
+    await ingest.ingest([makeEvent({ id: 'waited' })])
+    expect(sink.storedIds()).toEqual(['waited'])
+  })
+
+  it('keeps the outbox across a restart and resumes delivery by itself', async () => {
+    const sink = await sinkOf(() => ({ status: 503 }))
+    const { createStorage } = await import('unstorage')
+    const memory = (await import('unstorage/drivers/memory')).default
+    const storage = createStorage({ driver: memory() })
+    const first = createEventIngest({ env: {}, storage, sink: { url: sink.url, minBackoffMs: 20, maxBackoffMs: 100 } })
+    await first.ingest([makeEvent({ id: 'kept-1' })])
+    await first.ingest([makeEvent({ id: 'kept-2' })])
+    await waitFor(() => sink.requests.length >= 2, 5000, 'failed attempts')
+    await first.close()
+    sink.set(() => ({ status: 200 }))
+    await core({ url: sink.url }, { storage })
+    await waitFor(() => sink.storedIds().length === 2, 5000, 'delivery after restart')
+    expect(sink.storedIds()).toEqual(['kept-1', 'kept-2'])
+  })
+
+  it('reads EVENT_SINK_URL and EVENT_SINK_TOKEN as defaults', async () => {
+    const sink = await sinkOf()
+    const ingest = createEventIngest({ env: { EVENT_SINK_URL: sink.url, EVENT_SINK_TOKEN: 't0k' } })
+    open.push(ingest)
+    await ingest.ingest([makeEvent({ id: 'env-1' })])
+    await waitFor(() => sink.stored.length === 1, 5000, 'delivery')
+    expect(sink.stored[0]!.headers.authorization).toBe('Bearer t0k')
+  })
+})

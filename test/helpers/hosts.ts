@@ -1,0 +1,100 @@
+import { createServer } from 'node:http'
+import express from 'express'
+import Koa from 'koa'
+import { bodyParser } from '@koa/bodyparser'
+import Fastify from 'fastify'
+import { eventIngest as expressIngest } from '../../adapters/express'
+import { eventIngest as koaIngest } from '../../adapters/koa'
+import { eventIngest as fastifyIngest } from '../../adapters/fastify'
+import { closeServer, h3Host, listen, type HostFactory } from './servers'
+
+/**
+ * Every host the conformance suite runs against: each framework, with and without its own body
+ * parser in front. Each host also serves its own JSON route (`POST /host/echo`) and a 404 of its
+ * own, to show mounting leaves them alone.
+ */
+export const expressHost = (hostParser: boolean): HostFactory => ({
+  name: hostParser ? 'express + express.json()' : 'express',
+  hostReadsBody: hostParser,
+  async start(ingest, { base }) {
+    const app = express()
+    if (hostParser) app.use(express.json({ limit: '10mb' }))
+    app.post('/host/echo', express.json(), (req, res) => {
+      res.json({ echo: req.body })
+    })
+    app.use(base || '/', expressIngest(ingest))
+    app.use((_req, res) => {
+      res.status(404).json({ host: 'not found' })
+    })
+    const server = createServer(app)
+    const url = await listen(server)
+    return { url: url + base, close: () => closeServer(server) }
+  },
+})
+
+export const koaHost = (hostParser: boolean): HostFactory => ({
+  name: hostParser ? 'koa + @koa/bodyparser' : 'koa',
+  hostReadsBody: hostParser,
+  // @koa/bodyparser throws its own 400 upstream of every later middleware.
+  hostAnswersParseErrors: hostParser,
+  async start(ingest, { base }) {
+    const app = new Koa()
+    app.silent = true
+    if (hostParser) app.use(bodyParser({ jsonLimit: '10mb' }))
+    app.use(koaIngest(ingest, { base }))
+    app.use(async (ctx, next) => {
+      if (ctx.path === '/host/echo' && ctx.method === 'POST') {
+        if (!hostParser) {
+          let text = ''
+          for await (const chunk of ctx.req) text += chunk
+          ctx.body = { echo: JSON.parse(text) }
+        } else {
+          ctx.body = { echo: (ctx.request as { body?: unknown }).body }
+        }
+        return
+      }
+      await next()
+      if (ctx.status === 404 && ctx.body === undefined) {
+        ctx.status = 404
+        ctx.body = { host: 'not found' }
+      }
+    })
+    const server = createServer(app.callback())
+    const url = await listen(server)
+    return { url: url + base, close: () => closeServer(server) }
+  },
+})
+
+export const fastifyHost = (hostParser: boolean): HostFactory => ({
+  name: hostParser ? 'fastify + custom JSON parser' : 'fastify',
+  async start(ingest, { base }) {
+    const app = Fastify()
+    if (hostParser) {
+      // A host with its own JSON parser: the plugin's routes must not depend on it, and the host's routes keep it.
+      app.removeContentTypeParser('application/json')
+      app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+        try {
+          done(null, { parsedByHost: true, value: JSON.parse(body as string) })
+        } catch (error) {
+          done(error as Error, undefined)
+        }
+      })
+    }
+    app.post('/host/echo', async (request) => ({ echo: hostParser ? (request.body as { value: unknown }).value : request.body }))
+    app.setNotFoundHandler((_request, reply) => reply.code(404).send({ host: 'not found' }))
+    await app.register(fastifyIngest, { prefix: base, ingest })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const address = app.server.address() as { port: number }
+    return { url: `http://127.0.0.1:${address.port}${base}`, close: () => app.close() }
+  },
+})
+
+export const allHosts: HostFactory[] = [
+  h3Host,
+  expressHost(false),
+  expressHost(true),
+  koaHost(false),
+  koaHost(true),
+  fastifyHost(false),
+  fastifyHost(true),
+]

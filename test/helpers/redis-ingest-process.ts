@@ -1,0 +1,39 @@
+/**
+ * Child process of test/redis-multiprocess.test.ts, run with tsx: one event-ingest instance on a
+ * Redis prefix behind a real h3 HTTP server on a free loopback port. Prints `LISTENING <url>` once
+ * it serves. Stats flush every 100 ms so other instances see its counts quickly.
+ *
+ * Exits (after closing the core, which flushes its stats) on SIGTERM, SIGINT, or when its stdin
+ * closes, so it never outlives a test run that dies without killing it.
+ *
+ * Usage: node --import tsx test/helpers/redis-ingest-process.ts <redisUrl> <base> <instanceId> <adminToken>
+ */
+import { h3Host, startHost } from './servers'
+
+const [url, base, instanceId, adminToken] = process.argv.slice(2)
+if (!url || !base || !instanceId || !adminToken) {
+  throw new Error('usage: redis-ingest-process.ts <redisUrl> <base> <instanceId> <adminToken>')
+}
+
+const host = await startHost(h3Host, {
+  storage: { driver: 'redis', url, base },
+  instanceId,
+  adminToken,
+  stats: { flushIntervalMs: 100 },
+})
+process.stdout.write(`LISTENING ${host.url}\n`)
+
+let closing = false
+async function shutdown() {
+  if (closing) return
+  closing = true
+  const force = setTimeout(() => process.exit(1), 5000)
+  force.unref()
+  await host.close().catch((error: unknown) => process.stderr.write(`close failed: ${String(error)}\n`))
+  process.exit(0)
+}
+process.on('SIGTERM', shutdown)
+process.on('SIGINT', shutdown)
+process.stdin.on('end', shutdown)
+process.stdin.on('close', shutdown)
+process.stdin.resume()
