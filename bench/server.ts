@@ -6,7 +6,7 @@ import { readdirSync, writeFileSync } from 'node:fs'
 import { findSourceMap } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { createEventIngest, type EventIngest, type StorageOption } from '../src/index'
+import type { EventIngest, StorageOption } from '../src/index'
 import { createEventRing, startApp } from './apps'
 import { makeEventBatch } from './events'
 import type { Counters, CpuSample, MemorySample, ServerCommand, ServerConfig, ServerMessage } from './protocol'
@@ -38,6 +38,8 @@ function storageOption(): StorageOption {
 }
 
 if (target.kind === 'ours') {
+  // Imported only here, so the bare baselines neither load nor start anything of ours.
+  const { createEventIngest } = await import('../src/index')
   ingest = createEventIngest({ env: {}, storage: storageOption(), adminToken: config.adminToken })
   await ingest.ready()
 }

@@ -36,15 +36,12 @@ const devAdminToken = configuredAdmin ? undefined : `dev-${randomBytes(18).toStr
 
 if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`PORT must be an integer from 0 to 65535, got ${JSON.stringify(env.PORT)}`)
 
-// EVENT_STORAGE, EVENT_INGEST_TOKEN and EVENT_ADMIN_TOKEN are read by createEventIngest itself;
-// only the generated dev admin token is passed (undefined when EVENT_ADMIN_TOKEN is set).
+// EVENT_STORAGE, EVENT_INGEST_TOKEN, EVENT_ADMIN_TOKEN, EVENT_SINK_URL and EVENT_SINK_TOKEN are
+// read by createEventIngest itself; only the generated dev admin token is passed (undefined when
+// EVENT_ADMIN_TOKEN is set). Forwarding retries quickly here so a sink restart shows up at once.
 const ingest = createEventIngest({
   adminToken: devAdminToken,
-  // ── SINK ──────────────────────────────────────────────────────────────────────────────────────
-  // The one place forwarding gets wired. createEventIngest's `sink` option is being built; once it
-  // lands, pass it here and drop the "not forwarded yet" wording in printBanner() and dashboard.html:
-  //   sink: sinkUrl,            // or { url: sinkUrl, wait: false, ... }
-  // ────────────────────────────────────────────────────────────────────────────────────────────
+  ...(sinkUrl ? { sink: { url: sinkUrl, maxBackoffMs: 5000 } } : {}),
 })
 
 /** Each host framework with event-ingest mounted, as a node request listener. */
@@ -177,7 +174,7 @@ function printBanner(): void {
     `  ingest token  ${configuredIngest ? `${mask(configuredIngest)} (from EVENT_INGEST_TOKEN), sent as x-event-token` : 'none: ingest is open (set EVENT_INGEST_TOKEN to require x-event-token)'}`,
     `  admin token   ${admin}${devAdminToken ? '  (generated for this run; set EVENT_ADMIN_TOKEN to choose one)' : ''}`,
     sinkUrl
-      ? `  sink          EVENT_SINK_URL=${redact(sinkUrl)}: not forwarded yet, the sink option is still being built (see SINK in playground/server.ts)`
+      ? `  sink          forwarding to ${redact(sinkUrl)} (at least once, through the outbox)`
       : `  sink          off. Hint: EVENT_SINK_URL=${url}/sink shows forwarding end to end (batches appear in the dashboard's Sink panel)`,
     '',
     'routes',

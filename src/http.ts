@@ -38,6 +38,8 @@ export interface HttpOptions {
   retryAfterSeconds: number
   /** Cross-origin access for browser producers; off when undefined. */
   cors?: CorsOptions
+  /** Told of every ingest request refused as a whole (400, 401, 413, 415), for stats. */
+  onRefused?: (code: string) => void
 }
 
 /** CORS for browser producers on another origin (ingest and schema routes only; admin routes never). */
@@ -220,7 +222,12 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       switch (path) {
         case routes.ingest:
           if (method !== 'POST') break
-          return await ingestRoute(request)
+          try {
+            return await ingestRoute(request)
+          } catch (error) {
+            if (error instanceof IngestError && error.status < 500) options.onRefused?.(error.code)
+            throw error
+          }
         case routes.schema:
           if (method !== 'GET' && method !== 'HEAD') break
           return json(200, core.schema())

@@ -249,6 +249,7 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
     authorize: options.authorize,
     retryAfterSeconds: options.retryAfterSeconds ?? 2,
     cors: options.cors,
+    onRefused: (code) => stats?.recordRefused(code, Date.now()),
   })
   Object.assign(core, handler)
   return core

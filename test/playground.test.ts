@@ -99,7 +99,7 @@ describe('playground with EVENT_STORAGE, EVENT_INGEST_TOKEN and EVENT_ADMIN_TOKE
     expect(output).not.toContain('admin-secret-123')
     expect(output).not.toContain('ingest-secret-1')
     expect(output).toContain('from EVENT_ADMIN_TOKEN')
-    expect(output).toContain(`EVENT_SINK_URL=${playground.url}/sink`)
+    expect(output).toContain(`forwarding to ${playground.url}/sink`)
   })
 
   it('requires the ingest token and stores in the fs directory', async () => {
@@ -109,6 +109,13 @@ describe('playground with EVENT_STORAGE, EVENT_INGEST_TOKEN and EVENT_ADMIN_TOKE
     expect(response.status).toBe(200)
     expect(await response.json()).toMatchObject({ accepted: 1 })
     expect((await readdir(dir, { recursive: true })).length).toBeGreaterThan(0)
+  })
+
+  it('forwards accepted events to its own sink, end to end', async () => {
+    const event = makeEvent()
+    const response = await fetch(`${playground.url}/events/ingest`, { method: 'POST', headers: { ...json, 'x-event-token': 'ingest-secret-1' }, body: JSON.stringify([event]) })
+    expect(response.status).toBe(200)
+    await expect.poll(async () => JSON.stringify(await (await fetch(`${playground.url}/sink`)).json()), { timeout: 10_000 }).toContain(event.id)
   })
 
   it('accepts the configured admin token and injects both tokens into the dashboard only', async () => {

@@ -178,7 +178,7 @@ async function waitForRecovery(url: string, label: string, withinMs: number) {
  * the claim and the batch write, which SIGSTOP cannot hit on purpose.
  */
 async function startStallingRelay(target: { port: number }, base: string) {
-  const marker = new RegExp(`\\r\\nSET\\r\\n\\$\\d+\\r\\n${base}:events:b:`, "i")
+  const marker = new RegExp(`\\r\\nSET\\r\\n\\$\\d+\\r\\n${base}:events:b:`, 'i') // ioredis sends `set` in lower case
   const sockets = new Set<Socket>()
   const gates: { held: Buffer[] | undefined; upstream: Socket }[] = []
   let armed = false
@@ -384,8 +384,9 @@ describe('Redis faults: a stalled or dead Redis fails fast with 503 and recovers
       expectBoundedAnswers([before, stalled, ...recovery.attempts])
 
       // Whether the late write ends up kept (then the retry must call it duplicates) or undone (then
-      // the retry is accepted in full), the retry never stores a second copy next to it: before the
-      // fix, the claims were released behind the late write and the retry stored the batch again.
+      // the retry is accepted in full), the retry never stores a second copy next to it. (The event
+      // log of commit cf5ae83 released the claims right behind the late write, and the retry stored
+      // the batch again: listed twice.)
       const [retry] = await retryFailed(host, [stalled], new Set())
       expect(retry!.final.body.accepted + retry!.final.body.duplicates).toBe(3)
       const acknowledged = [before, ...recovery.attempts.filter((a) => a.status === 200)]

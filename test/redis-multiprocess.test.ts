@@ -18,6 +18,7 @@ const projectRoot = fileURLToPath(new URL('..', import.meta.url))
 const childScript = fileURLToPath(new URL('./helpers/redis-ingest-process.ts', import.meta.url))
 const prefix = uniquePrefix('multi')
 const ADMIN = 'multi-admin-token'
+const ROUNDS = 5
 
 interface Child {
   name: string
@@ -170,42 +171,50 @@ describe('two processes sharing one Redis prefix', () => {
   })
 
   it('the same batch sent to both processes at once is stored once; the other reports duplicates', async () => {
-    const events = Array.from({ length: 10 }, (_, i) => makeEvent({ id: `both-${prefix}-${i}`, payload: { productId: `p${i}` } }))
-    const [fromA, fromB] = await Promise.all([postUntilOk(a.url, events), postUntilOk(b.url, events)])
-    // Each id is accepted by exactly one of the two and reported as a duplicate by the other.
-    expect(fromA.final.accepted + fromB.final.accepted).toBe(10)
-    expect(fromA.final.duplicates + fromB.final.duplicates).toBe(10)
-    expect(fromA.final.accepted + fromA.final.duplicates).toBe(10)
-    expect(fromB.final.accepted + fromB.final.duplicates).toBe(10)
+    // Several rounds, each a fresh batch, so a race between the two processes gets several chances.
+    for (let round = 0; round < ROUNDS; round++) {
+      const events = Array.from({ length: 10 }, (_, i) => makeEvent({ id: `both-${prefix}-${round}-${i}`, payload: { productId: `p${i}` } }))
+      const [fromA, fromB] = await Promise.all([postUntilOk(a.url, events), postUntilOk(b.url, events)])
+      // Each id is accepted by exactly one of the two and reported as a duplicate by the other.
+      expect(fromA.final.accepted + fromB.final.accepted, `round ${round}`).toBe(10)
+      expect(fromA.final.duplicates + fromB.final.duplicates, `round ${round}`).toBe(10)
+      expect(fromA.final.accepted + fromA.final.duplicates).toBe(10)
+      expect(fromB.final.accepted + fromB.final.duplicates).toBe(10)
 
-    const counts = await storedCounts()
-    for (const event of events) {
-      expect(counts.get(event.id), event.id).toBe(1)
-      expect(await observer!.log!.get(event.id)).toMatchObject({ id: event.id, payload: event.payload })
+      const counts = await storedCounts()
+      for (const event of events) {
+        expect(counts.get(event.id), event.id).toBe(1)
+        expect(await observer!.log!.get(event.id)).toMatchObject({ id: event.id, payload: event.payload })
+      }
+
+      if (round === 0) {
+        // Sent again to both, one after the other: nothing new is stored anywhere.
+        expect((await postUntilOk(a.url, events)).final).toMatchObject({ accepted: 0, duplicates: 10 })
+        expect((await postUntilOk(b.url, events)).final).toMatchObject({ accepted: 0, duplicates: 10 })
+        expect((await storedCounts()).get(events[0]!.id)).toBe(1)
+      }
     }
-
-    // Sent again to both, one after the other: nothing new is stored anywhere.
-    expect((await postUntilOk(a.url, events)).final).toMatchObject({ accepted: 0, duplicates: 10 })
-    expect((await postUntilOk(b.url, events)).final).toMatchObject({ accepted: 0, duplicates: 10 })
-    expect((await storedCounts()).get(events[0]!.id)).toBe(1)
   })
 
   it('20 concurrent requests carrying one id, split across both processes: one copy, 19 duplicates', async () => {
-    const event = makeEvent({ id: `one-${prefix}`, name: 'OrderCreated', source: 'api', payload: { orderId: 'o-1', total: 12.5, currency: 'EUR' } })
-    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => postUntilOk(i % 2 === 0 ? a.url : b.url, [event])))
-    const finals = results.map((r) => r.final)
-    expect(finals.filter((f) => f.accepted === 1 && f.duplicates === 0)).toHaveLength(1)
-    expect(finals.filter((f) => f.accepted === 0 && f.duplicates === 1)).toHaveLength(19)
-    // Every request that was told in_progress was later told duplicate, never accepted.
-    for (const r of results) if (r.inProgress > 0) expect(r.final).toMatchObject({ accepted: 0, duplicates: 1 })
+    for (let round = 0; round < ROUNDS; round++) {
+      const event = makeEvent({ id: `one-${prefix}-${round}`, name: 'OrderCreated', source: 'api', payload: { orderId: `o-${round}`, total: 12.5, currency: 'EUR' } })
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => postUntilOk(i % 2 === 0 ? a.url : b.url, [event])))
+      const finals = results.map((r) => r.final)
+      expect(finals.filter((f) => f.accepted === 1 && f.duplicates === 0), `round ${round}`).toHaveLength(1)
+      expect(finals.filter((f) => f.accepted === 0 && f.duplicates === 1), `round ${round}`).toHaveLength(19)
+      // Every request that was told in_progress was later told duplicate, never accepted.
+      for (const r of results) if (r.inProgress > 0) expect(r.final).toMatchObject({ accepted: 0, duplicates: 1 })
 
-    expect((await storedCounts()).get(event.id)).toBe(1)
-    expect(await observer!.log!.get(event.id)).toMatchObject({ id: event.id, payload: event.payload })
+      expect((await storedCounts()).get(event.id)).toBe(1)
+      expect(await observer!.log!.get(event.id)).toMatchObject({ id: event.id, payload: event.payload })
+    }
   })
 
   it('stats from either process include both instances, and add up to what was answered', async () => {
     const expected = { ...answered }
-    expect(expected.accepted).toBe(2 + 10 + 1)
+    // Two warm-up events, ROUNDS batches of 10 and ROUNDS single ids: each stored exactly once.
+    expect(expected.accepted).toBe(2 + ROUNDS * 10 + ROUNDS)
     const check = (s: Awaited<ReturnType<typeof stats>>) =>
       s.instances === 2 && s.totals.accepted === expected.accepted && s.totals.duplicates === expected.duplicates
     const fromA = await until('stats of A', () => stats(a), check)
@@ -213,6 +222,6 @@ describe('two processes sharing one Redis prefix', () => {
     expect(fromA.totals).toMatchObject(expected)
     expect(fromB.totals).toMatchObject(expected)
     expect(fromA.byName).toEqual(fromB.byName)
-    expect(fromA.byName.OrderCreated).toBe(1)
+    expect(fromA.byName.OrderCreated).toBe(ROUNDS)
   })
 })

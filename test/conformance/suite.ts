@@ -277,6 +277,10 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       expect(stats.byName).toEqual({ OrderCreated: 2, BotCommand: 1 })
       expect(stats.bySource).toEqual({ api: 2, bot: 1 })
       expect(stats.failures.rejected).toBe(1)
+      await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/xml' }, body: '<events/>' })
+      const refused = (await getJson(`${host.url}/admin/events/stats`, auth)).body
+      expect(refused.failures.refusedRequests).toBe(1)
+      expect(refused.failures.refusedByCode).toEqual({ unsupported_media_type: 1 })
       expect(stats.lag.count).toBe(3)
       expect(stats.lag.averageMs).toBeGreaterThanOrEqual(4000)
       expect(stats.lag.averageMs).toBeLessThan(4000 + 5000)
