@@ -115,7 +115,7 @@ export interface GetTiming {
  * Times `count` sequential `GET url` requests (after `warmup` untimed ones) on one keep-alive
  * connection, each from request start to the last body byte; fails on any non-200.
  */
-export async function timeGets(url: string, headers: Record<string, string>, count: number, warmup = 5): Promise<GetTiming> {
+export async function timeGets(url: string, headers: Record<string, string>, count: number, warmup = Math.min(20, count)): Promise<GetTiming> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   const times = new Samples()
   let bytes = 0

@@ -24,9 +24,9 @@ export interface BenchOptions {
   statsDrivers: ('memory' | 'redis')[]
   /** Timed GETs per route and size. @default 200 (quick: 20) */
   statsRequests: number
-  /** Seconds of each soak run. @default 120 (quick: 1.5) */
+  /** Seconds of each soak run. @default 120 (quick: 1) */
   soakSeconds: number
-  /** Seconds between memory samples of a soak. @default 5 (quick: 0.25) */
+  /** Seconds between memory samples of a soak. @default 5 (quick: 0.2) */
   soakSampleSeconds: number
   /** Storage of each soak run; memory keeps every event on the heap by design. @default redis, memory */
   soakDrivers: ('memory' | 'redis' | 'fs')[]
@@ -126,8 +126,8 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     statsSizes,
     statsDrivers: list('stats-drivers', ['memory', 'redis'] as const, ['memory', 'redis']),
     statsRequests: Math.round(number('stats-requests', 200, 20, 1)),
-    soakSeconds: number('soak', 120, 1.5, 0.1),
-    soakSampleSeconds: number('soak-sample', 5, 0.25, 0.05),
+    soakSeconds: number('soak', 120, 1, 0.1),
+    soakSampleSeconds: number('soak-sample', 5, 0.2, 0.05),
     soakDrivers: list('soak-drivers', ['memory', 'redis', 'fs'] as const, ['redis', 'memory']),
     profileSeconds: number('profile', 10, 1),
     redisUrl: pick('redis-url') ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',

@@ -31,7 +31,10 @@ function profileSection(profile: ProfileSummary & { file: string }): string[] {
   lines.push(
     `Profile of the h3 + memory server under the batch load (${code(profile.file)}; ${profile.windowed ? 'the load window only, start-up and warm-up left out' : 'the whole process, start-up included'}: ${num(profile.totalMs)} ms sampled, ${num(busy)} ms busy — percentages are of busy time).`,
     '',
-    `Our code (\`src/\`, \`adapters/\`) runs ${pct(ours, busy)} of the busy time itself; with the dependencies and builtins it calls, stacks with our code on them take ${pct(blamed, busy)}. The rest is the framework, Node's HTTP stack, GC and V8 outside our calls.`,
+    `Our code (\`src/\`, \`adapters/\`) runs ${pct(ours, busy)} of the busy time itself; with the dependencies and builtins it calls, stacks with our code on them take ${pct(blamed, busy)}. The rest is the framework, Node's HTTP stack, GC and V8 outside our calls. Most of ours: ${profile.blame
+      .slice(0, 4)
+      .map((entry) => `${code(entry.name)} (${code(entry.location)}) ${pct(entry.ms, busy)}`)
+      .join(', ')}. V8 inlines builtins such as \`JSON.parse\` and \`JSON.stringify\` into the function that calls them, so their time shows as that function's self time.`,
     '',
     '**Busy time by owner**',
     '',
@@ -177,7 +180,7 @@ export function renderReport(results: BenchResults): string {
     }
     push('', 'heapUsed after GC under load, MB (t in s):', '')
     for (const raw of results.soak) {
-      push(`- ${raw.driver}: ${raw.samples.map((p) => `${num(p.t, 0)}s ${num(p.heapUsed / 2 ** 20, 1)}`).join(', ')}`)
+      push(`- ${raw.driver}: ${raw.samples.map((p) => `${num(p.t, raw.seconds < 60 ? 1 : 0)}s ${num(p.heapUsed / 2 ** 20, 1)}`).join(', ')}`)
     }
     push('')
   }

@@ -22,7 +22,7 @@ import { summariseProfile } from './profile'
 import type { ServerConfig } from './protocol'
 import { deleteRedisPrefix, redisVersion } from './redis-keys'
 import { renderReport } from './report'
-import type { BenchResults, BodyKind, IngestSample, SoakResult, SoakSample, StatsTiming } from './results'
+import type { BenchResults, BodyKind, IngestSample, SoakResult, SoakSample } from './results'
 import { startServerProcess, type ServerProcess, type StartOptions } from './server-process'
 import { INGEST_PATH, targets } from './targets'
 

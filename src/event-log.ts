@@ -89,7 +89,8 @@ export interface EventPage<E extends EventEnvelope = EventEnvelope> {
  * the dedupe window, across restarts and across instances sharing storage.
  */
 export interface EventLog {
-  append(events: readonly EventEnvelope[], receivedAt: number): Promise<AppendResult>
+  /** Stores a batch. `raw`, when given, is the JSON text of exactly `events`, kept as is if all of them are stored. */
+  append(events: readonly EventEnvelope[], receivedAt: number, raw?: string): Promise<AppendResult>
   list(query?: EventQuery): Promise<EventPage>
   /** Reads one stored event by id (within the dedupe window). */
   get(id: string): Promise<StoredEvent | null>
@@ -200,7 +201,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     return record
   }
 
-  async function append(events: readonly EventEnvelope[], receivedAt: number): Promise<AppendResult> {
+  async function append(events: readonly EventEnvelope[], receivedAt: number, raw?: string): Promise<AppendResult> {
     const duplicateIndexes: number[] = []
     const firstOf = new Map<string, number>()
     const keys: string[] = []
@@ -219,7 +220,11 @@ export function createEventLog(options: EventLogOptions): EventLog {
     // Within this process, wait until no other append holds any of these ids, then take them all
     // at once (waiting while holding some could deadlock two batches that share ids).
     for (;;) {
-      const busy = keys.map((key) => inflight.get(key)).filter((p) => p !== undefined)
+      const busy: Promise<boolean>[] = []
+      for (const key of keys) {
+        const pending = inflight.get(key)
+        if (pending) busy.push(pending)
+      }
       if (busy.length === 0) break
       await Promise.all(busy)
     }
@@ -243,13 +248,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
         if (!check) seen.set(key, (check = readRecord(key).then((record) => record !== null)))
         return check
       }
-      await Promise.all(existing.map(async (value, i) => {
-        const key = keys[i]!
-        const position = positions[i]!
-        if (value === null) {
-          mine.push(key)
-          return
-        }
+      const resolveConflict = async (key: string, position: number, value: string) => {
         const age = now() - batchTime(value)
         if (value && age < windowMs && (await exists(value))) {
           duplicateIndexes.push(position)
@@ -260,7 +259,17 @@ export function createEventLog(options: EventLogOptions): EventLog {
           // Expired, or left by a write that failed: this batch takes the id over.
           takeover.push(key)
         }
-      }))
+      }
+      const conflicts: Promise<void>[] = []
+      for (let i = 0; i < existing.length; i++) {
+        const value = existing[i]
+        if (value === null || value === undefined) {
+          mine.push(keys[i]!)
+          continue
+        }
+        conflicts.push(resolveConflict(keys[i]!, positions[i]!, value))
+      }
+      await Promise.all(conflicts)
       if (takeover.length > 0) {
         await withTimeout(claims.overwrite(takeover, batchKey, windowMs), timeoutMs, 'claim')
         mine.push(...takeover)
@@ -273,7 +282,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       await indexHour(hourBucket(receivedAt))
       const record: BatchRecord = { v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) }
-      const writes = [storage.setItem(batchKey, JSON.stringify(record))]
+      // The text as received is the record's events when all of them are stored unchanged: no
+      // second serialisation on the hot path.
+      const text = raw !== undefined && storedPositions.length === events.length
+        ? `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instanceId)},"events":${raw}}`
+        : JSON.stringify(record)
+      const writes = [storage.setItem(batchKey, text)]
       if (outboxKey) {
         const entry: OutboxEntry = { batch: batchKey, events: storedPositions.length, receivedAt }
         writes.push(storage.setItem(outboxKey, JSON.stringify(entry)))

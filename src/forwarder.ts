@@ -235,8 +235,10 @@ export function createForwarder(options: {
         await io(claims.overwrite([leaseKey], lease, leaseMs), 'lease')
       }
       pending.lease = lease
-      if (pending.adopted && (await io(storage.getItem(pending.key), 'read')) === null) {
-        // Delivered meanwhile by its first owner or another adopter.
+      if ((await io(storage.getItem(pending.key), 'read')) === null) {
+        // Delivered meanwhile by its first owner or an adopter (even this instance's own entries are
+        // adopted by another one that took it for dead).
+        await io(claims.release([leaseKey], lease), 'lease').catch(() => {})
         drop(pending)
         continue
       }
@@ -347,22 +349,16 @@ export function createForwarder(options: {
     await settleGroup(current, false)
   }
 
-  // Before each retry of a group: keep its leases, unless another instance took one over after it
-  // expired (then that instance delivers, and this one lets the group go).
+  // Before each retry of a group: keep its leases while they still hold what this instance wrote.
+  // A lease that expired or changed hands meanwhile may have let another instance deliver the batch:
+  // then the group is built again, which claims afresh and skips entries gone from the outbox.
   async function renewLeases(current: Group): Promise<boolean> {
     const keys = current.entries.map((p) => `${prefix}:l:${idOf(p.key)}`)
     const holders = await io(claims.read(keys), 'lease')
-    const now = Date.now()
-    for (const [i, holder] of holders.entries()) {
-      const [owner, until] = (holder ?? '').split('|')
-      if (holder && owner !== instanceId && Number(until) > now) {
-        for (const pending of current.entries) drop(pending)
-        return false
-      }
-      const lease = `${instanceId}|${now + leaseMs}`
-      await io(claims.overwrite([keys[i]!], lease, leaseMs), 'lease')
-      current.entries[i]!.lease = lease
-    }
+    if (holders.some((holder, i) => holder !== current.entries[i]!.lease)) return false
+    const lease = `${instanceId}|${Date.now() + leaseMs}`
+    await io(claims.overwrite(keys, lease, leaseMs), 'lease')
+    for (const pending of current.entries) pending.lease = lease
     return true
   }
 
@@ -381,7 +377,9 @@ export function createForwarder(options: {
     registry[instanceId] = now
     for (const id of dead) delete registry[id]
     await io(storage.setItem(registryKey, registry), 'write')
-    for (const id of dead) await adopt(`${outboxBase}:${id}`)
+    // Everything no live instance delivers: the dead ones' outboxes, with the entries they had adopted
+    // from instances that died before them (those keep their first owner's key).
+    if (dead.length > 0) await adopt(outboxBase, new Set(Object.keys(registry)))
   }
 
   async function adopt(base: string, alive: ReadonlySet<string> = new Set()) {
@@ -494,11 +492,12 @@ export function createForwarder(options: {
           if (pending.lease) await io(claims.release([`${prefix}:l:${idOf(pending.key)}`], pending.lease), 'lease').catch(onError)
         }
       }
-      // Leave the registry, so another instance adopts what is left here without waiting for a
-      // heartbeat to go stale.
+      // Mark this instance as gone (last seen at 0), so that another instance adopts what is left here
+      // at its next heartbeat instead of waiting for this one to go stale. (Deleting the entry would
+      // hide it from heartbeats: only listed instances are ever found dead.)
       try {
         const registry = ((await io(storage.getItem<Record<string, number>>(registryKey), 'read')) ?? {}) as Record<string, number>
-        delete registry[instanceId]
+        registry[instanceId] = 0
         await io(storage.setItem(registryKey, registry), 'write')
       } catch (error) {
         onError(error)

@@ -115,7 +115,11 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
   handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined>
   /** Whether a path (below the mount point) is one of the event-ingest routes. */
   owns(path: string): boolean
-  /** Flushes stats and releases storage created here. */
+  /**
+   * Graceful shutdown: refuses new ingests (503), lets those under way finish, stops forwarding
+   * (the attempt in flight may finish; the rest stays in the outbox), flushes stats and releases
+   * storage created here.
+   */
   close(): Promise<void>
   /** The storage in use (after `ready()`). */
   readonly storage: Storage | undefined
@@ -170,8 +174,18 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
     await readyPromise
   }
 
-  async function ingest(input: unknown, context: { receivedAt?: number; hints?: BatchHints } = {}): Promise<IngestResult> {
-    if (closed) throw new IngestError('storage_unavailable', 'event ingest is closed')
+  // Ingests under way, so close() can let them finish before storage goes away.
+  const inflight = new Set<Promise<unknown>>()
+
+  function ingest(input: unknown, context: { receivedAt?: number; hints?: BatchHints } = {}): Promise<IngestResult> {
+    if (closed) return Promise.reject(new IngestError('storage_unavailable', 'event ingest is closing; retry on another instance'))
+    const run = ingestNow(input, context)
+    inflight.add(run)
+    void run.finally(() => inflight.delete(run)).catch(() => {})
+    return run
+  }
+
+  async function ingestNow(input: unknown, context: { receivedAt?: number; hints?: BatchHints }): Promise<IngestResult> {
     await readyPromise
     const receivedAt = context.receivedAt ?? Date.now()
     const batch = model.validateBatch(input, context.hints)
@@ -179,7 +193,7 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
     if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
     let appended
     try {
-      appended = await log!.append(batch.events, receivedAt)
+      appended = await log!.append(batch.events, receivedAt, batch.raw)
     } catch (error) {
       if (error instanceof IngestError && error.status === 503) stats!.recordStorageFailure(batch.events.length, receivedAt)
       throw error
@@ -231,6 +245,8 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
       if (closed) return
       closed = true
       await readyPromise.catch(() => {})
+      // Requests already taken finish (each is bounded by the storage timeout); new ones get 503.
+      await Promise.allSettled([...inflight])
       await forwarder?.close()
       if (stats) await withTimeout(stats.close(), timeoutMs, 'flush').catch(() => {})
       if (owned) await storage?.dispose().catch(() => {})

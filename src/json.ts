@@ -8,6 +8,8 @@ export interface ParsedBody {
   sizes: number[]
   /** True when the raw bytes cannot hold a prototype key, so no walk is needed for them. */
   protoFree: boolean
+  /** The body as text: the JSON of the whole array. */
+  text: string
 }
 
 const OPEN_BRACE = 0x7b
@@ -30,19 +32,26 @@ const decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: false })
 export function parseBatchBytes(bytes: Uint8Array, maxDepth: number): ParsedBody {
   const sizes: number[] = []
   let depth = 0
-  let inString = false
   let elementStart = -1
   const length = bytes.length
   for (let i = 0; i < length; i++) {
     const c = bytes[i]!
-    if (inString) {
-      if (c === BACKSLASH) i++
-      else if (c === QUOTE) inString = false
-      continue
-    }
     if (c === QUOTE) {
-      inString = true
       if (depth === 1 && elementStart < 0) elementStart = i
+      // Most of a body is string content: jump to the closing quote with the native indexOf,
+      // skipping quotes escaped by an odd run of backslashes.
+      let end = i
+      for (;;) {
+        end = bytes.indexOf(QUOTE, end + 1)
+        if (end < 0) {
+          end = length
+          break
+        }
+        let slashes = 0
+        while (bytes[end - 1 - slashes] === BACKSLASH) slashes++
+        if ((slashes & 1) === 0) break
+      }
+      i = end
     } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
       if (depth === 1 && elementStart < 0) elementStart = i
       if (++depth > maxDepth) {
@@ -78,7 +87,7 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number): ParsedBody
   }
   // Sizes come from the scan; trust them only when they line up with what JSON.parse produced.
   const protoFree = !(text.includes('__proto__') || text.includes('constructor') || text.includes('\\u'))
-  return { value, sizes: sizes.length === value.length ? sizes : [], protoFree }
+  return { value, sizes: sizes.length === value.length ? sizes : [], protoFree, text }
 }
 
 /** A key that must never reach a host object. `constructor` is only dangerous with `prototype` inside. */

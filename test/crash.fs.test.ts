@@ -5,7 +5,6 @@
  * random moment while requests are in flight, 25 times on the same directory. A fresh instance then
  * reads the directory back.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { randomInt } from 'node:crypto'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -17,8 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventIngest } from '../src/index'
 import { makeEvent } from './helpers/fixtures'
 import { rawRequest } from './helpers/http'
+import { startTs } from './helpers/process'
 
-const projectRoot = fileURLToPath(new URL('..', import.meta.url))
 const serverScript = fileURLToPath(new URL('./helpers/crash-ingest-server.ts', import.meta.url))
 
 const RUNS = 25
@@ -225,33 +224,3 @@ function sameEvent(stored: Record<string, any>, sentEvent: SentEvent): boolean {
   return typeof receivedAt === 'string' && isDeepStrictEqual(rest, sentEvent)
 }
 
-/** Runs a TypeScript helper in a child node process through tsx, collecting its complete stdout lines. */
-function startTs(script: string, args: string[]) {
-  const child: ChildProcessWithoutNullStreams = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: projectRoot, stdio: 'pipe' })
-  const lines: string[] = []
-  const listeners = new Set<() => void>()
-  let partial = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    const parts = (partial + chunk).split('\n')
-    partial = parts.pop()!
-    lines.push(...parts)
-    for (const listener of listeners) listener()
-  })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
-  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()))
-  const waitForLine = (test: (line: string) => boolean) =>
-    new Promise<string>((resolve, reject) => {
-      const check = () => {
-        const line = lines.find(test)
-        if (line === undefined) return false
-        listeners.delete(check)
-        resolve(line)
-        return true
-      }
-      listeners.add(check)
-      check()
-      void closed.then(() => check() || reject(new Error(`${script} exited without the expected line:\n${stderr}`)))
-    })
-  return { proc: child, lines, closed, waitForLine, stderr: () => stderr }
-}

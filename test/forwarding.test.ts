@@ -155,3 +155,31 @@ describe('forwarding to a sink', () => {
     expect(sink.stored[0]!.headers.authorization).toBe('Bearer t0k')
   })
 })
+
+describe('close()', () => {
+  it('lets ingests under way finish, refuses new ones with 503, and keeps them stored', async () => {
+    const { createStorage, defineDriver } = await import('unstorage')
+    const memory = (await import('unstorage/drivers/memory')).default()
+    const slow = defineDriver(() => ({
+      ...memory,
+      name: 'slow',
+      async setItem(key: string, value: string) {
+        if (key.startsWith('events:b:')) await new Promise((resolve) => setTimeout(resolve, 200))
+        return memory.setItem!(key, value, {})
+      },
+    }))
+    const storage = createStorage({ driver: slow() })
+    const ingest = createEventIngest({ env: {}, storage })
+    await ingest.ready()
+    const pending = ingest.ingest([makeEvent({ id: 'during-close' })])
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    const closing = ingest.close()
+    await expect(ingest.ingest([makeEvent()])).rejects.toMatchObject({ status: 503 })
+    await expect(pending).resolves.toMatchObject({ accepted: 1 })
+    await closing
+    const reopened = createEventIngest({ env: {}, storage })
+    open.push(reopened)
+    await reopened.ready()
+    expect(await reopened.log!.get('during-close')).toMatchObject({ id: 'during-close' })
+  })
+})

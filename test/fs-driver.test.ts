@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { createHash, randomInt } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises'
@@ -9,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { createStorage, type Storage } from 'unstorage'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { fsDriver, removeStaleTempFiles, type FsDriverInstance } from '../src/drivers/fs'
+import { startTs } from './helpers/process'
 
 const openFiles = vi.hoisted(() => ({ now: 0, max: 0 }))
 
@@ -34,7 +34,6 @@ vi.mock('node:fs/promises', async (importOriginal) => {
   }
 })
 
-const projectRoot = fileURLToPath(new URL('..', import.meta.url))
 const helper = (name: string) => fileURLToPath(new URL(`./helpers/${name}`, import.meta.url))
 
 let base: string
@@ -303,33 +302,3 @@ function intact(value: unknown): boolean {
   return !!match && createHash('sha256').update(match[2]!).digest('hex') === match[1]
 }
 
-/** Runs a TypeScript helper in a child node process through tsx, collecting its complete stdout lines. */
-function startTs(script: string, args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: projectRoot, stdio: 'pipe' })
-  const lines: string[] = []
-  const listeners = new Set<() => void>()
-  let partial = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    const parts = (partial + chunk).split('\n')
-    partial = parts.pop()!
-    lines.push(...parts)
-    for (const listener of listeners) listener()
-  })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
-  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()))
-  const waitForLine = (test: (line: string) => boolean) =>
-    new Promise<string>((resolve, reject) => {
-      const check = () => {
-        const line = lines.find(test)
-        if (line === undefined) return false
-        listeners.delete(check)
-        resolve(line)
-        return true
-      }
-      listeners.add(check)
-      check()
-      void closed.then(() => check() || reject(new Error(`${script} exited without the expected line:\n${stderr}`)))
-    })
-  return { proc: child, lines, closed, waitForLine }
-}

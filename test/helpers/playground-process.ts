@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
+import { freePort } from './process'
 
 const root = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -16,17 +17,6 @@ export interface RunningPlayground {
   stop(): Promise<void>
 }
 
-/** A port free right now on the loopback interface. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 /**
  * Runs `npm run playground` with a minimal environment (PATH, HOME, a free PORT, plus `env`) and

@@ -1,0 +1,48 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+
+export const projectRoot = fileURLToPath(new URL('../..', import.meta.url))
+
+/** A port free right now on the loopback interface. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** Runs a TypeScript helper in a child node process through tsx, collecting its complete stdout lines. */
+export function startTs(script: string, args: string[] = []) {
+  const child: ChildProcessWithoutNullStreams = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: projectRoot, stdio: 'pipe' })
+  const lines: string[] = []
+  const listeners = new Set<() => void>()
+  let partial = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    const parts = (partial + chunk).split('\n')
+    partial = parts.pop()!
+    lines.push(...parts)
+    for (const listener of listeners) listener()
+  })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()))
+  const waitForLine = (test: (line: string) => boolean) =>
+    new Promise<string>((resolve, reject) => {
+      const check = () => {
+        const line = lines.find(test)
+        if (line === undefined) return false
+        listeners.delete(check)
+        resolve(line)
+        return true
+      }
+      listeners.add(check)
+      check()
+      void closed.then(() => check() || reject(new Error(`${script} exited without the expected line:\n${stderr}`)))
+    })
+  return { proc: child, lines, closed, waitForLine, stderr: () => stderr }
+}
