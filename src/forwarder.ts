@@ -75,7 +75,6 @@ export interface ForwardingState {
 
 interface Pending extends OutboxEntry {
   key: string
-  adopted: boolean
   /** The lease value this instance holds on it, if any. */
   lease?: string
 }
@@ -137,6 +136,10 @@ export function createForwarder(options: {
   const maxEvents = sink.maxBatchEvents ?? 1000
   const maxBytes = sink.maxBatchBytes ?? 1_048_576
   const leaseMs = sink.leaseMs ?? timeoutMs * 3 + 5000
+  if (leaseMs <= timeoutMs) {
+    // An attempt that outlives its lease could be made again by another instance at the same time.
+    throw new TypeError(`[event-ingest] sink.leaseMs (${leaseMs}) must be longer than sink.timeoutMs (${timeoutMs})`)
+  }
   const heartbeatMs = sink.heartbeatMs ?? 10_000
   const storageTimeout = options.storageTimeoutMs
   const onError = options.onError ?? (() => {})
@@ -220,7 +223,9 @@ export function createForwarder(options: {
     const entries: Pending[] = []
     const events: unknown[] = []
     let bytes = 2
-    for (const pending of queue) {
+    // A copy: `enqueue` and adoption insert into the queue during the awaits below, and an entry
+    // inserted ahead of the current one would make the loop visit an entry twice and skip another.
+    for (const pending of [...queue]) {
       if (entries.length > 0 && (events.length + pending.events > maxEvents)) break
       const leaseKey = `${prefix}:l:${idOf(pending.key)}`
       const lease = `${instanceId}|${Date.now() + leaseMs}`
@@ -392,7 +397,7 @@ export function createForwarder(options: {
       const entry = await io(storage.getItem<OutboxEntry>(key), 'read')
       const parsed = typeof entry === 'string' ? (safeParse(entry) as OutboxEntry | null) : entry
       if (!parsed || typeof parsed.batch !== 'string') continue
-      insert({ ...parsed, key, adopted: !key.startsWith(`${outboxBase}:${instanceId}:`) })
+      insert({ ...parsed, key })
     }
   }
 
@@ -418,6 +423,9 @@ export function createForwarder(options: {
       const registry = ((await io(storage.getItem<Record<string, number>>(registryKey), 'read')) ?? {}) as Record<string, number>
       const now = Date.now()
       const alive = new Set(Object.entries(registry).filter(([, seen]) => now - seen <= Math.max(leaseMs, heartbeatMs * 3)).map(([id]) => id))
+      // Announce this instance before scanning, so instances starting meanwhile leave its batches alone.
+      registry[instanceId] = now
+      await io(storage.setItem(registryKey, registry), 'write')
       await adopt(outboxBase, alive)
     } catch (error) {
       onError(error)
@@ -427,7 +435,7 @@ export function createForwarder(options: {
 
   return {
     async enqueue(outboxKey, entry) {
-      const pending: Pending = { ...entry, key: outboxKey, adopted: false }
+      const pending: Pending = { ...entry, key: outboxKey }
       insert(pending)
       const delivered = sink.wait ? new Promise<boolean>((resolve) => waiters.set(outboxKey, resolve)) : undefined
       void started.then(() => pump())
@@ -466,7 +474,7 @@ export function createForwarder(options: {
         await io(storage.setItem(key, JSON.stringify(entry)), 'write')
         await io(storage.removeItem(`${prefix}:x:${letter.id}`), 'write')
         deadLetterCount = Math.max(0, deadLetterCount - 1)
-        insert({ ...entry, key, adopted: !letter.id.startsWith(`${instanceId}:`) })
+        insert({ ...entry, key })
       }
       void pump()
       return letters.length

@@ -195,7 +195,8 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
     try {
       appended = await log!.append(batch.events, receivedAt, batch.raw)
     } catch (error) {
-      if (error instanceof IngestError && error.status === 503) stats!.recordStorageFailure(batch.events.length, receivedAt)
+      // Contention between requests (`in_progress`) is not a storage failure.
+      if (error instanceof IngestError && error.code === 'storage_unavailable') stats!.recordStorageFailure(batch.events.length, receivedAt)
       throw error
     }
     if (forwarder && appended.outboxKey && appended.batchKey) {

@@ -57,7 +57,7 @@ export async function resolveStorage(option: StorageOption | undefined): Promise
       return { storage: createStorage({ driver: fsDriver({ base: spec.base, fsync: spec.fsync }) }), driver: 'fs', owned: true }
     case 'redis': {
       const { driver: _driver, ...rest } = spec as RedisStorageOptions
-      let redisDriver: (opts: Record<string, unknown>) => unknown
+      let redisDriver: (opts: Record<string, unknown>) => { getInstance?: () => { on(event: 'error', listener: (error: Error) => void): void } }
       try {
         redisDriver = (await import('unstorage/drivers/redis')).default as never
       } catch (error) {
@@ -70,8 +70,16 @@ export async function resolveStorage(option: StorageOption | undefined): Promise
         maxRetriesPerRequest: 1,
         connectTimeout: 2000,
         retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 5), 1000),
+        // A command that timed out was answered with 503; replaying it after a reconnect could
+        // store what the client was told was not stored.
+        autoResendUnfulfilledCommands: false,
+        // Listing (admin reads, pruning, outbox recovery) scans the keyspace: in large steps.
+        scanCount: 1000,
         ...rest,
-      })
+      }) as { getInstance?: () => { on(event: 'error', listener: (error: Error) => void): void } }
+      // Connection errors surface as failed commands (503s); without a listener ioredis would also
+      // print every reconnection attempt.
+      driver.getInstance?.().on('error', () => {})
       return { storage: createStorage({ driver: driver as never }), driver: 'redis', owned: true }
     }
     default:

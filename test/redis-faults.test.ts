@@ -240,7 +240,7 @@ describe('Redis faults: a stalled or dead Redis fails fast with 503 and recovers
       await host?.close()
     } finally {
       host = undefined
-      await redis?.stop()
+      await redis?.dispose()
       redis = undefined
     }
   })

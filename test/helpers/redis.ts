@@ -50,8 +50,11 @@ export interface OwnRedis {
   port: number
   pause(): void
   resume(): void
+  /** Kills the server; `start()` brings it back on the same port. */
   stop(): Promise<void>
   start(): Promise<void>
+  /** Kills the server and removes its folder. */
+  dispose(): Promise<void>
 }
 
 export async function startOwnRedis(): Promise<OwnRedis> {
@@ -89,13 +92,10 @@ export async function startOwnRedis(): Promise<OwnRedis> {
     pause: () => child?.kill('SIGSTOP'),
     resume: () => child?.kill('SIGCONT'),
     start,
-    async stop() {
+    stop,
+    async dispose() {
       await stop()
+      rmSync(dir, { recursive: true, force: true })
     },
   }
-}
-
-/** Removes the temp folder of an own Redis once stopped. */
-export function removeDir(dir: string) {
-  rmSync(dir, { recursive: true, force: true })
 }
