@@ -16,6 +16,11 @@ export interface ClaimStore {
   /** Removes keys that still hold `value`. */
   release(keys: readonly string[], value: string): Promise<void>
   read(keys: readonly string[]): Promise<(string | null)[]>
+  /**
+   * Removes claims under `base` whose value `isExpired` says are over. Redis expires claims by
+   * itself; other drivers keep them until this runs (from `prune`).
+   */
+  expire(base: string, isExpired: (value: string) => boolean): Promise<number>
 }
 
 interface RedisLike {
@@ -72,6 +77,8 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
         for (const key of keys) pipeline.get(full(key))
         return execResults(await pipeline.exec()).map((v) => (v === null || v === undefined ? null : String(v)))
       },
+      // Every claim carries a TTL in Redis.
+      expire: async () => 0,
     }
   }
 
@@ -99,6 +106,17 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
           const v = map.get(relative(key))
           return v === undefined || v === null ? null : String(v)
         })
+      },
+      async expire(base, isExpired) {
+        const start = relative(`${base}:`)
+        let removed = 0
+        for (const [key, value] of map) {
+          if (key.startsWith(start) && isExpired(String(value))) {
+            map.delete(key)
+            removed++
+          }
+        }
+        return removed
       },
     }
   }
@@ -130,6 +148,17 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
         const v = await storage.getItemRaw(key)
         return v === null || v === undefined ? null : v.toString()
       }))
+    },
+    async expire(base, isExpired) {
+      let removed = 0
+      for (const key of await storage.getKeys(base)) {
+        const value = await storage.getItemRaw(key)
+        if (value !== null && value !== undefined && isExpired(value.toString())) {
+          await storage.removeItem(key)
+          removed++
+        }
+      }
+      return removed
     },
   }
   if (!fsInstance) return generic

@@ -1,7 +1,8 @@
 import type { Storage } from 'unstorage'
 import { createClaimStore, type ClaimStore } from './claims'
 import { IngestError } from './errors'
-import { hourBucket, hourStart, idKey } from './keys'
+import { hourBucket, idKey } from './keys'
+import { withTimeout } from './timeout'
 import type { EventEnvelope } from './model'
 
 /** An event as stored: the normalised envelope plus when it was received. */
@@ -94,8 +95,11 @@ export interface EventLog {
   list(query?: EventQuery): Promise<EventPage>
   /** Reads one stored event by id (within the dedupe window). */
   get(id: string): Promise<StoredEvent | null>
-  /** Deletes batches received before `olderThan`; touches only the hour buckets it needs. */
-  prune(options: { olderThan: number | Date }): Promise<{ batches: number }>
+  /**
+   * Deletes batches received before `olderThan` (keeping those still waiting to be forwarded),
+   * touching only the hour buckets it needs, and dedupe claims past the window.
+   */
+  prune(options: { olderThan: number | Date }): Promise<{ batches: number; claims: number }>
   /** Batch records found unreadable (a torn write); they are skipped, never served. */
   readonly corruptRecords: number
   /** Whether claims are atomic on this driver (true for memory, fs and Redis). */
@@ -111,13 +115,17 @@ interface BatchRecord {
 
 const HOUR = 3_600_000
 
-/** Races a storage promise against a timeout. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`[event-ingest] storage ${what} timed out after ${ms} ms`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+
+/** A dedupe claim's value: `<batch key>|<claimed at, ms>`. */
+function parseClaim(value: string): { batch: string; at: number } {
+  const split = value.lastIndexOf('|')
+  if (split < 0) return { batch: value, at: 0 }
+  const at = Number(value.slice(split + 1))
+  return { batch: value.slice(0, split), at: Number.isFinite(at) ? at : 0 }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref())
 }
 
 function toMs(value: number | Date | undefined, fallback: number): number {
@@ -187,6 +195,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
     })
   }
 
+  /** The outbox entry of a batch: `o:<instance>:<batch id>`, the id being `<time>-<instance>-<seq>`. */
+  const outboxKeyOf = (batchKey: string): string => {
+    const batchId = batchKey.slice(batchKey.lastIndexOf(':') + 1)
+    return `${prefix}:o:${batchId.split('-')[1]}:${batchId}`
+  }
+
   const batchTime = (batchKey: string): number => {
     const last = batchKey.slice(batchKey.lastIndexOf(':') + 1)
     const ms = Number.parseInt(last.slice(0, last.indexOf('-')), 36)
@@ -218,7 +232,9 @@ export function createEventLog(options: EventLogOptions): EventLog {
     if (keys.length === 0) return { stored: 0, duplicateIndexes }
 
     // Within this process, wait until no other append holds any of these ids, then take them all
-    // at once (waiting while holding some could deadlock two batches that share ids).
+    // at once (waiting while holding some could deadlock two batches that share ids). An append
+    // removes its entries before it settles, so a waiter never sees a settled one again.
+    const waitedSince = now()
     for (;;) {
       const busy: Promise<boolean>[] = []
       for (const key of keys) {
@@ -226,21 +242,28 @@ export function createEventLog(options: EventLogOptions): EventLog {
         if (pending) busy.push(pending)
       }
       if (busy.length === 0) break
-      await Promise.all(busy)
+      if (now() - waitedSince > timeoutMs) {
+        throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
+      }
+      await Promise.race([Promise.all(busy), sleep(timeoutMs)])
     }
     // Fixed-width time first, so keys sort in acceptance order within an instance.
     const batchId = `${receivedAt.toString(36).padStart(9, '0')}-${instanceId}-${(sequence++).toString(36).padStart(6, '0')}`
     const batchKey = `${batchBase}:${hourBucket(receivedAt)}:${batchId}`
-    const outboxKey = options.outbox ? `${prefix}:o:${instanceId}:${batchId}` : undefined
+    const outboxKey = options.outbox ? outboxKeyOf(batchKey) : undefined
+    let stored = false
     let settle!: (ok: boolean) => void
     const outcome = new Promise<boolean>((resolve) => (settle = resolve))
     for (const key of keys) inflight.set(key, outcome)
     const mine: string[] = []
-    // Set once the batch record is sent: from then on it may still land after this call has failed.
+    // A claim names its batch and when it was taken: its age, not the batch's receivedAt, decides
+    // whether it is still in progress, stale or expired.
+    const claimedAt = now()
+    const claim = `${batchKey}|${claimedAt}`
     // Settles when the batch writes have finished, in failure or success, once they were started.
     let written: Promise<unknown> | undefined
     try {
-      const existing = await withTimeout(claims.claim(keys, batchKey, windowMs), timeoutMs, 'claim')
+      const existing = await withTimeout(claims.claim(keys, claim, windowMs), timeoutMs, 'claim')
       const takeover: string[] = []
       const seen = new Map<string, Promise<boolean>>()
       const exists = (key: string) => {
@@ -249,14 +272,16 @@ export function createEventLog(options: EventLogOptions): EventLog {
         return check
       }
       const resolveConflict = async (key: string, position: number, value: string) => {
-        const age = now() - batchTime(value)
-        if (value && age < windowMs && (await exists(value))) {
+        const other = parseClaim(value)
+        const age = now() - other.at
+        if (other.batch && age < windowMs && (await exists(other.batch))) {
           duplicateIndexes.push(position)
-        } else if (value && age < windowMs && age < timeoutMs * 2) {
+        } else if (other.batch && age < windowMs && age < timeoutMs * 2) {
           const id = events[position]!.id
           throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
         } else {
-          // Expired, or left by a write that failed: this batch takes the id over.
+          // Expired, or left by a write that failed (its owner gives up within timeoutMs of
+          // claiming, see below): this batch takes the id over.
           takeover.push(key)
         }
       }
@@ -271,16 +296,18 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       await Promise.all(conflicts)
       if (takeover.length > 0) {
-        await withTimeout(claims.overwrite(takeover, batchKey, windowMs), timeoutMs, 'claim')
+        await withTimeout(claims.overwrite(takeover, claim, windowMs), timeoutMs, 'claim')
         mine.push(...takeover)
       }
       const storedPositions = positions.filter((p) => !duplicateIndexes.includes(p))
       duplicateIndexes.sort((a, b) => a - b)
-      if (storedPositions.length === 0) {
-        settle(false)
-        return { stored: 0, duplicateIndexes }
-      }
+      if (storedPositions.length === 0) return { stored: 0, duplicateIndexes }
       await indexHour(hourBucket(receivedAt))
+      // Another request may take these claims over once they are 2 × timeoutMs old; writing after
+      // timeoutMs could then put a second copy next to its own.
+      if (now() - claimedAt > timeoutMs) {
+        throw new IngestError('storage_unavailable', `storage is too slow: claiming took over ${timeoutMs} ms`)
+      }
       const record: BatchRecord = { v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) }
       // The text as received is the record's events when all of them are stored unchanged: no
       // second serialisation on the hot path.
@@ -294,23 +321,21 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       written = Promise.allSettled(writes)
       await withTimeout(Promise.all(writes), timeoutMs, 'write')
-      settle(true)
+      stored = true
       return { stored: storedPositions.length, duplicateIndexes, batchKey, outboxKey }
     } catch (error) {
-      settle(false)
       if (mine.length > 0) {
         // Nothing of this request is acknowledged, so its traces go: first the record, once its
         // write has settled (a slow write must not land after its removal; a timed-out Redis
         // command still runs before a later one on the same connection), then the claims. If the
         // removal fails or the write never settles, the claims stay: a retry then finds the record
-        // and reports duplicates, or finds none and takes the ids over once the in-progress grace
-        // period has passed. Either way no second copy is stored.
+        // and reports duplicates, or finds none and takes the ids over once they are stale.
         const cleaned = !written || await withTimeout(
           written.then(() => Promise.all([storage.removeItem(batchKey), outboxKey ? storage.removeItem(outboxKey) : undefined])),
           timeoutMs,
           'remove',
         ).then(() => true, () => false)
-        if (cleaned) await withTimeout(claims.release(mine, batchKey), timeoutMs, 'release').catch(() => {})
+        if (cleaned) await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
       }
       if (error instanceof IngestError) throw error
       // The storage may have lost data meanwhile (a Redis restarted empty): check the hour index again.
@@ -318,6 +343,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
     } finally {
       for (const key of keys) if (inflight.get(key) === outcome) inflight.delete(key)
+      settle(stored)
     }
   }
 
@@ -364,24 +390,27 @@ export function createEventLog(options: EventLogOptions): EventLog {
   }
 
   async function get(id: string): Promise<StoredEvent | null> {
-    const [batchKey] = await withTimeout(claims.read([claimKey(id)]), timeoutMs, 'read')
+    const [value] = await withTimeout(claims.read([claimKey(id)]), timeoutMs, 'read')
+    const batchKey = value ? parseClaim(value).batch : ''
     if (!batchKey) return null
     const record = await readRecord(batchKey)
     const event = record?.events.find((e) => e.id === id)
     return event && record ? { ...event, receivedAt: new Date(record.receivedAt).toISOString() } : null
   }
 
-  async function prune({ olderThan }: { olderThan: number | Date }): Promise<{ batches: number }> {
+  async function prune({ olderThan }: { olderThan: number | Date }): Promise<{ batches: number; claims: number }> {
     const cutoff = toMs(olderThan, 0)
     const cutoffHour = hourBucket(cutoff)
     const hours = await readHours()
     let batches = 0
     const emptied: string[] = []
     for (const hour of hours.filter((h) => h <= cutoffHour)) {
-      const keys = await storage.getKeys(`${batchBase}:${hour}`)
+      const keys = await withTimeout(storage.getKeys(`${batchBase}:${hour}`), timeoutMs, 'list')
       let kept = 0
       for (const key of keys) {
-        if (batchTime(key) < cutoff) {
+        // A batch still waiting in the outbox is kept until it has been forwarded.
+        const pending = options.outbox && await withTimeout(storage.hasItem(outboxKeyOf(key)), timeoutMs, 'read')
+        if (batchTime(key) < cutoff && !pending) {
           await withTimeout(storage.removeItem(key), timeoutMs, 'write')
           batches++
         } else kept++
@@ -394,7 +423,10 @@ export function createEventLog(options: EventLogOptions): EventLog {
         if (emptied.includes(indexedHour)) indexedHour = ''
       })
     }
-    return { batches }
+    // Dedupe claims past the window go too (Redis expires them by itself).
+    const claimCutoff = now() - windowMs
+    const expired = await claims.expire(`${prefix}:d`, (value) => parseClaim(value).at < claimCutoff)
+    return { batches, claims: expired }
   }
 
   return {

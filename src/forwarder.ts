@@ -3,7 +3,7 @@ import { ofetch } from 'ofetch'
 import type { Storage } from 'unstorage'
 import { createClaimStore } from './claims'
 import type { OutboxEntry } from './event-log'
-import { withTimeout } from './event-log'
+import { withTimeout } from './timeout'
 import type { StatsWindow } from './stats'
 
 /** Where and how accepted batches are forwarded. Every field but `url` has a default. */
@@ -100,6 +100,26 @@ export interface Forwarder {
 
 const RETRYABLE = new Set([408, 425, 429])
 
+/** Checks sink options up front; returns the lease length in force. */
+export function checkSinkOptions(sink: SinkOptions): { leaseMs: number } {
+  if (typeof sink.url !== 'string' || !/^https?:\/\//.test(sink.url)) {
+    throw new TypeError(`[event-ingest] sink url must be http(s), got ${JSON.stringify(sink.url)}`)
+  }
+  for (const name of ['timeoutMs', 'minBackoffMs', 'maxBackoffMs', 'maxRetryAfterMs', 'maxBatchEvents', 'maxBatchBytes', 'leaseMs', 'heartbeatMs', 'waitTimeoutMs'] as const) {
+    const value = sink[name]
+    if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
+      throw new TypeError(`[event-ingest] sink.${name} must be a positive number, got ${String(value)}`)
+    }
+  }
+  const timeoutMs = sink.timeoutMs ?? 10_000
+  const leaseMs = sink.leaseMs ?? timeoutMs * 3 + 5000
+  if (leaseMs <= timeoutMs) {
+    // An attempt that outlives its lease could be made again by another instance at the same time.
+    throw new TypeError(`[event-ingest] sink.leaseMs (${leaseMs}) must be longer than sink.timeoutMs (${timeoutMs})`)
+  }
+  return { leaseMs }
+}
+
 function parseRetryAfter(value: string | null, now: number): number | undefined {
   if (!value) return undefined
   if (/^\d+$/.test(value.trim())) return Number(value) * 1000
@@ -135,11 +155,7 @@ export function createForwarder(options: {
   const maxRetryAfter = sink.maxRetryAfterMs ?? 600_000
   const maxEvents = sink.maxBatchEvents ?? 1000
   const maxBytes = sink.maxBatchBytes ?? 1_048_576
-  const leaseMs = sink.leaseMs ?? timeoutMs * 3 + 5000
-  if (leaseMs <= timeoutMs) {
-    // An attempt that outlives its lease could be made again by another instance at the same time.
-    throw new TypeError(`[event-ingest] sink.leaseMs (${leaseMs}) must be longer than sink.timeoutMs (${timeoutMs})`)
-  }
+  const leaseMs = checkSinkOptions(sink).leaseMs
   const heartbeatMs = sink.heartbeatMs ?? 10_000
   const storageTimeout = options.storageTimeoutMs
   const onError = options.onError ?? (() => {})
@@ -156,6 +172,8 @@ export function createForwarder(options: {
   const known = new Set<string>()
   const waiters = new Map<string, (delivered: boolean) => void>()
   let group: Group | undefined
+  /** Groups still to build with a single batch, after the sink refused a combined request. */
+  let isolate = 0
   let attempts = 0
   let nextAttemptAt = 0
   let deadLetterCount = 0
@@ -226,7 +244,7 @@ export function createForwarder(options: {
     // A copy: `enqueue` and adoption insert into the queue during the awaits below, and an entry
     // inserted ahead of the current one would make the loop visit an entry twice and skip another.
     for (const pending of [...queue]) {
-      if (entries.length > 0 && (events.length + pending.events > maxEvents)) break
+      if (entries.length > 0 && (isolate > 0 || events.length + pending.events > maxEvents)) break
       const leaseKey = `${prefix}:l:${idOf(pending.key)}`
       const lease = `${instanceId}|${Date.now() + leaseMs}`
       const [holder] = await io(claims.claim([leaseKey], lease, leaseMs), 'lease')
@@ -265,23 +283,35 @@ export function createForwarder(options: {
       events.push(...record.events)
     }
     if (entries.length === 0) return undefined
+    if (isolate > 0) isolate--
     const key = createHash('sha256').update(entries.map((e) => e.key).join(',')).digest('hex').slice(0, 32)
     return { entries, body: JSON.stringify(events), events: events.length, key }
   }
 
-  function drop(pending: Pending) {
-    const index = queue.indexOf(pending)
-    if (index >= 0) queue.splice(index, 1)
+  function drop(pending: Pending, delivered = false) {
+    // Delivered batches leave from the head, in order: shift() is cheap there even for a long queue.
+    if (queue[0] === pending) queue.shift()
+    else {
+      const index = queue.indexOf(pending)
+      if (index >= 0) queue.splice(index, 1)
+    }
     known.delete(pending.key)
+    waiters.get(pending.key)?.(delivered)
+    waiters.delete(pending.key)
+  }
+
+  async function releaseLeases(current: Group) {
+    for (const pending of current.entries) {
+      if (pending.lease) await io(claims.release([`${prefix}:l:${idOf(pending.key)}`], pending.lease), 'lease').catch(onError)
+      pending.lease = undefined
+    }
   }
 
   async function settleGroup(current: Group, delivered: boolean) {
     for (const pending of current.entries) {
       await io(storage.removeItem(pending.key), 'write')
       if (pending.lease) await io(claims.release([`${prefix}:l:${idOf(pending.key)}`], pending.lease), 'lease').catch(() => {})
-      drop(pending)
-      waiters.get(pending.key)?.(delivered)
-      waiters.delete(pending.key)
+      drop(pending, delivered)
     }
     group = undefined
     attempts = 0
@@ -341,6 +371,16 @@ export function createForwarder(options: {
       nextAttemptAt = Date.now() + delay
       return
     }
+    if (current.entries.length > 1) {
+      // One bad batch must not take its neighbours down: send the group's batches one by one,
+      // so only the one the sink refuses becomes a dead letter.
+      isolate = current.entries.length
+      await releaseLeases(current)
+      group = undefined
+      attempts = 0
+      nextAttemptAt = 0
+      return
+    }
     stats.recordForwardFailure('rejected', Date.now())
     const failedAt = Date.now()
     for (const pending of current.entries) {
@@ -380,11 +420,12 @@ export function createForwarder(options: {
     const now = Date.now()
     const dead = Object.entries(registry).filter(([id, seen]) => id !== instanceId && now - seen > Math.max(leaseMs, heartbeatMs * 3)).map(([id]) => id)
     registry[instanceId] = now
+    // Everything no live instance delivers: the dead ones' outboxes, with the entries they had adopted
+    // from instances that died before them (those keep their first owner's key). The dead leave the
+    // registry only once that worked, so a failed adoption is tried again on the next beat.
+    if (dead.length > 0) await adopt(outboxBase, new Set(Object.keys(registry).filter((id) => !dead.includes(id))))
     for (const id of dead) delete registry[id]
     await io(storage.setItem(registryKey, registry), 'write')
-    // Everything no live instance delivers: the dead ones' outboxes, with the entries they had adopted
-    // from instances that died before them (those keep their first owner's key).
-    if (dead.length > 0) await adopt(outboxBase, new Set(Object.keys(registry)))
   }
 
   async function adopt(base: string, alive: ReadonlySet<string> = new Set()) {
@@ -450,7 +491,7 @@ export function createForwarder(options: {
         sink: sink.url,
         backlog: queue.length,
         backlogEvents: queue.reduce((n, p) => n + p.events, 0),
-        oldestPendingMs: queue.length > 0 ? now - Math.min(...queue.map((p) => p.receivedAt)) : null,
+        oldestPendingMs: queue.length > 0 ? now - queue.reduce((oldest, p) => Math.min(oldest, p.receivedAt), Infinity) : null,
         deadLetters: deadLetterCount,
         attempts,
         nextAttemptInMs: queue.length > 0 ? Math.max(0, nextAttemptAt - now) : null,

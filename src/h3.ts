@@ -1,5 +1,6 @@
 import { H3, type H3Event, type H3Plugin } from 'h3'
 import type { IncomingMessage } from 'node:http'
+import { IngestError } from './errors'
 import type { EventIngest } from './ingest'
 import { routes, type IngestHttpRequest, type IngestHttpResponse } from './http'
 
@@ -45,7 +46,10 @@ export function defineEventIngestHandler(ingest: EventIngest<any>, options: H3Ev
   const base = normaliseBase(options.base)
   return async (event: H3Event): Promise<Response> => {
     const response = await ingest.handle(toIngestRequest(event, base))
-    if (!response) return new Response(JSON.stringify({ code: 'not_found', message: `no event-ingest route at ${event.url.pathname}` }), { status: 404, headers: { 'content-type': 'application/json; charset=utf-8' } })
+    if (!response) {
+      const error = new IngestError('not_found', `no event-ingest route at ${event.url.pathname}`)
+      return new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json; charset=utf-8' } })
+    }
     return toWebResponse(response, event.req.method)
   }
 }

@@ -1,6 +1,7 @@
 import { readBearer, createTokenCheck } from './auth'
 import { checkContentType, readBodyBytes, type BodySource } from './body'
-import { IngestError } from './errors'
+import { IngestError, limitError } from './errors'
+import { eventSources } from './model'
 import { parseBatchBytes } from './json'
 import type { EventQuery } from './event-log'
 import type { EventIngest, IngestResult } from './ingest'
@@ -77,7 +78,17 @@ function corsHeaders(cors: CorsOptions | undefined, origin: string | undefined):
 
 function header(headers: IngestHttpRequest['headers'], name: string): string | undefined {
   if (typeof (headers as Headers).get === 'function') return (headers as Headers).get(name) ?? undefined
-  const value = (headers as Record<string, string | string[] | undefined>)[name]
+  const record = headers as Record<string, string | string[] | undefined>
+  let value = record[name]
+  if (value === undefined) {
+    // Node lowercases names; a hand-built request may not.
+    for (const key of Object.keys(record)) {
+      if (key.toLowerCase() === name) {
+        value = record[key]
+        break
+      }
+    }
+  }
   return Array.isArray(value) ? value.join(', ') : value
 }
 
@@ -113,8 +124,8 @@ function parseQuery(query: IngestHttpRequest['query'], names: readonly string[])
     if (name === 'name' && !names.includes(value)) {
       throw new IngestError('invalid_query', `name: unknown event name ${JSON.stringify(value)}`)
     }
-    if (name === 'source' && !['storefront', 'admin', 'api', 'bot', 'agent'].includes(value)) {
-      throw new IngestError('invalid_query', `source: expected one of storefront, admin, api, bot, agent, got ${JSON.stringify(value)}`)
+    if (name === 'source' && !(eventSources as readonly string[]).includes(value)) {
+      throw new IngestError('invalid_query', `source: expected one of ${eventSources.join(', ')}, got ${JSON.stringify(value)}`)
     }
     result[name] = value
   }
@@ -170,7 +181,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
     } else if ('parsed' in body) {
       if (declared !== undefined && declared > maxBodyBytes) {
-        throw new IngestError('body_too_large', `a body of ${declared} bytes is over the maxBodyBytes limit of ${maxBodyBytes}`, { limit: 'maxBodyBytes', value: maxBodyBytes })
+        throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${declared} bytes`)
       }
       const value = body.parsed
       if (typeof value === 'string' || value instanceof Uint8Array) {
@@ -181,7 +192,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
         if (declared === undefined && value !== undefined) {
           const size = Buffer.byteLength(JSON.stringify(value) ?? '')
           if (size > maxBodyBytes) {
-            throw new IngestError('body_too_large', `a body of ${size} bytes is over the maxBodyBytes limit of ${maxBodyBytes}`, { limit: 'maxBodyBytes', value: maxBodyBytes })
+            throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
           }
         }
         result = await core.ingest(value)
@@ -234,11 +245,11 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
         case routes.stats:
           if (method !== 'GET' && method !== 'HEAD') break
           await admin(request)
-          return json(200, await core.stats())
+          return json(200, await storageRead(() => core.stats()))
         case routes.events:
           if (method !== 'GET' && method !== 'HEAD') break
           await admin(request)
-          return json(200, await core.events(parseQuery(request.query, core.model.names)))
+          return json(200, await storageRead(() => core.events(parseQuery(request.query, core.model.names))))
       }
       return json(405, { code: 'method_not_allowed', message: `${method} is not allowed on ${path}; use ${allow}` }, { allow })
     } catch (error) {
@@ -248,6 +259,16 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
   }
 
   return { handle, owns: (path: string) => allowed[normalisePath(path)] !== undefined }
+}
+
+/** Admin reads answer 503 in the contract's format when storage fails, never an unknown 500. */
+async function storageRead<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read()
+  } catch (error) {
+    if (error instanceof IngestError) throw error
+    throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
+  }
 }
 
 function normalisePath(path: string): string {

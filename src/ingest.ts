@@ -3,20 +3,21 @@ import { randomBytes } from 'node:crypto'
 import type { Storage } from 'unstorage'
 import { parseTokens } from './auth'
 import { IngestError } from './errors'
-import { createEventLog, withTimeout, type EventLog, type EventPage, type EventQuery } from './event-log'
+import { createEventLog, type EventLog, type EventPage, type EventQuery } from './event-log'
+import { withTimeout } from './timeout'
 import { createHttpHandler, type CorsOptions, type IngestHttpRequest, type IngestHttpResponse } from './http'
 import type { Limits } from './limits'
-import { createEventModel, type CanonicalEvents, type EventDefinitions, type EventModel, type EventOf, type MergeEvents, type SourcePolicy } from './model'
+import { createEventModel, type CanonicalEvents, type EventDefinitions, type EventEnvelope, type EventModel, type EventOf, type MergeEvents, type SourcePolicy } from './model'
 import type { ModelDescription } from './schema'
 import { createStatsWindow, type StatsSnapshot, type StatsWindow } from './stats'
-import { resolveStorage, type StorageOption } from './storage'
-import { createForwarder, type DeadLetter, type Forwarder, type ForwardingState, type SinkOptions } from './forwarder'
+import { parseStorageString, resolveStorage, type StorageOption } from './storage'
+import { checkSinkOptions, createForwarder, type DeadLetter, type Forwarder, type ForwardingState, type SinkOptions } from './forwarder'
 import type { BatchHints, RejectedEvent } from './validate'
 
 /** Options of {@link createEventIngest}. Environment variables are defaults; options win. */
-export interface EventIngestOptions<E extends EventDefinitions = {}> {
-  /** A ready model (then `events`, `sourcePolicy` and the model's limits come from it). */
-  model?: EventModel<any>
+export interface EventIngestOptions<E extends EventDefinitions = {}, D extends EventDefinitions = any> {
+  /** A ready model; its types flow to the core. Give either this or `events`/`sourcePolicy`/`limits`. */
+  model?: EventModel<D>
   /** Event names to add to the canonical v1 model. */
   events?: E
   /** @default 'reject' */
@@ -71,6 +72,12 @@ export interface EventIngestOptions<E extends EventDefinitions = {}> {
   /** Stats window settings. */
   stats?: { windowMinutes?: number; futureToleranceMs?: number; flushIntervalMs?: number }
   /**
+   * Told of background failures (stats flushes, forwarding heartbeats and adoption, a storage
+   * that cannot start). Requests report their own failures in their answers.
+   * @default console.warn
+   */
+  onError?: (error: unknown) => void
+  /**
    * Where environment defaults are read from.
    * @default process.env
    */
@@ -109,8 +116,8 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
   schema(): ModelDescription
   /** Stored events, newest first. */
   events(query?: EventQuery): Promise<EventPage<EventOf<D>>>
-  /** Deletes batches received before `olderThan`. */
-  prune(options: { olderThan: number | Date }): Promise<{ batches: number }>
+  /** Deletes batches received before `olderThan` (not those still to forward) and expired dedupe claims. */
+  prune(options: { olderThan: number | Date }): Promise<{ batches: number; claims: number }>
   /** The neutral HTTP handler every adapter calls; `undefined` for paths that are not ours. */
   handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined>
   /** Whether a path (below the mount point) is one of the event-ingest routes. */
@@ -138,37 +145,52 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
  *   occurredAt: new Date().toISOString(), source: 'storefront', payload: { productId: 'p1' } }])
  * // → { accepted: 1, duplicates: 0, rejected: [] }
  */
-export function createEventIngest<const E extends EventDefinitions = {}>(options: EventIngestOptions<E> = {}): EventIngest<MergeEvents<E>> {
+export function createEventIngest<const E extends EventDefinitions = {}, D extends EventDefinitions = MergeEvents<E>>(
+  options: EventIngestOptions<E, D> = {},
+): EventIngest<D> {
   const env = options.env ?? process.env
-  const model = (options.model ?? createEventModel({ events: options.events, sourcePolicy: options.sourcePolicy, limits: options.limits })) as EventModel<MergeEvents<E>>
-  const instanceId = options.instanceId ?? `${hostname().replace(/[^A-Za-z0-9_.]/g, '_')}_${process.pid}_${randomBytes(3).toString('hex')}`
+  if (options.model && (options.events || options.sourcePolicy || options.limits)) {
+    throw new TypeError('[event-ingest] pass events, sourcePolicy and limits to createEventModel() when you give a model')
+  }
+  const model: EventModel<any> = options.model ?? createEventModel({ events: options.events, sourcePolicy: options.sourcePolicy, limits: options.limits })
+  const instanceId = options.instanceId ?? `${hostname().replace(/[^A-Za-z0-9_.]/g, '_').slice(0, 40)}_${process.pid}_${randomBytes(3).toString('hex')}`
   if (!/^[A-Za-z0-9_.]{1,64}$/.test(instanceId)) {
     throw new TypeError('[event-ingest] instanceId must be 1-64 letters, digits, "_" or "."')
   }
-  const timeoutMs = options.storageTimeoutMs ?? 5000
+  const timeoutMs = positive('storageTimeoutMs', options.storageTimeoutMs, 5000)
+  const dedupeWindowMs = positive('dedupeWindowMs', options.dedupeWindowMs, 86_400_000)
+  const retryAfterSeconds = positive('retryAfterSeconds', options.retryAfterSeconds, 2)
+  if (options.stats?.windowMinutes !== undefined) positive('stats.windowMinutes', options.stats.windowMinutes, 60)
+  const onError = options.onError ?? ((error: unknown) => console.warn('[event-ingest]', error instanceof Error ? error.message : error))
+  // Storage given as text is checked now, so a typo fails at start, not on the first request.
+  const storageOption = options.storage ?? env.EVENT_STORAGE
+  if (typeof storageOption === 'string') parseStorageString(storageOption)
+  const tokens = tokensFrom('token', options.token, env.EVENT_INGEST_TOKEN, 'EVENT_INGEST_TOKEN')
+  const adminTokens = tokensFrom('adminToken', options.adminToken, env.EVENT_ADMIN_TOKEN, 'EVENT_ADMIN_TOKEN')
   let storage: Storage | undefined
   let log: EventLog | undefined
   let stats: StatsWindow | undefined
   let forwarder: Forwarder | undefined
   const sinkOption = options.sink === undefined ? env.EVENT_SINK_URL || undefined : options.sink || undefined
-  const sink: SinkOptions | undefined = typeof sinkOption === 'string' ? { url: sinkOption } : sinkOption
+  // A copy: the caller's object is never written to.
+  const sink: SinkOptions | undefined = typeof sinkOption === 'string' ? { url: sinkOption } : sinkOption ? { ...sinkOption } : undefined
   if (sink) {
-    if (!/^https?:\/\//.test(sink.url)) throw new TypeError(`[event-ingest] sink url must be http(s), got ${JSON.stringify(sink.url)}`)
+    checkSinkOptions(sink)
     sink.token ??= env.EVENT_SINK_TOKEN || undefined
   }
   let owned = false
   let closed = false
 
   const readyPromise = (async () => {
-    const resolved = await resolveStorage(options.storage ?? env.EVENT_STORAGE)
+    const resolved = await resolveStorage(storageOption, env)
     storage = resolved.storage
     owned = resolved.owned
-    log = createEventLog({ storage, instanceId, dedupeWindowMs: options.dedupeWindowMs, timeoutMs, outbox: sink !== undefined })
-    stats = createStatsWindow({ storage, instanceId, ...options.stats })
-    if (sink) forwarder = createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs })
+    log = createEventLog({ storage, instanceId, dedupeWindowMs, timeoutMs, outbox: sink !== undefined })
+    stats = createStatsWindow({ storage, instanceId, onError, ...options.stats })
+    if (sink) forwarder = createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError })
   })()
-  // Surface configuration errors on first use, not as an unhandled rejection.
-  readyPromise.catch(() => {})
+  // A failure here (a storage driver that cannot load) is reported now and rejects every call.
+  readyPromise.catch(onError)
 
   async function ready(): Promise<void> {
     await readyPromise
@@ -193,7 +215,7 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
     if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
     let appended
     try {
-      appended = await log!.append(batch.events, receivedAt, batch.raw)
+      appended = await log!.append(batch.events as EventEnvelope[], receivedAt, batch.raw)
     } catch (error) {
       // Contention between requests (`in_progress`) is not a storage failure.
       if (error instanceof IngestError && error.code === 'storage_unavailable') stats!.recordStorageFailure(batch.events.length, receivedAt)
@@ -214,14 +236,14 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
     return { accepted: appended.stored, duplicates, rejected: batch.rejected }
   }
 
-  const core: EventIngest<MergeEvents<E>> = {
+  const core: EventIngest<D> = {
     model,
     instanceId,
     ready,
     ingest,
     async stats() {
       await readyPromise
-      return { ...(await stats!.snapshot()), forwarding: forwarder?.state() ?? null }
+      return { ...(await withTimeout(stats!.snapshot(), timeoutMs, 'stats read')), forwarding: forwarder?.state() ?? null }
     },
     async deadLetters() {
       await readyPromise
@@ -261,13 +283,30 @@ export function createEventIngest<const E extends EventDefinitions = {}>(options
   }
 
   const handler = createHttpHandler(core, {
-    tokens: parseTokens(options.token ?? env.EVENT_INGEST_TOKEN),
-    adminTokens: parseTokens(options.adminToken ?? env.EVENT_ADMIN_TOKEN),
+    tokens,
+    adminTokens,
     authorize: options.authorize,
-    retryAfterSeconds: options.retryAfterSeconds ?? 2,
+    retryAfterSeconds,
     cors: options.cors,
     onRefused: (code) => stats?.recordRefused(code, Date.now()),
   })
   Object.assign(core, handler)
   return core
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new TypeError(`[event-ingest] ${name} must be a positive number, got ${String(value)}`)
+  }
+  return value
+}
+
+/** Tokens from an option or its variable; a variable that is set but holds no token is a mistake, not "open". */
+function tokensFrom(name: string, option: string | readonly string[] | undefined, variable: string | undefined, variableName: string): string[] {
+  const tokens = parseTokens(option ?? variable)
+  if (tokens.length === 0 && (option !== undefined || (variable !== undefined && variable !== ''))) {
+    throw new TypeError(`[event-ingest] ${option !== undefined ? name : variableName} is set but holds no token; unset it to leave the route open`)
+  }
+  return tokens
 }

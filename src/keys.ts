@@ -17,10 +17,6 @@ export function hourBucket(ms: number): string {
   return `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}${pad(d.getUTCHours())}`
 }
 
-/** The start of an hour bucket in ms. */
-export function hourStart(bucket: string): number {
-  return Date.UTC(Number(bucket.slice(0, 4)), Number(bucket.slice(4, 6)) - 1, Number(bucket.slice(6, 8)), Number(bucket.slice(8, 10)))
-}
 
 function pad(n: number): string {
   return n < 10 ? `0${n}` : String(n)

@@ -5,7 +5,7 @@ import { fsDriver, removeStaleTempFiles } from './drivers/fs'
 /** Redis settings; every ioredis option is accepted too. Defaults make Redis fail fast. */
 export interface RedisStorageOptions {
   driver: 'redis'
-  /** `redis://host:port/db`. @default process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' */
+  /** `redis://host:port/db`. @default REDIS_URL from the environment, else 'redis://127.0.0.1:6379' */
   url?: string
   /** Key prefix in Redis. @default 'event-ingest' */
   base?: string
@@ -41,7 +41,7 @@ function isStorage(value: unknown): value is Storage {
 }
 
 /** Turns a storage option into an unstorage `Storage`. */
-export async function resolveStorage(option: StorageOption | undefined): Promise<ResolvedStorage> {
+export async function resolveStorage(option: StorageOption | undefined, env: Record<string, string | undefined> = process.env): Promise<ResolvedStorage> {
   if (isStorage(option)) {
     const mount = option.getMount('') as { driver: { name?: string } }
     return { storage: option, driver: mount.driver.name ?? 'custom', owned: false }
@@ -64,7 +64,7 @@ export async function resolveStorage(option: StorageOption | undefined): Promise
         throw new Error('[event-ingest] the redis storage needs the "ioredis" package: npm install ioredis', { cause: error })
       }
       const driver = redisDriver({
-        url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+        url: env.REDIS_URL ?? 'redis://127.0.0.1:6379',
         base: 'event-ingest',
         commandTimeout: 2000,
         maxRetriesPerRequest: 1,

@@ -174,15 +174,22 @@ export function createBatchValidator(config: ValidatorConfig) {
     return { event, unchanged: canonical && output === payload }
   }
 
-  function check(input: unknown, protoFree: boolean): EventResult<unknown> & { unchanged?: boolean } {
+  /** Depth (throws over the limit) and prototype keys of one element; the array is level 1. */
+  function walk(input: unknown): string[] {
+    const found: string[] = []
+    const depth = inspectValue(input, limits.maxDepth - 1, '', found)
+    if (depth > limits.maxDepth - 1) throw limitError('too_deep', 'maxDepth', limits.maxDepth, 'JSON nesting')
+    return found
+  }
+
+  /** `found`: the prototype keys of `input` when already walked; undefined to walk here (or to skip, with `protoFree`). */
+  function check(input: unknown, protoFree: boolean, found?: string[]): EventResult<unknown> & { unchanged?: boolean } {
     if (typeof input !== 'object' || input === null || Array.isArray(input)) {
       return { ok: false, errors: [{ path: '', message: `an event must be a JSON object, got ${describeValue(input)}` }] }
     }
     const id = readId(input)
-    if (!protoFree) {
-      const found: string[] = []
-      const depth = inspectValue(input, limits.maxDepth - 1, '', found)
-      if (depth > limits.maxDepth - 1) throw limitError('too_deep', 'maxDepth', limits.maxDepth, 'JSON nesting')
+    if (!protoFree || found) {
+      found ??= walk(input)
       if (found.length > 0) {
         return {
           ok: false,
@@ -237,10 +244,12 @@ export function createBatchValidator(config: ValidatorConfig) {
   }
 
   function validateEvent(input: unknown): EventResult<unknown> {
-    if (typeof input === 'object' && input !== null && byteLength(input) > limits.maxEventBytes) {
+    if (typeof input !== 'object' || input === null) return check(input, false)
+    const found = walk(input)
+    if (byteLength(input) > limits.maxEventBytes) {
       return { ok: false, id: readId(input), errors: [{ path: '', message: `event is over the maxEventBytes limit of ${limits.maxEventBytes}` }] }
     }
-    return check(input, false)
+    return check(input, false, found)
   }
 
   function validateBatch(input: unknown, hints: BatchHints = {}): BatchResult<unknown> {
@@ -256,11 +265,13 @@ export function createBatchValidator(config: ValidatorConfig) {
     let unchanged = sizes !== undefined && typeof hints.text === 'string'
     for (let index = 0; index < input.length; index++) {
       const item = input[index]
+      // Depth first: measuring a value nested too deeply would overflow the stack.
+      const found = protoFree ? undefined : walk(item)
       const size = sizes ? sizes[index]! : byteLength(item)
       if (size > limits.maxEventBytes) {
         throw limitError('event_too_large', 'maxEventBytes', limits.maxEventBytes, `event ${index} (${size} bytes)`, { index, id: readId(item) })
       }
-      const outcome = check(item, protoFree)
+      const outcome = check(item, protoFree, found)
       if (!outcome.unchanged) unchanged = false
       if (outcome.ok) {
         result.events.push(outcome.event)

@@ -104,6 +104,26 @@ describe('forwarding to a sink', () => {
     expect(await ingest.deadLetters()).toEqual([])
   })
 
+  it('dead-letters only the refused batch of a combined request', async () => {
+    let open = false
+    const sink = await sinkOf((request) => {
+      if (!open) return { status: 503 }
+      return request.events.some((e) => e.id === 'bad') ? { status: 422, body: 'bad event' } : { status: 200 }
+    })
+    const ingest = await core({ url: sink.url })
+    await ingest.ingest([makeEvent({ id: 'good-1' })])
+    await ingest.ingest([makeEvent({ id: 'bad' })])
+    await ingest.ingest([makeEvent({ id: 'good-2' })])
+    await waitFor(() => sink.requests.length >= 1, 5000, 'a first attempt')
+    open = true
+    await waitFor(async () => (await ingest.deadLetters()).length === 1 && sink.storedIds().length === 2, 10_000, 'the good batches delivered and the bad one dead-lettered')
+    expect(sink.storedIds().sort()).toEqual(['good-1', 'good-2'])
+    const [letter] = await ingest.deadLetters()
+    expect(letter).toMatchObject({ status: 422, events: 1 })
+    // The refused request combined the bad batch with a good one.
+    expect(sink.requests.some((r) => r.events.length >= 2 && r.events.some((e) => e.id === 'bad'))).toBe(true)
+  })
+
   it('retries 408, 425 and 429 but not other 4xx', async () => {
     const statuses = [408, 425, 429, 200]
     const sink = await sinkOf((_r, attempt) => ({ status: statuses[attempt - 1] ?? 200 }))

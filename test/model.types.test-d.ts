@@ -52,3 +52,16 @@ describe('inferred event types of an extended model', () => {
     createEventModel({ events: { X: { sources: ['web'] } } })
   })
 })
+
+describe('the core keeps the types of the model it is given', () => {
+  it('types stored events from a host model', async () => {
+    const { createEventIngest } = await import('event-ingest')
+    const ingest = createEventIngest({ model })
+    expectTypeOf(ingest.model).toEqualTypeOf<typeof model>()
+    const page = await ingest.events()
+    const event = page.events[0]!
+    if (event.name === 'RefundIssued') expectTypeOf(event.payload.amount).toBeNumber()
+    const plain = createEventIngest({ events: { Ping: { sources: ['agent'] } } })
+    expectTypeOf<(typeof plain.model.names)[number]>().toEqualTypeOf<keyof typeof import('event-ingest').canonicalEvents | 'Ping'>()
+  })
+})

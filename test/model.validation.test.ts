@@ -306,3 +306,12 @@ describe('host-defined events', () => {
     expect(errorsOf(makeEvent(), only)[0]!.path).toBe('name')
   })
 })
+
+describe('values parsed by a host', () => {
+  it('refuses a value nested far too deeply with too_deep, not a stack overflow', () => {
+    let deep: unknown = 1
+    for (let i = 0; i < 20_000; i++) deep = [deep]
+    const error = thrown(() => model.validateBatch([makeEvent({ payload: { deep } })]))
+    expect(error.code).toBe('too_deep')
+  })
+})

@@ -90,7 +90,7 @@ describe('playground with EVENT_STORAGE, EVENT_INGEST_TOKEN and EVENT_ADMIN_TOKE
   })
   afterAll(async () => {
     await playground?.stop()
-    if (dir) await rm(dir, { recursive: true, force: true })
+    if (dir) await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 })
   })
 
   it('uses the configured tokens, prints them masked and generates none', () => {

@@ -27,8 +27,8 @@ export interface FsDriverInstance {
   base: string
   /**
    * Atomically create `key` with `value` unless it exists, across processes on one local
-   * filesystem. Resolves `null` when this call created it, else the existing value (`''` when the
-   * existing file is empty or unreadable). The file is complete and durable before it is visible.
+   * filesystem. Resolves `null` when this call created it, else the existing value; rejects when
+   * the existing file cannot be read. The file is complete and durable before it is visible.
    */
   setIfAbsent(key: string, value: string): Promise<string | null>
 }
@@ -193,11 +193,12 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
             try {
               return await readFile(path, 'utf8')
             } catch (error) {
-              if (errorCode(error) !== 'ENOENT') return ''
+              // Unreadable is not free: the caller must not take the name over (it answers 503).
+              if (errorCode(error) !== 'ENOENT') throw error
               // Removed between our link() and read: the name is free again, claim it.
             }
           }
-          return ''
+          throw driverError(`could not claim ${JSON.stringify(key)}: it kept changing`)
         } finally {
           await unlink(temp).catch(() => {})
         }

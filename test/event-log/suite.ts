@@ -129,11 +129,21 @@ export function defineEventLogSuite(setup: StorageSetup) {
       await log.ingest([makeEvent({ id: 'p-mid' })], { receivedAt: now - 2 * HOUR })
       await log.ingest([makeEvent({ id: 'p-new' })], { receivedAt: now })
       const getKeys = vi.spyOn(log.storage!, 'getKeys')
-      expect(await log.prune({ olderThan: now - 3 * HOUR })).toEqual({ batches: 1 })
-      // Only hour buckets at or before the cutoff are listed, never the whole store.
-      for (const [base] of getKeys.mock.calls) expect(base).toMatch(/^events:b:\d{10}$/)
+      expect(await log.prune({ olderThan: now - 3 * HOUR })).toMatchObject({ batches: 1 })
+      // Only hour buckets at or before the cutoff (and, where claims do not expire by themselves,
+      // the claims) are listed, never the whole store.
+      for (const [base] of getKeys.mock.calls) expect(base).toMatch(/^events:(b:\d{10}|d)$/)
       getKeys.mockRestore()
       expect((await log.events()).events.map((e) => e.id)).toEqual(['p-new', 'p-mid'])
+    })
+
+    it('drops dedupe claims past the window when pruning, so they do not pile up', async () => {
+      const log = await make('claims', { dedupeWindowMs: 300 })
+      await log.ingest(Array.from({ length: 5 }, (_, i) => makeEvent({ id: `claim-${i}` })))
+      await new Promise((resolve) => setTimeout(resolve, 450))
+      await log.prune({ olderThan: 0 })
+      // Redis expired them by itself; the other drivers have just removed them.
+      expect(await log.storage!.getKeys('events:d')).toEqual([])
     })
 
     it('never lists keys on the ingest or stats path', async () => {
