@@ -50,4 +50,37 @@ describe('EventLog edge cases', () => {
       }
     }
   })
+
+  it('lets an overlapping retry through when the first write fails (no spinning, no lost event)', async () => {
+    const inner = memoryDriver()
+    let failNext = true
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+    const flaky = defineDriver(() => ({
+      ...inner,
+      // Keeps the atomic in-process claims of the memory driver.
+      name: 'memory',
+      async setItem(key: string, value: string) {
+        await pause(5)
+        if (key.startsWith('events:b:') && failNext) {
+          failNext = false
+          throw new Error('disk full')
+        }
+        return inner.setItem!(key, value, {})
+      },
+      async removeItem(key: string) {
+        await pause(5)
+        return inner.removeItem!(key, {})
+      },
+    }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: flaky() }), storageTimeoutMs: 1000 })
+    try {
+      const event = makeEvent({ id: 'overlap' })
+      const [first, second] = await Promise.allSettled([ingest.ingest([event]), ingest.ingest([event])])
+      expect(first).toMatchObject({ status: 'rejected', reason: { code: 'storage_unavailable' } })
+      expect(second).toMatchObject({ status: 'fulfilled', value: { accepted: 1, duplicates: 0 } })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['overlap'])
+    } finally {
+      await ingest.close()
+    }
+  }, 10_000)
 })
