@@ -243,7 +243,9 @@ export function createForwarder(options: {
     let bytes = 2
     // A copy: `enqueue` and adoption insert into the queue during the awaits below, and an entry
     // inserted ahead of the current one would make the loop visit an entry twice and skip another.
-    for (const pending of [...queue]) {
+    // Only the head: every batch holds at least one event, so a group never takes more than
+    // maxEvents of them (a long backlog is not copied for each request).
+    for (const pending of queue.slice(0, maxEvents)) {
       if (entries.length > 0 && (isolate > 0 || events.length + pending.events > maxEvents)) break
       const leaseKey = `${prefix}:l:${idOf(pending.key)}`
       const lease = `${instanceId}|${Date.now() + leaseMs}`
@@ -270,6 +272,8 @@ export function createForwarder(options: {
       if (!record || !Array.isArray(record.events)) {
         // No batch behind the entry: its write failed before it was acknowledged. Drop it once
         // that can no longer change.
+        await io(claims.release([leaseKey], lease), 'lease').catch(() => {})
+        pending.lease = undefined
         if (Date.now() - pending.receivedAt > storageTimeout * 4) {
           await io(storage.removeItem(pending.key), 'write')
           drop(pending)

@@ -65,15 +65,43 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
 
   const pathOf = (key: string) => join(root, ...keySegments(key))
 
-  const syncDir = async (dir: string) => {
-    // Windows cannot open a directory with fs.open, so there is no directory to fsync there.
-    if (!fsync || process.platform === 'win32') return
+  const fsyncDir = async (dir: string) => {
     const handle = await open(dir, 'r')
     try {
       await handle.sync()
     } finally {
       await handle.close()
     }
+  }
+
+  // Group commit: a directory fsync covers every entry made before it started, so callers that
+  // arrive while one runs share the single next one instead of each paying for their own (a batch
+  // of 50 events makes 50 claim files in one directory).
+  const dirSyncs = new Map<string, { current?: Promise<void>; next?: Promise<void> }>()
+  const syncDir = (dir: string): Promise<void> => {
+    // Windows cannot open a directory with fs.open, so there is no directory to fsync there.
+    if (!fsync || process.platform === 'win32') return Promise.resolve()
+    let state = dirSyncs.get(dir)
+    if (!state) dirSyncs.set(dir, (state = {}))
+    const entry = state
+    if (!entry.current) {
+      const run = fsyncDir(dir)
+      entry.current = run
+      const done = () => {
+        entry.current = undefined
+        if (!entry.next) dirSyncs.delete(dir)
+      }
+      run.then(done, done)
+      return run
+    }
+    if (!entry.next) {
+      const after = () => {
+        entry.next = undefined
+        return syncDir(dir)
+      }
+      entry.next = entry.current.then(after, after)
+    }
+    return entry.next
   }
 
   const makeDirs = async (dir: string) => {
