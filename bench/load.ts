@@ -28,6 +28,8 @@ export interface DriveOptions {
   bodies: BodyFactory
   seconds: number
   connections: number
+  /** Requests per second over all connections; unpaced when unset. */
+  overallRate?: number
 }
 
 /** Grows as needed; keeps every latency of a run for exact percentiles. */
@@ -64,6 +66,7 @@ export function drive(options: DriveOptions): Promise<DriveResult> {
         // The run ends on the first sample tick after `duration`: a short tick keeps the overshoot short.
         sampleInt: 100,
         timeout: 30,
+        ...(options.overallRate ? { overallRate: options.overallRate } : {}),
         requests: [
           {
             method: 'POST',

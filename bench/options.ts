@@ -30,6 +30,12 @@ export interface BenchOptions {
   soakSampleSeconds: number
   /** Storage of each soak run; memory keeps every event on the heap by design. @default redis, memory */
   soakDrivers: ('memory' | 'redis' | 'fs')[]
+  /**
+   * Events each soak run is paced to store (autocannon's overall rate = this / 50 / seconds), so the
+   * memory driver's heap stays bounded; every driver runs at the same pace. 0: unpaced.
+   * @default 2_000_000 (quick: 0)
+   */
+  soakEvents: number
   /** Seconds of load while profiling h3 + memory. @default 10 (quick: 1) */
   profileSeconds: number
   /** Redis for the Redis targets; keys go under a unique prefix and are deleted afterwards. */
@@ -38,6 +44,8 @@ export interface BenchOptions {
   out: string
   /** Raw results (JSON) and the CPU profile. @default bench/.out */
   artifacts: string
+  /** Render the report from this results JSON instead of running. */
+  render?: string
 }
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
@@ -56,10 +64,12 @@ const usage = `npm run bench -- [options]
   --soak S                seconds per soak run (default 120)
   --soak-sample S         seconds between heap samples (default 5)
   --soak-drivers a,b      redis, fs, memory (default redis,memory)
+  --soak-events N         events each soak is paced to store (default 2000000; 0 = as fast as it goes)
   --profile S             seconds of load under --cpu-prof (default 10; 0 skips)
   --redis-url URL         default REDIS_URL or redis://127.0.0.1:6379
   --out FILE              report path (default bench/RESULTS.md)
   --artifacts DIR         raw JSON and .cpuprofile (default bench/.out)
+  --render FILE           only rewrite the report (--out) from a saved results JSON
 Every option also reads BENCH_<NAME> from the environment (BENCH_REPS=3, BENCH_QUICK=1...).`
 
 /** Parses argv and the environment into options. */
@@ -80,9 +90,11 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       soak: { type: 'string' },
       'soak-sample': { type: 'string' },
       'soak-drivers': { type: 'string' },
+      'soak-events': { type: 'string' },
       profile: { type: 'string' },
       'redis-url': { type: 'string' },
       out: { type: 'string' },
+      render: { type: 'string' },
       artifacts: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -129,9 +141,11 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     soakSeconds: number('soak', 120, 1, 0.1),
     soakSampleSeconds: number('soak-sample', 5, 0.2, 0.05),
     soakDrivers: list('soak-drivers', ['memory', 'redis', 'fs'] as const, ['redis', 'memory']),
+    soakEvents: Math.round(number('soak-events', 2_000_000, 0)),
     profileSeconds: number('profile', 10, 1),
     redisUrl: pick('redis-url') ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     out: pick('out') ?? here('./RESULTS.md'),
     artifacts: pick('artifacts') ?? here('./.out'),
+    render: pick('render'),
   }
 }

@@ -1,3 +1,5 @@
+import { relative, sep } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import type { ProfileSummary } from './profile'
 import { analyseSoak, checkTargets, ingestRows, type BenchResults, type IngestRow } from './results'
 import type { Spread } from './summary'
@@ -6,6 +8,9 @@ import { targets } from './targets'
 const num = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a')
 const range = (s: Spread | undefined, digits = 0) => (s && s.n > 0 ? (s.n === 1 ? num(s.median, digits) : `${num(s.median, digits)} (${num(s.min, digits)}–${num(s.max, digits)})`) : '—')
 const pct = (part: number, whole: number) => (whole > 0 ? `${((part / whole) * 100).toFixed(1)}%` : 'n/a')
+const root = fileURLToPath(new URL('..', import.meta.url))
+/** A path inside the repository as a relative one, so the report reads the same on every machine. */
+const shown = (path: string) => (path.startsWith(root) ? relative(root, path).split(sep).join('/') : path)
 const code = (text: string) => `\`${text.replace(/`/g, "'")}\``
 
 function ingestTable(rows: IngestRow[], body: 'batch' | 'single'): string[] {
@@ -29,7 +34,7 @@ function profileSection(profile: ProfileSummary & { file: string }): string[] {
   const ours = profile.byOwner.ours ?? 0
   const blamed = profile.blame.reduce((sum, entry) => sum + entry.ms, 0)
   lines.push(
-    `Profile of the h3 + memory server under the batch load (${code(profile.file)}; ${profile.windowed ? 'the load window only, start-up and warm-up left out' : 'the whole process, start-up included'}: ${num(profile.totalMs)} ms sampled, ${num(busy)} ms busy — percentages are of busy time).`,
+    `Profile of the h3 + memory server under the batch load (${code(shown(profile.file))}; ${profile.windowed ? 'the load window only, start-up and warm-up left out' : 'the whole process, start-up included'}: ${num(profile.totalMs)} ms sampled, ${num(busy)} ms busy — percentages are of busy time).`,
     '',
     `Our code (\`src/\`, \`adapters/\`) runs ${pct(ours, busy)} of the busy time itself; with the dependencies and builtins it calls, stacks with our code on them take ${pct(blamed, busy)}. The rest is the framework, Node's HTTP stack, GC and V8 outside our calls. Most of ours: ${profile.blame
       .slice(0, 4)
@@ -115,7 +120,7 @@ export function renderReport(results: BenchResults): string {
     '- Measured: event-ingest mounted in each framework as `test/helpers/hosts.ts` mounts it (no host body parser), memory driver; h3 also with the fs driver (temp dir, fsync on, the default) and Redis (unique key prefix, deleted afterwards). Ingest is open (no token).',
     '- Latency: every 2xx response timed (exact p50/p99 per run). Server CPU: `process.cpuUsage()` read in the server over IPC at the start and end of each run (user + system, % of one core).',
     `- Stats and schema: events loaded in-process through \`ingest.ingest()\` (batches of 1000), then ${s.statsRequests} sequential timed \`GET /admin/events/stats\` (admin token) and \`GET /events/schema\` on one keep-alive connection, at each size.`,
-    `- Soak: ${num(Number(s.soakSeconds))} s of batch load per driver (${(s.soakDrivers as string[]).join(', ')}), \`heapUsed\` and RSS read after a full GC (\`--expose-gc\`) every ${s.soakSampleSeconds} s, plus once with the load paused before and after.`,
+    `- Soak: ${num(Number(s.soakSeconds))} s of batch load per driver (${(s.soakDrivers as string[]).join(', ')})${Number(s.soakEvents) > 0 ? `, paced to store about ${num(Number(s.soakEvents))} events per run (${num(Number(s.soakEvents) / Number(s.soakSeconds))} events/s, the same pace for every driver, so the memory driver — which keeps every event on the heap — stays within memory)` : ', unpaced'}; \`heapUsed\` and RSS read after a full GC (\`--expose-gc\`) every ${s.soakSampleSeconds} s, plus once with the load paused before and after.`,
     `- Profile: \`node --cpu-prof\` on the h3 + memory server under ${s.profileSeconds} s of batch load; positions in our TypeScript mapped back to .ts lines through tsx's source maps.`,
     '- Run it: `npm run bench` (full), `npm run bench -- --quick` (smoke), `npm run bench -- --help` for every option (durations, repetitions, targets, phases, sizes).',
     '',

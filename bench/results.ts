@@ -53,6 +53,8 @@ export interface SoakResult {
   driver: 'memory' | 'redis' | 'fs'
   seconds: number
   rps: number
+  /** The pace asked of autocannon, requests/s (unset: as fast as the server goes). */
+  pacedRps?: number
   /** Events stored during the measured load. */
   events: number
   /** Taken with the load paused, after a full GC, before and after the load. */

@@ -9,7 +9,7 @@
  *   npm run bench -- --help
  */
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -154,17 +154,19 @@ async function statsPhase(options: BenchOptions, results: BenchResults): Promise
 /** Phase 3: heap and RSS over a long ingest run, sampled after a full GC. */
 async function soakPhase(options: BenchOptions, results: BenchResults): Promise<void> {
   const targetOf = { memory: 'h3', redis: 'h3-redis', fs: 'h3-fs' } as const
+  // Paced so the memory driver's heap stays bounded (it keeps every event); every driver gets the same pace.
+  const overallRate = options.soakEvents > 0 ? Math.max(1, Math.round(options.soakEvents / 50 / options.soakSeconds)) : undefined
   for (const driver of options.soakDrivers) {
-    const { server, release } = await startTarget(targetOf[driver], {}, { nodeArgs: ['--expose-gc'] })
+    const { server, release } = await startTarget(targetOf[driver], {}, { nodeArgs: ['--expose-gc', '--max-old-space-size=6144'] })
     try {
       const dataBytes = driver === 'memory'
       const warmSeconds = Math.max(options.warmup, Math.min(10, options.soakSeconds * 0.1))
-      await drive({ url: server.url, path: INGEST_PATH, bodies: createBodyFactory(50), seconds: warmSeconds, connections: options.connections })
+      await drive({ url: server.url, path: INGEST_PATH, bodies: createBodyFactory(50), seconds: warmSeconds, connections: options.connections, overallRate })
       const before = await server.memory({ gc: true, dataBytes })
       const samples: SoakSample[] = []
       const started = performance.timeOrigin + performance.now()
       let running = true
-      const load = drive({ url: server.url, path: INGEST_PATH, bodies: createBodyFactory(50), seconds: options.soakSeconds, connections: options.connections }).finally(() => {
+      const load = drive({ url: server.url, path: INGEST_PATH, bodies: createBodyFactory(50), seconds: options.soakSeconds, connections: options.connections, overallRate }).finally(() => {
         running = false
       })
       const sampler = (async () => {
@@ -178,7 +180,7 @@ async function soakPhase(options: BenchOptions, results: BenchResults): Promise<
       const run = await load
       await sampler
       const after = await server.memory({ gc: true, dataBytes })
-      const soak: SoakResult = { driver, seconds: run.seconds, rps: run.rps, events: after.events - before.events, before, after, samples }
+      const soak: SoakResult = { driver, seconds: run.seconds, rps: run.rps, pacedRps: overallRate, events: after.events - before.events, before, after, samples }
       results.soak.push(soak)
       log(`soak ${driver}: ${fmt(run.seconds, 0)} s, ${fmt(soak.events)} events, heap ${fmt(before.heapUsed / 2 ** 20, 1)} → ${fmt(after.heapUsed / 2 ** 20, 1)} MB, rss ${fmt(before.rss / 2 ** 20)} → ${fmt(after.rss / 2 ** 20)} MB`)
     } finally {
@@ -218,6 +220,11 @@ async function profilePhase(options: BenchOptions, results: BenchResults): Promi
 
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2))
+  if (options.render) {
+    writeFileSync(options.out, renderReport(JSON.parse(readFileSync(options.render, 'utf8')) as BenchResults))
+    log(`rendered ${options.render} to ${options.out}`)
+    return
+  }
   redisUrl = options.redisUrl
   mkdirSync(options.artifacts, { recursive: true })
   mkdirSync(dirname(options.out), { recursive: true })
@@ -256,6 +263,7 @@ async function main(): Promise<void> {
       soakSeconds: options.soakSeconds,
       soakSampleSeconds: options.soakSampleSeconds,
       soakDrivers: options.soakDrivers,
+      soakEvents: options.soakEvents,
       profileSeconds: options.profileSeconds,
     },
     machine,
@@ -277,23 +285,46 @@ async function main(): Promise<void> {
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
 
+  const resultsFile = join(options.artifacts, options.quick ? 'results.quick.json' : 'results.json')
+  const save = () => {
+    machine.loadEnd = currentLoad()
+    results.finishedAt = new Date().toISOString()
+    results.wallSeconds = (Date.now() - started) / 1000
+    writeFileSync(resultsFile, JSON.stringify(results, null, 2))
+  }
+  // A failed phase is noted and the others still run; results are saved after each phase, so a
+  // late failure never loses the earlier measurements.
+  const phases: [string, boolean, () => Promise<void>][] = [
+    ['ingest', options.phases.has('ingest'), () => ingestPhase(options, results)],
+    ['stats', options.phases.has('stats'), () => statsPhase(options, results)],
+    ['soak', options.phases.has('soak'), () => soakPhase(options, results)],
+    ['profile', options.phases.has('profile') && options.profileSeconds > 0, () => profilePhase(options, results)],
+  ]
+  let failed = 0
   try {
-    if (options.phases.has('ingest')) await ingestPhase(options, results)
-    if (options.phases.has('stats')) await statsPhase(options, results)
-    if (options.phases.has('soak')) await soakPhase(options, results)
-    if (options.phases.has('profile') && options.profileSeconds > 0) await profilePhase(options, results)
+    for (const [name, enabled, run] of phases) {
+      if (!enabled) continue
+      try {
+        await run()
+      } catch (error) {
+        failed++
+        const message = error instanceof Error ? error.message : String(error)
+        log(`phase ${name} failed: ${message}`)
+        results.notes.push(`The ${name} phase failed and is incomplete: ${message.split('\n')[0]}`)
+        await cleanUp()
+      }
+      save()
+    }
   } finally {
     await cleanUp()
   }
 
-  machine.loadEnd = currentLoad()
-  results.finishedAt = new Date().toISOString()
-  results.wallSeconds = (Date.now() - started) / 1000
   const invalid = results.ingest.filter((s) => !s.valid).length
   if (invalid > 0) results.notes.push(`${invalid} load run(s) had errors, non-2xx answers, duplicates or rejected events; they are counted in the tables but marked.`)
-  writeFileSync(join(options.artifacts, options.quick ? 'results.quick.json' : 'results.json'), JSON.stringify(results, null, 2))
+  save()
   writeFileSync(options.out, renderReport(results))
-  log(`done in ${fmt(results.wallSeconds)} s: ${options.out}`)
+  log(`done in ${fmt(results.wallSeconds)} s: ${options.out} (raw: ${resultsFile})`)
+  if (failed > 0) process.exitCode = 1
 }
 
 main().catch((error: unknown) => {
