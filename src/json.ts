@@ -101,20 +101,35 @@ function isPrototypeKey(key: string, value: unknown): boolean {
  * paths of prototype keys found.
  */
 export function inspectValue(value: unknown, budget: number, path: string, found: string[]): number {
+  const trail: (string | number)[] = path ? [path] : []
+  return inspect(value, budget, trail, found)
+}
+
+// The path is kept as a stack of keys and only joined for a prototype key found: this walk runs on
+// every event of a batch, so it allocates nothing per node.
+function inspect(value: unknown, budget: number, trail: (string | number)[], found: string[]): number {
   if (typeof value !== 'object' || value === null) return 0
   if (budget <= 0) return 1
   let deepest = 0
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const d = inspectValue(value[i], budget - 1, `${path}.${i}`, found)
+      const item = value[i]
+      if (typeof item !== 'object' || item === null) continue
+      trail.push(i)
+      const d = inspect(item, budget - 1, trail, found)
+      trail.pop()
       if (d > deepest) deepest = d
       if (deepest >= budget) break
     }
   } else {
-    for (const key of Object.keys(value)) {
+    for (const key in value) {
+      if (!Object.hasOwn(value, key)) continue
       const child = (value as Record<string, unknown>)[key]
-      if (isPrototypeKey(key, child)) found.push(path ? `${path}.${key}` : key)
-      const d = inspectValue(child, budget - 1, path ? `${path}.${key}` : key, found)
+      if (isPrototypeKey(key, child)) found.push([...trail, key].join('.'))
+      if (typeof child !== 'object' || child === null) continue
+      trail.push(key)
+      const d = inspect(child, budget - 1, trail, found)
+      trail.pop()
       if (d > deepest) deepest = d
       if (deepest >= budget) break
     }
