@@ -44,13 +44,18 @@ export function toWebResponse(response: IngestHttpResponse, method: string): Res
  */
 export function defineEventIngestHandler(ingest: EventIngest<any>, options: H3EventIngestOptions = {}) {
   const base = normaliseBase(options.base)
-  return async (event: H3Event): Promise<Response> => {
+  return async (event: H3Event): Promise<string | Response> => {
     const response = await ingest.handle(toIngestRequest(event, base))
     if (!response) {
       const error = new IngestError('not_found', `no event-ingest route at ${event.url.pathname}`)
       return new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json; charset=utf-8' } })
     }
-    return toWebResponse(response, event.req.method)
+    // Status and headers staged on the event, the body returned as text: h3 then sends it through
+    // srvx's fast response path (a web Response costs more on Node). HEAD and 204 get no body.
+    event.res.status = response.status
+    const headers = event.res.headers
+    for (const name in response.headers) headers.set(name, response.headers[name]!)
+    return response.body
   }
 }
 

@@ -25,6 +25,7 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       const events = [makeEvent({ id: 'ok-1' }), makeEvent({ id: 'ok-2', name: 'OrderCreated', source: 'api' })]
       const res = await postEvents(host.url, events)
       expect(res.status).toBe(200)
+      expect(res.headers.get('content-type')).toMatch(/^application\/json/)
       expect(res.body).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
       const stored = await getJson(`${host.url}/admin/events?limit=10`, { authorization: `Bearer ${ADMIN}` })
       expect(stored.body.events.map((e: any) => e.id)).toEqual(expect.arrayContaining(['ok-1', 'ok-2']))
