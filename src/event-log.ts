@@ -106,7 +106,7 @@ export interface EventLog {
   readonly atomicDedupe: boolean
 }
 
-interface BatchRecord {
+export interface BatchRecord {
   v: 1
   receivedAt: number
   instance: string
@@ -133,7 +133,8 @@ function toMs(value: number | Date | undefined, fallback: number): number {
   return typeof value === 'number' ? value : value.getTime()
 }
 
-function parseRecord(raw: unknown): BatchRecord | null {
+/** A batch record read back, or null when it is missing or unreadable (a torn write). */
+export function parseRecord(raw: unknown): BatchRecord | null {
   let value = raw
   if (typeof value === 'string') {
     try {

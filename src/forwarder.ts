@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { ofetch } from 'ofetch'
 import type { Storage } from 'unstorage'
 import { createClaimStore } from './claims'
-import type { OutboxEntry } from './event-log'
+import { parseRecord, type OutboxEntry } from './event-log'
 import { withTimeout } from './timeout'
 import type { StatsWindow } from './stats'
 
@@ -239,14 +239,16 @@ export function createForwarder(options: {
 
   async function buildGroup(): Promise<Group | undefined> {
     const entries: Pending[] = []
-    const events: unknown[] = []
+    // Each batch is serialised once; the request body is the batches' events joined.
+    const parts: string[] = []
+    let events = 0
     let bytes = 2
     // A copy: `enqueue` and adoption insert into the queue during the awaits below, and an entry
     // inserted ahead of the current one would make the loop visit an entry twice and skip another.
     // Only the head: every batch holds at least one event, so a group never takes more than
     // maxEvents of them (a long backlog is not copied for each request).
     for (const pending of queue.slice(0, maxEvents)) {
-      if (entries.length > 0 && (isolate > 0 || events.length + pending.events > maxEvents)) break
+      if (entries.length > 0 && (isolate > 0 || events + pending.events > maxEvents)) break
       const leaseKey = `${prefix}:l:${idOf(pending.key)}`
       const lease = `${instanceId}|${Date.now() + leaseMs}`
       const [holder] = await io(claims.claim([leaseKey], lease, leaseMs), 'lease')
@@ -267,9 +269,8 @@ export function createForwarder(options: {
         drop(pending)
         continue
       }
-      const raw = await io(storage.getItem<{ events?: unknown[] }>(pending.batch), 'read')
-      const record = typeof raw === 'string' ? safeParse(raw) : raw
-      if (!record || !Array.isArray(record.events)) {
+      const record = parseRecord(await io(storage.getItem(pending.batch), 'read'))
+      if (!record) {
         // No batch behind the entry: its write failed before it was acknowledged. Drop it once
         // that can no longer change.
         await io(claims.release([leaseKey], lease), 'lease').catch(() => {})
@@ -280,16 +281,18 @@ export function createForwarder(options: {
         }
         continue
       }
-      const size = Buffer.byteLength(JSON.stringify(record.events))
+      const part = JSON.stringify(record.events).slice(1, -1)
+      const size = Buffer.byteLength(part)
       if (entries.length > 0 && bytes + size > maxBytes) break
       bytes += size + 1
       entries.push(pending)
-      events.push(...record.events)
+      if (part) parts.push(part)
+      events += record.events.length
     }
     if (entries.length === 0) return undefined
     if (isolate > 0) isolate--
     const key = createHash('sha256').update(entries.map((e) => e.key).join(',')).digest('hex').slice(0, 32)
-    return { entries, body: JSON.stringify(events), events: events.length, key }
+    return { entries, body: `[${parts.join(',')}]`, events, key }
   }
 
   function drop(pending: Pending, delivered = false) {

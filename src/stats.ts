@@ -122,41 +122,6 @@ export interface StatsSnapshot {
   series: { minute: string; accepted: number; rejected: number; duplicates: number; byName: Record<string, number> }[]
 }
 
-/** One minute of one instance, in memory. */
-interface Bucket {
-  accepted: number
-  duplicates: number
-  rejected: number
-  storageFailures: number
-  refused: number
-  forwarded: number
-  forwardFailures: number
-  futureEvents: number
-  byName: Map<string, number>
-  bySource: Map<string, number>
-  refusedByCode: Map<string, number>
-  forwardByKind: Map<string, number>
-  lag: Histogram
-}
-
-/** One minute of one instance, as stored. */
-interface StoredBucket {
-  v: 1
-  accepted: number
-  duplicates: number
-  rejected: number
-  storageFailures: number
-  refused: number
-  forwarded: number
-  forwardFailures: number
-  futureEvents: number
-  byName: Record<string, number>
-  bySource: Record<string, number>
-  refusedByCode: Record<string, number>
-  forwardByKind: Record<string, number>
-  lag: Histogram
-}
-
 const counterFields = [
   'accepted',
   'duplicates',
@@ -168,6 +133,15 @@ const counterFields = [
   'futureEvents',
 ] as const
 const mapFields = ['byName', 'bySource', 'refusedByCode', 'forwardByKind'] as const
+
+type Counters = Record<(typeof counterFields)[number], number>
+type MapField = (typeof mapFields)[number]
+
+/** One minute of one instance, in memory. */
+type Bucket = Counters & Record<MapField, Map<string, number>> & { lag: Histogram }
+
+/** One minute of one instance, as stored. */
+type StoredBucket = { v: 1 } & Counters & Record<MapField, Record<string, number>> & { lag: Histogram }
 
 /**
  * Creates the stats window of one instance. Its buckets are written to

@@ -164,16 +164,20 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     }
   }
 
+  /** A directory's entries; none when it does not exist (or is not a directory). */
+  const list = async (dir: string): Promise<Dirent[]> => {
+    try {
+      return await limit(() => readdir(dir, { withFileTypes: true }))
+    } catch (error) {
+      if (isMissing(error)) return []
+      throw error
+    }
+  }
+
   const walk = async (dir: string, prefix: string[], keys: string[], maxDepth: number | undefined) => {
     // A key's depth is its number of ':' from the driver root, as unstorage's filterKeyByDepth counts.
     if (maxDepth !== undefined && prefix.length > maxDepth) return
-    let entries: Dirent[]
-    try {
-      entries = await limit(() => readdir(dir, { withFileTypes: true }))
-    } catch (error) {
-      if (isMissing(error)) return
-      throw error
-    }
+    const entries = await list(dir)
     await Promise.all(
       entries.map(async (entry) => {
         if (entry.isDirectory()) await walk(join(dir, entry.name), [...prefix, entry.name], keys, maxDepth)
@@ -183,13 +187,7 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
   }
 
   const removeTree = async (dir: string, keepDir: boolean) => {
-    let entries: Dirent[]
-    try {
-      entries = await limit(() => readdir(dir, { withFileTypes: true }))
-    } catch (error) {
-      if (isMissing(error)) return
-      throw error
-    }
+    const entries = await list(dir)
     await Promise.all(
       entries.map(async (entry) => {
         const path = join(dir, entry.name)
@@ -198,7 +196,7 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
       }),
     )
     // ENOTEMPTY: a write landed after we listed the directory; it is newer than the clear, keep it.
-    if (!keepDir) await rmdir(dir).catch(ignoreCodes('ENOENT', 'ENOTEMPTY'))
+    if (!keepDir) await rmdir(dir).catch(ignoreCodes('ENOENT', 'ENOTDIR', 'ENOTEMPTY'))
   }
 
   const instance: FsDriverInstance = {
