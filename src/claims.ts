@@ -1,4 +1,6 @@
 import type { Storage } from 'unstorage'
+import { ClaimTable } from './claim-table'
+import { idKey } from './keys'
 
 /**
  * Set-if-absent over a storage: the primitive that makes ingest idempotent by id. Each call returns,
@@ -168,5 +170,55 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     async claim(keys, value) {
       return Promise.all(keys.map((key) => fsInstance.setIfAbsent(relative(key), value)))
     },
+  }
+}
+
+/** {@link ClaimStore} over event ids rather than storage keys: the event log's dedupe claims. */
+export interface IdClaims {
+  readonly atomic: boolean
+  claim(ids: readonly string[], value: string, ttlMs: number): Promise<(string | null)[]>
+  overwrite(ids: readonly string[], value: string, ttlMs: number): Promise<void>
+  release(ids: readonly string[], value: string): Promise<void>
+  read(ids: readonly string[]): Promise<(string | null)[]>
+  /** Removes claims whose value `isExpired` says are over; returns how many. */
+  expire(isExpired: (value: string) => boolean): Promise<number>
+}
+
+// Memory-driver claims, per driver instance and base: every log on one memory storage shares them.
+const memoryClaims = new WeakMap<object, Map<string, ClaimTable>>()
+
+/**
+ * Dedupe claims by event id under `base` (`events:d`). On a storage driver each id is one key,
+ * `<base>:<idKey(id)>`. On the memory driver the claims live beside the driver's map in a
+ * {@link ClaimTable} keyed by the id itself: no key encoding, and no heap object per id.
+ */
+export function createIdClaims(storage: Storage, base: string): IdClaims {
+  const mount = storage.getMount(base) as { base: string; driver: MountedDriver }
+  const driver = mount.driver
+  if (driver.name === 'memory' && typeof driver.getInstance === 'function') {
+    const instance = driver.getInstance() as object
+    let byBase = memoryClaims.get(instance)
+    if (!byBase) memoryClaims.set(instance, (byBase = new Map()))
+    let table = byBase.get(base)
+    if (!table) byBase.set(base, (table = new ClaimTable()))
+    const claims = table
+    return {
+      atomic: true,
+      claim: async (ids, value) => claims.claim(ids, value),
+      overwrite: async (ids, value) => claims.overwrite(ids, value),
+      release: async (ids, value) => claims.release(ids, value),
+      read: async (ids) => ids.map((id) => claims.read(id)),
+      expire: async (isExpired) => claims.expire(isExpired),
+    }
+  }
+  const store = createClaimStore(storage, base)
+  const keysOf = (ids: readonly string[]) => ids.map((id) => `${base}:${idKey(id)}`)
+  return {
+    atomic: store.atomic,
+    claim: (ids, value, ttlMs) => store.claim(keysOf(ids), value, ttlMs),
+    overwrite: (ids, value, ttlMs) => store.overwrite(keysOf(ids), value, ttlMs),
+    release: (ids, value) => store.release(keysOf(ids), value),
+    read: (ids) => store.read(keysOf(ids)),
+    expire: (isExpired) => store.expire(base, isExpired),
   }
 }

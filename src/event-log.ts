@@ -1,7 +1,7 @@
 import type { Storage } from 'unstorage'
-import { createClaimStore, type ClaimStore } from './claims'
+import { createIdClaims, type IdClaims } from './claims'
 import { IngestError } from './errors'
-import { hourBucket, idKey } from './keys'
+import { hourBucket } from './keys'
 import { withTimeout } from './timeout'
 import type { EventEnvelope } from './model'
 
@@ -156,11 +156,10 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const windowMs = options.dedupeWindowMs ?? 86_400_000
   const timeoutMs = options.timeoutMs ?? 5000
   const now = options.now ?? Date.now
-  const claims: ClaimStore = createClaimStore(storage, prefix)
-  const claimKey = (id: string) => `${prefix}:d:${idKey(id)}`
+  const claims: IdClaims = createIdClaims(storage, `${prefix}:d`)
   const batchBase = `${prefix}:b`
-  // Claims of batches this process is writing right now: a concurrent request for the same id
-  // waits for the outcome instead of guessing.
+  // Ids of batches this process is writing right now, with whether they were stored: a concurrent
+  // request for the same id waits for the outcome instead of guessing.
   const inflight = new Map<string, Promise<boolean>>()
   let sequence = 0
   let corrupt = 0
@@ -218,31 +217,32 @@ export function createEventLog(options: EventLogOptions): EventLog {
 
   async function append(events: readonly EventEnvelope[], receivedAt: number, raw?: string): Promise<AppendResult> {
     const duplicateIndexes: number[] = []
-    const firstOf = new Map<string, number>()
-    const keys: string[] = []
+    // First occurrence of each id; a repeat within the batch is a duplicate.
+    const ids: string[] = []
     const positions: number[] = []
-    events.forEach((event, index) => {
-      const key = claimKey(event.id)
-      if (firstOf.has(key)) duplicateIndexes.push(index)
+    const seenIds = new Set<string>()
+    for (let index = 0; index < events.length; index++) {
+      const id = events[index]!.id
+      if (seenIds.has(id)) duplicateIndexes.push(index)
       else {
-        firstOf.set(key, index)
-        keys.push(key)
+        seenIds.add(id)
+        ids.push(id)
         positions.push(index)
       }
-    })
-    if (keys.length === 0) return { stored: 0, duplicateIndexes }
+    }
+    if (ids.length === 0) return { stored: 0, duplicateIndexes }
 
     // Within this process, wait until no other append holds any of these ids, then take them all
     // at once (waiting while holding some could deadlock two batches that share ids). An append
     // removes its entries before it settles, so a waiter never sees a settled one again.
     const waitedSince = now()
     for (;;) {
-      const busy: Promise<boolean>[] = []
-      for (const key of keys) {
-        const pending = inflight.get(key)
-        if (pending) busy.push(pending)
+      let busy: Promise<boolean>[] | undefined
+      for (const id of ids) {
+        const pending = inflight.get(id)
+        if (pending) (busy ??= []).push(pending)
       }
-      if (busy.length === 0) break
+      if (!busy) break
       if (now() - waitedSince > timeoutMs) {
         throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
       }
@@ -255,7 +255,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
     let stored = false
     let settle!: (ok: boolean) => void
     const outcome = new Promise<boolean>((resolve) => (settle = resolve))
-    for (const key of keys) inflight.set(key, outcome)
+    for (const id of ids) inflight.set(id, outcome)
+    // Ids this append holds a claim on.
     const mine: string[] = []
     // A claim names its batch and when it was taken: its age, not the batch's receivedAt, decides
     // whether it is still in progress, stale or expired.
@@ -264,44 +265,43 @@ export function createEventLog(options: EventLogOptions): EventLog {
     // Settles when the batch writes have finished, in failure or success, once they were started.
     let written: Promise<unknown> | undefined
     try {
-      const existing = await withTimeout(claims.claim(keys, claim, windowMs), timeoutMs, 'claim')
-      const takeover: string[] = []
-      const seen = new Map<string, Promise<boolean>>()
-      const exists = (key: string) => {
-        let check = seen.get(key)
-        if (!check) seen.set(key, (check = readRecord(key).then((record) => record !== null)))
-        return check
-      }
-      const resolveConflict = async (key: string, position: number, value: string) => {
-        const other = parseClaim(value)
-        const age = now() - other.at
-        if (other.batch && age < windowMs && (await exists(other.batch))) {
-          duplicateIndexes.push(position)
-        } else if (other.batch && age < windowMs && age < timeoutMs * 2) {
-          const id = events[position]!.id
-          throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
-        } else {
-          // Expired, or left by a write that failed (its owner gives up within timeoutMs of
-          // claiming, see below): this batch takes the id over.
-          takeover.push(key)
-        }
-      }
-      const conflicts: Promise<void>[] = []
+      const existing = await withTimeout(claims.claim(ids, claim, windowMs), timeoutMs, 'claim')
+      // Positions (in `ids`) of ids another batch holds.
+      let conflicts: number[] | undefined
       for (let i = 0; i < existing.length; i++) {
         const value = existing[i]
-        if (value === null || value === undefined) {
-          mine.push(keys[i]!)
-          continue
+        if (value === null || value === undefined) mine.push(ids[i]!)
+        else (conflicts ??= []).push(i)
+      }
+      if (conflicts) {
+        const takeover: string[] = []
+        const seen = new Map<string, Promise<boolean>>()
+        const exists = (key: string) => {
+          let check = seen.get(key)
+          if (!check) seen.set(key, (check = readRecord(key).then((record) => record !== null)))
+          return check
         }
-        conflicts.push(resolveConflict(keys[i]!, positions[i]!, value))
+        await Promise.all(conflicts.map(async (i) => {
+          const other = parseClaim(existing[i]!)
+          const age = now() - other.at
+          if (other.batch && age < windowMs && (await exists(other.batch))) {
+            duplicateIndexes.push(positions[i]!)
+          } else if (other.batch && age < windowMs && age < timeoutMs * 2) {
+            const id = ids[i]!
+            throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
+          } else {
+            // Expired, or left by a write that failed (its owner gives up within timeoutMs of
+            // claiming, see below): this batch takes the id over.
+            takeover.push(ids[i]!)
+          }
+        }))
+        if (takeover.length > 0) {
+          await withTimeout(claims.overwrite(takeover, claim, windowMs), timeoutMs, 'claim')
+          mine.push(...takeover)
+        }
       }
-      await Promise.all(conflicts)
-      if (takeover.length > 0) {
-        await withTimeout(claims.overwrite(takeover, claim, windowMs), timeoutMs, 'claim')
-        mine.push(...takeover)
-      }
-      const storedPositions = positions.filter((p) => !duplicateIndexes.includes(p))
       duplicateIndexes.sort((a, b) => a - b)
+      const storedPositions = duplicateIndexes.length === 0 ? positions : positions.filter((p) => !duplicateIndexes.includes(p))
       if (storedPositions.length === 0) return { stored: 0, duplicateIndexes }
       await indexHour(hourBucket(receivedAt))
       // Another request may take these claims over once they are 2 × timeoutMs old; writing after
@@ -309,12 +309,11 @@ export function createEventLog(options: EventLogOptions): EventLog {
       if (now() - claimedAt > timeoutMs) {
         throw new IngestError('storage_unavailable', `storage is too slow: claiming took over ${timeoutMs} ms`)
       }
-      const record: BatchRecord = { v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) }
       // The text as received is the record's events when all of them are stored unchanged: no
       // second serialisation on the hot path.
       const text = raw !== undefined && storedPositions.length === events.length
         ? `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instanceId)},"events":${raw}}`
-        : JSON.stringify(record)
+        : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) } satisfies BatchRecord)
       const writes = [storage.setItem(batchKey, text)]
       if (outboxKey) {
         const entry: OutboxEntry = { batch: batchKey, events: storedPositions.length, receivedAt }
@@ -343,7 +342,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       indexedHour = ''
       throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
     } finally {
-      for (const key of keys) if (inflight.get(key) === outcome) inflight.delete(key)
+      for (const id of ids) if (inflight.get(id) === outcome) inflight.delete(id)
       settle(stored)
     }
   }
@@ -391,7 +390,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
   }
 
   async function get(id: string): Promise<StoredEvent | null> {
-    const [value] = await withTimeout(claims.read([claimKey(id)]), timeoutMs, 'read')
+    const [value] = await withTimeout(claims.read([id]), timeoutMs, 'read')
     const batchKey = value ? parseClaim(value).batch : ''
     if (!batchKey) return null
     const record = await readRecord(batchKey)
@@ -426,7 +425,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     }
     // Dedupe claims past the window go too (Redis expires them by itself).
     const claimCutoff = now() - windowMs
-    const expired = await claims.expire(`${prefix}:d`, (value) => parseClaim(value).at < claimCutoff)
+    const expired = await claims.expire((value) => parseClaim(value).at < claimCutoff)
     return { batches, claims: expired }
   }
 

@@ -19,13 +19,29 @@ const CLOSE_BRACKET = 0x5d
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
 const COMMA = 0x2c
+const LOWER_U = 0x75
+const UNDERSCORE = 0x5f
+const LOWER_C = 0x63
 
 const decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: false })
+const PROTO = Buffer.from('__proto__')
+const CONSTRUCTOR = Buffer.from('constructor')
+
+/** Whether `bytes[from, from + word.length)` is `word`. */
+function matchesAt(bytes: Uint8Array, from: number, word: Uint8Array): boolean {
+  for (let k = 0; k < word.length; k++) if (bytes[from + k] !== word[k]) return false
+  return true
+}
 
 /**
  * Parses a JSON body of bytes into a batch. One pass over the bytes measures nesting depth and the
  * byte size of every top-level element before `JSON.parse` runs, so a body nested too deeply is
- * refused without building it, and events are measured without serialising them again.
+ * refused without building it (V8 parses deep nesting without a stack limit, but slowly), events
+ * are measured without serialising them again, and a body that cannot hold a prototype key is
+ * marked so validation need not walk it.
+ *
+ * The pass is a plain loop over the bytes: string contents are skipped byte by byte, which costs
+ * less than a native `indexOf` call per string on bodies made of many short strings.
  *
  * @throws IngestError `invalid_json`, `not_an_array` or `too_deep` (all 400)
  */
@@ -33,25 +49,28 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number): ParsedBody
   const sizes: number[] = []
   let depth = 0
   let elementStart = -1
+  // A prototype key is the exact string "__proto__" or "constructor", or hides behind a \u escape:
+  // any string that could be one (key or value) makes the body not proto-free.
+  let protoFree = true
   const length = bytes.length
   for (let i = 0; i < length; i++) {
     const c = bytes[i]!
     if (c === QUOTE) {
+      const open = i
       if (depth === 1 && elementStart < 0) elementStart = i
-      // Most of a body is string content: jump to the closing quote with the native indexOf,
-      // skipping quotes escaped by an odd run of backslashes.
-      let end = i
-      for (;;) {
-        end = bytes.indexOf(QUOTE, end + 1)
-        if (end < 0) {
-          end = length
-          break
+      for (i++; i < length; i++) {
+        const d = bytes[i]!
+        if (d === QUOTE) break
+        if (d === BACKSLASH) {
+          if (bytes[i + 1] === LOWER_U) protoFree = false
+          i++
         }
-        let slashes = 0
-        while (bytes[end - 1 - slashes] === BACKSLASH) slashes++
-        if ((slashes & 1) === 0) break
       }
-      i = end
+      const size = i - open - 1
+      if ((size === 9 && bytes[open + 1] === UNDERSCORE && matchesAt(bytes, open + 1, PROTO))
+        || (size === 11 && bytes[open + 1] === LOWER_C && matchesAt(bytes, open + 1, CONSTRUCTOR))) {
+        protoFree = false
+      }
     } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
       if (depth === 1 && elementStart < 0) elementStart = i
       if (++depth > maxDepth) {
@@ -86,7 +105,6 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number): ParsedBody
     throw new IngestError('not_an_array', `body must be a JSON array of events, got ${describeValue(value)}`)
   }
   // Sizes come from the scan; trust them only when they line up with what JSON.parse produced.
-  const protoFree = !(text.includes('__proto__') || text.includes('constructor') || text.includes('\\u'))
   return { value, sizes: sizes.length === value.length ? sizes : [], protoFree, text }
 }
 

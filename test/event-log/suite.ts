@@ -140,10 +140,14 @@ export function defineEventLogSuite(setup: StorageSetup) {
     it('drops dedupe claims past the window when pruning, so they do not pile up', async () => {
       const log = await make('claims', { dedupeWindowMs: 300 })
       await log.ingest(Array.from({ length: 5 }, (_, i) => makeEvent({ id: `claim-${i}` })))
+      expect(await log.log!.get('claim-0')).toMatchObject({ id: 'claim-0' })
       await new Promise((resolve) => setTimeout(resolve, 450))
-      await log.prune({ olderThan: 0 })
-      // Redis expired them by itself; the other drivers have just removed them.
+      const pruned = await log.prune({ olderThan: 0 })
+      // Redis expired them by itself; the other drivers have just removed them (the memory driver
+      // keeps its claims beside the driver's map, so they are not storage keys).
       expect(await log.storage!.getKeys('events:d')).toEqual([])
+      expect(pruned.claims).toBe(setup.name === 'redis' ? 0 : 5)
+      expect(await log.log!.get('claim-0')).toBeNull()
     })
 
     it('never lists keys on the ingest or stats path', async () => {

@@ -1,0 +1,234 @@
+/**
+ * The memory driver's dedupe claims: event id → claim value, as an open-addressing hash table in
+ * one typed array. A `Map` keyed by id keeps a heap string and a hash-table slot per id that every
+ * major GC walks; this table holds four integers per id (two 32-bit fingerprints, the claim's entry
+ * and the id's position in it) that the GC never looks into. The ids themselves are kept once per
+ * claim call, concatenated into one string, to confirm every fingerprint match exactly: two ids
+ * with the same fingerprints are still two ids.
+ */
+
+/** One claim call: its value, its ids end to end, where each id ends, and how many slots point here. */
+interface Entry {
+  value: string
+  ids: string
+  ends: Uint32Array
+  live: number
+}
+
+/** Two 32-bit fingerprints of a string. */
+export type Fingerprint = (id: string, out: Int32Array) => void
+
+/** FNV-1a and a multiply-rotate hash over the UTF-16 code units, each finished with murmur3's mixer. */
+export const fingerprint: Fingerprint = (id, out) => {
+  let a = 0x811c9dc5 | 0
+  let b = 0x2545f491 | 0
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i)
+    a = Math.imul(a ^ c, 0x01000193)
+    b = Math.imul(b ^ c, 0x5bd1e995)
+    b ^= b >>> 13
+  }
+  out[0] = mix(a ^ id.length)
+  out[1] = mix(b)
+}
+
+function mix(h: number): number {
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  return h ^ (h >>> 16)
+}
+
+// Slot layout: [fingerprint 1, fingerprint 2, entry ref (0: empty), index of the id in its entry].
+const WIDTH = 4
+
+/** Event id → claim value, for one memory storage. */
+export class ClaimTable {
+  private slots: Int32Array
+  private mask: number
+  private count = 0
+  private readonly entries: (Entry | undefined)[] = [undefined]
+  private readonly freeRefs: number[] = []
+  private readonly fp = new Int32Array(2)
+
+  constructor(private readonly hash: Fingerprint = fingerprint, capacity = 1024) {
+    this.slots = new Int32Array(capacity * WIDTH)
+    this.mask = capacity - 1
+  }
+
+  /** Claims held. */
+  get size(): number {
+    return this.count
+  }
+
+  /** For each id: `null` when it is now claimed with `value`, or the value already held. */
+  claim(ids: readonly string[], value: string): (string | null)[] {
+    const result: (string | null)[] = new Array(ids.length)
+    let ref = 0
+    for (let i = 0; i < ids.length; i++) {
+      const slot = this.find(ids[i]!)
+      if (slot >= 0) {
+        result[i] = this.entries[this.slots[slot + 2]!]!.value
+        continue
+      }
+      if (ref === 0) ref = this.addEntry(ids, value)
+      this.insert(ref, i)
+      result[i] = null
+    }
+    return result
+  }
+
+  /** Sets the claims of `ids` to `value`, whatever they held. */
+  overwrite(ids: readonly string[], value: string): void {
+    if (ids.length === 0) return
+    const ref = this.addEntry(ids, value)
+    const entry = this.entries[ref]!
+    for (let i = 0; i < ids.length; i++) {
+      const slot = this.find(ids[i]!)
+      if (slot < 0) {
+        this.insert(ref, i)
+        continue
+      }
+      const held = this.slots[slot + 2]!
+      if (held !== ref) {
+        this.release1(held)
+        entry.live++
+        this.slots[slot + 2] = ref
+      }
+      this.slots[slot + 3] = i
+    }
+  }
+
+  /** Removes the claims of `ids` that still hold `value`. */
+  release(ids: readonly string[], value: string): void {
+    for (const id of ids) {
+      const slot = this.find(id)
+      if (slot >= 0 && this.entries[this.slots[slot + 2]!]!.value === value) this.remove(slot)
+    }
+  }
+
+  read(id: string): string | null {
+    const slot = this.find(id)
+    return slot < 0 ? null : this.entries[this.slots[slot + 2]!]!.value
+  }
+
+  /** Removes every claim whose value `isExpired` says is over; returns how many. */
+  expire(isExpired: (value: string) => boolean): number {
+    let expired = 0
+    for (let ref = 1; ref < this.entries.length; ref++) {
+      const entry = this.entries[ref]
+      if (entry && isExpired(entry.value)) {
+        expired += entry.live
+        this.entries[ref] = undefined
+        this.freeRefs.push(ref)
+      }
+    }
+    if (expired === 0) return 0
+    // Rebuilt from the claims that stay: cheaper than removing slot by slot, and it shrinks.
+    const old = this.slots
+    const kept = this.count - expired
+    let capacity = 1024
+    while (capacity < kept * 2) capacity *= 2
+    this.allocate(capacity)
+    for (let slot = 0; slot < old.length; slot += WIDTH) {
+      const ref = old[slot + 2]!
+      if (ref !== 0 && this.entries[ref] !== undefined) this.place(old[slot]!, old[slot + 1]!, ref, old[slot + 3]!)
+    }
+    this.count = kept
+    return expired
+  }
+
+  /** The slot holding `id`, or -1. Fingerprints pick the slot; the id kept in the entry confirms it. */
+  private find(id: string): number {
+    this.hash(id, this.fp)
+    const h1 = this.fp[0]!
+    const h2 = this.fp[1]!
+    const slots = this.slots
+    for (let i = h1 & this.mask; ; i = (i + 1) & this.mask) {
+      const slot = i * WIDTH
+      const ref = slots[slot + 2]!
+      if (ref === 0) return -1
+      if (slots[slot] === h1 && slots[slot + 1] === h2 && this.holds(ref, slots[slot + 3]!, id)) return slot
+    }
+  }
+
+  /** Whether the id at `index` of entry `ref` is `id`. */
+  private holds(ref: number, index: number, id: string): boolean {
+    const entry = this.entries[ref]!
+    const start = index === 0 ? 0 : entry.ends[index - 1]!
+    return entry.ends[index]! - start === id.length && entry.ids.startsWith(id, start)
+  }
+
+  /** Adds the id at `index` of entry `ref`, which `find` has just failed to find (its fingerprints are in `fp`). */
+  private insert(ref: number, index: number): void {
+    if ((this.count + 1) * 2 > this.mask + 1) this.grow()
+    this.place(this.fp[0]!, this.fp[1]!, ref, index)
+    this.entries[ref]!.live++
+    this.count++
+  }
+
+  private place(h1: number, h2: number, ref: number, index: number): void {
+    const slots = this.slots
+    let i = h1 & this.mask
+    while (slots[i * WIDTH + 2] !== 0) i = (i + 1) & this.mask
+    const slot = i * WIDTH
+    slots[slot] = h1
+    slots[slot + 1] = h2
+    slots[slot + 2] = ref
+    slots[slot + 3] = index
+  }
+
+  /** Linear probing's deletion: later slots of the same run move back so no lookup stops early. */
+  private remove(slot: number): void {
+    this.release1(this.slots[slot + 2]!)
+    this.count--
+    const slots = this.slots
+    const mask = this.mask
+    let hole = slot / WIDTH
+    let i = hole
+    for (;;) {
+      i = (i + 1) & mask
+      const at = i * WIDTH
+      if (slots[at + 2] === 0) break
+      const home = slots[at]! & mask
+      // It stays when its home lies cyclically in (hole, i].
+      const stays = hole <= i ? hole < home && home <= i : hole < home || home <= i
+      if (stays) continue
+      slots.copyWithin(hole * WIDTH, at, at + WIDTH)
+      hole = i
+    }
+    slots.fill(0, hole * WIDTH, hole * WIDTH + WIDTH)
+  }
+
+  private grow(): void {
+    const old = this.slots
+    this.allocate((this.mask + 1) * 2)
+    for (let slot = 0; slot < old.length; slot += WIDTH) {
+      if (old[slot + 2] !== 0) this.place(old[slot]!, old[slot + 1]!, old[slot + 2]!, old[slot + 3]!)
+    }
+  }
+
+  private allocate(capacity: number): void {
+    this.slots = new Int32Array(capacity * WIDTH)
+    this.mask = capacity - 1
+  }
+
+  private addEntry(ids: readonly string[], value: string): number {
+    const ends = new Uint32Array(ids.length)
+    let at = 0
+    for (let i = 0; i < ids.length; i++) ends[i] = at += ids[i]!.length
+    const ref = this.freeRefs.pop() ?? this.entries.length
+    this.entries[ref] = { value, ids: ids.join(''), ends, live: 0 }
+    return ref
+  }
+
+  /** One slot fewer points at entry `ref`; the entry goes with its last slot. */
+  private release1(ref: number): void {
+    const entry = this.entries[ref]!
+    if (--entry.live === 0) {
+      this.entries[ref] = undefined
+      this.freeRefs.push(ref)
+    }
+  }
+}

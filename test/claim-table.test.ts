@@ -1,0 +1,106 @@
+import { describe, expect, it } from 'vitest'
+// The memory driver's claim table is internal, but its collision handling cannot be reached through
+// the public API (it takes two ids with the same 64-bit fingerprints), so it is tested here against
+// a Map, with fingerprints weak enough to collide all the time.
+import { ClaimTable, fingerprint, type Fingerprint } from '../src/claim-table'
+
+/** A seeded PRNG (mulberry32), so a failure can be replayed. */
+function random(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Fingerprints with only `bits` bits of information: ids collide on both halves constantly. */
+const weak = (bits: number): Fingerprint => (id, out) => {
+  fingerprint(id, out)
+  out[0] = out[0]! & ((1 << bits) - 1)
+  out[1] = 0
+}
+
+/** The same operations on a Map: what the table must answer. */
+class Reference {
+  readonly map = new Map<string, string>()
+  claim(ids: readonly string[], value: string) {
+    return ids.map((id) => {
+      const held = this.map.get(id)
+      if (held !== undefined) return held
+      this.map.set(id, value)
+      return null
+    })
+  }
+  overwrite(ids: readonly string[], value: string) {
+    for (const id of ids) this.map.set(id, value)
+  }
+  release(ids: readonly string[], value: string) {
+    for (const id of ids) if (this.map.get(id) === value) this.map.delete(id)
+  }
+  expire(isExpired: (value: string) => boolean) {
+    let removed = 0
+    for (const [id, value] of this.map) {
+      if (isExpired(value)) {
+        this.map.delete(id)
+        removed++
+      }
+    }
+    return removed
+  }
+}
+
+describe('memory claim table', () => {
+  for (const [label, hash, pool] of [
+    ['fingerprints of 3 bits (every lookup collides)', weak(3), 60],
+    ['fingerprints of 10 bits (long probe runs, wrap-around)', weak(10), 3000],
+    ['the real fingerprints', fingerprint, 5000],
+  ] as const) {
+    it(`answers like a Map through claims, take-overs, releases and expiry: ${label}`, () => {
+      const next = random(label.length * 7919)
+      const table = new ClaimTable(hash, 8)
+      const reference = new Reference()
+      // Ids that differ in one character, in length, and outside ASCII, so a fingerprint match
+      // must be confirmed by the id itself.
+      const idOf = (n: number) => (n % 3 === 0 ? `evt-${n}` : n % 3 === 1 ? `evt-${n}-é` : `${n}`)
+      const values: string[] = []
+      for (let step = 0; step < 4000; step++) {
+        const ids = Array.from({ length: 1 + Math.floor(next() * 12) }, () => idOf(Math.floor(next() * pool)))
+        const value = `batch-${step}|${step}`
+        const op = next()
+        if (op < 0.55) {
+          expect(table.claim(ids, value), `claim at step ${step}`).toEqual(reference.claim(ids, value))
+          values.push(value)
+        } else if (op < 0.7) {
+          table.overwrite(ids, value)
+          reference.overwrite(ids, value)
+          values.push(value)
+        } else if (op < 0.95 && values.length > 0) {
+          const held = values[Math.floor(next() * values.length)]!
+          table.release(ids, held)
+          reference.release(ids, held)
+        } else {
+          const before = step - Math.floor(next() * 400)
+          const isExpired = (v: string) => Number(v.slice(v.indexOf('|') + 1)) < before
+          expect(table.expire(isExpired), `expire at step ${step}`).toBe(reference.expire(isExpired))
+        }
+        expect(table.size).toBe(reference.map.size)
+      }
+      for (let n = 0; n < pool; n++) expect(table.read(idOf(n)), idOf(n)).toBe(reference.map.get(idOf(n)) ?? null)
+      expect(reference.map.size).toBeGreaterThan(0)
+    })
+  }
+
+  it('grows past a million claims and keeps every one', () => {
+    const table = new ClaimTable()
+    const batch = (b: number) => Array.from({ length: 50 }, (_, i) => `evt_${b}_${i}`)
+    for (let b = 0; b < 20_000; b++) expect(table.claim(batch(b), `v${b}`).every((held) => held === null)).toBe(true)
+    expect(table.size).toBe(1_000_000)
+    for (const b of [0, 7_777, 19_999]) expect(table.claim(batch(b), 'again')).toEqual(batch(b).map(() => `v${b}`))
+    expect(table.expire((value) => value !== 'v3')).toBe(999_950)
+    expect(table.read('evt_3_49')).toBe('v3')
+    expect(table.read('evt_4_0')).toBeNull()
+  })
+})
