@@ -1,10 +1,10 @@
 /**
  * The memory driver's dedupe claims: event id → claim value, as an open-addressing hash table in
  * one typed array. A `Map` keyed by id keeps a heap string and a hash-table slot per id that every
- * major GC walks; this table holds four integers per id (two 32-bit fingerprints, the claim's entry
- * and the id's position in it) that the GC never looks into. The ids themselves are kept once per
- * claim call, concatenated into one string, to confirm every fingerprint match exactly: two ids
- * with the same fingerprints are still two ids.
+ * major GC walks; this table holds three integers per id (a 32-bit hash, the claim's entry and the
+ * id's position in it) that the GC never looks into. The ids themselves are kept once per claim
+ * call, concatenated into one string, to confirm every hash match exactly: two ids with the same
+ * hash are still two ids.
  */
 
 /** One claim call: its value, its ids end to end, where each id ends, and how many slots point here. */
@@ -15,24 +15,13 @@ interface Entry {
   live: number
 }
 
-/** Two 32-bit fingerprints of a string. */
-export type Fingerprint = (id: string, out: Int32Array) => void
+/** A 32-bit hash of a string. */
+export type Hash = (id: string) => number
 
-/** FNV-1a and a multiply-rotate hash over the UTF-16 code units, each finished with murmur3's mixer. */
-export const fingerprint: Fingerprint = (id, out) => {
-  let a = 0x811c9dc5 | 0
-  let b = 0x2545f491 | 0
-  for (let i = 0; i < id.length; i++) {
-    const c = id.charCodeAt(i)
-    a = Math.imul(a ^ c, 0x01000193)
-    b = Math.imul(b ^ c, 0x5bd1e995)
-    b ^= b >>> 13
-  }
-  out[0] = mix(a ^ id.length)
-  out[1] = mix(b)
-}
-
-function mix(h: number): number {
+/** FNV-1a over the UTF-16 code units, finished with murmur3's mixer so the low bits spread well. */
+export const hashId: Hash = (id) => {
+  let h = 0x811c9dc5 | 0
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193)
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b)
   h ^= h >>> 13
@@ -40,8 +29,8 @@ function mix(h: number): number {
   return h ^ (h >>> 16)
 }
 
-// Slot layout: [fingerprint 1, fingerprint 2, entry ref (0: empty), index of the id in its entry].
-const WIDTH = 4
+// Slot layout: [hash, entry ref (0: empty), index of the id in its entry].
+const WIDTH = 3
 
 /** Event id → claim value, for one memory storage. */
 export class ClaimTable {
@@ -50,9 +39,10 @@ export class ClaimTable {
   private count = 0
   private readonly entries: (Entry | undefined)[] = [undefined]
   private readonly freeRefs: number[] = []
-  private readonly fp = new Int32Array(2)
+  // The hash of the id `find` looked up last, for `insert`.
+  private lastHash = 0
 
-  constructor(private readonly hash: Fingerprint = fingerprint, capacity = 1024) {
+  constructor(private readonly hash: Hash = hashId, capacity = 1 << 14) {
     this.slots = new Int32Array(capacity * WIDTH)
     this.mask = capacity - 1
   }
@@ -69,7 +59,7 @@ export class ClaimTable {
     for (let i = 0; i < ids.length; i++) {
       const slot = this.find(ids[i]!)
       if (slot >= 0) {
-        result[i] = this.entries[this.slots[slot + 2]!]!.value
+        result[i] = this.entries[this.slots[slot + 1]!]!.value
         continue
       }
       if (ref === 0) ref = this.addEntry(ids, value)
@@ -90,13 +80,13 @@ export class ClaimTable {
         this.insert(ref, i)
         continue
       }
-      const held = this.slots[slot + 2]!
+      const held = this.slots[slot + 1]!
       if (held !== ref) {
         this.release1(held)
         entry.live++
-        this.slots[slot + 2] = ref
+        this.slots[slot + 1] = ref
       }
-      this.slots[slot + 3] = i
+      this.slots[slot + 2] = i
     }
   }
 
@@ -104,13 +94,13 @@ export class ClaimTable {
   release(ids: readonly string[], value: string): void {
     for (const id of ids) {
       const slot = this.find(id)
-      if (slot >= 0 && this.entries[this.slots[slot + 2]!]!.value === value) this.remove(slot)
+      if (slot >= 0 && this.entries[this.slots[slot + 1]!]!.value === value) this.remove(slot)
     }
   }
 
   read(id: string): string | null {
     const slot = this.find(id)
-    return slot < 0 ? null : this.entries[this.slots[slot + 2]!]!.value
+    return slot < 0 ? null : this.entries[this.slots[slot + 1]!]!.value
   }
 
   /** Removes every claim whose value `isExpired` says is over; returns how many. */
@@ -128,28 +118,27 @@ export class ClaimTable {
     // Rebuilt from the claims that stay: cheaper than removing slot by slot, and it shrinks.
     const old = this.slots
     const kept = this.count - expired
-    let capacity = 1024
+    let capacity = 1 << 14
     while (capacity < kept * 2) capacity *= 2
     this.allocate(capacity)
     for (let slot = 0; slot < old.length; slot += WIDTH) {
-      const ref = old[slot + 2]!
-      if (ref !== 0 && this.entries[ref] !== undefined) this.place(old[slot]!, old[slot + 1]!, ref, old[slot + 3]!)
+      const ref = old[slot + 1]!
+      if (ref !== 0 && this.entries[ref] !== undefined) this.place(old[slot]!, ref, old[slot + 2]!)
     }
     this.count = kept
     return expired
   }
 
-  /** The slot holding `id`, or -1. Fingerprints pick the slot; the id kept in the entry confirms it. */
+  /** The slot holding `id`, or -1. The hash picks the slot; the id kept in the entry confirms it. */
   private find(id: string): number {
-    this.hash(id, this.fp)
-    const h1 = this.fp[0]!
-    const h2 = this.fp[1]!
+    const hash = (this.lastHash = this.hash(id))
     const slots = this.slots
-    for (let i = h1 & this.mask; ; i = (i + 1) & this.mask) {
+    const mask = this.mask
+    for (let i = hash & mask; ; i = (i + 1) & mask) {
       const slot = i * WIDTH
-      const ref = slots[slot + 2]!
+      const ref = slots[slot + 1]!
       if (ref === 0) return -1
-      if (slots[slot] === h1 && slots[slot + 1] === h2 && this.holds(ref, slots[slot + 3]!, id)) return slot
+      if (slots[slot] === hash && this.holds(ref, slots[slot + 2]!, id)) return slot
     }
   }
 
@@ -160,28 +149,28 @@ export class ClaimTable {
     return entry.ends[index]! - start === id.length && entry.ids.startsWith(id, start)
   }
 
-  /** Adds the id at `index` of entry `ref`, which `find` has just failed to find (its fingerprints are in `fp`). */
+  /** Adds the id at `index` of entry `ref`, which `find` has just failed to find. */
   private insert(ref: number, index: number): void {
     if ((this.count + 1) * 2 > this.mask + 1) this.grow()
-    this.place(this.fp[0]!, this.fp[1]!, ref, index)
+    this.place(this.lastHash, ref, index)
     this.entries[ref]!.live++
     this.count++
   }
 
-  private place(h1: number, h2: number, ref: number, index: number): void {
+  private place(hash: number, ref: number, index: number): void {
     const slots = this.slots
-    let i = h1 & this.mask
-    while (slots[i * WIDTH + 2] !== 0) i = (i + 1) & this.mask
+    const mask = this.mask
+    let i = hash & mask
+    while (slots[i * WIDTH + 1] !== 0) i = (i + 1) & mask
     const slot = i * WIDTH
-    slots[slot] = h1
-    slots[slot + 1] = h2
-    slots[slot + 2] = ref
-    slots[slot + 3] = index
+    slots[slot] = hash
+    slots[slot + 1] = ref
+    slots[slot + 2] = index
   }
 
   /** Linear probing's deletion: later slots of the same run move back so no lookup stops early. */
   private remove(slot: number): void {
-    this.release1(this.slots[slot + 2]!)
+    this.release1(this.slots[slot + 1]!)
     this.count--
     const slots = this.slots
     const mask = this.mask
@@ -190,7 +179,7 @@ export class ClaimTable {
     for (;;) {
       i = (i + 1) & mask
       const at = i * WIDTH
-      if (slots[at + 2] === 0) break
+      if (slots[at + 1] === 0) break
       const home = slots[at]! & mask
       // It stays when its home lies cyclically in (hole, i].
       const stays = hole <= i ? hole < home && home <= i : hole < home || home <= i
@@ -205,7 +194,7 @@ export class ClaimTable {
     const old = this.slots
     this.allocate((this.mask + 1) * 2)
     for (let slot = 0; slot < old.length; slot += WIDTH) {
-      if (old[slot + 2] !== 0) this.place(old[slot]!, old[slot + 1]!, old[slot + 2]!, old[slot + 3]!)
+      if (old[slot + 1] !== 0) this.place(old[slot]!, old[slot + 1]!, old[slot + 2]!)
     }
   }
 

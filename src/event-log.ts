@@ -303,7 +303,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
       duplicateIndexes.sort((a, b) => a - b)
       const storedPositions = duplicateIndexes.length === 0 ? positions : positions.filter((p) => !duplicateIndexes.includes(p))
       if (storedPositions.length === 0) return { stored: 0, duplicateIndexes }
-      await indexHour(hourBucket(receivedAt))
+      const hour = hourBucket(receivedAt)
+      if (hour !== indexedHour || now() - indexedAt >= 60_000) await indexHour(hour)
       // Another request may take these claims over once they are 2 × timeoutMs old; writing after
       // timeoutMs could then put a second copy next to its own.
       if (now() - claimedAt > timeoutMs) {

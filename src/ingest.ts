@@ -203,7 +203,8 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     if (closed) return Promise.reject(new IngestError('storage_unavailable', 'event ingest is closing; retry on another instance'))
     const run = ingestNow(input, context)
     inflight.add(run)
-    void run.finally(() => inflight.delete(run)).catch(() => {})
+    const done = () => inflight.delete(run)
+    run.then(done, done)
     return run
   }
 

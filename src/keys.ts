@@ -11,10 +11,18 @@ export function idKey(id: string): string {
   return hex.length <= 200 ? `x${hex}` : `h${createHash('sha256').update(id, 'utf8').digest('hex')}`
 }
 
+// The last hour formatted: nearly every call of a process falls in the same hour.
+let cachedHour = { from: 0, to: 0, text: '' }
+
 /** The UTC hour bucket of a time, `YYYYMMDDHH`: events are partitioned by the hour they arrived. */
 export function hourBucket(ms: number): string {
+  if (ms >= cachedHour.from && ms < cachedHour.to) return cachedHour.text
   const d = new Date(ms)
-  return `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}${pad(d.getUTCHours())}`
+  const text = `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}${pad(d.getUTCHours())}`
+  if (!Number.isFinite(ms)) return text
+  const from = ms - (((ms % 3_600_000) + 3_600_000) % 3_600_000)
+  cachedHour = { from, to: from + 3_600_000, text }
+  return text
 }
 
 

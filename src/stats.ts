@@ -394,7 +394,7 @@ export function createStatsWindow(options: StatsOptions): StatsWindow {
       for (const event of events) {
         byName.set(event.name, (byName.get(event.name) ?? 0) + 1)
         bySource.set(event.source, (bySource.get(event.source) ?? 0) + 1)
-        const ms = receivedAt - Date.parse(event.occurredAt)
+        const ms = receivedAt - timeOf(event.occurredAt)
         if (ms >= 0) record(lag, ms)
         else if (ms >= -futureToleranceMs) record(lag, 0)
         else if (ms < 0) bucket.futureEvents++
@@ -514,4 +514,25 @@ function count(value: unknown): number {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+const ZERO = 48
+
+/**
+ * The time of an `occurredAt`. Validated events carry the canonical `YYYY-MM-DDTHH:mm:ss.sssZ`,
+ * read here digit by digit (about half the cost of `Date.parse`, once per stored event); anything
+ * else goes to `Date.parse`.
+ */
+function timeOf(iso: string): number {
+  if (iso.length !== 24 || iso.charCodeAt(23) !== 0x5a) return Date.parse(iso)
+  const d = (i: number) => iso.charCodeAt(i) - ZERO
+  return Date.UTC(
+    d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3),
+    d(5) * 10 + d(6) - 1,
+    d(8) * 10 + d(9),
+    d(11) * 10 + d(12),
+    d(14) * 10 + d(15),
+    d(17) * 10 + d(18),
+    d(20) * 100 + d(21) * 10 + d(22),
+  )
 }

@@ -4,9 +4,18 @@
  * really ends keep their own handle on it.
  */
 export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`[event-ingest] storage ${what} timed out after ${ms} ms`)), ms)
+  // One promise and one timer per call: this wraps every storage step of every request.
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`[event-ingest] storage ${what} timed out after ${ms} ms`)), ms)
+    promise.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        reject(error)
+      },
+    )
   })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }

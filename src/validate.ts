@@ -168,10 +168,12 @@ export function createBatchValidator(config: ValidatorConfig) {
       output = parsed.data
     }
     const canonical = canonicalUtc.test(occurredAt)
+    // Nothing to normalise: the event is the object given (no copy per event on the hot path).
+    if (canonical && output === payload) return { event: record, unchanged: true }
     const event = { ...record }
     if (!canonical) event.occurredAt = new Date(occurredAt).toISOString()
     if (output !== payload) event.payload = output
-    return { event, unchanged: canonical && output === payload }
+    return { event, unchanged: false }
   }
 
   /** Depth (throws over the limit) and prototype keys of one element; the array is level 1. */

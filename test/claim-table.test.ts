@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest'
 // The memory driver's claim table is internal, but its collision handling cannot be reached through
-// the public API (it takes two ids with the same 64-bit fingerprints), so it is tested here against
-// a Map, with fingerprints weak enough to collide all the time.
-import { ClaimTable, fingerprint, type Fingerprint } from '../src/claim-table'
+// the public API (it takes two ids with the same 32-bit hash), so it is tested here against a Map,
+// with hashes weak enough to collide all the time.
+import { ClaimTable, hashId, type Hash } from '../src/claim-table'
 
 /** A seeded PRNG (mulberry32), so a failure can be replayed. */
 function random(seed: number): () => number {
@@ -16,12 +16,8 @@ function random(seed: number): () => number {
   }
 }
 
-/** Fingerprints with only `bits` bits of information: ids collide on both halves constantly. */
-const weak = (bits: number): Fingerprint => (id, out) => {
-  fingerprint(id, out)
-  out[0] = out[0]! & ((1 << bits) - 1)
-  out[1] = 0
-}
+/** A hash with only `bits` bits of information: ids collide constantly. */
+const weak = (bits: number): Hash => (id) => hashId(id) & ((1 << bits) - 1)
 
 /** The same operations on a Map: what the table must answer. */
 class Reference {
@@ -54,16 +50,16 @@ class Reference {
 
 describe('memory claim table', () => {
   for (const [label, hash, pool] of [
-    ['fingerprints of 3 bits (every lookup collides)', weak(3), 60],
-    ['fingerprints of 10 bits (long probe runs, wrap-around)', weak(10), 3000],
-    ['the real fingerprints', fingerprint, 5000],
+    ['a hash of 3 bits (every lookup collides)', weak(3), 60],
+    ['a hash of 10 bits (long probe runs, wrap-around)', weak(10), 3000],
+    ['the real hash', hashId, 5000],
   ] as const) {
     it(`answers like a Map through claims, take-overs, releases and expiry: ${label}`, () => {
       const next = random(label.length * 7919)
       const table = new ClaimTable(hash, 8)
       const reference = new Reference()
-      // Ids that differ in one character, in length, and outside ASCII, so a fingerprint match
-      // must be confirmed by the id itself.
+      // Ids that differ in one character, in length, and outside ASCII, so a hash match must be
+      // confirmed by the id itself.
       const idOf = (n: number) => (n % 3 === 0 ? `evt-${n}` : n % 3 === 1 ? `evt-${n}-é` : `${n}`)
       const values: string[] = []
       for (let step = 0; step < 4000; step++) {
