@@ -58,7 +58,9 @@ function memoryDataBytes(): number | undefined {
   const map = mount.driver.getInstance?.()
   if (!(map instanceof Map)) return undefined
   let bytes = 0
-  for (const [key, value] of map) bytes += String(key).length + (typeof value === 'string' ? value.length : JSON.stringify(value)?.length ?? 0)
+  for (const [key, value] of map) {
+    bytes += String(key).length + (typeof value === 'string' ? value.length : value instanceof Uint8Array ? value.byteLength : JSON.stringify(value)?.length ?? 0)
+  }
   return bytes
 }
 

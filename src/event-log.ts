@@ -90,8 +90,11 @@ export interface EventPage<E extends EventEnvelope = EventEnvelope> {
  * the dedupe window, across restarts and across instances sharing storage.
  */
 export interface EventLog {
-  /** Stores a batch. `raw`, when given, is the JSON text of exactly `events`, kept as is if all of them are stored. */
-  append(events: readonly EventEnvelope[], receivedAt: number, raw?: string): Promise<AppendResult>
+  /**
+   * Stores a batch. `raw`, when given, is the JSON text of exactly `events` (and `rawBytes` its
+   * UTF-8), kept as is if all of them are stored.
+   */
+  append(events: readonly EventEnvelope[], receivedAt: number, raw?: string, rawBytes?: Uint8Array): Promise<AppendResult>
   list(query?: EventQuery): Promise<EventPage>
   /** Reads one stored event by id (within the dedupe window). */
   get(id: string): Promise<StoredEvent | null>
@@ -133,9 +136,12 @@ function toMs(value: number | Date | undefined, fallback: number): number {
   return typeof value === 'number' ? value : value.getTime()
 }
 
+const CLOSE_RECORD = Buffer.from('}')
+const utf8 = new TextDecoder()
+
 /** A batch record read back, or null when it is missing or unreadable (a torn write). */
 export function parseRecord(raw: unknown): BatchRecord | null {
-  let value = raw
+  let value = raw instanceof Uint8Array ? utf8.decode(raw) : raw
   if (typeof value === 'string') {
     try {
       value = JSON.parse(value)
@@ -157,6 +163,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const timeoutMs = options.timeoutMs ?? 5000
   const now = options.now ?? Date.now
   const claims: IdClaims = createIdClaims(storage, `${prefix}:d`)
+  const keepsBytes = (storage.getMount(prefix) as { driver: { name?: string } }).driver.name === 'memory'
   const batchBase = `${prefix}:b`
   // Ids of batches this process is writing right now, with whether they were stored: a concurrent
   // request for the same id waits for the outcome instead of guessing.
@@ -215,7 +222,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     return record
   }
 
-  async function append(events: readonly EventEnvelope[], receivedAt: number, raw?: string): Promise<AppendResult> {
+  async function append(events: readonly EventEnvelope[], receivedAt: number, raw?: string, rawBytes?: Uint8Array): Promise<AppendResult> {
     const duplicateIndexes: number[] = []
     // First occurrence of each id; a repeat within the batch is a duplicate.
     const ids: string[] = []
@@ -312,10 +319,15 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       // The text as received is the record's events when all of them are stored unchanged: no
       // second serialisation on the hot path.
-      const text = raw !== undefined && storedPositions.length === events.length
-        ? `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instanceId)},"events":${raw}}`
-        : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) } satisfies BatchRecord)
-      const writes = [storage.setItem(batchKey, text)]
+      const asSent = raw !== undefined && storedPositions.length === events.length
+      const head = `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instanceId)},"events":`
+      // The memory driver keeps the record as bytes: off the JS heap, so stored events do not add
+      // to the garbage collector's work.
+      const writes = [asSent && rawBytes && keepsBytes
+        ? storage.setItemRaw(batchKey, Buffer.concat([Buffer.from(head), rawBytes, CLOSE_RECORD]))
+        : storage.setItem(batchKey, asSent
+          ? `${head}${raw}}`
+          : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) } satisfies BatchRecord))]
       if (outboxKey) {
         const entry: OutboxEntry = { batch: batchKey, events: storedPositions.length, receivedAt }
         writes.push(storage.setItem(outboxKey, JSON.stringify(entry)))

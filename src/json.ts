@@ -10,6 +10,8 @@ export interface ParsedBody {
   protoFree: boolean
   /** The body as text: the JSON of the whole array. */
   text: string
+  /** The body as given. */
+  bytes: Uint8Array
 }
 
 const OPEN_BRACE = 0x7b
@@ -105,7 +107,7 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number): ParsedBody
     throw new IngestError('not_an_array', `body must be a JSON array of events, got ${describeValue(value)}`)
   }
   // Sizes come from the scan; trust them only when they line up with what JSON.parse produced.
-  return { value, sizes: sizes.length === value.length ? sizes : [], protoFree, text }
+  return { value, sizes: sizes.length === value.length ? sizes : [], protoFree, text, bytes }
 }
 
 /** A key that must never reach a host object. `constructor` is only dangerous with `prototype` inside. */

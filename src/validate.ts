@@ -34,6 +34,8 @@ export interface BatchResult<E> {
    * keep the text instead of serialising the events again).
    */
   raw?: string
+  /** The UTF-8 bytes of `raw`, when the batch was parsed from bytes. */
+  rawBytes?: Uint8Array
 }
 
 /** The outcome of validating one event. */
@@ -47,6 +49,8 @@ export interface BatchHints {
   protoFree?: boolean
   /** The body's JSON text, with `sizes`. */
   text?: string
+  /** The body's bytes: the UTF-8 of `text`. */
+  bytes?: Uint8Array
 }
 
 interface ValidatorConfig {
@@ -282,7 +286,10 @@ export function createBatchValidator(config: ValidatorConfig) {
         result.rejected.push(outcome.id === undefined ? { index, errors: outcome.errors } : { index, id: outcome.id, errors: outcome.errors })
       }
     }
-    if (unchanged && result.rejected.length === 0 && input.length > 0) result.raw = hints.text
+    if (unchanged && result.rejected.length === 0 && input.length > 0) {
+      result.raw = hints.text
+      if (hints.bytes) result.rawBytes = hints.bytes
+    }
     return result
   }
 
