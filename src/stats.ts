@@ -525,14 +525,13 @@ const ZERO = 48
  */
 function timeOf(iso: string): number {
   if (iso.length !== 24 || iso.charCodeAt(23) !== 0x5a) return Date.parse(iso)
-  const d = (i: number) => iso.charCodeAt(i) - ZERO
   return Date.UTC(
-    d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3),
-    d(5) * 10 + d(6) - 1,
-    d(8) * 10 + d(9),
-    d(11) * 10 + d(12),
-    d(14) * 10 + d(15),
-    d(17) * 10 + d(18),
-    d(20) * 100 + d(21) * 10 + d(22),
+    (iso.charCodeAt(0) - ZERO) * 1000 + (iso.charCodeAt(1) - ZERO) * 100 + (iso.charCodeAt(2) - ZERO) * 10 + iso.charCodeAt(3) - ZERO,
+    (iso.charCodeAt(5) - ZERO) * 10 + iso.charCodeAt(6) - ZERO - 1,
+    (iso.charCodeAt(8) - ZERO) * 10 + iso.charCodeAt(9) - ZERO,
+    (iso.charCodeAt(11) - ZERO) * 10 + iso.charCodeAt(12) - ZERO,
+    (iso.charCodeAt(14) - ZERO) * 10 + iso.charCodeAt(15) - ZERO,
+    (iso.charCodeAt(17) - ZERO) * 10 + iso.charCodeAt(18) - ZERO,
+    (iso.charCodeAt(20) - ZERO) * 100 + (iso.charCodeAt(21) - ZERO) * 10 + iso.charCodeAt(22) - ZERO,
   )
 }

@@ -150,8 +150,14 @@ export function createBatchValidator(config: ValidatorConfig) {
     return value === undefined || (typeof value === 'string' && value.length > 0 && value.length <= maxRefLength)
   }
 
-  /** Returns the normalised event, or undefined when the event needs the full (zod) check. */
-  function fast(record: Record<string, unknown>): { event: Record<string, unknown>; unchanged: boolean } | undefined {
+  // Whether the last event `fast` accepted came out exactly as given.
+  let fastUnchanged = false
+
+  /**
+   * Returns the normalised event (and sets `fastUnchanged`), or undefined when the event needs the
+   * full (zod) check.
+   */
+  function fast(record: Record<string, unknown>): Record<string, unknown> | undefined {
     if (!datetime) return undefined
     const { id, name, schemaVersion, occurredAt, source, payload } = record
     if (typeof id !== 'string' || id.length === 0 || id.length > maxIdLength) return undefined
@@ -173,11 +179,12 @@ export function createBatchValidator(config: ValidatorConfig) {
     }
     const canonical = canonicalUtc.test(occurredAt)
     // Nothing to normalise: the event is the object given (no copy per event on the hot path).
-    if (canonical && output === payload) return { event: record, unchanged: true }
+    fastUnchanged = canonical && output === payload
+    if (fastUnchanged) return record
     const event = { ...record }
     if (!canonical) event.occurredAt = new Date(occurredAt).toISOString()
     if (output !== payload) event.payload = output
-    return { event, unchanged: false }
+    return event
   }
 
   /** Depth (throws over the limit) and prototype keys of one element; the array is level 1. */
@@ -206,7 +213,7 @@ export function createBatchValidator(config: ValidatorConfig) {
     }
     const record = input as Record<string, unknown>
     const quick = fast(record)
-    if (quick) return { ok: true, event: quick.event, unchanged: quick.unchanged }
+    if (quick) return { ok: true, event: quick, unchanged: fastUnchanged }
     const version = record.schemaVersion
     if (typeof version === 'number' && Number.isInteger(version) && version > newest) {
       return {
@@ -276,6 +283,16 @@ export function createBatchValidator(config: ValidatorConfig) {
       const size = sizes ? sizes[index]! : byteLength(item)
       if (size > limits.maxEventBytes) {
         throw limitError('event_too_large', 'maxEventBytes', limits.maxEventBytes, `event ${index} (${size} bytes)`, { index, id: readId(item) })
+      }
+      // The common case first: a valid event of a body already scanned, with no result object.
+      if (protoFree && typeof item === 'object' && item !== null && !Array.isArray(item)) {
+        const quick = fast(item as Record<string, unknown>)
+        if (quick) {
+          if (!fastUnchanged) unchanged = false
+          result.events.push(quick)
+          result.indexes.push(index)
+          continue
+        }
       }
       const outcome = check(item, protoFree, found)
       if (!outcome.unchanged) unchanged = false

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { createEventModel, SUPPORTED_SCHEMA_VERSIONS, type EventModel } from 'event-ingest'
+import { createEventModel, parseBatchBytes, SUPPORTED_SCHEMA_VERSIONS, type EventModel } from 'event-ingest'
 import { fixtures } from './helpers/fixtures'
 
 /**
@@ -72,6 +72,14 @@ describe('the fast path agrees with the zod schema', () => {
           accepted++
           expect(actual.event).toEqual(expected.output)
         }
+        // The same event as a body of bytes: the ingest route's lane (scanned, no per-event walk).
+        const body = JSON.stringify([event])
+        const sent = JSON.parse(body)[0]
+        const wanted = oracle(model, sent)
+        const parsed = parseBatchBytes(Buffer.from(body), 32)
+        const batch = model.validateBatch(parsed.value, parsed)
+        expect(batch.events.length, body).toBe(wanted.ok ? 1 : 0)
+        if (wanted.ok) expect(batch.events[0]).toEqual(wanted.output)
         checked++
       }
       expect(checked).toBeGreaterThan(1000)
