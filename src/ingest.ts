@@ -180,6 +180,8 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   }
   let owned = false
   let closed = false
+  // Set once everything above is in place: the hot path then skips awaiting readiness.
+  let started = false
 
   const readyPromise = (async () => {
     const resolved = await resolveStorage(storageOption, env)
@@ -188,6 +190,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     log = createEventLog({ storage, instanceId, dedupeWindowMs, timeoutMs, outbox: sink !== undefined })
     stats = createStatsWindow({ storage, instanceId, onError, ...options.stats })
     if (sink) forwarder = createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError })
+    started = true
   })()
   // A failure here (a storage driver that cannot load) is reported now and rejects every call.
   readyPromise.catch(onError)
@@ -209,7 +212,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   }
 
   async function ingestNow(input: unknown, context: { receivedAt?: number; hints?: BatchHints }): Promise<IngestResult> {
-    await readyPromise
+    if (!started) await readyPromise
     const receivedAt = context.receivedAt ?? Date.now()
     const batch = model.validateBatch(input, context.hints)
     if (batch.rejected.length > 0) stats!.recordRejected(batch.rejected.length, receivedAt)
