@@ -171,8 +171,9 @@ export function analyseSoak(soak: SoakResult): SoakAnalysis {
   let verdict: string
   if (soak.driver === 'memory') {
     flat = false
-    const share = dataPerEvent ? ` (the stored strings alone are ${dataPerEvent.toFixed(0)} B/event)` : ''
-    verdict = `grows by design: the memory driver keeps every batch record and dedupe claim on the heap, ${perEvent.toFixed(0)} B per stored event${share}; a leak would show in the Redis or fs soak, where the data is off the heap`
+    const share = dataPerEvent ? `; the stored records alone are ${dataPerEvent.toFixed(0)} B/event` : ''
+    const rssPerEvent = (soak.after.rss - soak.before.rss) / events
+    verdict = `grows by design: the memory driver keeps every batch record (as bytes, outside the JS heap) and dedupe claim (a typed-array table plus each batch's ids on the heap): ${perEvent.toFixed(0)} B of heap and ${rssPerEvent.toFixed(0)} B of RSS per stored event${share}. A leak would show in the Redis or fs soak, where the data is outside the process`
   } else {
     flat = heapGrowth / MB < NOISE_MB || perEvent < LEAK_BYTES_PER_EVENT
     verdict = flat
