@@ -163,8 +163,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const timeoutMs = options.timeoutMs ?? 5000
   const now = options.now ?? Date.now
   const claims: IdClaims = createIdClaims(storage, `${prefix}:d`)
-  const keepsBytes = (storage.getMount(prefix) as { driver: { name?: string } }).driver.name === 'memory'
   const batchBase = `${prefix}:b`
+  const keepsBytes = (storage.getMount(batchBase) as { driver: { name?: string } }).driver.name === 'memory'
   // Ids of batches this process is writing right now, with whether they were stored: a concurrent
   // request for the same id waits for the outcome instead of guessing.
   const inflight = new Map<string, Promise<boolean>>()

@@ -29,8 +29,7 @@ export function toIngestRequest(event: H3Event, base = ''): IngestHttpRequest {
     if (node && !node.readableEnded) body = { stream: node }
     else if (event.req.body && !event.req.bodyUsed) body = { stream: event.req.body as unknown as AsyncIterable<Uint8Array> }
   }
-  // On Node the request's own header object: a plain lookup instead of a web Headers wrapper.
-  return { method, path, query: event.url.search, headers: node?.headers ?? event.req.headers, body }
+  return { method, path, query: event.url.search, headers: event.req.headers, body }
 }
 
 /** Turns the core's neutral response into a web `Response`. */

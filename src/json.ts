@@ -10,7 +10,7 @@ export interface ParsedBody {
   protoFree: boolean
   /** The body as text: the JSON of the whole array. */
   text: string
-  /** The body as given. */
+  /** The UTF-8 of `text`: the body as given, without a leading byte order mark. */
   bytes: Uint8Array
 }
 
@@ -97,6 +97,8 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number): ParsedBody
     }
   }
   const text = decoder.decode(bytes)
+  // The decoder drops a leading byte order mark; so do the bytes handed on as the text's UTF-8.
+  const utf8 = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.subarray(3) : bytes
   let value: unknown
   try {
     value = JSON.parse(text)
@@ -107,7 +109,7 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number): ParsedBody
     throw new IngestError('not_an_array', `body must be a JSON array of events, got ${describeValue(value)}`)
   }
   // Sizes come from the scan; trust them only when they line up with what JSON.parse produced.
-  return { value, sizes: sizes.length === value.length ? sizes : [], protoFree, text, bytes }
+  return { value, sizes: sizes.length === value.length ? sizes : [], protoFree, text, bytes: utf8 }
 }
 
 /** A key that must never reach a host object. `constructor` is only dangerous with `prototype` inside. */

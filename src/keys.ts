@@ -4,11 +4,15 @@ import { createHash } from 'node:crypto'
  * Turns an event id into a storage key segment that no other id can produce and that every
  * unstorage driver keeps intact: unstorage cuts keys at `?` and turns `/` into `:`, and file
  * systems may fold case, so ids are never used raw. Short ids become lowercase hex of their UTF-8
- * bytes (`x…`), long ones a SHA-256 (`h…`); the two forms cannot meet.
+ * bytes (`x…`), long ones a SHA-256 of them (`h…`). An id with a lone surrogate (JSON allows
+ * `"\ud800"`) has no UTF-8 of its own (it would become U+FFFD and meet another id), so it is
+ * encoded from its UTF-16 code units instead (`u…`, or `v…` hashed). No two forms can meet.
  */
 export function idKey(id: string): string {
-  const hex = Buffer.from(id, 'utf8').toString('hex')
-  return hex.length <= 200 ? `x${hex}` : `h${createHash('sha256').update(id, 'utf8').digest('hex')}`
+  const wellFormed = (id as string & { isWellFormed(): boolean }).isWellFormed()
+  const bytes = Buffer.from(id, wellFormed ? 'utf8' : 'utf16le')
+  if (bytes.length <= 100) return `${wellFormed ? 'x' : 'u'}${bytes.toString('hex')}`
+  return `${wellFormed ? 'h' : 'v'}${createHash('sha256').update(bytes).digest('hex')}`
 }
 
 // The last hour formatted: nearly every call of a process falls in the same hour.
@@ -19,7 +23,8 @@ export function hourBucket(ms: number): string {
   if (ms >= cachedHour.from && ms < cachedHour.to) return cachedHour.text
   const d = new Date(ms)
   const text = `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}${pad(d.getUTCHours())}`
-  if (!Number.isFinite(ms)) return text
+  // Only a real date's hour is kept (past the Date range, the hour's start may still be in it).
+  if (Number.isNaN(d.getTime()) || !Number.isInteger(ms)) return text
   const from = ms - (((ms % 3_600_000) + 3_600_000) % 3_600_000)
   cachedHour = { from, to: from + 3_600_000, text }
   return text

@@ -124,8 +124,8 @@ export interface EventModel<D extends EventDefinitions = CanonicalEvents> {
   readonly envelope: z.ZodType
   /**
    * Validates a batch. Returns the valid events, normalised, and for each invalid one its index,
-   * its id when readable and errors naming the field. A valid event with nothing to normalise is
-   * returned as the object given, not a copy.
+   * its id when readable and errors naming the field. With the hints of `parseBatchBytes`, a valid
+   * event with nothing to normalise is returned as the parsed object itself, not a copy.
    * @throws IngestError when the batch as a whole is refused: `not_an_array`, `too_many_events`,
    * `event_too_large`, `too_deep`.
    */

@@ -524,7 +524,8 @@ const ZERO = 48
  * else goes to `Date.parse`.
  */
 function timeOf(iso: string): number {
-  if (iso.length !== 24 || iso.charCodeAt(23) !== 0x5a) return Date.parse(iso)
+  // Years 0-999 go to Date.parse too: Date.UTC reads years 0-99 as 1900-1999.
+  if (iso.length !== 24 || iso.charCodeAt(23) !== 0x5a || iso.charCodeAt(0) === ZERO) return Date.parse(iso)
   return Date.UTC(
     (iso.charCodeAt(0) - ZERO) * 1000 + (iso.charCodeAt(1) - ZERO) * 100 + (iso.charCodeAt(2) - ZERO) * 10 + iso.charCodeAt(3) - ZERO,
     (iso.charCodeAt(5) - ZERO) * 10 + iso.charCodeAt(6) - ZERO - 1,

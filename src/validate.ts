@@ -213,7 +213,8 @@ export function createBatchValidator(config: ValidatorConfig) {
     }
     const record = input as Record<string, unknown>
     const quick = fast(record)
-    if (quick) return { ok: true, event: quick, unchanged: fastUnchanged }
+    // A copy: these objects are the caller's (only a body parsed here keeps its own, see validateBatch).
+    if (quick) return { ok: true, event: quick === record ? { ...record } : quick, unchanged: fastUnchanged }
     const version = record.schemaVersion
     if (typeof version === 'number' && Number.isInteger(version) && version > newest) {
       return {

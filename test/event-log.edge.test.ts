@@ -1,10 +1,37 @@
 import { describe, expect, it } from 'vitest'
 import { createStorage, defineDriver } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
-import { createEventIngest } from 'event-ingest'
+import { createEventIngest, parseBatchBytes } from 'event-ingest'
 import { makeEvent } from './helpers/fixtures'
 
 describe('EventLog edge cases', () => {
+  it('writes batch records as text to a driver mounted under the batches that cannot keep bytes', async () => {
+    // Memory at the root, a text-only driver (no setItemRaw) for the batch records.
+    const texts = new Map<string, string>()
+    const textOnly = defineDriver(() => ({
+      name: 'text-only',
+      hasItem: (key: string) => texts.has(key),
+      getItem: (key: string) => texts.get(key) ?? null,
+      setItem: (key: string, value: string) => void texts.set(key, value),
+      removeItem: (key: string) => void texts.delete(key),
+      getKeys: () => [...texts.keys()],
+      clear: () => texts.clear(),
+    }))
+    const storage = createStorage({ driver: memoryDriver() })
+    storage.mount('events:b', textOnly({}))
+    const ingest = createEventIngest({ env: {}, storage })
+    try {
+      const events = [makeEvent({ id: 'mounted-1' }), makeEvent({ id: 'mounted-2' })]
+      const parsed = parseBatchBytes(Buffer.from(JSON.stringify(events)), 32)
+      expect(await ingest.ingest(parsed.value, { hints: parsed })).toMatchObject({ accepted: 2 })
+      expect([...texts.values()].every((value) => typeof value === 'string' && value.startsWith('{"v":1'))).toBe(true)
+      expect((await ingest.events()).events.map((e) => e.id).sort()).toEqual(['mounted-1', 'mounted-2'])
+      expect(ingest.log!.corruptRecords).toBe(0)
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('never stores a second copy when a slow write times out and the client retries', async () => {
     const memory = memoryDriver()
     let delayNext = true

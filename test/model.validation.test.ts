@@ -233,6 +233,17 @@ describe('prototype keys never reach host objects', () => {
     expect(fine.events[0]!.payload.constructor).toBe('Acme Builders')
   })
 
+  it("returns copies of the caller's objects, and the parsed objects themselves only for a body parsed here", () => {
+    // Canonical already (milliseconds, Z): nothing to normalise, so only aliasing is in question.
+    const body = `[${event('').replace('10:00:00Z', '10:00:00.000Z')}]`
+    const given = JSON.parse(body)
+    const copied = model.validateBatch(given)
+    expect(copied.events[0]).toEqual(given[0])
+    expect(copied.events[0]).not.toBe(given[0])
+    const parsed = parseBatchBytes(Buffer.from(body), 32)
+    expect(model.validateBatch(parsed.value, parsed).events[0]).toBe((parsed.value as unknown[])[0])
+  })
+
   it('checks pre-parsed values too (a body parsed by the host)', () => {
     const input = JSON.parse(`[${event(',"nested":{"__proto__":{"x":1}}')}]`)
     const result = model.validateBatch(input)

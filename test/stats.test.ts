@@ -226,6 +226,13 @@ describe('stats window: lag', () => {
     expect(snapshot.lag).toMatchObject({ count: 2, averageMs: 200, maxMs: 400, p50Ms: 0 })
   })
 
+  it('reads event times of years before 1000 as Date.parse does (Date.UTC would shift 0-99 to 1900-1999)', async () => {
+    const stats = open({ storage: createStorage(), now: () => T0 })
+    const occurredAt = '0050-06-01T00:00:00.000Z'
+    stats.recordAccepted([{ name: 'OrderCreated', source: 'api', occurredAt } as never], T0)
+    expect((await stats.snapshot()).lag.maxMs).toBe(T0 - Date.parse(occurredAt))
+  })
+
   it('answers null lag figures while there is no lag', async () => {
     const snapshot = await open({ storage: createStorage(), now: () => T0 }).snapshot()
     expect(snapshot.lag).toEqual({ count: 0, averageMs: null, p50Ms: null, p95Ms: null, p99Ms: null, maxMs: null })

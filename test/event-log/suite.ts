@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { createEventIngest, type EventIngest, type StorageOption } from '../../src/index'
+import { createEventIngest, parseBatchBytes, type EventIngest, type StorageOption } from '../../src/index'
 import { makeEvent } from '../helpers/fixtures'
 
 /** How a driver is set up for the suite: a storage option for a fresh log, and the same log again (a "restart"). */
@@ -53,6 +53,26 @@ export function defineEventLogSuite(setup: StorageSetup) {
         const stored = await log.log!.get(id)
         expect(stored?.payload, id).toEqual({ i })
       }
+    })
+
+    it('keeps ids with a lone surrogate apart from the ids their UTF-8 would turn them into', async () => {
+      const log = await make('surrogates')
+      // JSON allows "\ud800"; as UTF-8 it would become U+FFFD and meet the second id.
+      const ids = ['s\ud800', 's\ufffd', '\udc00s', 'x'.repeat(90) + '\ud800', 'x'.repeat(90) + '\ufffd']
+      const events = ids.map((id, i) => makeEvent({ id, payload: { i } }))
+      expect(await log.ingest(events)).toEqual({ accepted: ids.length, duplicates: 0, rejected: [] })
+      expect(await log.ingest(events)).toEqual({ accepted: 0, duplicates: ids.length, rejected: [] })
+      for (const [i, id] of ids.entries()) expect((await log.log!.get(id))?.payload, JSON.stringify(id)).toEqual({ i })
+    })
+
+    it('reads back a batch whose body began with a byte order mark', async () => {
+      const log = await make('bom')
+      const events = [makeEvent({ id: 'bom-1' }), makeEvent({ id: 'bom-2' })]
+      const parsed = parseBatchBytes(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(events))]), 32)
+      expect(await log.ingest(parsed.value, { hints: parsed })).toMatchObject({ accepted: 2 })
+      expect((await log.events()).events.map((e) => e.id).sort()).toEqual(['bom-1', 'bom-2'])
+      expect(await log.log!.get('bom-2')).toMatchObject({ id: 'bom-2' })
+      expect(log.log!.corruptRecords).toBe(0)
     })
 
     it('is idempotent by id: a retried batch is neither stored nor counted twice', async () => {
