@@ -173,13 +173,11 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
   }
 }
 
-/** {@link ClaimStore} over event ids rather than storage keys: the event log's dedupe claims. */
-export interface IdClaims {
-  readonly atomic: boolean
-  claim(ids: readonly string[], value: string, ttlMs: number): Promise<(string | null)[]>
-  overwrite(ids: readonly string[], value: string, ttlMs: number): Promise<void>
-  release(ids: readonly string[], value: string): Promise<void>
-  read(ids: readonly string[]): Promise<(string | null)[]>
+/**
+ * {@link ClaimStore} over event ids rather than storage keys (the event log's dedupe claims), with
+ * `expire` over all of them, since they share one base.
+ */
+export type IdClaims = Omit<ClaimStore, 'expire'> & {
   /** Removes claims whose value `isExpired` says are over; returns how many. */
   expire(isExpired: (value: string) => boolean): Promise<number>
 }
