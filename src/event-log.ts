@@ -91,10 +91,10 @@ export interface EventPage<E extends EventEnvelope = EventEnvelope> {
  */
 export interface EventLog {
   /**
-   * Stores a batch. `raw`, when given, is the JSON text of exactly `events` (and `rawBytes` its
-   * UTF-8), kept as is if all of them are stored.
+   * Stores a batch. `raw`, when given, is the JSON text of exactly `events` as received, kept as is
+   * if all of them are stored.
    */
-  append(events: readonly EventEnvelope[], receivedAt: number, raw?: string, rawBytes?: Uint8Array): Promise<AppendResult>
+  append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch): Promise<AppendResult>
   list(query?: EventQuery): Promise<EventPage>
   /** Reads one stored event by id (within the dedupe window). */
   get(id: string): Promise<StoredEvent | null>
@@ -107,6 +107,18 @@ export interface EventLog {
   readonly corruptRecords: number
   /** Whether claims are atomic on this driver (true for memory, fs and Redis). */
   readonly atomicDedupe: boolean
+}
+
+/** A batch's JSON text as received: the array of its events. */
+export interface RawBatch {
+  text: string
+  /** The UTF-8 of `text`. */
+  bytes?: Uint8Array
+  /**
+   * Nothing else holds `bytes` or will change them (a body read from a request stream): a memory
+   * storage may then keep them without a copy.
+   */
+  owned?: boolean
 }
 
 export interface BatchRecord {
@@ -136,18 +148,53 @@ function toMs(value: number | Date | undefined, fallback: number): number {
   return typeof value === 'number' ? value : value.getTime()
 }
 
-const CLOSE_RECORD = Buffer.from('}')
 const utf8 = new TextDecoder()
+const OPEN_BRACKET = 0x5b
 
-/** A batch record read back, or null when it is missing or unreadable (a torn write). */
-export function parseRecord(raw: unknown): BatchRecord | null {
-  let value = raw instanceof Uint8Array ? utf8.decode(raw) : raw
+/**
+ * The receive time and instance a batch key names: `…:<time, base 36>-<instance>-<sequence>`.
+ * Null when the key is not a batch key.
+ */
+function keyHead(key: string): { receivedAt: number; instance: string } | null {
+  const id = key.slice(key.lastIndexOf(':') + 1)
+  const first = id.indexOf('-')
+  const last = id.lastIndexOf('-')
+  if (first <= 0 || last <= first + 1) return null
+  const receivedAt = Number.parseInt(id.slice(0, first), 36)
+  return Number.isSafeInteger(receivedAt) ? { receivedAt, instance: id.slice(first + 1, last) } : null
+}
+
+/** Whether `bytes`, after any JSON whitespace, start an array: a record kept as the body's own bytes. */
+function startsArray(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]!
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return c === OPEN_BRACKET
+  }
+  return false
+}
+
+/**
+ * A batch record read back from `key`, or null when it is missing or unreadable (a torn write).
+ * A record is JSON text (`{"v":1,"receivedAt":…,"instance":…,"events":[…]}`), or, on the memory
+ * driver, the bytes of the events array exactly as received, whose time and instance the key names.
+ */
+export function parseRecord(raw: unknown, key: string): BatchRecord | null {
+  let value: unknown = raw
+  let bare = false
+  if (raw instanceof Uint8Array) {
+    bare = startsArray(raw)
+    value = utf8.decode(raw)
+  }
   if (typeof value === 'string') {
     try {
       value = JSON.parse(value)
     } catch {
       return null
     }
+  }
+  if (bare) {
+    const head = keyHead(key)
+    return head && Array.isArray(value) ? { v: 1, ...head, events: value as EventEnvelope[] } : null
   }
   if (typeof value !== 'object' || value === null) return null
   const record = value as BatchRecord
@@ -217,12 +264,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
   async function readRecord(key: string): Promise<BatchRecord | null> {
     const raw = await withTimeout(storage.getItem(key), timeoutMs, 'read')
     if (raw === null || raw === undefined) return null
-    const record = parseRecord(raw)
+    const record = parseRecord(raw, key)
     if (!record) corrupt++
     return record
   }
 
-  async function append(events: readonly EventEnvelope[], receivedAt: number, raw?: string, rawBytes?: Uint8Array): Promise<AppendResult> {
+  async function append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch): Promise<AppendResult> {
     const duplicateIndexes: number[] = []
     // First occurrence of each id; a repeat within the batch is a duplicate.
     const ids: string[] = []
@@ -320,14 +367,20 @@ export function createEventLog(options: EventLogOptions): EventLog {
       // The text as received is the record's events when all of them are stored unchanged: no
       // second serialisation on the hot path.
       const asSent = raw !== undefined && storedPositions.length === events.length
-      const head = `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instanceId)},"events":`
-      // The memory driver keeps the record as bytes: off the JS heap, so stored events do not add
-      // to the garbage collector's work.
-      const writes = [asSent && rawBytes && keepsBytes
-        ? storage.setItemRaw(batchKey, Buffer.concat([Buffer.from(head), rawBytes, CLOSE_RECORD]))
-        : storage.setItem(batchKey, asSent
-          ? `${head}${raw}}`
-          : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) } satisfies BatchRecord))]
+      let write: Promise<void>
+      if (asSent && raw.bytes && keepsBytes && Number.isSafeInteger(receivedAt) && receivedAt >= 0) {
+        // The memory driver keeps the body's own bytes: off the JS heap, so stored events do not
+        // add to the garbage collector's work, and with no copy when nothing else holds them. The
+        // key names the receive time and instance (see parseRecord).
+        const bytes = raw.bytes
+        const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
+        write = storage.setItemRaw(batchKey, raw.owned && whole ? bytes : Buffer.from(bytes))
+      } else {
+        write = storage.setItem(batchKey, asSent
+          ? `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instanceId)},"events":${raw.text}}`
+          : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) } satisfies BatchRecord))
+      }
+      const writes = [write]
       if (outboxKey) {
         const entry: OutboxEntry = { batch: batchKey, events: storedPositions.length, receivedAt }
         writes.push(storage.setItem(outboxKey, JSON.stringify(entry)))

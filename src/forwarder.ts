@@ -269,7 +269,7 @@ export function createForwarder(options: {
         drop(pending)
         continue
       }
-      const record = parseRecord(await io(storage.getItem(pending.batch), 'read'))
+      const record = parseRecord(await io(storage.getItem(pending.batch), 'read'), pending.batch)
       if (!record) {
         // No batch behind the entry: its write failed before it was acknowledged. Drop it once
         // that can no longer change.

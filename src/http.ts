@@ -2,9 +2,10 @@ import { readBearer, createTokenCheck } from './auth'
 import { checkContentType, readBodyBytes, type BodySource } from './body'
 import { IngestError, limitError } from './errors'
 import { eventSources } from './model'
-import { parseBatchBytes } from './json'
+import { parseBatchBytes, type ParsedBody } from './json'
 import type { EventQuery } from './event-log'
 import type { EventIngest, IngestResult } from './ingest'
+import type { BatchHints } from './validate'
 
 /** A request as any adapter hands it to the core: no framework types. */
 export interface IngestHttpRequest {
@@ -146,11 +147,11 @@ function parseQuery(query: IngestHttpRequest['query'], names: readonly string[])
  * Builds the neutral request handler: routes, auth, limits, status codes and JSON bodies, for any
  * adapter. Resolves `undefined` for paths that are not ours, so the host's routing continues.
  */
-export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats' | 'schema' | 'events'> & { model: { names: readonly string[]; limits: { maxBodyBytes: number; maxDepth: number } } }, options: HttpOptions) {
+export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats' | 'schema' | 'events'> & { model: { names: readonly string[]; limits: { maxBodyBytes: number; maxDepth: number; maxEventBytes: number } } }, options: HttpOptions) {
   const tokenCheck = createTokenCheck(options.tokens)
   const adminCheck = createTokenCheck(options.adminTokens)
   const open = options.tokens.length === 0
-  const { maxBodyBytes, maxDepth } = core.model.limits
+  const { maxBodyBytes, maxDepth, maxEventBytes } = core.model.limits
 
   async function admin(request: IngestHttpRequest): Promise<void> {
     const presented = readBearer(header(request.headers, 'authorization'))
@@ -186,7 +187,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       const value = body.parsed
       if (typeof value === 'string' || value instanceof Uint8Array) {
         // A host parser that kept text (express.text(), a raw parser): parse it here, with the scan.
-        const parsed = parseBatchBytes(typeof value === 'string' ? Buffer.from(value) : value, maxDepth)
+        const parsed = parseBatchBytes(typeof value === 'string' ? Buffer.from(value) : value, maxDepth, maxEventBytes)
         result = await core.ingest(parsed.value, { hints: parsed })
       } else {
         if (declared === undefined && value !== undefined) {
@@ -200,7 +201,10 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     } else {
       const bytes = await readBodyBytes(body, maxBodyBytes, declared)
       if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
-      const parsed = parseBatchBytes(bytes, maxDepth)
+      const parsed: ParsedBody & BatchHints = parseBatchBytes(bytes, maxDepth, maxEventBytes)
+      // Bytes read from a stream (or made from text here) are this request's alone; bytes handed
+      // over by the caller stay the caller's.
+      parsed.bytesOwned = 'stream' in body || typeof body.bytes === 'string'
       result = await core.ingest(parsed.value, { hints: parsed })
     }
     return json(200, result)

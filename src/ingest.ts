@@ -219,7 +219,9 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
     let appended
     try {
-      appended = await log!.append(batch.events as EventEnvelope[], receivedAt, batch.raw, batch.rawBytes)
+      appended = await log!.append(batch.events as EventEnvelope[], receivedAt, batch.raw === undefined
+        ? undefined
+        : { text: batch.raw, bytes: batch.rawBytes, owned: batch.rawBytesOwned })
     } catch (error) {
       // Contention between requests (`in_progress`) is not a storage failure.
       if (error instanceof IngestError && error.code === 'storage_unavailable') stats!.recordStorageFailure(batch.events.length, receivedAt)

@@ -36,6 +36,8 @@ export interface BatchResult<E> {
   raw?: string
   /** The UTF-8 bytes of `raw`, when the batch was parsed from bytes. */
   rawBytes?: Uint8Array
+  /** Nothing else holds `rawBytes` (see {@link BatchHints.bytesOwned}). */
+  rawBytesOwned?: boolean
 }
 
 /** The outcome of validating one event. */
@@ -45,12 +47,19 @@ export type EventResult<E> = { ok: true; event: E } | { ok: false; id?: string; 
 export interface BatchHints {
   /** Byte size of each element as sent. */
   sizes?: number[]
+  /** No element is larger than this many bytes: with a bound within `maxEventBytes`, sizes are not needed. */
+  sizeBound?: number
   /** The raw body held no prototype key and depth was already checked. */
   protoFree?: boolean
   /** The body's JSON text, with `sizes`. */
   text?: string
   /** The body's bytes: the UTF-8 of `text`. */
   bytes?: Uint8Array
+  /**
+   * Nothing else holds `bytes` or will change them (they were read from a request stream), so a
+   * store may keep them without a copy.
+   */
+  bytesOwned?: boolean
 }
 
 interface ValidatorConfig {
@@ -274,14 +283,16 @@ export function createBatchValidator(config: ValidatorConfig) {
       throw limitError('too_many_events', 'maxEvents', limits.maxEvents, `a batch of ${input.length} events`)
     }
     const sizes = hints.sizes && hints.sizes.length === input.length ? hints.sizes : undefined
+    // Every element is known to be within the limit: none needs measuring.
+    const fits = sizes === undefined && hints.sizeBound !== undefined && hints.sizeBound <= limits.maxEventBytes
     const protoFree = hints.protoFree === true
     const result: BatchResult<unknown> = { events: [], indexes: [], rejected: [] }
-    let unchanged = sizes !== undefined && typeof hints.text === 'string'
+    let unchanged = (sizes !== undefined || fits) && typeof hints.text === 'string'
     for (let index = 0; index < input.length; index++) {
       const item = input[index]
       // Depth first: measuring a value nested too deeply would overflow the stack.
       const found = protoFree ? undefined : walk(item)
-      const size = sizes ? sizes[index]! : byteLength(item)
+      const size = sizes ? sizes[index]! : fits ? 0 : byteLength(item)
       if (size > limits.maxEventBytes) {
         throw limitError('event_too_large', 'maxEventBytes', limits.maxEventBytes, `event ${index} (${size} bytes)`, { index, id: readId(item) })
       }
@@ -306,7 +317,10 @@ export function createBatchValidator(config: ValidatorConfig) {
     }
     if (unchanged && result.rejected.length === 0 && input.length > 0) {
       result.raw = hints.text
-      if (hints.bytes) result.rawBytes = hints.bytes
+      if (hints.bytes) {
+        result.rawBytes = hints.bytes
+        result.rawBytesOwned = hints.bytesOwned === true
+      }
     }
     return result
   }

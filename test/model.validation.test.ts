@@ -190,9 +190,45 @@ describe('limits at their value and one over', () => {
     expect(() => parseBatchBytes(Buffer.from(JSON.stringify([deep])), 6)).toThrow(/maxDepth limit of 6/)
   })
 
-  it('refuses a body nested 100,000 deep without building it', () => {
+  it('refuses a body nested 100,000 deep with too_deep (no stack overflow)', () => {
     const bomb = Buffer.from(`${'['.repeat(100_000)}${']'.repeat(100_000)}`)
-    expect(() => parseBatchBytes(bomb, 32)).toThrow(expect.objectContaining({ code: 'too_deep' }))
+    expect(() => parseBatchBytes(bomb, 32)).toThrow(expect.objectContaining({ code: 'too_deep', status: 400 }))
+    const objects = Buffer.from(`[${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}]`)
+    expect(() => parseBatchBytes(objects, 32)).toThrow(expect.objectContaining({ code: 'too_deep', status: 400 }))
+  })
+
+  it('measures element sizes only when the body could hold one over maxEventBytes', () => {
+    const m = createEventModel({ limits: { maxEventBytes: 400 } })
+    const small = makeEvent({ id: 'fits', payload: { pad: '' } })
+    const size = Buffer.byteLength(JSON.stringify(small))
+    const exact = { ...small, payload: { pad: 'x'.repeat(400 - size) } }
+    // The body less its brackets is 400 bytes: no element can be over the limit.
+    const fits = parseBatchBytes(Buffer.from(JSON.stringify([exact])), 32, 400)
+    expect(fits.sizes).toEqual([])
+    expect(fits.sizeBound).toBe(400)
+    expect(m.validateBatch(fits.value, fits).events).toHaveLength(1)
+    const over = { ...exact, payload: { pad: 'x'.repeat(401 - size) } }
+    const measured = parseBatchBytes(Buffer.from(JSON.stringify([over])), 32, 400)
+    expect(measured.sizes).toEqual([401])
+    expect(() => m.validateBatch(measured.value, measured)).toThrow(/event 0 \(401 bytes\) is over the maxEventBytes limit of 400/)
+    // A bound over the limit without sizes: each element is measured by serialising it.
+    expect(() => m.validateBatch(measured.value, { ...measured, sizes: [] })).toThrow(/event 0 \(401 bytes\)/)
+  })
+
+  it('checks depth and prototype keys while a host has an enumerable property on Object.prototype', () => {
+    const m = createEventModel({ limits: { maxDepth: 6 } })
+    const nest = (levels: number): unknown => (levels === 0 ? 1 : { n: nest(levels - 1) })
+    const proto = Object.prototype as Record<string, unknown>
+    proto.hostExtra = { nested: { deeper: { deepest: {} } } }
+    try {
+      const ok = parseBatchBytes(Buffer.from(JSON.stringify([makeEvent({ id: 'ok', payload: nest(4) })])), 6)
+      expect(m.validateBatch(ok.value, ok).events.map((e) => e.id)).toEqual(['ok'])
+      expect(() => parseBatchBytes(Buffer.from(JSON.stringify([makeEvent({ payload: nest(5) })])), 6)).toThrow(/maxDepth limit of 6/)
+      const polluted = parseBatchBytes(Buffer.from(`[${JSON.stringify(makeEvent({ id: 'p' })).replace('"payload":{', '"payload":{"__proto__":{"x":1},')}]`), 6)
+      expect(m.validateBatch(polluted.value, polluted).rejected[0]!.errors[0]!.path).toBe('payload.__proto__')
+    } finally {
+      delete proto.hostExtra
+    }
   })
 
   it('rejects invalid limit options clearly', () => {

@@ -95,6 +95,10 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       const res = await postEvents(host.url, [makeEvent(), over])
       expect(res.status).toBe(413)
       expect(res.body).toMatchObject({ code: 'event_too_large', limit: 'maxEventBytes', value: 1024, index: 1, id: 'big-2' })
+      // Alone in its body: the body is then one byte over what can hold only events within the limit.
+      const alone = await postEvents(host.url, [{ ...over, id: 'big-3' }])
+      expect(alone.status).toBe(413)
+      expect(alone.body).toMatchObject({ code: 'event_too_large', limit: 'maxEventBytes', value: 1024, index: 0, id: 'big-3' })
     })
 
     // A body of exactly `size` bytes made of real events (no whitespace padding), so that its size

@@ -75,6 +75,45 @@ export function defineEventLogSuite(setup: StorageSetup) {
       expect(log.log!.corruptRecords).toBe(0)
     })
 
+    it('keeps what it received, not the caller\'s buffer, when the caller changes it afterwards', async () => {
+      const log = await make('caller-bytes')
+      const events = [makeEvent({ id: 'cb-1', payload: { n: 1 } }), makeEvent({ id: 'cb-2', payload: { n: 2 } })]
+      // A buffer of its own (not a slice of Node's pool), as a host's reusable buffer would be.
+      const body = new TextEncoder().encode(JSON.stringify(events))
+      const before = Date.now()
+      const response = await log.handle({ method: 'POST', path: '/events/ingest', headers: { 'content-type': 'application/json' }, body: { bytes: body } })
+      const after = Date.now()
+      expect(response?.status).toBe(200)
+      // A host reusing its buffer for the next request must not change what was stored.
+      body.fill(0x20)
+      const stored = await log.log!.get('cb-2')
+      expect(stored).toMatchObject({ id: 'cb-2', payload: { n: 2 } })
+      const receivedAt = Date.parse(stored!.receivedAt)
+      expect(receivedAt).toBeGreaterThanOrEqual(before)
+      expect(receivedAt).toBeLessThanOrEqual(after)
+      expect(log.log!.corruptRecords).toBe(0)
+    })
+
+    it('reads back a streamed body with whitespace around the array, with its receive time', async () => {
+      const log = await make('stream-bytes')
+      const events = [makeEvent({ id: 'sb-1' }), makeEvent({ id: 'sb-2', payload: { note: 'ünïcode ✓' } })]
+      const text = ` \r\n\t${JSON.stringify(events, null, 2)}\n `
+      const bytes = Buffer.from(text)
+      const chunks = [bytes.subarray(0, 7), bytes.subarray(7)]
+      const before = Date.now()
+      const response = await log.handle({ method: 'POST', path: '/events/ingest', headers: { 'content-type': 'application/json' }, body: { stream: (async function* () { yield* chunks })() } })
+      const after = Date.now()
+      expect(response?.status).toBe(200)
+      const page = await log.events()
+      expect(page.events.map((e) => e.id).sort()).toEqual(['sb-1', 'sb-2'])
+      for (const event of page.events) {
+        expect(Date.parse(event.receivedAt)).toBeGreaterThanOrEqual(before)
+        expect(Date.parse(event.receivedAt)).toBeLessThanOrEqual(after)
+      }
+      expect((await log.log!.get('sb-2'))?.payload).toEqual({ note: 'ünïcode ✓' })
+      expect(log.log!.corruptRecords).toBe(0)
+    })
+
     it('is idempotent by id: a retried batch is neither stored nor counted twice', async () => {
       const log = await make('dedupe')
       const events = [makeEvent({ id: 'd-1' }), makeEvent({ id: 'd-2' })]
