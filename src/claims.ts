@@ -12,6 +12,10 @@ import { idKey } from './keys'
  */
 export interface ClaimStore {
   readonly atomic: boolean
+  /**
+   * Claims every key not held yet. A key repeated within one call is claimed at its first place;
+   * the later places answer what that one holds then (`value` when it was just claimed).
+   */
   claim(keys: readonly string[], value: string, ttlMs: number): Promise<(string | null)[]>
   /** Overwrites keys (taking over stale claims). */
   overwrite(keys: readonly string[], value: string, ttlMs: number): Promise<void>
@@ -49,6 +53,22 @@ function execResults(results: [Error | null, unknown][] | null): unknown[] {
 }
 
 const RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+
+/**
+ * Claims keys one call each, all at once, with a repeated key claimed at its first place only: its
+ * later places answer what the first found, or `value` when the first claimed it (run in parallel,
+ * a repeat could otherwise win the key, or, read-then-write, claim it a second time).
+ */
+function claimEach(keys: readonly string[], value: string, claimOne: (key: string) => Promise<string | null>): Promise<(string | null)[]> {
+  const first = new Map<string, Promise<string | null>>()
+  return Promise.all(keys.map(async (key) => {
+    const earlier = first.get(key)
+    if (earlier) return (await earlier) ?? value
+    const result = claimOne(key)
+    first.set(key, result)
+    return result
+  }))
+}
 
 /** Picks the best claim strategy for the driver mounted at `prefix`. */
 export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
@@ -130,12 +150,12 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
   const generic: ClaimStore = {
     atomic: false,
     async claim(keys, value, ttlMs) {
-      return Promise.all(keys.map(async (key) => {
+      return claimEach(keys, value, async (key) => {
         const existing = await storage.getItem<string>(key)
         if (existing !== null && existing !== undefined) return String(existing)
         await storage.setItem(key, value, { ttl: Math.ceil(ttlMs / 1000) })
         return null
-      }))
+      })
     },
     async overwrite(keys, value, ttlMs) {
       await Promise.all(keys.map((key) => storage.setItem(key, value, { ttl: Math.ceil(ttlMs / 1000) })))
@@ -168,7 +188,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     ...generic,
     atomic: true,
     async claim(keys, value) {
-      return Promise.all(keys.map((key) => fsInstance.setIfAbsent(relative(key), value)))
+      return claimEach(keys, value, (key) => fsInstance.setIfAbsent(relative(key), value))
     },
   }
 }

@@ -131,6 +131,27 @@ export interface BatchRecord {
 const HOUR = 3_600_000
 
 
+/**
+ * A batch being written by this process. `seq` orders batches by age; `outcome` settles with
+ * whether it was stored; `released` (made when someone waits) settles when it lets go of its claims
+ * before its outcome is known (see `append`).
+ */
+interface Flight {
+  seq: number
+  outcome: Promise<boolean>
+  released?: { promise: Promise<void>; resolve: () => void }
+}
+
+/** Settles when `other` is stored, fails, or lets go of its claims; or after `ms`. */
+function whenSettled(other: Flight, ms: number): Promise<unknown> {
+  if (!other.released) {
+    let resolve!: () => void
+    const promise = new Promise<void>((r) => (resolve = r))
+    other.released = { promise, resolve }
+  }
+  return Promise.race([other.outcome, other.released.promise, sleep(ms)])
+}
+
 /** A dedupe claim's value: `<batch key>|<claimed at, ms>`. */
 function parseClaim(value: string): { batch: string; at: number } {
   const split = value.lastIndexOf('|')
@@ -212,9 +233,9 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const claims: IdClaims = createIdClaims(storage, `${prefix}:d`)
   const batchBase = `${prefix}:b`
   const keepsBytes = (storage.getMount(batchBase) as { driver: { name?: string } }).driver.name === 'memory'
-  // Ids of batches this process is writing right now, with whether they were stored: a concurrent
-  // request for the same id waits for the outcome instead of guessing.
-  const inflight = new Map<string, Promise<boolean>>()
+  // Batches this process is writing right now, by key: a request that finds one of them holding
+  // its ids waits for that batch's outcome (stored, or failed and released) instead of guessing.
+  const flights = new Map<string, Flight>()
   let sequence = 0
   let corrupt = 0
   const hoursKey = `${prefix}:hours`
@@ -271,45 +292,17 @@ export function createEventLog(options: EventLogOptions): EventLog {
 
   async function append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch): Promise<AppendResult> {
     const duplicateIndexes: number[] = []
-    // First occurrence of each id; a repeat within the batch is a duplicate.
-    const ids: string[] = []
-    const positions: number[] = []
-    const seenIds = new Set<string>()
-    for (let index = 0; index < events.length; index++) {
-      const id = events[index]!.id
-      if (seenIds.has(id)) duplicateIndexes.push(index)
-      else {
-        seenIds.add(id)
-        ids.push(id)
-        positions.push(index)
-      }
-    }
-    if (ids.length === 0) return { stored: 0, duplicateIndexes }
-
-    // Within this process, wait until no other append holds any of these ids, then take them all
-    // at once (waiting while holding some could deadlock two batches that share ids). An append
-    // removes its entries before it settles, so a waiter never sees a settled one again.
-    const waitedSince = now()
-    for (;;) {
-      let busy: Promise<boolean>[] | undefined
-      for (const id of ids) {
-        const pending = inflight.get(id)
-        if (pending) (busy ??= []).push(pending)
-      }
-      if (!busy) break
-      if (now() - waitedSince > timeoutMs) {
-        throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
-      }
-      await Promise.race([Promise.all(busy), sleep(timeoutMs)])
-    }
+    if (events.length === 0) return { stored: 0, duplicateIndexes }
+    const ids = new Array<string>(events.length)
+    for (let i = 0; i < events.length; i++) ids[i] = events[i]!.id
     // Fixed-width time first, so keys sort in acceptance order within an instance.
     const batchId = `${receivedAt.toString(36).padStart(9, '0')}-${instanceId}-${(sequence++).toString(36).padStart(6, '0')}`
     const batchKey = `${batchBase}:${hourBucket(receivedAt)}:${batchId}`
     const outboxKey = options.outbox ? outboxKeyOf(batchKey) : undefined
     let stored = false
     let settle!: (ok: boolean) => void
-    const outcome = new Promise<boolean>((resolve) => (settle = resolve))
-    for (const id of ids) inflight.set(id, outcome)
+    const flight: Flight = { seq: sequence, outcome: new Promise<boolean>((resolve) => (settle = resolve)) }
+    flights.set(batchKey, flight)
     // Ids this append holds a claim on.
     const mine: string[] = []
     // A claim names its batch and when it was taken: its age, not the batch's receivedAt, decides
@@ -319,34 +312,87 @@ export function createEventLog(options: EventLogOptions): EventLog {
     // Settles when the batch writes have finished, in failure or success, once they were started.
     let written: Promise<unknown> | undefined
     try {
-      const existing = await withTimeout(claims.claim(ids, claim, windowMs), timeoutMs, 'claim')
-      // Positions (in `ids`) of ids another batch holds.
+      // Positions (in the batch) claimed by the last call, when not all of them, and what it found.
+      let asked: number[] | undefined
+      let existing = await withTimeout(claims.claim(ids, claim, windowMs), timeoutMs, 'claim')
+      // Positions of ids another batch holds, and the claims found on them.
       let conflicts: number[] | undefined
-      for (let i = 0; i < existing.length; i++) {
-        const value = existing[i]
-        if (value === null || value === undefined) mine.push(ids[i]!)
-        else (conflicts ??= []).push(i)
+      let held: string[] | undefined
+      for (;;) {
+        conflicts = held = undefined
+        for (let i = 0; i < existing.length; i++) {
+          const value = existing[i]
+          const position = asked ? asked[i]! : i
+          if (value === null || value === undefined) mine.push(ids[position]!)
+          // An id this very call claimed at an earlier position: repeated within the batch.
+          else if (value === claim) duplicateIndexes.push(position)
+          else {
+            ;(conflicts ??= []).push(position)
+            ;(held ??= []).push(value)
+          }
+        }
+        if (!conflicts) break
+        // Batches of this process still being written hold some: their outcome settles them.
+        // Waits follow wait-die, so two batches never wait for each other (their claims can
+        // interleave on some stores): a batch waits for younger holders, but before waiting for an
+        // older one it lets go of every claim it holds and then starts over.
+        let younger: Flight | undefined
+        let older: Flight | undefined
+        for (const value of held!) {
+          const holder = flights.get(parseClaim(value).batch)
+          if (!holder) continue
+          if (holder.seq < flight.seq) {
+            older = holder
+            break
+          }
+          younger ??= holder
+        }
+        if (!older && !younger) break
+        const left = timeoutMs - (now() - claimedAt)
+        if (left <= 0) throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
+        if (older) {
+          if (mine.length > 0) {
+            await withTimeout(claims.release(mine, claim), timeoutMs, 'release')
+            mine.length = 0
+            const released = flight.released
+            flight.released = undefined
+            released?.resolve()
+          }
+          duplicateIndexes.length = 0
+          await whenSettled(older, left)
+          asked = undefined
+          existing = await withTimeout(claims.claim(ids, claim, windowMs), timeoutMs, 'claim')
+        } else {
+          await whenSettled(younger!, left)
+          asked = conflicts
+          existing = await withTimeout(claims.claim(conflicts.map((p) => ids[p]!), claim, windowMs), timeoutMs, 'claim')
+        }
       }
       if (conflicts) {
         const takeover: string[] = []
+        // Ids taken over here: a repeat of one within the batch is a duplicate of it.
+        const taken = new Set<string>()
         const seen = new Map<string, Promise<boolean>>()
         const exists = (key: string) => {
           let check = seen.get(key)
           if (!check) seen.set(key, (check = readRecord(key).then((record) => record !== null)))
           return check
         }
-        await Promise.all(conflicts.map(async (i) => {
-          const other = parseClaim(existing[i]!)
+        await Promise.all(conflicts.map(async (position, i) => {
+          const other = parseClaim(held![i]!)
           const age = now() - other.at
           if (other.batch && age < windowMs && (await exists(other.batch))) {
-            duplicateIndexes.push(positions[i]!)
+            duplicateIndexes.push(position)
           } else if (other.batch && age < windowMs && age < timeoutMs * 2) {
-            const id = ids[i]!
+            const id = ids[position]!
             throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
+          } else if (taken.has(ids[position]!)) {
+            duplicateIndexes.push(position)
           } else {
             // Expired, or left by a write that failed (its owner gives up within timeoutMs of
             // claiming, see below): this batch takes the id over.
-            takeover.push(ids[i]!)
+            taken.add(ids[position]!)
+            takeover.push(ids[position]!)
           }
         }))
         if (takeover.length > 0) {
@@ -355,8 +401,9 @@ export function createEventLog(options: EventLogOptions): EventLog {
         }
       }
       duplicateIndexes.sort((a, b) => a - b)
-      const storedPositions = duplicateIndexes.length === 0 ? positions : positions.filter((p) => !duplicateIndexes.includes(p))
-      if (storedPositions.length === 0) return { stored: 0, duplicateIndexes }
+      const storedPositions = duplicateIndexes.length === 0 ? undefined : events.map((_, p) => p).filter((p) => !duplicateIndexes.includes(p))
+      if (storedPositions && storedPositions.length === 0) return { stored: 0, duplicateIndexes }
+      const storedCount = storedPositions ? storedPositions.length : events.length
       const hour = hourBucket(receivedAt)
       if (hour !== indexedHour || now() - indexedAt >= 60_000) await indexHour(hour)
       // Another request may take these claims over once they are 2 × timeoutMs old; writing after
@@ -366,7 +413,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       // The text as received is the record's events when all of them are stored unchanged: no
       // second serialisation on the hot path.
-      const asSent = raw !== undefined && storedPositions.length === events.length
+      const asSent = raw !== undefined && storedPositions === undefined
       let write: Promise<void>
       if (asSent && raw.bytes && keepsBytes && Number.isSafeInteger(receivedAt) && receivedAt >= 0) {
         // The memory driver keeps the body's own bytes: off the JS heap, so stored events do not
@@ -378,17 +425,17 @@ export function createEventLog(options: EventLogOptions): EventLog {
       } else {
         write = storage.setItem(batchKey, asSent
           ? `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instanceId)},"events":${raw.text}}`
-          : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions.map((p) => events[p]!) } satisfies BatchRecord))
+          : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions ? storedPositions.map((p) => events[p]!) : events as EventEnvelope[] } satisfies BatchRecord))
       }
       const writes = [write]
       if (outboxKey) {
-        const entry: OutboxEntry = { batch: batchKey, events: storedPositions.length, receivedAt }
+        const entry: OutboxEntry = { batch: batchKey, events: storedCount, receivedAt }
         writes.push(storage.setItem(outboxKey, JSON.stringify(entry)))
       }
       written = Promise.allSettled(writes)
       await withTimeout(Promise.all(writes), timeoutMs, 'write')
       stored = true
-      return { stored: storedPositions.length, duplicateIndexes, batchKey, outboxKey }
+      return { stored: storedCount, duplicateIndexes, batchKey, outboxKey }
     } catch (error) {
       if (mine.length > 0) {
         // Nothing of this request is acknowledged, so its traces go: first the record, once its
@@ -408,7 +455,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       indexedHour = ''
       throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
     } finally {
-      for (const id of ids) if (inflight.get(id) === outcome) inflight.delete(id)
+      flights.delete(batchKey)
       settle(stored)
     }
   }

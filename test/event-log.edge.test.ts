@@ -78,6 +78,88 @@ describe('EventLog edge cases', () => {
     }
   })
 
+  it('stores an id repeated within a batch once on a driver without atomic claims', async () => {
+    const inner = memoryDriver()
+    const plain = defineDriver(() => ({ ...inner, name: 'plain', getInstance: undefined }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: plain() }) })
+    try {
+      const a = makeEvent({ id: 'plain-a' })
+      expect(await ingest.ingest([a, makeEvent({ id: 'plain-b' }), a, a])).toEqual({ accepted: 2, duplicates: 2, rejected: [] })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id).sort()).toEqual(['plain-a', 'plain-b'])
+      expect(ingest.log!.atomicDedupe).toBe(false)
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('lets neither of two batches whose claims interleave wait for the other (wait-die)', async () => {
+    const inner = memoryDriver()
+    let claimReads = 0
+    const interleaving = defineDriver(() => ({
+      ...inner,
+      name: 'interleaving',
+      getInstance: undefined,
+      async getItem(key: string) {
+        // Claims read then write here. The first batch's read of its 2nd id and the second batch's
+        // read of its 2nd id come late: each then finds the id the other one took meanwhile.
+        if (key.startsWith('events:d:')) {
+          const n = ++claimReads
+          if (n === 2 || n === 4) await new Promise((resolve) => setTimeout(resolve, 40))
+        }
+        return inner.getItem!(key, {})
+      },
+    }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: interleaving() }), storageTimeoutMs: 1000 })
+    try {
+      const [a, b] = [makeEvent({ id: 'wd-a' }), makeEvent({ id: 'wd-b' })]
+      const started = Date.now()
+      const [first, second] = await Promise.all([ingest.ingest([a, b]), ingest.ingest([b, a])])
+      expect(first).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
+      expect(second).toEqual({ accepted: 0, duplicates: 2, rejected: [] })
+      // No wait ran into the storage timeout.
+      expect(Date.now() - started).toBeLessThan(900)
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id).sort()).toEqual(['wd-a', 'wd-b'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('takes over a stale claim once when the batch repeats its id', async () => {
+    const inner = memoryDriver()
+    let failing = true
+    const broken = defineDriver(() => ({
+      ...inner,
+      // Keeps the atomic in-process claims of the memory driver.
+      name: 'memory',
+      async setItem(key: string, value: string) {
+        if (failing && key.startsWith('events:b:')) throw new Error('disk full')
+        return inner.setItem!(key, value, {})
+      },
+      async setItemRaw(key: string, value: unknown) {
+        if (failing && key.startsWith('events:b:')) throw new Error('disk full')
+        return inner.setItemRaw!(key, value, {})
+      },
+      async removeItem(key: string) {
+        if (failing) throw new Error('disk full')
+        return inner.removeItem!(key, {})
+      },
+    }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: broken() }), storageTimeoutMs: 50 })
+    try {
+      const event = makeEvent({ id: 'stale' })
+      // The write fails and so does the clean-up: the claim stays behind.
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      failing = false
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'in_progress' })
+      // Past 2 x storageTimeoutMs the claim is stale and is taken over, once.
+      await new Promise((resolve) => setTimeout(resolve, 150))
+      expect(await ingest.ingest([event, makeEvent({ id: 'fresh' }), event])).toEqual({ accepted: 2, duplicates: 1, rejected: [] })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id).sort()).toEqual(['fresh', 'stale'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('lets an overlapping retry through when the first write fails (no spinning, no lost event)', async () => {
     const inner = memoryDriver()
     let failNext = true

@@ -147,6 +147,31 @@ export function defineEventLogSuite(setup: StorageSetup) {
       expect(page.events.filter((e) => e.id === 'race-x')).toHaveLength(1)
     })
 
+    it('stores an id repeated within one batch once and answers its repeats as duplicates', async () => {
+      const log = await make('repeats')
+      const a = makeEvent({ id: 'rep-a', payload: { n: 1 } })
+      const batch = [a, makeEvent({ id: 'rep-b' }), { ...a, payload: { n: 2 } }, makeEvent({ id: 'rep-c' }), a]
+      expect(await log.ingest(batch)).toEqual({ accepted: 3, duplicates: 2, rejected: [] })
+      const page = await log.events({ limit: 100 })
+      expect(page.events.map((e) => e.id).sort()).toEqual(['rep-a', 'rep-b', 'rep-c'])
+      // The first occurrence is the one kept.
+      expect((await log.log!.get('rep-a'))?.payload).toEqual({ n: 1 })
+      expect(await log.ingest(batch)).toEqual({ accepted: 0, duplicates: 5, rejected: [] })
+    })
+
+    it('stores each id once when concurrent batches of one process overlap', async () => {
+      const log = await make('overlap')
+      const events = Array.from({ length: 6 }, (_, i) => makeEvent({ id: `ov-${i}` }))
+      // Every batch shares ids with the others, in different orders and with different neighbours.
+      const batches = Array.from({ length: 12 }, (_, k) => [events[k % 6]!, events[(k * 5 + 1) % 6]!, events[(k + 3) % 6]!])
+      // Claims of concurrent batches interleave on some stores; none may wait for the other forever.
+      const results = await Promise.all(batches.map((batch) => log.ingest(batch)))
+      expect(results.reduce((n, r) => n + r.accepted, 0)).toBe(6)
+      expect(results.reduce((n, r) => n + r.accepted + r.duplicates, 0)).toBe(36)
+      const page = await log.events({ limit: 100 })
+      expect(page.events.map((e) => e.id).sort()).toEqual(events.map((e) => e.id).sort())
+    })
+
     it('forgets ids after the dedupe window', async () => {
       const log = await make('window', { dedupeWindowMs: 400 })
       const event = makeEvent({ id: 'w-1' })
