@@ -200,6 +200,8 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
 export type IdClaims = Omit<ClaimStore, 'expire'> & {
   /** Removes claims whose value `isExpired` says are over; returns how many. */
   expire(isExpired: (value: string) => boolean): Promise<number>
+  /** Claims live in this process's memory: every call answers at once, with no I/O to time out. */
+  readonly local?: boolean
 }
 
 // Memory-driver claims, per driver instance and base: every log on one memory storage shares them.
@@ -222,6 +224,7 @@ export function createIdClaims(storage: Storage, base: string): IdClaims {
     const claims = table
     return {
       atomic: true,
+      local: true,
       claim: async (ids, value) => claims.claim(ids, value),
       overwrite: async (ids, value) => claims.overwrite(ids, value),
       release: async (ids, value) => claims.release(ids, value),

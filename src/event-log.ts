@@ -282,6 +282,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
     return Number.isFinite(ms) ? ms : 0
   }
 
+  /** Claims ids, bounded by the storage timeout (claims kept in this process answer at once). */
+  function claimIds(ids: readonly string[], claim: string): Promise<(string | null)[]> {
+    const claimed = claims.claim(ids, claim, windowMs)
+    return claims.local ? claimed : withTimeout(claimed, timeoutMs, 'claim')
+  }
+
   async function readRecord(key: string): Promise<BatchRecord | null> {
     const raw = await withTimeout(storage.getItem(key), timeoutMs, 'read')
     if (raw === null || raw === undefined) return null
@@ -314,7 +320,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     try {
       // Positions (in the batch) claimed by the last call, when not all of them, and what it found.
       let asked: number[] | undefined
-      let existing = await withTimeout(claims.claim(ids, claim, windowMs), timeoutMs, 'claim')
+      let existing = await claimIds(ids, claim)
       // Positions of ids another batch holds, and the claims found on them.
       let conflicts: number[] | undefined
       let held: string[] | undefined
@@ -361,11 +367,11 @@ export function createEventLog(options: EventLogOptions): EventLog {
           duplicateIndexes.length = 0
           await whenSettled(older, left)
           asked = undefined
-          existing = await withTimeout(claims.claim(ids, claim, windowMs), timeoutMs, 'claim')
+          existing = await claimIds(ids, claim)
         } else {
           await whenSettled(younger!, left)
           asked = conflicts
-          existing = await withTimeout(claims.claim(conflicts.map((p) => ids[p]!), claim, windowMs), timeoutMs, 'claim')
+          existing = await claimIds(conflicts.map((p) => ids[p]!), claim)
         }
       }
       if (conflicts) {

@@ -237,7 +237,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       const skip = new Set(appended.duplicateIndexes)
       stats!.recordAccepted(batch.events.filter((_, i) => !skip.has(i)), receivedAt)
     } else {
-      stats!.recordAccepted(batch.events, receivedAt)
+      stats!.recordAccepted(batch.events, receivedAt, batch.times)
     }
     return { accepted: appended.stored, duplicates, rejected: batch.rejected }
   }

@@ -65,7 +65,8 @@ export interface StatsEvent {
  */
 export interface StatsWindow {
   /** Counts accepted events by name and source, and their lag `receivedAt - occurredAt`. */
-  recordAccepted(events: readonly StatsEvent[], receivedAt: number): void
+  /** `times`, when given, holds each event's `occurredAt` in ms (NaN where not known). */
+  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[]): void
   /** Counts invalid events inside accepted requests. */
   recordRejected(count: number, receivedAt: number): void
   /** Counts events already stored before (same id). */
@@ -386,15 +387,18 @@ export function createStatsWindow(options: StatsOptions): StatsWindow {
   }
 
   return {
-    recordAccepted(events, receivedAt) {
+    recordAccepted(events, receivedAt, times) {
       if (events.length === 0) return
       const bucket = bucketAt(receivedAt)
       bucket.accepted += events.length
       const { byName, bySource, lag } = bucket
-      for (const event of events) {
+      const timed = times !== undefined && times.length === events.length
+      for (let i = 0; i < events.length; i++) {
+        const event = events[i]!
         byName.set(event.name, (byName.get(event.name) ?? 0) + 1)
         bySource.set(event.source, (bySource.get(event.source) ?? 0) + 1)
-        const ms = receivedAt - timeOf(event.occurredAt)
+        const known = timed ? times[i]! : Number.NaN
+        const ms = receivedAt - (known === known ? known : timeOf(event.occurredAt))
         if (ms >= 0) record(lag, ms)
         else if (ms >= -futureToleranceMs) record(lag, 0)
         else if (ms < 0) bucket.futureEvents++

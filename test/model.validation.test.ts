@@ -99,7 +99,7 @@ describe('mixed batches', () => {
   })
 
   it('accepts an empty batch', () => {
-    expect(model.validateBatch([])).toEqual({ events: [], indexes: [], rejected: [] })
+    expect(model.validateBatch([])).toEqual({ events: [], indexes: [], rejected: [], times: [] })
   })
 
   it('refuses a value that is not an array', () => {

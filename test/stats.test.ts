@@ -3,6 +3,8 @@ import { createStorage, type Driver, type Storage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
 import { createHistogram, merge, quantile, record, QUANTILE_PRECISION, type Histogram } from '../src/histogram'
 import { createStatsWindow, type StatsOptions, type StatsWindow } from '../src/stats'
+import { createEventIngest } from '../src/index'
+import { makeEvent } from './helpers/fixtures'
 
 const MINUTE = 60_000
 const T0 = Date.UTC(2026, 10, 2, 14, 0, 30)
@@ -231,6 +233,31 @@ describe('stats window: lag', () => {
     const occurredAt = '0050-06-01T00:00:00.000Z'
     stats.recordAccepted([{ name: 'OrderCreated', source: 'api', occurredAt } as never], T0)
     expect((await stats.snapshot()).lag.maxMs).toBe(T0 - Date.parse(occurredAt))
+  })
+
+  it('measures the lag of events ingested over HTTP in every timestamp form the model accepts', async () => {
+    const ingest = createEventIngest({ env: {}, stats: { flushIntervalMs: 3_600_000 } })
+    try {
+      const now = Date.now()
+      const at = (lag: number) => new Date(now - lag)
+      const forms = [
+        at(1_234).toISOString(), // canonical: milliseconds and Z
+        at(60_000).toISOString().replace(/\.\d{3}Z$/, 'Z'), // no milliseconds
+        at(5_000).toISOString().replace('Z', '+00:00'), // an offset
+      ]
+      const body = JSON.stringify(forms.map((occurredAt, i) => makeEvent({ id: `lag-${i}`, occurredAt })))
+      const response = await ingest.handle({ method: 'POST', path: '/events/ingest', headers: { 'content-type': 'application/json' }, body: { bytes: body } })
+      expect(response?.body).toContain('"accepted":3')
+      const { lag } = await ingest.stats()
+      const listed = (await ingest.events()).events
+      const receivedAt = Date.parse(listed[0]!.receivedAt)
+      const lags = forms.map((form) => receivedAt - Date.parse(form))
+      expect(lag.count).toBe(3)
+      expect(lag.maxMs).toBe(Math.max(...lags))
+      expect(lag.averageMs).toBe(lags.reduce((a, b) => a + b, 0) / 3)
+    } finally {
+      await ingest.close()
+    }
   })
 
   it('answers null lag figures while there is no lag', async () => {
