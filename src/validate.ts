@@ -2,6 +2,7 @@ import type { z } from 'zod'
 import { limitError, IngestError } from './errors'
 import { describeValue, inspectValue } from './json'
 import type { Limits } from './limits'
+import { canonicalTime } from './time'
 import type { EventDefinitions, SourcePolicy } from './model'
 import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, eventSources } from './model'
 
@@ -143,42 +144,6 @@ function readId(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
   const id = (value as Record<string, unknown>).id
   return typeof id === 'string' && id.length > 0 ? id : undefined
-}
-
-const ZERO = 0x30
-const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-
-/** The value of the decimal digits `s[from, from + count)`, or -1 when one is not a digit. */
-function digits(s: string, from: number, count: number): number {
-  let value = 0
-  for (let i = from; i < from + count; i++) {
-    const d = s.charCodeAt(i) - ZERO
-    if (d < 0 || d > 9) return -1
-    value = value * 10 + d
-  }
-  return value
-}
-
-/**
- * The time of a timestamp in the canonical form `YYYY-MM-DDTHH:mm:ss.sssZ` naming a real date and
- * time, in ms; NaN for anything else (which the full pattern then judges). Read by hand: cheaper
- * than the datetime pattern, and the time is needed anyway to count the event's lag.
- */
-export function canonicalTime(s: string): number {
-  if (s.length !== 24 || s.charCodeAt(4) !== 0x2d || s.charCodeAt(7) !== 0x2d || s.charCodeAt(10) !== 0x54
-    || s.charCodeAt(13) !== 0x3a || s.charCodeAt(16) !== 0x3a || s.charCodeAt(19) !== 0x2e || s.charCodeAt(23) !== 0x5a) return Number.NaN
-  const year = digits(s, 0, 4)
-  const month = digits(s, 5, 2)
-  const day = digits(s, 8, 2)
-  const hour = digits(s, 11, 2)
-  const minute = digits(s, 14, 2)
-  const second = digits(s, 17, 2)
-  const ms = digits(s, 20, 3)
-  if (year < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59 || ms < 0) return Number.NaN
-  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0)
-  if (day > (month === 2 && leap ? 29 : DAYS_IN_MONTH[month - 1]!)) return Number.NaN
-  // Date.UTC reads years 0-99 as 1900-1999.
-  return year >= 100 ? Date.UTC(year, month - 1, day, hour, minute, second, ms) : Date.parse(s)
 }
 
 /** Builds the batch and single-event validators of a model. */
