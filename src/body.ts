@@ -41,6 +41,17 @@ export async function readBodyBytes(source: { bytes: Uint8Array | string } | { s
   return Buffer.concat(chunks, total)
 }
 
+/**
+ * Whether a body stream is a Node HTTP request (`IncomingMessage`), whose chunks are buffers Node
+ * allocates for each read and hands over: nothing else holds them. Told by shape, so the core
+ * needs no Node import.
+ */
+export function isNodeRequest(stream: unknown): boolean {
+  const candidate = stream as { httpVersion?: unknown; socket?: unknown; headers?: unknown } | null
+  return typeof candidate === 'object' && candidate !== null && typeof candidate.httpVersion === 'string'
+    && typeof candidate.headers === 'object' && typeof candidate.socket === 'object'
+}
+
 /** Content types accepted on ingest: JSON, and text/plain carrying JSON (browser beacons). */
 export function checkContentType(header: string | undefined): void {
   if (!header) {

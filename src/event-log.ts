@@ -138,6 +138,8 @@ const HOUR = 3_600_000
  */
 interface Flight {
   seq: number
+  /** The count of releases (in its log) when it last let go of its claims; 0 when it never did. */
+  releasedAt: number
   outcome: Promise<boolean>
   released?: { promise: Promise<void>; resolve: () => void }
 }
@@ -149,7 +151,9 @@ function whenSettled(other: Flight, ms: number): Promise<unknown> {
     const promise = new Promise<void>((r) => (resolve = r))
     other.released = { promise, resolve }
   }
-  return Promise.race([other.outcome, other.released.promise, sleep(ms)])
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))
+  return Promise.race([other.outcome, other.released.promise, timeout]).finally(() => clearTimeout(timer))
 }
 
 /** A dedupe claim's value: `<batch key>|<claimed at, ms>`. */
@@ -160,9 +164,6 @@ function parseClaim(value: string): { batch: string; at: number } {
   return { batch: value.slice(0, split), at: Number.isFinite(at) ? at : 0 }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref())
-}
 
 function toMs(value: number | Date | undefined, fallback: number): number {
   if (value === undefined) return fallback
@@ -170,7 +171,6 @@ function toMs(value: number | Date | undefined, fallback: number): number {
 }
 
 const utf8 = new TextDecoder()
-const OPEN_BRACKET = 0x5b
 
 /**
  * The receive time and instance a batch key names: `…:<time, base 36>-<instance>-<sequence>`.
@@ -185,27 +185,14 @@ function keyHead(key: string): { receivedAt: number; instance: string } | null {
   return Number.isSafeInteger(receivedAt) ? { receivedAt, instance: id.slice(first + 1, last) } : null
 }
 
-/** Whether `bytes`, after any JSON whitespace, start an array: a record kept as the body's own bytes. */
-function startsArray(bytes: Uint8Array): boolean {
-  for (let i = 0; i < bytes.length; i++) {
-    const c = bytes[i]!
-    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return c === OPEN_BRACKET
-  }
-  return false
-}
-
 /**
  * A batch record read back from `key`, or null when it is missing or unreadable (a torn write).
- * A record is JSON text (`{"v":1,"receivedAt":…,"instance":…,"events":[…]}`), or, on the memory
- * driver, the bytes of the events array exactly as received, whose time and instance the key names.
+ * A record is JSON text (`{"v":1,"receivedAt":…,"instance":…,"events":[…]}`), or, as the memory
+ * driver keeps it, the events array exactly as received (bytes, or text once copied elsewhere),
+ * whose time and instance the key names.
  */
 export function parseRecord(raw: unknown, key: string): BatchRecord | null {
-  let value: unknown = raw
-  let bare = false
-  if (raw instanceof Uint8Array) {
-    bare = startsArray(raw)
-    value = utf8.decode(raw)
-  }
+  let value: unknown = raw instanceof Uint8Array ? utf8.decode(raw) : raw
   if (typeof value === 'string') {
     try {
       value = JSON.parse(value)
@@ -213,9 +200,9 @@ export function parseRecord(raw: unknown, key: string): BatchRecord | null {
       return null
     }
   }
-  if (bare) {
+  if (Array.isArray(value)) {
     const head = keyHead(key)
-    return head && Array.isArray(value) ? { v: 1, ...head, events: value as EventEnvelope[] } : null
+    return head ? { v: 1, ...head, events: value as EventEnvelope[] } : null
   }
   if (typeof value !== 'object' || value === null) return null
   const record = value as BatchRecord
@@ -236,6 +223,11 @@ export function createEventLog(options: EventLogOptions): EventLog {
   // Batches this process is writing right now, by key: a request that finds one of them holding
   // its ids waits for that batch's outcome (stored, or failed and released) instead of guessing.
   const flights = new Map<string, Flight>()
+  // Counts the times a flight let go of its claims before its outcome (see Flight.releasedAt).
+  let releases = 0
+  // On a store whose claims are a read then a write (not atomic), two batches of this process must
+  // not claim one id at the same time: there, the ids being claimed, by the flight claiming them.
+  const claiming = claims.atomic ? undefined : new Map<string, Flight>()
   let sequence = 0
   let corrupt = 0
   const hoursKey = `${prefix}:hours`
@@ -307,7 +299,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     const outboxKey = options.outbox ? outboxKeyOf(batchKey) : undefined
     let stored = false
     let settle!: (ok: boolean) => void
-    const flight: Flight = { seq: sequence, outcome: new Promise<boolean>((resolve) => (settle = resolve)) }
+    const flight: Flight = { seq: sequence, releasedAt: 0, outcome: new Promise<boolean>((resolve) => (settle = resolve)) }
     flights.set(batchKey, flight)
     // Ids this append holds a claim on.
     const mine: string[] = []
@@ -317,9 +309,29 @@ export function createEventLog(options: EventLogOptions): EventLog {
     const claim = `${batchKey}|${claimedAt}`
     // Settles when the batch writes have finished, in failure or success, once they were started.
     let written: Promise<unknown> | undefined
+    // Whether this append waited for others of this process (running out of time is then theirs).
+    let waited = false
     try {
+      if (claiming) {
+        // Wait until no other append of this process claims any of these ids, then take them all
+        // at once (waiting while holding some could deadlock two batches that share ids).
+        for (;;) {
+          let busy: Flight | undefined
+          for (const id of ids) {
+            busy = claiming.get(id)
+            if (busy) break
+          }
+          if (!busy) break
+          const left = timeoutMs - (now() - claimedAt)
+          if (left <= 0) throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
+          waited = true
+          await whenSettled(busy, left)
+        }
+        for (const id of ids) claiming.set(id, flight)
+      }
       // Positions (in the batch) claimed by the last call, when not all of them, and what it found.
       let asked: number[] | undefined
+      let releasesSeen = releases
       let existing = await claimIds(ids, claim)
       // Positions of ids another batch holds, and the claims found on them.
       let conflicts: number[] | undefined
@@ -356,21 +368,27 @@ export function createEventLog(options: EventLogOptions): EventLog {
         if (!older && !younger) break
         const left = timeoutMs - (now() - claimedAt)
         if (left <= 0) throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
+        waited = true
         if (older) {
           if (mine.length > 0) {
             await withTimeout(claims.release(mine, claim), timeoutMs, 'release')
             mine.length = 0
+            flight.releasedAt = ++releases
             const released = flight.released
             flight.released = undefined
             released?.resolve()
           }
           duplicateIndexes.length = 0
-          await whenSettled(older, left)
+          // A holder that let go of its claims since they were read is not waited on (its wake-up
+          // has passed): claim again.
+          if (older.releasedAt <= releasesSeen) await whenSettled(older, timeoutMs - (now() - claimedAt))
           asked = undefined
+          releasesSeen = releases
           existing = await claimIds(ids, claim)
         } else {
-          await whenSettled(younger!, left)
+          if (younger!.releasedAt <= releasesSeen) await whenSettled(younger!, left)
           asked = conflicts
+          releasesSeen = releases
           existing = await claimIds(conflicts.map((p) => ids[p]!), claim)
         }
       }
@@ -415,6 +433,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       // Another request may take these claims over once they are 2 × timeoutMs old; writing after
       // timeoutMs could then put a second copy next to its own.
       if (now() - claimedAt > timeoutMs) {
+        if (waited) throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
         throw new IngestError('storage_unavailable', `storage is too slow: claiming took over ${timeoutMs} ms`)
       }
       // The text as received is the record's events when all of them are stored unchanged: no
@@ -462,6 +481,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
     } finally {
       flights.delete(batchKey)
+      if (claiming) for (const id of ids) if (claiming.get(id) === flight) claiming.delete(id)
       settle(stored)
     }
   }

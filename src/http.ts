@@ -1,5 +1,5 @@
 import { readBearer, createTokenCheck } from './auth'
-import { checkContentType, readBodyBytes, type BodySource } from './body'
+import { checkContentType, isNodeRequest, readBodyBytes, type BodySource } from './body'
 import { IngestError, limitError } from './errors'
 import { eventSources } from './model'
 import { parseBatchBytes, type ParsedBody } from './json'
@@ -202,9 +202,9 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       const bytes = await readBodyBytes(body, maxBodyBytes, declared)
       if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
       const parsed: ParsedBody & BatchHints = parseBatchBytes(bytes, maxDepth, maxEventBytes)
-      // Bytes read from a stream (or made from text here) are this request's alone; bytes handed
-      // over by the caller stay the caller's.
-      parsed.bytesOwned = 'stream' in body || typeof body.bytes === 'string'
+      // Bytes read from a Node request (fresh buffers per read) or made from text here are this
+      // request's alone; bytes or chunks handed over by the caller stay the caller's.
+      parsed.bytesOwned = 'stream' in body ? isNodeRequest(body.stream) : typeof body.bytes === 'string'
       result = await core.ingest(parsed.value, { hints: parsed })
     }
     return json(200, result)

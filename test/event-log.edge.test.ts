@@ -124,6 +124,62 @@ describe('EventLog edge cases', () => {
     }
   })
 
+  it('stores an id once when two batches of one process carry it on a driver without atomic claims', async () => {
+    const inner = memoryDriver()
+    const plain = defineDriver(() => ({ ...inner, name: 'plain', getInstance: undefined }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: plain() }) })
+    try {
+      const a = makeEvent({ id: 'plain-twice' })
+      const results = await Promise.all([ingest.ingest([a]), ingest.ingest([a]), ingest.ingest([makeEvent({ id: 'plain-other' }), a])])
+      expect(results.reduce((n, r) => n + r.accepted, 0)).toBe(2)
+      expect(results.reduce((n, r) => n + r.duplicates, 0)).toBe(2)
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id).sort()).toEqual(['plain-other', 'plain-twice'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('does not wait for a batch that let go of its claims after they were read (no lost wake-up)', async () => {
+    // Atomic claims (the shape of event-ingest's fs driver) whose check and answer are timed: the
+    // older batch reads its 2nd id late, after the younger one took it; the younger one finds the
+    // older holding its 2nd id, lets go of what it holds and waits; the older one's answer, read
+    // before that, still shows the younger holding the id.
+    const data = new Map<string, unknown>()
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+    const timing = [[0, 0], [5, 60], [0, 0], [0, 20]]
+    let calls = 0
+    const timed = defineDriver(() => ({
+      name: 'event-ingest-fs',
+      hasItem: (key: string) => data.has(key),
+      getItem: (key: string) => data.get(key) ?? null,
+      setItem: (key: string, value: string) => void data.set(key, value),
+      removeItem: (key: string) => void data.delete(key),
+      getKeys: (base: string) => [...data.keys()].filter((key) => key.startsWith(base)),
+      clear: () => data.clear(),
+      getInstance: () => ({
+        async setIfAbsent(key: string, value: string) {
+          const [check, answer] = timing[calls++] ?? [0, 0]
+          await pause(check!)
+          const existing = (data.get(key) as string | undefined) ?? null
+          if (existing === null) data.set(key, value)
+          await pause(answer!)
+          return existing
+        },
+      }),
+    }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: timed(undefined) }), storageTimeoutMs: 1000 })
+    try {
+      const [a, x] = [makeEvent({ id: 'wake-a' }), makeEvent({ id: 'wake-x' })]
+      const started = Date.now()
+      const [older, younger] = await Promise.all([ingest.ingest([a, x]), ingest.ingest([x, a])])
+      expect(older).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
+      expect(younger).toEqual({ accepted: 0, duplicates: 2, rejected: [] })
+      expect(Date.now() - started).toBeLessThan(700)
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('takes over a stale claim once when the batch repeats its id', async () => {
     const inner = memoryDriver()
     let failing = true

@@ -94,6 +94,18 @@ export function defineEventLogSuite(setup: StorageSetup) {
       expect(log.log!.corruptRecords).toBe(0)
     })
 
+    it('keeps what it received when the caller reuses the buffer it streamed', async () => {
+      const log = await make('caller-stream')
+      const events = [makeEvent({ id: 'cs-1', payload: { n: 1 } }), makeEvent({ id: 'cs-2', payload: { n: 2 } })]
+      const buffer = new TextEncoder().encode(JSON.stringify(events))
+      const response = await log.handle({ method: 'POST', path: '/events/ingest', headers: { 'content-type': 'application/json' }, body: { stream: (async function* () { yield buffer })() } })
+      expect(response?.status).toBe(200)
+      buffer.fill(0x20)
+      expect((await log.log!.get('cs-2'))?.payload).toEqual({ n: 2 })
+      expect((await log.events()).events).toHaveLength(2)
+      expect(log.log!.corruptRecords).toBe(0)
+    })
+
     it('reads back a streamed body with whitespace around the array, with its receive time', async () => {
       const log = await make('stream-bytes')
       const events = [makeEvent({ id: 'sb-1' }), makeEvent({ id: 'sb-2', payload: { note: 'ünïcode ✓' } })]
