@@ -228,6 +228,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
   // On a store whose claims are a read then a write (not atomic), two batches of this process must
   // not claim one id at the same time: there, the ids being claimed, by the flight claiming them.
   const claiming = claims.atomic ? undefined : new Map<string, Flight>()
+  // Ids a flight of this process is taking over from a stale claim: two must not both take one.
+  const takingOver = new Map<string, Flight>()
   let sequence = 0
   let corrupt = 0
   const hoursKey = `${prefix}:hours`
@@ -311,6 +313,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
     let written: Promise<unknown> | undefined
     // Whether this append waited for others of this process (running out of time is then theirs).
     let waited = false
+    // Ids this append registered in `takingOver`.
+    let tookOver: string[] | undefined
     try {
       if (claiming) {
         // Wait until no other append of this process claims any of these ids, then take them all
@@ -332,6 +336,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       // Positions (in the batch) claimed by the last call, when not all of them, and what it found.
       let asked: number[] | undefined
       let releasesSeen = releases
+      let claimedAgain = false
       let existing = await claimIds(ids, claim)
       // Positions of ids another batch holds, and the claims found on them.
       let conflicts: number[] | undefined
@@ -356,16 +361,30 @@ export function createEventLog(options: EventLogOptions): EventLog {
         // older one it lets go of every claim it holds and then starts over.
         let younger: Flight | undefined
         let older: Flight | undefined
+        // A holder of this process that is no longer in flight finished after the answer was read.
+        let finished = false
         for (const value of held!) {
-          const holder = flights.get(parseClaim(value).batch)
-          if (!holder) continue
+          const batch = parseClaim(value).batch
+          const holder = flights.get(batch)
+          if (!holder) {
+            finished ||= keyHead(batch)?.instance === instanceId
+            continue
+          }
           if (holder.seq < flight.seq) {
             older = holder
             break
           }
           younger ??= holder
         }
-        if (!older && !younger) break
+        if (!older && !younger) {
+          // Stored, or failed and let go of its claims: claiming again tells which (once).
+          if (!finished || claimedAgain) break
+          claimedAgain = true
+          asked = conflicts
+          releasesSeen = releases
+          existing = await claimIds(conflicts.map((p) => ids[p]!), claim)
+          continue
+        }
         const left = timeoutMs - (now() - claimedAt)
         if (left <= 0) throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
         waited = true
@@ -394,6 +413,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       if (conflicts) {
         const takeover: string[] = []
+        // The stale claims judged, parallel to `takeover`.
+        const stale: string[] = []
         // Ids taken over here: a repeat of one within the batch is a duplicate of it.
         const taken = new Set<string>()
         const seen = new Map<string, Promise<boolean>>()
@@ -417,9 +438,24 @@ export function createEventLog(options: EventLogOptions): EventLog {
             // claiming, see below): this batch takes the id over.
             taken.add(ids[position]!)
             takeover.push(ids[position]!)
+            stale.push(held![i]!)
           }
         }))
         if (takeover.length > 0) {
+          // One flight of this process at a time takes an id over, and only while the claim still
+          // holds what was judged stale: another may have taken it over and stored it meanwhile.
+          for (const id of takeover) {
+            if (takingOver.has(id)) throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
+          }
+          for (const id of takeover) takingOver.set(id, flight)
+          tookOver = takeover
+          const current = await withTimeout(claims.read(takeover), timeoutMs, 'read')
+          for (let i = 0; i < takeover.length; i++) {
+            if (current[i] !== stale[i]) {
+              const id = takeover[i]!
+              throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
+            }
+          }
           await withTimeout(claims.overwrite(takeover, claim, windowMs), timeoutMs, 'claim')
           mine.push(...takeover)
         }
@@ -482,6 +518,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     } finally {
       flights.delete(batchKey)
       if (claiming) for (const id of ids) if (claiming.get(id) === flight) claiming.delete(id)
+      if (tookOver) for (const id of tookOver) if (takingOver.get(id) === flight) takingOver.delete(id)
       settle(stored)
     }
   }

@@ -180,6 +180,87 @@ describe('EventLog edge cases', () => {
     }
   })
 
+  it('lets one batch of a process take a stale claim over when two find it at once', async () => {
+    const inner = memoryDriver()
+    let failing = true
+    const broken = defineDriver(() => ({
+      ...inner,
+      name: 'memory',
+      async setItem(key: string, value: string) {
+        if (failing && key.startsWith('events:b:')) throw new Error('disk full')
+        return inner.setItem!(key, value, {})
+      },
+      async removeItem(key: string) {
+        if (failing) throw new Error('disk full')
+        return inner.removeItem!(key, {})
+      },
+    }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: broken(undefined) }), storageTimeoutMs: 50 })
+    try {
+      const event = makeEvent({ id: 'stale-twice' })
+      // A programmatic ingest writes its record as text: the write fails, so does the clean-up.
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      failing = false
+      await new Promise((resolve) => setTimeout(resolve, 150))
+      const results = await Promise.allSettled([ingest.ingest([event]), ingest.ingest([event])])
+      const accepted = results.reduce((n, r) => n + (r.status === 'fulfilled' ? r.value.accepted : 0), 0)
+      expect(accepted).toBe(1)
+      for (const result of results) {
+        if (result.status === 'rejected') expect(result.reason).toMatchObject({ code: 'in_progress' })
+        else expect(result.value.accepted + result.value.duplicates).toBe(1)
+      }
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['stale-twice'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('claims again, instead of answering 503, when a batch of this process failed after its claim was read', async () => {
+    const data = new Map<string, unknown>()
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+    // The second claim's answer comes 60 ms late: the first batch has failed and let go by then.
+    const answerDelay = [0, 60]
+    let calls = 0
+    let failed = false
+    const timed = defineDriver(() => ({
+      name: 'event-ingest-fs',
+      hasItem: (key: string) => data.has(key),
+      getItem: (key: string) => data.get(key) ?? null,
+      async setItem(key: string, value: string) {
+        if (key.startsWith('events:b:') && !failed) {
+          failed = true
+          await pause(30)
+          throw new Error('disk full')
+        }
+        data.set(key, value)
+      },
+      removeItem: (key: string) => void data.delete(key),
+      getKeys: (base: string) => [...data.keys()].filter((key) => key.startsWith(base)),
+      clear: () => data.clear(),
+      getInstance: () => ({
+        async setIfAbsent(key: string, value: string) {
+          const wait = answerDelay[calls++] ?? 0
+          const existing = (data.get(key) as string | undefined) ?? null
+          if (existing === null) data.set(key, value)
+          await pause(wait)
+          return existing
+        },
+      }),
+    }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: timed(undefined) }), storageTimeoutMs: 1000 })
+    try {
+      const event = makeEvent({ id: 'late-answer' })
+      const first = ingest.ingest([event])
+      await pause(5)
+      const second = ingest.ingest([event])
+      await expect(first).rejects.toMatchObject({ code: 'storage_unavailable' })
+      expect(await second).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['late-answer'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('takes over a stale claim once when the batch repeats its id', async () => {
     const inner = memoryDriver()
     let failing = true
