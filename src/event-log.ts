@@ -251,9 +251,14 @@ export function createEventLog(options: EventLogOptions): EventLog {
     return run
   }
 
-  async function indexHour(hour: string): Promise<void> {
-    if (hour === indexedHour && now() - indexedAt < 60_000) return
-    await updateHours(async () => {
+  // The hour being indexed right now: appends that need the same hour share its update, so a slow
+  // or failing hours write costs them one storage timeout together, not one each in turn.
+  let indexing: { hour: string; done: Promise<void> } | undefined
+
+  function indexHour(hour: string): Promise<void> {
+    if (hour === indexedHour && now() - indexedAt < 60_000) return Promise.resolve()
+    if (indexing?.hour === hour) return indexing.done
+    const done = updateHours(async () => {
       if (hour === indexedHour && now() - indexedAt < 60_000) return
       const hours = await readHours()
       const wanted = indexedHour && indexedHour !== hour ? [indexedHour, hour] : [hour]
@@ -262,6 +267,13 @@ export function createEventLog(options: EventLogOptions): EventLog {
       indexedHour = hour
       indexedAt = now()
     })
+    const current = { hour, done }
+    indexing = current
+    const clear = () => {
+      if (indexing === current) indexing = undefined
+    }
+    done.then(clear, clear)
+    return done
   }
 
   /** The outbox entry of a batch: `o:<instance>:<batch id>`, the id being `<time>-<instance>-<seq>`. */

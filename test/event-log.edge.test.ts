@@ -261,6 +261,31 @@ describe('EventLog edge cases', () => {
     }
   })
 
+  it('fails concurrent requests together, not one storage timeout after another, when the hours index cannot be written', async () => {
+    const inner = memoryDriver()
+    const stuck = defineDriver(() => ({
+      ...inner,
+      name: 'memory',
+      async setItem(key: string, value: string) {
+        if (key === 'events:hours') return new Promise<void>(() => {})
+        return inner.setItem!(key, value, {})
+      },
+    }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: stuck(undefined) }), storageTimeoutMs: 100 })
+    try {
+      const started = Date.now()
+      const settled = await Promise.all(Array.from({ length: 8 }, (_, i) => ingest.ingest([makeEvent({ id: `hours-${i}` })]).then(
+        () => ({ ok: true, at: Date.now() - started }),
+        (error: { code?: string }) => ({ ok: false, code: error.code, at: Date.now() - started }),
+      )))
+      for (const outcome of settled) expect(outcome).toMatchObject({ ok: false, code: 'storage_unavailable' })
+      // One after another, the last would fail after 8 timeouts (800 ms).
+      expect(Math.max(...settled.map((o) => o.at))).toBeLessThan(450)
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('takes over a stale claim once when the batch repeats its id', async () => {
     const inner = memoryDriver()
     let failing = true
