@@ -115,7 +115,7 @@ export interface RawBatch {
   /** The UTF-8 of `text`. */
   bytes?: Uint8Array
   /**
-   * Nothing else holds `bytes` or will change them (a body read from a request stream): a memory
+   * Nothing else holds `bytes` or will change them (the body of a Node request): a memory
    * storage may then keep them without a copy.
    */
   owned?: boolean
@@ -154,6 +154,16 @@ function whenSettled(other: Flight, ms: number): Promise<unknown> {
   let timer: ReturnType<typeof setTimeout> | undefined
   const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))
   return Promise.race([other.outcome, other.released.promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** 503 `in_progress` for a batch whose ids other requests are storing. */
+function batchBusy(): IngestError {
+  return new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
+}
+
+/** 503 `in_progress` for one id another request is storing. */
+function idBusy(id: string): IngestError {
+  return new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
 }
 
 /** A dedupe claim's value: `<batch key>|<claimed at, ms>`. */
@@ -339,7 +349,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
           }
           if (!busy) break
           const left = timeoutMs - (now() - claimedAt)
-          if (left <= 0) throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
+          if (left <= 0) throw batchBusy()
           waited = true
           await whenSettled(busy, left)
         }
@@ -347,9 +357,15 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       // Positions (in the batch) claimed by the last call, when not all of them, and what it found.
       let asked: number[] | undefined
-      let releasesSeen = releases
+      // Releases counted before the last call: a holder that let go after it is not waited on.
+      let releasesSeen = 0
+      const claimAt = (positions: number[] | undefined) => {
+        asked = positions
+        releasesSeen = releases
+        return claimIds(positions ? positions.map((p) => ids[p]!) : ids, claim)
+      }
       let claimedAgain = false
-      let existing = await claimIds(ids, claim)
+      let existing = await claimAt(undefined)
       // Positions of ids another batch holds, and the claims found on them.
       let conflicts: number[] | undefined
       let held: string[] | undefined
@@ -392,13 +408,11 @@ export function createEventLog(options: EventLogOptions): EventLog {
           // Stored, or failed and let go of its claims: claiming again tells which (once).
           if (!finished || claimedAgain) break
           claimedAgain = true
-          asked = conflicts
-          releasesSeen = releases
-          existing = await claimIds(conflicts.map((p) => ids[p]!), claim)
+          existing = await claimAt(conflicts)
           continue
         }
         const left = timeoutMs - (now() - claimedAt)
-        if (left <= 0) throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
+        if (left <= 0) throw batchBusy()
         waited = true
         if (older) {
           if (mine.length > 0) {
@@ -413,14 +427,10 @@ export function createEventLog(options: EventLogOptions): EventLog {
           // A holder that let go of its claims since they were read is not waited on (its wake-up
           // has passed): claim again.
           if (older.releasedAt <= releasesSeen) await whenSettled(older, timeoutMs - (now() - claimedAt))
-          asked = undefined
-          releasesSeen = releases
-          existing = await claimIds(ids, claim)
+          existing = await claimAt(undefined)
         } else {
           if (younger!.releasedAt <= releasesSeen) await whenSettled(younger!, left)
-          asked = conflicts
-          releasesSeen = releases
-          existing = await claimIds(conflicts.map((p) => ids[p]!), claim)
+          existing = await claimAt(conflicts)
         }
       }
       if (conflicts) {
@@ -441,8 +451,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
           if (other.batch && age < windowMs && (await exists(other.batch))) {
             duplicateIndexes.push(position)
           } else if (other.batch && age < windowMs && age < timeoutMs * 2) {
-            const id = ids[position]!
-            throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
+            throw idBusy(ids[position]!)
           } else if (taken.has(ids[position]!)) {
             duplicateIndexes.push(position)
           } else {
@@ -456,18 +465,13 @@ export function createEventLog(options: EventLogOptions): EventLog {
         if (takeover.length > 0) {
           // One flight of this process at a time takes an id over, and only while the claim still
           // holds what was judged stale: another may have taken it over and stored it meanwhile.
-          for (const id of takeover) {
-            if (takingOver.has(id)) throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
-          }
+          const busy = takeover.find((id) => takingOver.has(id))
+          if (busy !== undefined) throw idBusy(busy)
           for (const id of takeover) takingOver.set(id, flight)
           tookOver = takeover
           const current = await withTimeout(claims.read(takeover), timeoutMs, 'read')
-          for (let i = 0; i < takeover.length; i++) {
-            if (current[i] !== stale[i]) {
-              const id = takeover[i]!
-              throw new IngestError('in_progress', `event ${id} is being stored by another request; retry shortly`, { id })
-            }
-          }
+          const changed = takeover.findIndex((_, i) => current[i] !== stale[i])
+          if (changed >= 0) throw idBusy(takeover[changed]!)
           await withTimeout(claims.overwrite(takeover, claim, windowMs), timeoutMs, 'claim')
           mine.push(...takeover)
         }
@@ -481,7 +485,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       // Another request may take these claims over once they are 2 × timeoutMs old; writing after
       // timeoutMs could then put a second copy next to its own.
       if (now() - claimedAt > timeoutMs) {
-        if (waited) throw new IngestError('in_progress', 'events of this batch are being stored by other requests; retry shortly')
+        if (waited) throw batchBusy()
         throw new IngestError('storage_unavailable', `storage is too slow: claiming took over ${timeoutMs} ms`)
       }
       // The text as received is the record's events when all of them are stored unchanged: no

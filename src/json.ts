@@ -76,24 +76,20 @@ function prototypeEnumerable(): boolean {
  * and returns whether no object has a key named `__proto__` or `constructor`.
  */
 function checkElements(elements: unknown[], budget: number): boolean {
-  if (prototypeEnumerable()) {
-    // A host added an enumerable property to Object.prototype: walk own keys only.
-    for (const element of elements) {
-      if (inspectValue(element, budget, '', []) > budget) throw limitError('too_deep', 'maxDepth', budget + 1, 'JSON nesting')
-    }
-    return false
-  }
-  let protoFree = true
+  // With an enumerable property on Object.prototype (a host added one), `for...in` would visit it
+  // on every object: only the exact walk of own keys is used then.
+  const exactOnly = prototypeEnumerable()
+  let protoFree = !exactOnly
   for (let i = 0; i < elements.length; i++) {
     const element = elements[i]
     if (typeof element !== 'object' || element === null) continue
-    const depth = depthOf(element, budget)
-    if (depth > budget) throw limitError('too_deep', 'maxDepth', budget + 1, 'JSON nesting')
+    let depth = exactOnly ? -1 : depthOf(element, budget)
     if (depth < 0) {
       protoFree = false
-      // The exact check, which stops at the budget too.
-      if (inspectValue(element, budget, '', []) > budget) throw limitError('too_deep', 'maxDepth', budget + 1, 'JSON nesting')
+      // The exact walk, which stops at the budget too.
+      depth = inspectValue(element, budget, '', [])
     }
+    if (depth > budget) throw limitError('too_deep', 'maxDepth', budget + 1, 'JSON nesting')
   }
   return protoFree
 }

@@ -62,7 +62,7 @@ export interface BatchHints {
   /** The body's bytes: the UTF-8 of `text`. */
   bytes?: Uint8Array
   /**
-   * Nothing else holds `bytes` or will change them (they were read from a request stream), so a
+   * Nothing else holds `bytes` or will change them (the body of a Node request), so a
    * store may keep them without a copy.
    */
   bytesOwned?: boolean

@@ -4,6 +4,51 @@ import memoryDriver from 'unstorage/drivers/memory'
 import { createEventIngest, parseBatchBytes } from 'event-ingest'
 import { makeEvent } from './helpers/fixtures'
 
+/** A memory driver (its claims stay atomic, in process) whose batch writes and removals fail while `failing()` says so. */
+function failingMemory(failing: () => boolean) {
+  const inner = memoryDriver()
+  return defineDriver(() => ({
+    ...inner,
+    // Keeps the atomic in-process claims of the memory driver.
+    name: 'memory',
+    async setItem(key: string, value: string) {
+      if (failing() && key.startsWith('events:b:')) throw new Error('disk full')
+      return inner.setItem!(key, value, {})
+    },
+    async setItemRaw(key: string, value: unknown) {
+      if (failing() && key.startsWith('events:b:')) throw new Error('disk full')
+      return inner.setItemRaw!(key, value, {})
+    },
+    async removeItem(key: string) {
+      if (failing()) throw new Error('disk full')
+      return inner.removeItem!(key, {})
+    },
+  }))(undefined)
+}
+
+/**
+ * A driver over a Map with atomic claims in the shape of event-ingest's fs driver, whose
+ * `setIfAbsent` the test times; `setItem` may be replaced too.
+ */
+function timedClaims(
+  setIfAbsent: (data: Map<string, unknown>, key: string, value: string) => Promise<string | null>,
+  setItem: (data: Map<string, unknown>, key: string, value: string) => Promise<void> | void = (data, key, value) => void data.set(key, value),
+) {
+  const data = new Map<string, unknown>()
+  return defineDriver(() => ({
+    name: 'event-ingest-fs',
+    hasItem: (key: string) => data.has(key),
+    getItem: (key: string) => data.get(key) ?? null,
+    setItem: (key: string, value: string) => setItem(data, key, value),
+    removeItem: (key: string) => void data.delete(key),
+    getKeys: (base: string) => [...data.keys()].filter((key) => key.startsWith(base)),
+    clear: () => data.clear(),
+    getInstance: () => ({ setIfAbsent: (key: string, value: string) => setIfAbsent(data, key, value) }),
+  }))(undefined)
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
 describe('EventLog edge cases', () => {
   it('writes batch records as text to a driver mounted under the batches that cannot keep bytes', async () => {
     // Memory at the root, a text-only driver (no setItemRaw) for the batch records.
@@ -144,30 +189,17 @@ describe('EventLog edge cases', () => {
     // older batch reads its 2nd id late, after the younger one took it; the younger one finds the
     // older holding its 2nd id, lets go of what it holds and waits; the older one's answer, read
     // before that, still shows the younger holding the id.
-    const data = new Map<string, unknown>()
-    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
     const timing = [[0, 0], [5, 60], [0, 0], [0, 20]]
     let calls = 0
-    const timed = defineDriver(() => ({
-      name: 'event-ingest-fs',
-      hasItem: (key: string) => data.has(key),
-      getItem: (key: string) => data.get(key) ?? null,
-      setItem: (key: string, value: string) => void data.set(key, value),
-      removeItem: (key: string) => void data.delete(key),
-      getKeys: (base: string) => [...data.keys()].filter((key) => key.startsWith(base)),
-      clear: () => data.clear(),
-      getInstance: () => ({
-        async setIfAbsent(key: string, value: string) {
-          const [check, answer] = timing[calls++] ?? [0, 0]
-          await pause(check!)
-          const existing = (data.get(key) as string | undefined) ?? null
-          if (existing === null) data.set(key, value)
-          await pause(answer!)
-          return existing
-        },
-      }),
-    }))
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: timed(undefined) }), storageTimeoutMs: 1000 })
+    const timed = timedClaims(async (data, key, value) => {
+      const [check, answer] = timing[calls++] ?? [0, 0]
+      await pause(check!)
+      const existing = (data.get(key) as string | undefined) ?? null
+      if (existing === null) data.set(key, value)
+      await pause(answer!)
+      return existing
+    })
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: timed }), storageTimeoutMs: 1000 })
     try {
       const [a, x] = [makeEvent({ id: 'wake-a' }), makeEvent({ id: 'wake-x' })]
       const started = Date.now()
@@ -181,21 +213,8 @@ describe('EventLog edge cases', () => {
   })
 
   it('lets one batch of a process take a stale claim over when two find it at once', async () => {
-    const inner = memoryDriver()
     let failing = true
-    const broken = defineDriver(() => ({
-      ...inner,
-      name: 'memory',
-      async setItem(key: string, value: string) {
-        if (failing && key.startsWith('events:b:')) throw new Error('disk full')
-        return inner.setItem!(key, value, {})
-      },
-      async removeItem(key: string) {
-        if (failing) throw new Error('disk full')
-        return inner.removeItem!(key, {})
-      },
-    }))
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: broken(undefined) }), storageTimeoutMs: 50 })
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: failingMemory(() => failing) }), storageTimeoutMs: 50 })
     try {
       const event = makeEvent({ id: 'stale-twice' })
       // A programmatic ingest writes its record as text: the write fails, so does the clean-up.
@@ -216,17 +235,19 @@ describe('EventLog edge cases', () => {
   })
 
   it('claims again, instead of answering 503, when a batch of this process failed after its claim was read', async () => {
-    const data = new Map<string, unknown>()
-    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
     // The second claim's answer comes 60 ms late: the first batch has failed and let go by then.
     const answerDelay = [0, 60]
     let calls = 0
     let failed = false
-    const timed = defineDriver(() => ({
-      name: 'event-ingest-fs',
-      hasItem: (key: string) => data.has(key),
-      getItem: (key: string) => data.get(key) ?? null,
-      async setItem(key: string, value: string) {
+    const timed = timedClaims(
+      async (data, key, value) => {
+        const wait = answerDelay[calls++] ?? 0
+        const existing = (data.get(key) as string | undefined) ?? null
+        if (existing === null) data.set(key, value)
+        await pause(wait)
+        return existing
+      },
+      async (data, key, value) => {
         if (key.startsWith('events:b:') && !failed) {
           failed = true
           await pause(30)
@@ -234,20 +255,8 @@ describe('EventLog edge cases', () => {
         }
         data.set(key, value)
       },
-      removeItem: (key: string) => void data.delete(key),
-      getKeys: (base: string) => [...data.keys()].filter((key) => key.startsWith(base)),
-      clear: () => data.clear(),
-      getInstance: () => ({
-        async setIfAbsent(key: string, value: string) {
-          const wait = answerDelay[calls++] ?? 0
-          const existing = (data.get(key) as string | undefined) ?? null
-          if (existing === null) data.set(key, value)
-          await pause(wait)
-          return existing
-        },
-      }),
-    }))
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: timed(undefined) }), storageTimeoutMs: 1000 })
+    )
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: timed }), storageTimeoutMs: 1000 })
     try {
       const event = makeEvent({ id: 'late-answer' })
       const first = ingest.ingest([event])
@@ -287,26 +296,8 @@ describe('EventLog edge cases', () => {
   })
 
   it('takes over a stale claim once when the batch repeats its id', async () => {
-    const inner = memoryDriver()
     let failing = true
-    const broken = defineDriver(() => ({
-      ...inner,
-      // Keeps the atomic in-process claims of the memory driver.
-      name: 'memory',
-      async setItem(key: string, value: string) {
-        if (failing && key.startsWith('events:b:')) throw new Error('disk full')
-        return inner.setItem!(key, value, {})
-      },
-      async setItemRaw(key: string, value: unknown) {
-        if (failing && key.startsWith('events:b:')) throw new Error('disk full')
-        return inner.setItemRaw!(key, value, {})
-      },
-      async removeItem(key: string) {
-        if (failing) throw new Error('disk full')
-        return inner.removeItem!(key, {})
-      },
-    }))
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: broken() }), storageTimeoutMs: 50 })
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: failingMemory(() => failing) }), storageTimeoutMs: 50 })
     try {
       const event = makeEvent({ id: 'stale' })
       // The write fails and so does the clean-up: the claim stays behind.
@@ -325,7 +316,6 @@ describe('EventLog edge cases', () => {
   it('lets an overlapping retry through when the first write fails (no spinning, no lost event)', async () => {
     const inner = memoryDriver()
     let failNext = true
-    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
     const flaky = defineDriver(() => ({
       ...inner,
       // Keeps the atomic in-process claims of the memory driver.
