@@ -26,7 +26,8 @@ export interface EventLogOptions {
    */
   dedupeWindowMs?: number
   /**
-   * Longest a storage operation may take before the request fails with 503, in ms.
+   * Longest a storage operation may take before the request fails with 503, in ms (a batch write
+   * is waited for up to twice this; see `append`).
    * @default 5000
    */
   timeoutMs?: number
@@ -129,6 +130,13 @@ export interface BatchRecord {
 }
 
 const HOUR = 3_600_000
+
+/**
+ * A claim is stale, and taken over when its batch is not stored, once it is this many storage
+ * timeouts old: its batch's writes were sent within one timeout of claiming, and its request waits
+ * for them at most two more (the write, then its outcome) before it answers.
+ */
+const STALE_AFTER_TIMEOUTS = 3
 
 
 /**
@@ -331,8 +339,11 @@ export function createEventLog(options: EventLogOptions): EventLog {
     // whether it is still in progress, stale or expired.
     const claimedAt = now()
     const claim = `${batchKey}|${claimedAt}`
-    // Settles when the batch writes have finished, in failure or success, once they were started.
-    let written: Promise<unknown> | undefined
+    // Settles with what the batch writes did, once they were sent.
+    let written: Promise<PromiseSettledResult<void>[]> | undefined
+    // The answer once the writes are sent.
+    let result: AppendResult | undefined
+    let outboxEntry: string | undefined
     // Whether this append waited for others of this process (running out of time is then theirs).
     let waited = false
     // Ids this append registered in `takingOver`.
@@ -450,7 +461,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
           const age = now() - other.at
           if (other.batch && age < windowMs && (await exists(other.batch))) {
             duplicateIndexes.push(position)
-          } else if (other.batch && age < windowMs && age < timeoutMs * 2) {
+          } else if (other.batch && age < windowMs && age < timeoutMs * STALE_AFTER_TIMEOUTS) {
             throw idBusy(ids[position]!)
           } else if (taken.has(ids[position]!)) {
             duplicateIndexes.push(position)
@@ -482,8 +493,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
       const storedCount = storedPositions ? storedPositions.length : events.length
       const hour = hourBucket(receivedAt)
       if (hour !== indexedHour || now() - indexedAt >= 60_000) await indexHour(hour)
-      // Another request may take these claims over once they are 2 × timeoutMs old; writing after
-      // timeoutMs could then put a second copy next to its own.
+      // Another request may take these claims over once they are stale (STALE_AFTER_TIMEOUTS):
+      // writing after timeoutMs could then put a second copy next to its own.
       if (now() - claimedAt > timeoutMs) {
         if (waited) throw batchBusy()
         throw new IngestError('storage_unavailable', `storage is too slow: claiming took over ${timeoutMs} ms`)
@@ -506,26 +517,39 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       const writes = [write]
       if (outboxKey) {
-        const entry: OutboxEntry = { batch: batchKey, events: storedCount, receivedAt }
-        writes.push(storage.setItem(outboxKey, JSON.stringify(entry)))
+        outboxEntry = JSON.stringify({ batch: batchKey, events: storedCount, receivedAt } satisfies OutboxEntry)
+        writes.push(storage.setItem(outboxKey, outboxEntry))
       }
+      result = { stored: storedCount, duplicateIndexes, batchKey, outboxKey }
       written = Promise.allSettled(writes)
       await withTimeout(Promise.all(writes), timeoutMs, 'write')
       stored = true
-      return { stored: storedCount, duplicateIndexes, batchKey, outboxKey }
+      return result
     } catch (error) {
       if (mine.length > 0) {
-        // Nothing of this request is acknowledged, so its traces go: first the record, once its
-        // write has settled (a slow write must not land after its removal; a timed-out Redis
-        // command still runs before a later one on the same connection), then the claims. If the
-        // removal fails or the write never settles, the claims stay: a retry then finds the record
-        // and reports duplicates, or finds none and takes the ids over once they are stale.
-        const cleaned = !written || await withTimeout(
-          written.then(() => Promise.all([storage.removeItem(batchKey), outboxKey ? storage.removeItem(outboxKey) : undefined])),
-          timeoutMs,
-          'remove',
-        ).then(() => true, () => false)
-        if (cleaned) await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
+        // Once sent, the writes are waited for, and what landed is removed only when the batch is
+        // not whole: another request that read the record meanwhile answered "duplicate", so a
+        // removal after that would lose an acknowledged event.
+        const outcome = written && await withTimeout(written, timeoutMs, 'write').catch(() => undefined)
+        if (outcome && result && await whole(outcome, outboxKey, outboxEntry)) {
+          // Written, only late: stored, and acknowledged as such.
+          stored = true
+          return result
+        }
+        if (!written || outcome) {
+          // Not whole (or never sent): nothing of this request is acknowledged, so its traces go,
+          // the record first, then the claims. If the removal fails, the claims stay: a retry then
+          // finds the record and reports duplicates, or finds none and takes the ids over once
+          // they are stale.
+          const cleaned = !written || await withTimeout(
+            Promise.all([storage.removeItem(batchKey), outboxKey ? storage.removeItem(outboxKey) : undefined]),
+            timeoutMs,
+            'remove',
+          ).then(() => true, () => false)
+          if (cleaned) await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
+        }
+        // Writes still unsettled after that are left alone, and so are the claims: whatever lands
+        // stays (no removal can be sure to come after it), and a retry reports it as duplicates.
       }
       if (error instanceof IngestError) throw error
       // The storage may have lost data meanwhile (a Redis restarted empty): check the hour index again.
@@ -537,6 +561,16 @@ export function createEventLog(options: EventLogOptions): EventLog {
       if (tookOver) for (const id of tookOver) if (takingOver.get(id) === flight) takingOver.delete(id)
       settle(stored)
     }
+  }
+
+  /**
+   * Whether a batch whose writes settled as `outcome` is whole: the record written, and the outbox
+   * entry too (written again once, here, when only it failed).
+   */
+  async function whole(outcome: PromiseSettledResult<void>[], outboxKey?: string, entry?: string): Promise<boolean> {
+    if (outcome[0]!.status === 'rejected') return false
+    if (outcome.length === 1 || outcome[1]!.status === 'fulfilled') return true
+    return withTimeout(storage.setItem(outboxKey!, entry!), timeoutMs, 'write').then(() => true, () => false)
   }
 
   async function list(query: EventQuery = {}): Promise<EventPage> {

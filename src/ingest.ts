@@ -47,7 +47,9 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    */
   dedupeWindowMs?: number
   /**
-   * Longest a storage operation may take before ingest answers 503, in ms.
+   * Longest a storage operation may take before ingest answers 503, in ms. A batch write that
+   * times out is still waited for up to this long again: landing whole, it answers 200. A dedupe
+   * claim whose batch is not stored is taken over once it is 3 × this old.
    * @default 5000
    */
   storageTimeoutMs?: number

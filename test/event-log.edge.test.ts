@@ -95,10 +95,12 @@ describe('EventLog edge cases', () => {
     try {
       const event = makeEvent({ id: 'once' })
       await expect(ingest.ingest([event])).rejects.toMatchObject({ status: 503 })
-      // The late write has landed by now; the retry must not add a copy next to it.
+      // The late write has landed by now and stays: a request reading it meanwhile was told it is
+      // stored. The retry must not add a copy next to it.
       await new Promise((resolve) => setTimeout(resolve, 400))
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['once'])
       const retry = await ingest.ingest([event])
-      expect(retry.accepted + retry.duplicates).toBe(1)
+      expect(retry).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
       const page = await ingest.events({ limit: 100, since: 0 })
       expect(page.events.map((e) => e.id)).toEqual(['once'])
     } finally {
@@ -304,8 +306,8 @@ describe('EventLog edge cases', () => {
       await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
       failing = false
       await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'in_progress' })
-      // Past 2 x storageTimeoutMs the claim is stale and is taken over, once.
-      await new Promise((resolve) => setTimeout(resolve, 150))
+      // Past 3 x storageTimeoutMs the claim is stale and is taken over, once.
+      await new Promise((resolve) => setTimeout(resolve, 200))
       expect(await ingest.ingest([event, makeEvent({ id: 'fresh' }), event])).toEqual({ accepted: 2, duplicates: 1, rejected: [] })
       expect((await ingest.events({ since: 0 })).events.map((e) => e.id).sort()).toEqual(['fresh', 'stale'])
     } finally {
@@ -344,4 +346,62 @@ describe('EventLog edge cases', () => {
       await ingest.close()
     }
   }, 10_000)
+
+  it('answers 200, and keeps the record another instance already reported as stored, when a write lands after the storage timeout', async () => {
+    const memory = memoryDriver()
+    const slowFor = new Set(['slow_a'])
+    const slow = defineDriver(() => ({
+      ...memory,
+      name: 'slow',
+      async setItem(key: string, value: string) {
+        // Batch keys name their instance: only instance slow_a's writes are slow.
+        if (key.startsWith('events:b:') && [...slowFor].some((id) => key.includes(`-${id}-`))) await pause(300)
+        return memory.setItem!(key, value, {})
+      },
+    }))
+    const storage = createStorage({ driver: slow() })
+    const a = createEventIngest({ env: {}, storage, instanceId: 'slow_a', storageTimeoutMs: 200 })
+    const b = createEventIngest({ env: {}, storage, instanceId: 'fast_b', storageTimeoutMs: 200 })
+    try {
+      const event = makeEvent({ id: 'late-but-whole' })
+      const first = a.ingest([event])
+      // A's write timed out at 200 ms and landed at 300; A has not answered yet.
+      await pause(350)
+      expect(await b.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+      expect(await first).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      await pause(100)
+      expect((await b.events({ since: 0 })).events.map((e) => e.id)).toEqual(['late-but-whole'])
+      expect((await a.stats()).totals).toMatchObject({ accepted: 1 })
+    } finally {
+      await a.close()
+      await b.close()
+    }
+  }, 10_000)
+
+  it('writes the outbox entry again when only it failed, instead of removing a stored record', async () => {
+    const memory = memoryDriver()
+    let outboxFailures = 1
+    const flaky = defineDriver(() => ({
+      ...memory,
+      name: 'flaky-outbox',
+      async setItem(key: string, value: string) {
+        if (key.startsWith('events:o:') && outboxFailures > 0) {
+          outboxFailures--
+          throw new Error('connection reset')
+        }
+        return memory.setItem!(key, value, {})
+      },
+    }))
+    const storage = createStorage({ driver: flaky() })
+    // Nothing listens on port 9: the forwarder keeps the entry in the outbox, retrying.
+    const ingest = createEventIngest({ env: {}, storage, sink: { url: 'http://127.0.0.1:9/sink' }, onError: () => {} })
+    try {
+      expect(await ingest.ingest([makeEvent({ id: 'outbox-again' })])).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      expect(outboxFailures).toBe(0)
+      expect(await storage.getKeys('events:o')).toHaveLength(1)
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['outbox-again'])
+    } finally {
+      await ingest.close()
+    }
+  })
 })
