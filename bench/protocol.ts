@@ -34,6 +34,8 @@ export interface CpuSample {
   at: number
   /** The monotonic clock in µs (`process.hrtime`), the clock of V8's CPU profile timestamps. */
   monoUs: number
+  /** Minor page faults since the process started (`process.resourceUsage().minorPageFault`). */
+  minorFaults: number
 }
 
 /** `process.memoryUsage()` after an optional full GC. */

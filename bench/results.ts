@@ -22,6 +22,10 @@ export interface IngestSample {
   p99: number
   /** Server process CPU (user + system) over the run, % of one core. */
   cpuPct: number
+  /** Server CPU (user + system) over the run per 2xx response, µs. */
+  cpuUsPerRequest?: number
+  /** Minor page faults of the server over the run per 2xx response. */
+  faultsPerRequest?: number
   ok: number
   non2xx: number
   errors: number
@@ -89,6 +93,8 @@ export interface IngestRow {
   p50: Spread
   p99: Spread
   cpuPct: Spread
+  cpuUsPerRequest?: Spread
+  faultsPerRequest?: Spread
   /** Ours over bare node, paired per repetition. */
   vsNode?: Spread
   /** Ours over the same framework's bare route, paired per repetition. */
@@ -106,6 +112,12 @@ function pairedRatios(samples: IngestSample[], target: string, baseline: string,
   return ratios
 }
 
+/** The spread of a field older results may lack. */
+function optionalSpread(values: (number | undefined)[]): Spread | undefined {
+  const known = values.filter((v): v is number => v !== undefined && Number.isFinite(v))
+  return known.length > 0 ? spread(known) : undefined
+}
+
 export function ingestRows(results: BenchResults): IngestRow[] {
   const rows: IngestRow[] = []
   for (const body of ['batch', 'single'] as const) {
@@ -120,6 +132,8 @@ export function ingestRows(results: BenchResults): IngestRow[] {
         p50: spread(mine.map((s) => s.p50)),
         p99: spread(mine.map((s) => s.p99)),
         cpuPct: spread(mine.map((s) => s.cpuPct)),
+        cpuUsPerRequest: optionalSpread(mine.map((s) => s.cpuUsPerRequest)),
+        faultsPerRequest: optionalSpread(mine.map((s) => s.faultsPerRequest)),
         invalid: mine.filter((s) => !s.valid).length,
       }
       if (target.id !== 'node') row.vsNode = spread(pairedRatios(results.ingest, target.id, 'node', body))

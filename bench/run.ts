@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url'
 import { createEventModel } from '../src/index'
 import { createBodyFactory } from './events'
 import { drive, timeGets } from './load'
-import { currentLoad, machineInfo } from './machine'
+import { currentLoad, machineInfo, measurePageFault } from './machine'
 import { parseOptions, type BenchOptions } from './options'
 import { summariseProfile } from './profile'
 import type { ServerConfig } from './protocol'
@@ -99,7 +99,8 @@ async function ingestPhase(options: BenchOptions, results: BenchResults): Promis
           const run = await drive({ url: server.url, path: INGEST_PATH, bodies, seconds: options.duration, connections: options.connections })
           const cpuAfter = await server.cpu()
           const countsAfter = await server.counters()
-          const cpuPct = ((cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / 1000 / (cpuAfter.at - cpuBefore.at)) * 100
+          const cpuUs = cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system
+          const cpuPct = (cpuUs / 1000 / (cpuAfter.at - cpuBefore.at)) * 100
           const sample: IngestSample = {
             round,
             target: target.id,
@@ -109,6 +110,8 @@ async function ingestPhase(options: BenchOptions, results: BenchResults): Promis
             p50: run.p50,
             p99: run.p99,
             cpuPct,
+            cpuUsPerRequest: run.ok > 0 ? cpuUs / run.ok : Number.NaN,
+            faultsPerRequest: run.ok > 0 ? (cpuAfter.minorFaults - cpuBefore.minorFaults) / run.ok : Number.NaN,
             ok: run.ok,
             non2xx: run.non2xx,
             errors: run.errors,
@@ -229,6 +232,7 @@ async function main(): Promise<void> {
   mkdirSync(options.artifacts, { recursive: true })
   mkdirSync(dirname(options.out), { recursive: true })
   const machine = machineInfo()
+  machine.pageFaultUs = measurePageFault()
   const needsRedis = options.targets.includes('h3-redis') && options.phases.has('ingest')
     || (options.phases.has('stats') && options.statsDrivers.includes('redis'))
     || (options.phases.has('soak') && options.soakDrivers.includes('redis'))

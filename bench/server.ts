@@ -109,7 +109,7 @@ async function run(command: ServerCommand): Promise<unknown> {
   switch (command.cmd) {
     case 'cpu': {
       const { user, system } = process.cpuUsage()
-      return { user, system, at: performance.timeOrigin + performance.now(), monoUs: Number(process.hrtime.bigint() / 1000n) } satisfies CpuSample
+      return { user, system, at: performance.timeOrigin + performance.now(), monoUs: Number(process.hrtime.bigint() / 1000n), minorFaults: process.resourceUsage().minorPageFault } satisfies CpuSample
     }
     case 'mem': {
       if (command.gc) {
