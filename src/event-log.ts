@@ -40,6 +40,11 @@ export interface EventLogOptions {
    * @default false
    */
   outbox?: boolean
+  /**
+   * Told of a batch whose writes landed whole only after its request had answered 503: it is
+   * stored (a retry is told its events are duplicates), so it is counted and forwarded too.
+   */
+  onLateWrite?: (result: AppendResult & { batchKey: string }, events: readonly EventEnvelope[], receivedAt: number) => void
 }
 
 /** What the outbox holds for one stored batch: delivery state lives with the forwarder. */
@@ -550,6 +555,15 @@ export function createEventLog(options: EventLogOptions): EventLog {
         }
         // Writes still unsettled after that are left alone, and so are the claims: whatever lands
         // stays (no removal can be sure to come after it), and a retry reports it as duplicates.
+        // A batch landing whole is reported, to be counted and forwarded like any other.
+        if (written && !outcome && result && options.onLateWrite) {
+          const late = { ...result, batchKey }
+          const onLateWrite = options.onLateWrite
+          void written
+            .then((settled) => whole(settled, outboxKey, outboxEntry))
+            .then((landed) => landed && onLateWrite(late, events.filter((_, p) => !late.duplicateIndexes.includes(p)), receivedAt))
+            .catch(() => {})
+        }
       }
       if (error instanceof IngestError) throw error
       // The storage may have lost data meanwhile (a Redis restarted empty): check the hour index again.

@@ -189,7 +189,19 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     const resolved = await resolveStorage(storageOption, env)
     storage = resolved.storage
     owned = resolved.owned
-    log = createEventLog({ storage, instanceId, dedupeWindowMs, timeoutMs, outbox: sink !== undefined })
+    log = createEventLog({
+      storage,
+      instanceId,
+      dedupeWindowMs,
+      timeoutMs,
+      outbox: sink !== undefined,
+      // A batch whose request answered 503 but whose writes landed after all: stored, so counted
+      // and forwarded.
+      onLateWrite(result, events, receivedAt) {
+        stats?.recordAccepted(events, receivedAt)
+        if (forwarder && result.outboxKey) void forwarder.enqueue(result.outboxKey, { batch: result.batchKey, events: result.stored, receivedAt })
+      },
+    })
     stats = createStatsWindow({ storage, instanceId, onError, ...options.stats })
     if (sink) forwarder = createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError })
     started = true

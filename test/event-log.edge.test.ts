@@ -3,6 +3,7 @@ import { createStorage, defineDriver } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
 import { createEventIngest, parseBatchBytes } from 'event-ingest'
 import { makeEvent } from './helpers/fixtures'
+import { startSink, waitFor } from './helpers/sink'
 
 /** A memory driver (its claims stay atomic, in process) whose batch writes and removals fail while `failing()` says so. */
 function failingMemory(failing: () => boolean) {
@@ -404,4 +405,34 @@ describe('EventLog edge cases', () => {
       await ingest.close()
     }
   })
+
+  it('counts and forwards a batch whose write lands only after its request answered 503', async () => {
+    const memory = memoryDriver()
+    let delayNext = true
+    const slow = defineDriver(() => ({
+      ...memory,
+      name: 'slow',
+      async setItem(key: string, value: string) {
+        if (delayNext && key.startsWith('events:b:')) {
+          delayNext = false
+          await pause(400)
+        }
+        return memory.setItem!(key, value, {})
+      },
+    }))
+    const sink = await startSink()
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slow() }), storageTimeoutMs: 100, sink: { url: sink.url } })
+    try {
+      const event = makeEvent({ id: 'landed-late' })
+      // The write times out at 100 ms and is waited for until 200: still pending, so 503.
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      // It lands at 400 ms: stored, so forwarded and counted, with no restart and no retry.
+      await waitFor(() => sink.storedIds().includes('landed-late'), 5000, 'the late batch at the sink')
+      expect((await ingest.stats()).totals).toMatchObject({ accepted: 1 })
+      expect(await ingest.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+    } finally {
+      await ingest.close()
+      await sink.close()
+    }
+  }, 10_000)
 })
