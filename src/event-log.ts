@@ -27,7 +27,7 @@ export interface EventLogOptions {
   dedupeWindowMs?: number
   /**
    * Longest a storage operation may take before the request fails with 503, in ms (a batch write
-   * is waited for up to twice this; see `append`).
+   * that times out is waited for once more; see `append`).
    * @default 5000
    */
   timeoutMs?: number
@@ -139,9 +139,10 @@ const HOUR = 3_600_000
 /**
  * A claim is stale, and taken over when its batch is not stored, once it is this many storage
  * timeouts old: its batch's writes were sent within one timeout of claiming, and its request waits
- * for them at most two more (the write, then its outcome) before it answers.
+ * for them at most two more (the write, then its outcome) before it answers; one more is a margin
+ * for a late event loop, writes queued in a client, and clocks that differ between instances.
  */
-const STALE_AFTER_TIMEOUTS = 3
+const STALE_AFTER_TIMEOUTS = 4
 
 
 /**
@@ -532,37 +533,40 @@ export function createEventLog(options: EventLogOptions): EventLog {
       return result
     } catch (error) {
       if (mine.length > 0) {
-        // Once sent, the writes are waited for, and what landed is removed only when the batch is
-        // not whole: another request that read the record meanwhile answered "duplicate", so a
-        // removal after that would lose an acknowledged event.
-        const outcome = written && await withTimeout(written, timeoutMs, 'write').catch(() => undefined)
-        if (outcome && result && await whole(outcome, outboxKey, outboxEntry)) {
-          // Written, only late: stored, and acknowledged as such.
-          stored = true
-          return result
-        }
-        if (!written || outcome) {
-          // Not whole (or never sent): nothing of this request is acknowledged, so its traces go,
-          // the record first, then the claims. If the removal fails, the claims stay: a retry then
-          // finds the record and reports duplicates, or finds none and takes the ids over once
-          // they are stale.
-          const cleaned = !written || await withTimeout(
-            Promise.all([storage.removeItem(batchKey), outboxKey ? storage.removeItem(outboxKey) : undefined]),
-            timeoutMs,
-            'remove',
-          ).then(() => true, () => false)
-          if (cleaned) await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
-        }
-        // Writes still unsettled after that are left alone, and so are the claims: whatever lands
-        // stays (no removal can be sure to come after it), and a retry reports it as duplicates.
-        // A batch landing whole is reported, to be counted and forwarded like any other.
-        if (written && !outcome && result && options.onLateWrite) {
-          const late = { ...result, batchKey }
-          const onLateWrite = options.onLateWrite
-          void written
-            .then((settled) => whole(settled, outboxKey, outboxEntry))
-            .then((landed) => landed && onLateWrite(late, events.filter((_, p) => !late.duplicateIndexes.includes(p)), receivedAt))
-            .catch(() => {})
+        if (!written) {
+          // Nothing was sent: the claims go.
+          await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
+        } else {
+          // Once sent, the writes are waited for, and a record that landed is never removed:
+          // another request that read it meanwhile answered "duplicate", and a removal after that
+          // would lose an acknowledged event.
+          const outcome = await withTimeout(written, timeoutMs, 'write').catch(() => undefined)
+          const there = outcome && await recordLanded(outcome, batchKey)
+          if (there && await outboxWritten(outcome, outboxKey, outboxEntry)) {
+            // Written, only late: stored, and acknowledged as such.
+            stored = true
+            return result!
+          }
+          const late = { ...result!, batchKey }
+          if (there) {
+            // Stored, but its outbox entry is not written yet: that goes on in the background.
+            void finishLate(late, events, receivedAt, outboxKey, outboxEntry)
+          } else if (there === false) {
+            // Not stored: the outbox entry and the claims go. A record landing after this makes at
+            // worst a second copy, never a loss. If the removal fails, the claims stay and are taken
+            // over once stale.
+            const cleaned = !outboxKey || await withTimeout(storage.removeItem(outboxKey), timeoutMs, 'remove').then(() => true, () => false)
+            if (cleaned) await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
+          } else if (!outcome) {
+            // Still unsettled: left alone, with the claims. Whatever lands stays (a retry is told
+            // duplicates) and, landing, is finished like any other batch.
+            void written
+              .then((settled) => recordLanded(settled, batchKey))
+              .then((landed) => (landed ? finishLate(late, events, receivedAt, outboxKey, outboxEntry) : undefined))
+              .catch(() => {})
+          }
+          // Settled but unreadable: left as it is; the claims are taken over once stale, if no
+          // record turns up.
         }
       }
       if (error instanceof IngestError) throw error
@@ -578,13 +582,35 @@ export function createEventLog(options: EventLogOptions): EventLog {
   }
 
   /**
-   * Whether a batch whose writes settled as `outcome` is whole: the record written, and the outbox
-   * entry too (written again once, here, when only it failed).
+   * Whether the record of a batch whose writes settled as `outcome` is stored. A write that failed
+   * may still have landed (a client-side timeout, an fsync failing after the rename): it is read
+   * back. Undefined when that read fails.
    */
-  async function whole(outcome: PromiseSettledResult<void>[], outboxKey?: string, entry?: string): Promise<boolean> {
-    if (outcome[0]!.status === 'rejected') return false
-    if (outcome.length === 1 || outcome[1]!.status === 'fulfilled') return true
-    return withTimeout(storage.setItem(outboxKey!, entry!), timeoutMs, 'write').then(() => true, () => false)
+  async function recordLanded(outcome: PromiseSettledResult<void>[], batchKey: string): Promise<boolean | undefined> {
+    if (outcome[0]!.status === 'fulfilled') return true
+    return readRecord(batchKey).then((record) => record !== null, () => undefined)
+  }
+
+  /** Whether the outbox entry is written (tried again once, here, when its write failed). */
+  async function outboxWritten(outcome: PromiseSettledResult<void>[], outboxKey?: string, entry?: string): Promise<boolean> {
+    if (!outboxKey || outcome[1]!.status === 'fulfilled') return true
+    return withTimeout(storage.setItem(outboxKey, entry!), timeoutMs, 'write').then(() => true, () => false)
+  }
+
+  /**
+   * Finishes a batch stored after its request answered 503: writes its outbox entry again (it may
+   * have failed, or been dropped by a forwarder that found no record behind it yet), retrying with
+   * backoff, then reports it to be counted and forwarded.
+   */
+  async function finishLate(late: AppendResult & { batchKey: string }, events: readonly EventEnvelope[], receivedAt: number, outboxKey?: string, entry?: string): Promise<void> {
+    for (let attempt = 0; outboxKey; attempt++) {
+      const ok = await withTimeout(storage.setItem(outboxKey, entry!), timeoutMs, 'write').then(() => true, () => false)
+      if (ok) break
+      // Given up after about a minute of attempts: the record stays stored, without forwarding.
+      if (attempt === 5) return
+      await new Promise((resolve) => setTimeout(resolve, Math.min(timeoutMs * 2 ** attempt, 30_000)).unref())
+    }
+    options.onLateWrite?.(late, events.filter((_, p) => !late.duplicateIndexes.includes(p)), receivedAt)
   }
 
   async function list(query: EventQuery = {}): Promise<EventPage> {

@@ -49,7 +49,7 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
   /**
    * Longest a storage operation may take before ingest answers 503, in ms. A batch write that
    * times out is still waited for up to this long again: landing whole, it answers 200. A dedupe
-   * claim whose batch is not stored is taken over once it is 3 × this old.
+   * claim whose batch is not stored is taken over once it is 4 × this old.
    * @default 5000
    */
   storageTimeoutMs?: number
@@ -198,8 +198,12 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       // A batch whose request answered 503 but whose writes landed after all: stored, so counted
       // and forwarded.
       onLateWrite(result, events, receivedAt) {
-        stats?.recordAccepted(events, receivedAt)
-        if (forwarder && result.outboxKey) void forwarder.enqueue(result.outboxKey, { batch: result.batchKey, events: result.stored, receivedAt })
+        try {
+          if (forwarder && result.outboxKey) void forwarder.enqueue(result.outboxKey, { batch: result.batchKey, events: result.stored, receivedAt }).catch(onError)
+          stats?.recordAccepted(events, receivedAt)
+        } catch (error) {
+          onError(error)
+        }
       },
     })
     stats = createStatsWindow({ storage, instanceId, onError, ...options.stats })

@@ -45,8 +45,10 @@ describe('npm run bench -- --quick', () => {
       for (const target of targets) {
         const row = rows.find((cells) => cells[0]!.startsWith(target.label))
         expect(row, `${heading}: a row for ${target.label}`).toBeDefined()
-        const [, rps, , , , , vsNode, vsBare] = row!
+        const [, rps, , , , , cpuPerRequest, faultsPerRequest, vsNode, vsBare] = row!
         expect(rps).toMatch(/^[\d,]+/)
+        expect(cpuPerRequest, `${target.label}: CPU per request`).toMatch(/^[\d,]+/)
+        expect(faultsPerRequest, `${target.label}: page faults per request`).toMatch(/^-?[\d,]+\.\d\b/)
         if (target.id !== 'node') expect(vsNode, `${target.label} / bare node`).toMatch(ratio)
         if (target.kind === 'ours') expect(vsBare, `${target.label} / its bare route`).toMatch(ratio)
       }
@@ -54,5 +56,7 @@ describe('npm run bench -- --quick', () => {
     expect(report).toContain('## Stats and schema latency against stored events')
     expect(report).toContain('## Heap and RSS over a long ingest run')
     expect(report).toMatch(/\*\*Top functions by self time\*\*[\s\S]*\| 1 \| `/)
+    expect(report).toMatch(/A minor page fault \(fresh memory touched for the first time\) costs [\d.,]+ µs here/)
+    expect(report).toContain('**Memory kept per request (batch of 50).**')
   }, 120_000)
 })

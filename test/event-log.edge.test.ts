@@ -5,13 +5,20 @@ import { createEventIngest, parseBatchBytes } from 'event-ingest'
 import { makeEvent } from './helpers/fixtures'
 import { startSink, waitFor } from './helpers/sink'
 
-/** A memory driver (its claims stay atomic, in process) whose batch writes and removals fail while `failing()` says so. */
+/**
+ * A memory driver (its claims stay atomic, in process) whose batch writes, batch reads and removals
+ * fail while `failing()` says so: a failed batch write cannot be read back, so its claims stay.
+ */
 function failingMemory(failing: () => boolean) {
   const inner = memoryDriver()
   return defineDriver(() => ({
     ...inner,
     // Keeps the atomic in-process claims of the memory driver.
     name: 'memory',
+    async getItem(key: string) {
+      if (failing() && key.startsWith('events:b:')) throw new Error('disk gone')
+      return inner.getItem!(key, {})
+    },
     async setItem(key: string, value: string) {
       if (failing() && key.startsWith('events:b:')) throw new Error('disk full')
       return inner.setItem!(key, value, {})
@@ -220,10 +227,11 @@ describe('EventLog edge cases', () => {
     const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: failingMemory(() => failing) }), storageTimeoutMs: 50 })
     try {
       const event = makeEvent({ id: 'stale-twice' })
-      // A programmatic ingest writes its record as text: the write fails, so does the clean-up.
+      // A programmatic ingest writes its record as text: the write fails and cannot be read back.
       await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
       failing = false
-      await new Promise((resolve) => setTimeout(resolve, 150))
+      // Past 4 x storageTimeoutMs the claim is stale.
+      await new Promise((resolve) => setTimeout(resolve, 260))
       const results = await Promise.allSettled([ingest.ingest([event]), ingest.ingest([event])])
       const accepted = results.reduce((n, r) => n + (r.status === 'fulfilled' ? r.value.accepted : 0), 0)
       expect(accepted).toBe(1)
@@ -303,12 +311,12 @@ describe('EventLog edge cases', () => {
     const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: failingMemory(() => failing) }), storageTimeoutMs: 50 })
     try {
       const event = makeEvent({ id: 'stale' })
-      // The write fails and so does the clean-up: the claim stays behind.
+      // The write fails and cannot be read back: the claim stays behind.
       await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
       failing = false
       await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'in_progress' })
-      // Past 3 x storageTimeoutMs the claim is stale and is taken over, once.
-      await new Promise((resolve) => setTimeout(resolve, 200))
+      // Past 4 x storageTimeoutMs the claim is stale and is taken over, once.
+      await new Promise((resolve) => setTimeout(resolve, 260))
       expect(await ingest.ingest([event, makeEvent({ id: 'fresh' }), event])).toEqual({ accepted: 2, duplicates: 1, rejected: [] })
       expect((await ingest.events({ since: 0 })).events.map((e) => e.id).sort()).toEqual(['fresh', 'stale'])
     } finally {
@@ -408,7 +416,7 @@ describe('EventLog edge cases', () => {
 
   it('counts and forwards a batch whose write lands only after its request answered 503', async () => {
     const memory = memoryDriver()
-    let delayNext = true
+    let delayNext = false
     const slow = defineDriver(() => ({
       ...memory,
       name: 'slow',
@@ -423,16 +431,74 @@ describe('EventLog edge cases', () => {
     const sink = await startSink()
     const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slow() }), storageTimeoutMs: 100, sink: { url: sink.url } })
     try {
+      // A first batch at the sink: the forwarder has started (its one scan of the outbox is over).
+      await ingest.ingest([makeEvent({ id: 'before-late' })])
+      await waitFor(() => sink.storedIds().includes('before-late'), 5000, 'the first batch at the sink')
+      delayNext = true
       const event = makeEvent({ id: 'landed-late' })
       // The write times out at 100 ms and is waited for until 200: still pending, so 503.
       await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
       // It lands at 400 ms: stored, so forwarded and counted, with no restart and no retry.
       await waitFor(() => sink.storedIds().includes('landed-late'), 5000, 'the late batch at the sink')
-      expect((await ingest.stats()).totals).toMatchObject({ accepted: 1 })
+      expect((await ingest.stats()).totals).toMatchObject({ accepted: 2 })
       expect(await ingest.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
     } finally {
       await ingest.close()
       await sink.close()
     }
   }, 10_000)
+
+  it('keeps a stored record whose outbox entry cannot be written, and writes the entry in the background', async () => {
+    const memory = memoryDriver()
+    let outboxFailures = 3
+    const flaky = defineDriver(() => ({
+      ...memory,
+      name: 'flaky-outbox',
+      async setItem(key: string, value: string) {
+        if (key.startsWith('events:o:') && outboxFailures > 0) {
+          outboxFailures--
+          throw new Error('connection reset')
+        }
+        return memory.setItem!(key, value, {})
+      },
+    }))
+    const storage = createStorage({ driver: flaky() })
+    const ingest = createEventIngest({ env: {}, storage, storageTimeoutMs: 50, sink: { url: 'http://127.0.0.1:9/sink' }, onError: () => {} })
+    try {
+      const event = makeEvent({ id: 'outbox-later' })
+      // The write and its one retry fail: 503, but the record stays (it may have been read as stored).
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['outbox-later'])
+      expect(await ingest.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+      // The third write fails too; the next one, after a backoff, lands.
+      await waitFor(async () => (await storage.getKeys('events:o')).length === 1, 5000, 'the outbox entry')
+      expect(outboxFailures).toBe(0)
+    } finally {
+      await ingest.close()
+    }
+  }, 10_000)
+
+  it('answers 200 for a record write that reported a failure but landed (read back)', async () => {
+    const memory = memoryDriver()
+    let failAfterWrite = true
+    const lying = defineDriver(() => ({
+      ...memory,
+      name: 'lying',
+      async setItem(key: string, value: string) {
+        await memory.setItem!(key, value, {})
+        if (failAfterWrite && key.startsWith('events:b:')) {
+          failAfterWrite = false
+          // Like a client-side command timeout while the server still applies the write.
+          throw new Error('Command timed out')
+        }
+      },
+    }))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: lying() }), storageTimeoutMs: 100 })
+    try {
+      expect(await ingest.ingest([makeEvent({ id: 'landed-anyway' })])).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['landed-anyway'])
+    } finally {
+      await ingest.close()
+    }
+  })
 })
