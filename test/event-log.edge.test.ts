@@ -57,6 +57,41 @@ function timedClaims(
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/**
+ * A memory driver (not named 'memory', so batch records are written as text through `setItem`)
+ * whose `setItem` goes through `hook`, which decides when and whether to call `write`.
+ */
+function hookedMemory(name: string, hook: (key: string, write: () => Promise<void>) => Promise<void>) {
+  const memory = memoryDriver()
+  return defineDriver(() => ({
+    ...memory,
+    name,
+    setItem: (key: string, value: string) => hook(key, async () => memory.setItem!(key, value, {})),
+  }))(undefined)
+}
+
+/** A {@link hookedMemory} whose next batch write, once `slow.armed`, takes `ms` longer. */
+function slowNextBatchWrite(ms: number, slow = { armed: true }) {
+  return hookedMemory('slow', async (key, write) => {
+    if (slow.armed && key.startsWith('events:b:')) {
+      slow.armed = false
+      await pause(ms)
+    }
+    return write()
+  })
+}
+
+/** A {@link hookedMemory} whose first `failures.left` outbox writes fail. */
+function flakyOutbox(failures: { left: number }) {
+  return hookedMemory('flaky-outbox', async (key, write) => {
+    if (key.startsWith('events:o:') && failures.left > 0) {
+      failures.left--
+      throw new Error('connection reset')
+    }
+    return write()
+  })
+}
+
 describe('EventLog edge cases', () => {
   it('writes batch records as text to a driver mounted under the batches that cannot keep bytes', async () => {
     // Memory at the root, a text-only driver (no setItemRaw) for the batch records.
@@ -86,20 +121,7 @@ describe('EventLog edge cases', () => {
   })
 
   it('never stores a second copy when a slow write times out and the client retries', async () => {
-    const memory = memoryDriver()
-    let delayNext = true
-    const slow = defineDriver(() => ({
-      ...memory,
-      name: 'slow',
-      async setItem(key: string, value: string) {
-        if (delayNext && key.startsWith('events:b:')) {
-          delayNext = false
-          await new Promise((resolve) => setTimeout(resolve, 300))
-        }
-        return memory.setItem!(key, value, {})
-      },
-    }))
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slow() }), storageTimeoutMs: 100 })
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slowNextBatchWrite(300) }), storageTimeoutMs: 100 })
     try {
       const event = makeEvent({ id: 'once' })
       await expect(ingest.ingest([event])).rejects.toMatchObject({ status: 503 })
@@ -357,24 +379,18 @@ describe('EventLog edge cases', () => {
   }, 10_000)
 
   it('answers 200, and keeps the record another instance already reported as stored, when a write lands after the storage timeout', async () => {
-    const memory = memoryDriver()
-    const slowFor = new Set(['slow_a'])
-    const slow = defineDriver(() => ({
-      ...memory,
-      name: 'slow',
-      async setItem(key: string, value: string) {
-        // Batch keys name their instance: only instance slow_a's writes are slow.
-        if (key.startsWith('events:b:') && [...slowFor].some((id) => key.includes(`-${id}-`))) await pause(300)
-        return memory.setItem!(key, value, {})
-      },
-    }))
-    const storage = createStorage({ driver: slow() })
+    const slow = hookedMemory('slow', async (key, write) => {
+      // Batch keys name their instance: only instance slow_a's writes are slow.
+      if (key.startsWith('events:b:') && key.includes('-slow_a-')) await pause(300)
+      return write()
+    })
+    const storage = createStorage({ driver: slow })
     const a = createEventIngest({ env: {}, storage, instanceId: 'slow_a', storageTimeoutMs: 200 })
     const b = createEventIngest({ env: {}, storage, instanceId: 'fast_b', storageTimeoutMs: 200 })
     try {
       const event = makeEvent({ id: 'late-but-whole' })
       const first = a.ingest([event])
-      // A's write timed out at 200 ms and landed at 300; A has not answered yet.
+      // A's write timed out at 200 ms and landed at 300, when A answered.
       await pause(350)
       expect(await b.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
       expect(await first).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
@@ -388,25 +404,13 @@ describe('EventLog edge cases', () => {
   }, 10_000)
 
   it('writes the outbox entry again when only it failed, instead of removing a stored record', async () => {
-    const memory = memoryDriver()
-    let outboxFailures = 1
-    const flaky = defineDriver(() => ({
-      ...memory,
-      name: 'flaky-outbox',
-      async setItem(key: string, value: string) {
-        if (key.startsWith('events:o:') && outboxFailures > 0) {
-          outboxFailures--
-          throw new Error('connection reset')
-        }
-        return memory.setItem!(key, value, {})
-      },
-    }))
-    const storage = createStorage({ driver: flaky() })
+    const failures = { left: 1 }
+    const storage = createStorage({ driver: flakyOutbox(failures) })
     // Nothing listens on port 9: the forwarder keeps the entry in the outbox, retrying.
     const ingest = createEventIngest({ env: {}, storage, sink: { url: 'http://127.0.0.1:9/sink' }, onError: () => {} })
     try {
       expect(await ingest.ingest([makeEvent({ id: 'outbox-again' })])).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
-      expect(outboxFailures).toBe(0)
+      expect(failures.left).toBe(0)
       expect(await storage.getKeys('events:o')).toHaveLength(1)
       expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['outbox-again'])
     } finally {
@@ -415,26 +419,14 @@ describe('EventLog edge cases', () => {
   })
 
   it('counts and forwards a batch whose write lands only after its request answered 503', async () => {
-    const memory = memoryDriver()
-    let delayNext = false
-    const slow = defineDriver(() => ({
-      ...memory,
-      name: 'slow',
-      async setItem(key: string, value: string) {
-        if (delayNext && key.startsWith('events:b:')) {
-          delayNext = false
-          await pause(400)
-        }
-        return memory.setItem!(key, value, {})
-      },
-    }))
+    const slow = { armed: false }
     const sink = await startSink()
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slow() }), storageTimeoutMs: 100, sink: { url: sink.url } })
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slowNextBatchWrite(400, slow) }), storageTimeoutMs: 100, sink: { url: sink.url } })
     try {
       // A first batch at the sink: the forwarder has started (its one scan of the outbox is over).
       await ingest.ingest([makeEvent({ id: 'before-late' })])
       await waitFor(() => sink.storedIds().includes('before-late'), 5000, 'the first batch at the sink')
-      delayNext = true
+      slow.armed = true
       const event = makeEvent({ id: 'landed-late' })
       // The write times out at 100 ms and is waited for until 200: still pending, so 503.
       await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
@@ -449,20 +441,8 @@ describe('EventLog edge cases', () => {
   }, 10_000)
 
   it('keeps a stored record whose outbox entry cannot be written, and writes the entry in the background', async () => {
-    const memory = memoryDriver()
-    let outboxFailures = 3
-    const flaky = defineDriver(() => ({
-      ...memory,
-      name: 'flaky-outbox',
-      async setItem(key: string, value: string) {
-        if (key.startsWith('events:o:') && outboxFailures > 0) {
-          outboxFailures--
-          throw new Error('connection reset')
-        }
-        return memory.setItem!(key, value, {})
-      },
-    }))
-    const storage = createStorage({ driver: flaky() })
+    const failures = { left: 3 }
+    const storage = createStorage({ driver: flakyOutbox(failures) })
     const ingest = createEventIngest({ env: {}, storage, storageTimeoutMs: 50, sink: { url: 'http://127.0.0.1:9/sink' }, onError: () => {} })
     try {
       const event = makeEvent({ id: 'outbox-later' })
@@ -472,28 +452,23 @@ describe('EventLog edge cases', () => {
       expect(await ingest.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
       // The third write fails too; the next one, after a backoff, lands.
       await waitFor(async () => (await storage.getKeys('events:o')).length === 1, 5000, 'the outbox entry')
-      expect(outboxFailures).toBe(0)
+      expect(failures.left).toBe(0)
     } finally {
       await ingest.close()
     }
   }, 10_000)
 
   it('answers 200 for a record write that reported a failure but landed (read back)', async () => {
-    const memory = memoryDriver()
     let failAfterWrite = true
-    const lying = defineDriver(() => ({
-      ...memory,
-      name: 'lying',
-      async setItem(key: string, value: string) {
-        await memory.setItem!(key, value, {})
-        if (failAfterWrite && key.startsWith('events:b:')) {
-          failAfterWrite = false
-          // Like a client-side command timeout while the server still applies the write.
-          throw new Error('Command timed out')
-        }
-      },
-    }))
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: lying() }), storageTimeoutMs: 100 })
+    const lying = hookedMemory('lying', async (key, write) => {
+      await write()
+      if (failAfterWrite && key.startsWith('events:b:')) {
+        failAfterWrite = false
+        // Like a client-side command timeout while the server still applies the write.
+        throw new Error('Command timed out')
+      }
+    })
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: lying }), storageTimeoutMs: 100 })
     try {
       expect(await ingest.ingest([makeEvent({ id: 'landed-anyway' })])).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
       expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['landed-anyway'])
