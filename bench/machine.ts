@@ -16,6 +16,8 @@ export interface MachineInfo {
   redis?: string
   /** µs per minor page fault when fresh memory is first touched (see {@link measurePageFault}). */
   pageFaultUs?: number
+  /** The kernel's transparent huge pages mode (`always`, `madvise` or `never`), when it tells. */
+  transparentHugePages?: string
   /** 1-minute load average when the run started and ended. */
   loadStart: number
   loadEnd?: number
@@ -41,6 +43,7 @@ export function machineInfo(): MachineInfo {
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
     packages: Object.fromEntries(measuredPackages.map((name) => [name, installedVersion(name)])),
+    transparentHugePages: transparentHugePages(),
     loadStart: loadavg()[0]!,
   }
 }
@@ -59,6 +62,15 @@ export function measurePageFault(): number {
   const ms = performance.now() - started
   const faults = process.resourceUsage().minorPageFault - before
   return faults > 0 ? (ms * 1000) / faults : Number.NaN
+}
+
+/** The selected mode in `/sys/kernel/mm/transparent_hugepage/enabled` (`always [madvise] never`). */
+function transparentHugePages(): string | undefined {
+  try {
+    return /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1]
+  } catch {
+    return undefined
+  }
 }
 
 /** The 1-minute load average now. */

@@ -43,7 +43,11 @@ function keptMemory(rows: IngestRow[], pageFaultUs: number | undefined, memorySo
   const cost = extraFaults > 0.5
     ? ` At ${num(pageFaultUs, 1)} µs per fault on this machine, that is about ${num(extraFaults * pageFaultUs)} µs per request (the CPU profile charges it to whatever first touches the new memory: Node's copy of the body, the allocator, the claim table) of the ${num(extraCpu)} µs of server CPU per request that event-ingest adds to bare node (${num(ours.cpuUsPerRequest.median)} against ${num(bare.cpuUsPerRequest.median)} µs).`
     : ` No more than bare node here, so keeping costs no fault time in this run (a fault costs ${num(pageFaultUs, 1)} µs on this machine).`
-  return [`${head}${cost} The Redis and fs targets take page faults too (see the tables), from memory the allocator gives back and takes again rather than from data kept: the Redis soak's heap stays flat.`]
+  const huge = rows.find((r) => r.body === 'batch' && r.target.id === 'h3-hugepages')
+  const hugeLine = huge?.faultsPerRequest && huge.cpuUsPerRequest && huge.vsNode
+    ? ` The same server with glibc's malloc on transparent huge pages (\`GLIBC_TUNABLES=glibc.malloc.hugetlb=1\`, a setting of the process, not of the code) takes ${num(huge.faultsPerRequest.median, 1)} faults and ${num(huge.cpuUsPerRequest.median)} µs of CPU per request, ${num(huge.vsNode.median, 2)} of bare node.`
+    : ''
+  return [`${head}${cost}${hugeLine} The Redis and fs targets take page faults too (see the tables), from memory the allocator gives back and takes again rather than from data kept: the Redis soak's heap stays flat.`]
 }
 
 function profileSection(profile: ProfileSummary & { file: string }): string[] {
@@ -126,7 +130,7 @@ export function renderReport(results: BenchResults): string {
     '',
     `- CPU: ${m.cpuModel}, ${m.cores} cores; ${m.memoryGiB} GiB memory; ${m.platform}`,
     `- Node ${m.node}${m.redis ? `; Redis ${m.redis} (local)` : ''}`,
-    ...(m.pageFaultUs !== undefined ? [`- A minor page fault (fresh memory touched for the first time) costs ${num(m.pageFaultUs, 1)} µs here (64 MiB touched once per page at the start of the run)`] : []),
+    ...(m.pageFaultUs !== undefined ? [`- A minor page fault (fresh memory touched for the first time) costs ${num(m.pageFaultUs, 1)} µs here (64 MiB touched once per page at the start of the run); transparent huge pages: ${m.transparentHugePages ?? 'unknown'}`] : []),
     `- Packages: ${Object.entries(m.packages).map(([name, version]) => `${name} ${version}`).join(', ')}`,
     `- 1-minute load average: ${num(m.loadStart, 2)} at start, ${num(m.loadEnd ?? Number.NaN, 2)} at end`,
     ...results.notes.map((note) => `- **Note:** ${note}`),
@@ -137,7 +141,7 @@ export function renderReport(results: BenchResults): string {
     `- ${s.reps} repetition(s), interleaved: each repetition starts every target in turn (a new process each time, so every run starts from an empty store) and measures both bodies, so drift of the machine hits all targets alike. Tables give the median with min–max over repetitions; ratios are paired within a repetition, then summarised the same way.`,
     `- Bodies: a batch of ${results.bodies.batch.events} canonical events (${num(results.bodies.batch.bytes)} bytes; all ten event names, each from a source it is expected from) and a one-event array (${num(results.bodies.single.bytes)} bytes). Every request carries fresh ids: autocannon's \`setupRequest\` hook takes each body from a factory that copies a pre-serialised template and writes a new fixed-width serial into every id (no pool, no repeats), so ingest stores instead of deduplicating. The server-side counters confirm it: a run with a duplicate, a rejected event, an error or a non-2xx answer is flagged.`,
     '- Baselines, same run, own processes: bare `node:http` (read the body, `JSON.parse`, check for an array, push the events into a bounded ring, 200 with a small JSON answer); per framework, a bare route doing only the same with the framework\'s own JSON body reading (h3 `event.req.json()`, `express.json()`, Fastify\'s built-in parser, `@koa/bodyparser`).',
-    '- Measured: event-ingest mounted in each framework as `test/helpers/hosts.ts` mounts it (no host body parser), memory driver; h3 also with the fs driver (temp dir, fsync on, the default) and Redis (unique key prefix, deleted afterwards). Ingest is open (no token).',
+    '- Measured: event-ingest mounted in each framework as `test/helpers/hosts.ts` mounts it (no host body parser), memory driver; h3 also with the fs driver (temp dir, fsync on, the default) and Redis (unique key prefix, deleted afterwards), and, for reference only, h3 + memory in a process started with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc\'s malloc on transparent huge pages; the same code). Ingest is open (no token).',
     '- Latency: every 2xx response timed (exact p50/p99 per run). Server CPU: `process.cpuUsage()` read in the server over IPC at the start and end of each run (user + system, % of one core, and per 2xx response); page faults per response from `process.resourceUsage().minorPageFault` read with it.',
     `- Stats and schema: events loaded in-process through \`ingest.ingest()\` (batches of 1000), then ${s.statsRequests} sequential timed \`GET /admin/events/stats\` (admin token) and \`GET /events/schema\` on one keep-alive connection, at each size.`,
     `- Soak: ${num(Number(s.soakSeconds))} s of batch load per driver (${(s.soakDrivers as string[]).join(', ')})${Number(s.soakEvents) > 0 ? `, paced to store about ${num(Number(s.soakEvents))} events per run (${num(Number(s.soakEvents) / Number(s.soakSeconds))} events/s, the same pace for every driver, so the memory driver — which keeps every event in the process — stays within memory)` : ', unpaced'}; \`heapUsed\` and RSS read after a full GC (\`--expose-gc\`) every ${s.soakSampleSeconds} s, plus once with the load paused before and after.`,

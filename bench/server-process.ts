@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { Counters, CpuSample, MemorySample, ServerCommand, ServerConfig, ServerMessage } from './protocol'
+import { targets } from './targets'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const serverEntry = fileURLToPath(new URL('./server.ts', import.meta.url))
@@ -32,7 +33,7 @@ export function startServerProcess(config: ServerConfig, options: StartOptions =
   const child: ChildProcess = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', serverEntry, JSON.stringify(config)], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    env: { ...process.env, NODE_ENV: 'production' },
+    env: { ...process.env, NODE_ENV: 'production', ...targets.find((t) => t.id === config.target)?.env },
   })
   let output = ''
   const keep = (chunk: Buffer) => {
