@@ -45,6 +45,8 @@ export interface EventLogOptions {
    * stored (a retry is told its events are duplicates), so it is counted and forwarded too.
    */
   onLateWrite?: (result: AppendResult & { batchKey: string }, events: readonly EventEnvelope[], receivedAt: number) => void
+  /** Told of failures of that background work (see `close`). */
+  onError?: (error: unknown) => void
 }
 
 /** What the outbox holds for one stored batch: delivery state lives with the forwarder. */
@@ -113,6 +115,13 @@ export interface EventLog {
   readonly corruptRecords: number
   /** Whether claims are atomic on this driver (true for memory, fs and Redis). */
   readonly atomicDedupe: boolean
+  /**
+   * Stops the background work on batches whose requests answered 503 with their writes sent
+   * (finding out whether the record landed, writing its outbox entry): each makes one last attempt
+   * now, waited for at most twice the storage timeout. An outbox entry left unwritten then is the
+   * only way such a batch misses forwarding.
+   */
+  close(): Promise<void>
 }
 
 /** A batch's JSON text as received: the array of its events. */
@@ -138,9 +147,10 @@ const HOUR = 3_600_000
 
 /**
  * A claim is stale, and taken over when its batch is not stored, once it is this many storage
- * timeouts old: its batch's writes were sent within one timeout of claiming, and its request waits
- * for them at most two more (the write, then its outcome) before it answers; one more is a margin
- * for a late event loop, writes queued in a client, and clocks that differ between instances.
+ * timeouts old: its batch's writes were sent within one timeout of claiming and are waited for two
+ * more (the write, then its outcome); one more is a margin for a late event loop, writes queued in
+ * a client, and clocks that differ between instances. A request may answer 200 later still, but
+ * only for a record it has read back, which no take-over can follow (it needs the record absent).
  */
 const STALE_AFTER_TIMEOUTS = 4
 
@@ -547,26 +557,17 @@ export function createEventLog(options: EventLogOptions): EventLog {
             stored = true
             return result!
           }
-          const late = { ...result!, batchKey }
-          if (there) {
-            // Stored, but its outbox entry is not written yet: that goes on in the background.
-            void finishLate(late, events, receivedAt, outboxKey, outboxEntry)
-          } else if (there === false) {
-            // Not stored: the outbox entry and the claims go. A record landing after this makes at
-            // worst a second copy, never a loss. If the removal fails, the claims stay and are taken
-            // over once stale.
-            const cleaned = !outboxKey || await withTimeout(storage.removeItem(outboxKey), timeoutMs, 'remove').then(() => true, () => false)
-            if (cleaned) await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
-          } else if (!outcome) {
-            // Still unsettled: left alone, with the claims. Whatever lands stays (a retry is told
-            // duplicates) and, landing, is finished like any other batch.
-            void written
-              .then((settled) => recordLanded(settled, batchKey))
-              .then((landed) => (landed ? finishLate(late, events, receivedAt, outboxKey, outboxEntry) : undefined))
-              .catch(() => {})
+          if (there === false) {
+            // Not stored: the claims go. A record landing after this makes at worst a second copy,
+            // never a loss. The outbox entry stays: the forwarder drops an entry with no record
+            // behind it, and forwards one whose record lands after all.
+            await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
+          } else {
+            // Stored without its outbox entry, still unsettled, or not readable back: the claims
+            // stay (a retry is told duplicates once the record is there) and the rest is settled in
+            // the background.
+            settleLate({ ...result!, batchKey }, events, receivedAt, written, there, outboxKey, outboxEntry)
           }
-          // Settled but unreadable: left as it is; the claims are taken over once stale, if no
-          // record turns up.
         }
       }
       if (error instanceof IngestError) throw error
@@ -597,20 +598,65 @@ export function createEventLog(options: EventLogOptions): EventLog {
     return withTimeout(storage.setItem(outboxKey, entry!), timeoutMs, 'write').then(() => true, () => false)
   }
 
+  // Background settling of batches whose requests answered 503 (see `settleLate`), and the
+  // backoff waits `close()` cuts short.
+  const lateWork = new Set<Promise<void>>()
+  const sleepers = new Set<() => void>()
+  let closing = false
+
+  /** Waits before a background attempt again; false once the log is closing (no more attempts). */
+  function retryLater(attempt: number): Promise<boolean> {
+    if (closing) return Promise.resolve(false)
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        sleepers.delete(done)
+        resolve(true)
+      }
+      const timer = setTimeout(done, Math.min(timeoutMs * 2 ** Math.min(attempt, 10), 30_000))
+      timer.unref()
+      sleepers.add(done)
+    })
+  }
+
   /**
-   * Finishes a batch stored after its request answered 503: writes its outbox entry again (it may
-   * have failed, or been dropped by a forwarder that found no record behind it yet), retrying with
-   * backoff, then reports it to be counted and forwarded.
+   * Settles, in the background, a batch whose request answered 503 with its writes sent: waits for
+   * them, reads the record back until storage answers (unless `there` is already known), and if it
+   * is stored, writes its outbox entry until that works (it may have failed, or been dropped by a
+   * forwarder that found no record behind it yet); then reports the batch, to be counted and
+   * forwarded. Retries with backoff until done or until `close()`, which makes one last attempt.
    */
-  async function finishLate(late: AppendResult & { batchKey: string }, events: readonly EventEnvelope[], receivedAt: number, outboxKey?: string, entry?: string): Promise<void> {
-    for (let attempt = 0; outboxKey; attempt++) {
-      const ok = await withTimeout(storage.setItem(outboxKey, entry!), timeoutMs, 'write').then(() => true, () => false)
-      if (ok) break
-      // Given up after about a minute of attempts: the record stays stored, without forwarding.
-      if (attempt === 5) return
-      await new Promise((resolve) => setTimeout(resolve, Math.min(timeoutMs * 2 ** attempt, 30_000)).unref())
-    }
-    options.onLateWrite?.(late, events.filter((_, p) => !late.duplicateIndexes.includes(p)), receivedAt)
+  function settleLate(late: AppendResult & { batchKey: string }, events: readonly EventEnvelope[], receivedAt: number, written: Promise<PromiseSettledResult<void>[]>, there: boolean | undefined, outboxKey?: string, entry?: string): void {
+    const run = (async () => {
+      const outcome = await written
+      for (let attempt = 0; there === undefined; attempt++) {
+        there = await recordLanded(outcome, late.batchKey)
+        if (there === undefined && !(await retryLater(attempt))) return
+      }
+      if (!there) return
+      for (let attempt = 0; outboxKey; attempt++) {
+        const error = await withTimeout(storage.setItem(outboxKey, entry!), timeoutMs, 'write').then(() => undefined, (e: unknown) => e ?? new Error('outbox write failed'))
+        if (error === undefined) break
+        if (attempt === 0) options.onError?.(new Error(`outbox entry of stored batch ${late.batchKey} not written yet, retrying: ${(error as Error).message ?? error}`, { cause: error }))
+        if (!(await retryLater(attempt))) {
+          options.onError?.(new Error(`outbox entry of stored batch ${late.batchKey} not written before close: the batch is not forwarded`))
+          return
+        }
+      }
+      options.onLateWrite?.(late, events.filter((_, p) => !late.duplicateIndexes.includes(p)), receivedAt)
+    })().catch((error) => {
+      try {
+        options.onError?.(error)
+      } catch {}
+    })
+    lateWork.add(run)
+    void run.finally(() => lateWork.delete(run))
+  }
+
+  async function close(): Promise<void> {
+    closing = true
+    for (const wake of [...sleepers]) wake()
+    if (lateWork.size > 0) await withTimeout(Promise.allSettled([...lateWork]), timeoutMs * 2, 'close').catch(() => {})
   }
 
   async function list(query: EventQuery = {}): Promise<EventPage> {
@@ -704,6 +750,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       return corrupt
     },
     atomicDedupe: claims.atomic,
+    close,
   }
 }
 

@@ -164,6 +164,12 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   const retryAfterSeconds = positive('retryAfterSeconds', options.retryAfterSeconds, 2)
   if (options.stats?.windowMinutes !== undefined) positive('stats.windowMinutes', options.stats.windowMinutes, 60)
   const onError = options.onError ?? ((error: unknown) => console.warn('[event-ingest]', error instanceof Error ? error.message : error))
+  // Background failures are reported; a reporter that throws must not take the process down.
+  const report = (error: unknown) => {
+    try {
+      onError(error)
+    } catch {}
+  }
   // Storage given as text is checked now, so a typo fails at start, not on the first request.
   const storageOption = options.storage ?? env.EVENT_STORAGE
   if (typeof storageOption === 'string') parseStorageString(storageOption)
@@ -198,13 +204,10 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       // A batch whose request answered 503 but whose writes landed after all: stored, so counted
       // and forwarded.
       onLateWrite(result, events, receivedAt) {
-        try {
-          if (forwarder && result.outboxKey) void forwarder.enqueue(result.outboxKey, { batch: result.batchKey, events: result.stored, receivedAt }).catch(onError)
-          stats?.recordAccepted(events, receivedAt)
-        } catch (error) {
-          onError(error)
-        }
+        if (forwarder && result.outboxKey) void forwarder.enqueue(result.outboxKey, { batch: result.batchKey, events: result.stored, receivedAt }).catch(report)
+        stats?.recordAccepted(events, receivedAt)
       },
+      onError: report,
     })
     stats = createStatsWindow({ storage, instanceId, onError, ...options.stats })
     if (sink) forwarder = createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError })
@@ -294,6 +297,8 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       await readyPromise.catch(() => {})
       // Requests already taken finish (each is bounded by the storage timeout); new ones get 503.
       await Promise.allSettled([...inflight])
+      // Batches stored after their request answered 503 get a last attempt at their outbox entry.
+      await log?.close()
       await forwarder?.close()
       if (stats) await withTimeout(stats.close(), timeoutMs, 'flush').catch(() => {})
       if (owned) await storage?.dispose().catch(() => {})

@@ -125,9 +125,10 @@ describe('EventLog edge cases', () => {
     try {
       const event = makeEvent({ id: 'once' })
       await expect(ingest.ingest([event])).rejects.toMatchObject({ status: 503 })
-      // The late write has landed by now and stays: a request reading it meanwhile was told it is
+      // The late write lands (at 300 ms) and stays: a request reading it meanwhile was told it is
       // stored. The retry must not add a copy next to it.
-      await new Promise((resolve) => setTimeout(resolve, 400))
+      await waitFor(async () => (await ingest.events({ since: 0 })).events.length === 1, 5000, 'the late record')
+      await pause(100)
       expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['once'])
       const retry = await ingest.ingest([event])
       expect(retry).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
@@ -390,8 +391,8 @@ describe('EventLog edge cases', () => {
     try {
       const event = makeEvent({ id: 'late-but-whole' })
       const first = a.ingest([event])
-      // A's write timed out at 200 ms and landed at 300, when A answered.
-      await pause(350)
+      // A's write times out at 200 ms and lands at 300, when A answers.
+      await waitFor(async () => (await storage.getKeys('events:b')).length === 1, 5000, "A's record")
       expect(await b.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
       expect(await first).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
       await pause(100)
@@ -476,4 +477,67 @@ describe('EventLog edge cases', () => {
       await ingest.close()
     }
   })
+
+  it('keeps writing the outbox entry of a stored batch in the background until it works', async () => {
+    // The request's write and its retry fail, then six background attempts (10, 20, ... 320 ms apart).
+    const failures = { left: 8 }
+    const storage = createStorage({ driver: flakyOutbox(failures) })
+    const ingest = createEventIngest({ env: {}, storage, storageTimeoutMs: 10, sink: { url: 'http://127.0.0.1:9/sink' }, onError: () => {} })
+    try {
+      await expect(ingest.ingest([makeEvent({ id: 'outbox-patient' })])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      await waitFor(async () => (await storage.getKeys('events:o')).length === 1, 8000, 'the outbox entry')
+      expect(failures.left).toBe(0)
+      expect((await ingest.stats()).totals).toMatchObject({ accepted: 1 })
+    } finally {
+      await ingest.close()
+    }
+  }, 15_000)
+
+  it('makes a last attempt at a pending outbox entry on close', async () => {
+    const failures = { left: 1_000_000 }
+    const storage = createStorage({ driver: flakyOutbox(failures) })
+    const errors: unknown[] = []
+    const ingest = createEventIngest({ env: {}, storage, storageTimeoutMs: 50, sink: { url: 'http://127.0.0.1:9/sink' }, onError: (error) => errors.push(error) })
+    await expect(ingest.ingest([makeEvent({ id: 'outbox-at-close' })])).rejects.toMatchObject({ code: 'storage_unavailable' })
+    // Backing off by now (50, 100, 200 ... ms between attempts); storage recovers just before close.
+    await pause(700)
+    expect(await storage.getKeys('events:o')).toEqual([])
+    failures.left = 0
+    await ingest.close()
+    expect(await storage.getKeys('events:o')).toHaveLength(1)
+    expect(errors.some((error) => /not written yet, retrying/.test(String(error)))).toBe(true)
+  }, 10_000)
+
+  it('reads a record back until storage answers, when its write reported a failure', async () => {
+    let readable = false
+    const memory = memoryDriver()
+    let failAfterWrite = true
+    const unsure = defineDriver(() => ({
+      ...memory,
+      name: 'unsure',
+      async setItem(key: string, value: string) {
+        await memory.setItem!(key, value, {})
+        if (failAfterWrite && key.startsWith('events:b:')) {
+          failAfterWrite = false
+          throw new Error('Command timed out')
+        }
+      },
+      async getItem(key: string) {
+        if (!readable && key.startsWith('events:b:')) throw new Error('Connection is closed')
+        return memory.getItem!(key, {})
+      },
+    }))(undefined)
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: unsure }), storageTimeoutMs: 20, onError: () => {} })
+    try {
+      // Stored, but neither the write nor the read-back can tell: 503.
+      await expect(ingest.ingest([makeEvent({ id: 'unsure' })])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      expect((await ingest.stats()).totals).toMatchObject({ accepted: 0 })
+      readable = true
+      // Read back in the background once storage answers: counted as stored.
+      await waitFor(async () => (await ingest.stats()).totals.accepted === 1, 5000, 'the batch counted')
+      expect(await ingest.ingest([makeEvent({ id: 'unsure' })])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+    } finally {
+      await ingest.close()
+    }
+  }, 10_000)
 })
