@@ -43,6 +43,7 @@ export interface EventLogOptions {
   /**
    * Told of a batch whose writes landed whole only after its request had answered 503: it is
    * stored (a retry is told its events are duplicates), so it is counted and forwarded too.
+   * `events` are those appended; `result.duplicateIndexes` says which of them were not stored.
    */
   onLateWrite?: (result: AppendResult & { batchKey: string }, events: readonly EventEnvelope[], receivedAt: number) => void
   /** Told of failures of that background work (see `close`). */
@@ -592,10 +593,15 @@ export function createEventLog(options: EventLogOptions): EventLog {
     return readRecord(batchKey).then((record) => record !== null, () => undefined)
   }
 
+  /** Writes an outbox entry (again), bounded by the storage timeout; resolves the error, if any. */
+  function writeOutbox(outboxKey: string, entry: string): Promise<unknown> {
+    return withTimeout(storage.setItem(outboxKey, entry), timeoutMs, 'write').then(() => undefined, (error: unknown) => error ?? new Error('outbox write failed'))
+  }
+
   /** Whether the outbox entry is written (tried again once, here, when its write failed). */
   async function outboxWritten(outcome: PromiseSettledResult<void>[], outboxKey?: string, entry?: string): Promise<boolean> {
     if (!outboxKey || outcome[1]!.status === 'fulfilled') return true
-    return withTimeout(storage.setItem(outboxKey, entry!), timeoutMs, 'write').then(() => true, () => false)
+    return (await writeOutbox(outboxKey, entry!)) === undefined
   }
 
   // Background settling of batches whose requests answered 503 (see `settleLate`), and the
@@ -635,7 +641,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       if (!there) return
       for (let attempt = 0; outboxKey; attempt++) {
-        const error = await withTimeout(storage.setItem(outboxKey, entry!), timeoutMs, 'write').then(() => undefined, (e: unknown) => e ?? new Error('outbox write failed'))
+        const error = await writeOutbox(outboxKey, entry!)
         if (error === undefined) break
         if (attempt === 0) options.onError?.(new Error(`outbox entry of stored batch ${late.batchKey} not written yet, retrying: ${(error as Error).message ?? error}`, { cause: error }))
         if (!(await retryLater(attempt))) {
@@ -643,7 +649,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
           return
         }
       }
-      options.onLateWrite?.(late, events.filter((_, p) => !late.duplicateIndexes.includes(p)), receivedAt)
+      options.onLateWrite?.(late, events, receivedAt)
     })().catch((error) => {
       try {
         options.onError?.(error)

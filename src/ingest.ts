@@ -205,7 +205,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       // and forwarded.
       onLateWrite(result, events, receivedAt) {
         if (forwarder && result.outboxKey) void forwarder.enqueue(result.outboxKey, { batch: result.batchKey, events: result.stored, receivedAt }).catch(report)
-        stats?.recordAccepted(events, receivedAt)
+        stats?.recordAccepted(storedOf(events, result.duplicateIndexes), receivedAt)
       },
       onError: report,
     })
@@ -255,8 +255,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     const duplicates = appended.duplicateIndexes.length
     if (duplicates > 0) {
       stats!.recordDuplicates(duplicates, receivedAt)
-      const skip = new Set(appended.duplicateIndexes)
-      stats!.recordAccepted(batch.events.filter((_, i) => !skip.has(i)), receivedAt)
+      stats!.recordAccepted(storedOf(batch.events, appended.duplicateIndexes), receivedAt)
     } else {
       stats!.recordAccepted(batch.events, receivedAt, batch.times)
     }
@@ -321,6 +320,12 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   })
   Object.assign(core, handler)
   return core
+}
+
+/** The events of an appended batch that were stored: all but those at `duplicateIndexes`. */
+function storedOf<T>(events: readonly T[], duplicateIndexes: readonly number[]): T[] {
+  const skip = new Set(duplicateIndexes)
+  return events.filter((_, i) => !skip.has(i))
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {

@@ -58,8 +58,9 @@ function timedClaims(
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /**
- * A memory driver (not named 'memory', so batch records are written as text through `setItem`)
- * whose `setItem` goes through `hook`, which decides when and whether to call `write`.
+ * A memory driver whose `setItem` goes through `hook`, which decides when and whether to call
+ * `write`. Named anything but 'memory', batch records are written as text through `setItem`; named
+ * 'memory', it keeps the memory driver's in-process claims (and its bytes path for records).
  */
 function hookedMemory(name: string, hook: (key: string, write: () => Promise<void>) => Promise<void>) {
   const memory = memoryDriver()
@@ -79,6 +80,18 @@ function slowNextBatchWrite(ms: number, slow = { armed: true }) {
     }
     return write()
   })
+}
+
+/**
+ * An ingest on {@link failingMemory} whose write of `event` failed and could not be read back, so
+ * its claim stays behind; storage works again when this resolves.
+ */
+async function withClaimLeftBehind(event: Record<string, unknown>) {
+  let failing = true
+  const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: failingMemory(() => failing) }), storageTimeoutMs: 50 })
+  await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
+  failing = false
+  return ingest
 }
 
 /** A {@link hookedMemory} whose first `failures.left` outbox writes fail. */
@@ -246,15 +259,11 @@ describe('EventLog edge cases', () => {
   })
 
   it('lets one batch of a process take a stale claim over when two find it at once', async () => {
-    let failing = true
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: failingMemory(() => failing) }), storageTimeoutMs: 50 })
+    const event = makeEvent({ id: 'stale-twice' })
+    const ingest = await withClaimLeftBehind(event)
     try {
-      const event = makeEvent({ id: 'stale-twice' })
-      // A programmatic ingest writes its record as text: the write fails and cannot be read back.
-      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
-      failing = false
       // Past 4 x storageTimeoutMs the claim is stale.
-      await new Promise((resolve) => setTimeout(resolve, 260))
+      await pause(260)
       const results = await Promise.allSettled([ingest.ingest([event]), ingest.ingest([event])])
       const accepted = results.reduce((n, r) => n + (r.status === 'fulfilled' ? r.value.accepted : 0), 0)
       expect(accepted).toBe(1)
@@ -305,16 +314,9 @@ describe('EventLog edge cases', () => {
   })
 
   it('fails concurrent requests together, not one storage timeout after another, when the hours index cannot be written', async () => {
-    const inner = memoryDriver()
-    const stuck = defineDriver(() => ({
-      ...inner,
-      name: 'memory',
-      async setItem(key: string, value: string) {
-        if (key === 'events:hours') return new Promise<void>(() => {})
-        return inner.setItem!(key, value, {})
-      },
-    }))
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: stuck(undefined) }), storageTimeoutMs: 100 })
+    // Named 'memory': keeps the atomic in-process claims of the memory driver.
+    const stuck = hookedMemory('memory', (key, write) => (key === 'events:hours' ? new Promise<void>(() => {}) : write()))
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: stuck }), storageTimeoutMs: 100 })
     try {
       const started = Date.now()
       const settled = await Promise.all(Array.from({ length: 8 }, (_, i) => ingest.ingest([makeEvent({ id: `hours-${i}` })]).then(
@@ -330,16 +332,12 @@ describe('EventLog edge cases', () => {
   })
 
   it('takes over a stale claim once when the batch repeats its id', async () => {
-    let failing = true
-    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: failingMemory(() => failing) }), storageTimeoutMs: 50 })
+    const event = makeEvent({ id: 'stale' })
+    const ingest = await withClaimLeftBehind(event)
     try {
-      const event = makeEvent({ id: 'stale' })
-      // The write fails and cannot be read back: the claim stays behind.
-      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
-      failing = false
       await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'in_progress' })
       // Past 4 x storageTimeoutMs the claim is stale and is taken over, once.
-      await new Promise((resolve) => setTimeout(resolve, 260))
+      await pause(260)
       expect(await ingest.ingest([event, makeEvent({ id: 'fresh' }), event])).toEqual({ accepted: 2, duplicates: 1, rejected: [] })
       expect((await ingest.events({ since: 0 })).events.map((e) => e.id).sort()).toEqual(['fresh', 'stale'])
     } finally {
