@@ -41,6 +41,8 @@ export class ClaimTable {
   private readonly freeRefs: number[] = []
   // The hash of the id `find` looked up last, for `insert`.
   private lastHash = 0
+  // What `hashAll` read, kept so the reads are not optimised away.
+  private touched = 0
 
   constructor(private readonly hash: Hash = hashId, capacity = 1 << 14) {
     this.slots = new Int32Array(capacity * WIDTH)
@@ -55,9 +57,10 @@ export class ClaimTable {
   /** For each id: `null` when it is now claimed with `value`, or the value already held. */
   claim(ids: readonly string[], value: string): (string | null)[] {
     const result: (string | null)[] = new Array(ids.length)
+    const hashes = this.hashAll(ids)
     let ref = 0
     for (let i = 0; i < ids.length; i++) {
-      const slot = this.find(ids[i]!)
+      const slot = this.findHashed(ids[i]!, hashes[i]!)
       if (slot >= 0) {
         result[i] = this.entries[this.slots[slot + 1]!]!.value
         continue
@@ -129,9 +132,29 @@ export class ClaimTable {
     return expired
   }
 
+  /**
+   * The hashes of `ids`, with the home slot of each read once, all before any lookup: those reads
+   * do not wait on one another, so the CPU overlaps their cache and TLB misses, where lookups one
+   * by one would wait out each miss in turn (the table is far larger than the caches).
+   */
+  private hashAll(ids: readonly string[]): Int32Array {
+    const hashes = new Int32Array(ids.length)
+    for (let i = 0; i < ids.length; i++) hashes[i] = this.hash(ids[i]!)
+    const slots = this.slots
+    const mask = this.mask
+    let touched = 0
+    for (let i = 0; i < hashes.length; i++) touched |= slots[(hashes[i]! & mask) * WIDTH + 1]!
+    this.touched = touched
+    return hashes
+  }
+
   /** The slot holding `id`, or -1. The hash picks the slot; the id kept in the entry confirms it. */
   private find(id: string): number {
-    const hash = (this.lastHash = this.hash(id))
+    return this.findHashed(id, this.hash(id))
+  }
+
+  private findHashed(id: string, hash: number): number {
+    this.lastHash = hash
     const slots = this.slots
     const mask = this.mask
     for (let i = hash & mask; ; i = (i + 1) & mask) {

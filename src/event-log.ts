@@ -157,28 +157,34 @@ const STALE_AFTER_TIMEOUTS = 4
 
 
 /**
- * A batch being written by this process. `seq` orders batches by age; `outcome` settles with
- * whether it was stored; `released` (made when someone waits) settles when it lets go of its claims
- * before its outcome is known (see `append`).
+ * A batch being written by this process. `seq` orders batches by age; `changed`, made only when
+ * another batch waits on this one, settles when this one is done (stored or failed) or lets go of
+ * its claims before that (see `append`).
  */
 interface Flight {
   seq: number
   /** The count of releases (in its log) when it last let go of its claims; 0 when it never did. */
   releasedAt: number
-  outcome: Promise<boolean>
-  released?: { promise: Promise<void>; resolve: () => void }
+  changed?: { promise: Promise<void>; resolve: () => void }
+}
+
+/** Wakes the batches waiting on `flight`. */
+function signal(flight: Flight): void {
+  const changed = flight.changed
+  flight.changed = undefined
+  changed?.resolve()
 }
 
 /** Settles when `other` is stored, fails, or lets go of its claims; or after `ms`. */
 function whenSettled(other: Flight, ms: number): Promise<unknown> {
-  if (!other.released) {
+  if (!other.changed) {
     let resolve!: () => void
     const promise = new Promise<void>((r) => (resolve = r))
-    other.released = { promise, resolve }
+    other.changed = { promise, resolve }
   }
   let timer: ReturnType<typeof setTimeout> | undefined
   const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))
-  return Promise.race([other.outcome, other.released.promise, timeout]).finally(() => clearTimeout(timer))
+  return Promise.race([other.changed.promise, timeout]).finally(() => clearTimeout(timer))
 }
 
 /** 503 `in_progress` for a batch whose ids other requests are storing. */
@@ -254,7 +260,10 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const now = options.now ?? Date.now
   const claims: IdClaims = createIdClaims(storage, `${prefix}:d`)
   const batchBase = `${prefix}:b`
-  const keepsBytes = (storage.getMount(batchBase) as { driver: { name?: string } }).driver.name === 'memory'
+  const onMemory = (key: string) => (storage.getMount(key) as { driver: { name?: string } }).driver.name === 'memory'
+  const keepsBytes = onMemory(batchBase)
+  // Every batch write goes to the memory driver: a write is done when it returns, nothing to time.
+  const localWrites = keepsBytes && (!options.outbox || onMemory(`${prefix}:o`))
   // Batches this process is writing right now, by key: a request that finds one of them holding
   // its ids waits for that batch's outcome (stored, or failed and released) instead of guessing.
   const flights = new Map<string, Flight>()
@@ -346,9 +355,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     const batchId = `${receivedAt.toString(36).padStart(9, '0')}-${instanceId}-${(sequence++).toString(36).padStart(6, '0')}`
     const batchKey = `${batchBase}:${hourBucket(receivedAt)}:${batchId}`
     const outboxKey = options.outbox ? outboxKeyOf(batchKey) : undefined
-    let stored = false
-    let settle!: (ok: boolean) => void
-    const flight: Flight = { seq: sequence, releasedAt: 0, outcome: new Promise<boolean>((resolve) => (settle = resolve)) }
+    const flight: Flight = { seq: sequence, releasedAt: 0 }
     flights.set(batchKey, flight)
     // Ids this append holds a claim on.
     const mine: string[] = []
@@ -356,8 +363,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
     // whether it is still in progress, stale or expired.
     const claimedAt = now()
     const claim = `${batchKey}|${claimedAt}`
-    // Settles with what the batch writes did, once they were sent.
-    let written: Promise<PromiseSettledResult<void>[]> | undefined
+    // The batch writes, once sent.
+    let writes: Promise<void>[] | undefined
     // The answer once the writes are sent.
     let result: AppendResult | undefined
     let outboxEntry: string | undefined
@@ -447,9 +454,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
             await withTimeout(claims.release(mine, claim), timeoutMs, 'release')
             mine.length = 0
             flight.releasedAt = ++releases
-            const released = flight.released
-            flight.released = undefined
-            released?.resolve()
+            signal(flight)
           }
           duplicateIndexes.length = 0
           // A holder that let go of its claims since they were read is not waited on (its wake-up
@@ -532,32 +537,30 @@ export function createEventLog(options: EventLogOptions): EventLog {
           ? `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instanceId)},"events":${raw.text}}`
           : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions ? storedPositions.map((p) => events[p]!) : events as EventEnvelope[] } satisfies BatchRecord))
       }
-      const writes = [write]
+      writes = [write]
       if (outboxKey) {
         outboxEntry = JSON.stringify({ batch: batchKey, events: storedCount, receivedAt } satisfies OutboxEntry)
         writes.push(storage.setItem(outboxKey, outboxEntry))
       }
       result = { stored: storedCount, duplicateIndexes, batchKey, outboxKey }
-      written = Promise.allSettled(writes)
-      await withTimeout(Promise.all(writes), timeoutMs, 'write')
-      stored = true
+      // Writes to the memory driver are done when they return: no timer to race them against.
+      const all: Promise<unknown> = writes.length === 1 ? write : Promise.all(writes)
+      await (localWrites ? all : withTimeout(all, timeoutMs, 'write'))
       return result
     } catch (error) {
       if (mine.length > 0) {
-        if (!written) {
+        if (!writes) {
           // Nothing was sent: the claims go.
           await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
         } else {
           // Once sent, the writes are waited for, and a record that landed is never removed:
           // another request that read it meanwhile answered "duplicate", and a removal after that
           // would lose an acknowledged event.
+          const written = Promise.allSettled(writes)
           const outcome = await withTimeout(written, timeoutMs, 'write').catch(() => undefined)
           const there = outcome && await recordLanded(outcome, batchKey)
-          if (there && await outboxWritten(outcome, outboxKey, outboxEntry)) {
-            // Written, only late: stored, and acknowledged as such.
-            stored = true
-            return result!
-          }
+          // Written, only late: stored, and acknowledged as such.
+          if (there && await outboxWritten(outcome, outboxKey, outboxEntry)) return result!
           if (there === false) {
             // Not stored: the claims go. A record landing after this makes at worst a second copy,
             // never a loss. The outbox entry stays: the forwarder drops an entry with no record
@@ -579,7 +582,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       flights.delete(batchKey)
       if (claiming) for (const id of ids) if (claiming.get(id) === flight) claiming.delete(id)
       if (tookOver) for (const id of tookOver) if (takingOver.get(id) === flight) takingOver.delete(id)
-      settle(stored)
+      signal(flight)
     }
   }
 
