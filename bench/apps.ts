@@ -1,5 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import type { EventIngest } from '../src/index'
 import { INGEST_PATH, type Target } from './targets'
 
@@ -82,17 +84,22 @@ function bareNode(ring: EventRing): Server {
   })
 }
 
+/** A module of the package as built for the run, typed as its source. */
+export function importBuilt<T>(buildDir: string, file: string): Promise<T> {
+  return import(pathToFileURL(join(buildDir, file)).href) as Promise<T>
+}
+
 /**
  * Starts `target` on 127.0.0.1 with a free port. `ingest` is required for event-ingest targets.
  * Only the framework in use is imported, so a server process starts quickly and loads nothing else.
  */
-export async function startApp(target: Target, ring: EventRing, ingest: EventIngest<any> | undefined): Promise<RunningApp> {
+export async function startApp(target: Target, ring: EventRing, ingest: EventIngest<any> | undefined, buildDir: string): Promise<RunningApp> {
   if (target.kind === 'ours' && !ingest) throw new Error(`${target.id}: an event-ingest target needs a core`)
   switch (target.framework) {
     case 'node':
       return listen(bareNode(ring))
     case 'h3': {
-      const [{ H3 }, { toNodeHandler }, { eventIngestPlugin }] = await Promise.all([import('h3'), import('h3/node'), import('../src/h3')])
+      const [{ H3 }, { toNodeHandler }, { eventIngestPlugin }] = await Promise.all([import('h3'), import('h3/node'), importBuilt<typeof import('../src/h3')>(buildDir, 'h3.mjs')])
       const app = new H3()
       if (target.kind === 'ours') {
         app.register(eventIngestPlugin(ingest!))
@@ -107,7 +114,7 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       return listen(createServer(toNodeHandler(app)))
     }
     case 'express': {
-      const [{ default: express }, { eventIngest: expressIngest }] = await Promise.all([import('express'), import('../adapters/express')])
+      const [{ default: express }, { eventIngest: expressIngest }] = await Promise.all([import('express'), importBuilt<typeof import('../adapters/express')>(buildDir, 'adapters/express.mjs')])
       const app = express()
       if (target.kind === 'ours') {
         app.use('/', expressIngest(ingest!))
@@ -125,7 +132,7 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       return listen(createServer(app))
     }
     case 'fastify': {
-      const [{ default: Fastify }, { eventIngest: fastifyIngest }] = await Promise.all([import('fastify'), import('../adapters/fastify')])
+      const [{ default: Fastify }, { eventIngest: fastifyIngest }] = await Promise.all([import('fastify'), importBuilt<typeof import('../adapters/fastify')>(buildDir, 'adapters/fastify.mjs')])
       const app = Fastify()
       if (target.kind === 'ours') {
         await app.register(fastifyIngest, { ingest: ingest! })
@@ -141,7 +148,7 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       return { port: (app.server.address() as AddressInfo).port, close: () => app.close() }
     }
     case 'koa': {
-      const [{ default: Koa }, { bodyParser }, { eventIngest: koaIngest }] = await Promise.all([import('koa'), import('@koa/bodyparser'), import('../adapters/koa')])
+      const [{ default: Koa }, { bodyParser }, { eventIngest: koaIngest }] = await Promise.all([import('koa'), import('@koa/bodyparser'), importBuilt<typeof import('../adapters/koa')>(buildDir, 'adapters/koa.mjs')])
       const app = new Koa()
       app.silent = true
       if (target.kind === 'ours') {

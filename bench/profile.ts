@@ -15,7 +15,7 @@ interface CpuProfile {
 interface CallFrame {
   functionName: string
   url: string
-  /** 0-based, in the code V8 ran (for our .ts files: tsx's output). */
+  /** 0-based, in the code V8 ran (the package's build, possibly passed over by tsx). */
   lineNumber: number
   columnNumber: number
 }
@@ -64,8 +64,8 @@ export interface ProfileSummary {
 }
 
 /**
- * Reads a `.cpuprofile` and attributes its samples. Positions in our TypeScript files are mapped
- * back to .ts lines with the source maps the server dumped (tsx compiled them on the fly).
+ * Reads a `.cpuprofile` and attributes its samples. Positions in the package's build are mapped
+ * back to .ts lines with the source maps the server dumped.
  */
 export function summariseProfile(profilePath: string, root: string, options: { sourceMapsPath?: string; window?: { fromUs: number; toUs: number }; topN?: number } = {}): ProfileSummary {
   const { sourceMapsPath, window, topN = 25 } = options
@@ -167,14 +167,30 @@ export function summariseProfile(profilePath: string, root: string, options: { s
 }
 
 /**
- * The 1-based .ts line of a 0-based position in compiled code, through its source map. tsx emits
- * each module on one line, so positions are exact for function starts and V8's per-line ticks say
- * nothing: attribution stays at function level.
+ * The source file (URL) and position (0-based) a position of generated code comes from, when its
+ * map says. Profile positions are function starts: attribution stays at function level.
  */
-function originalLine(map: SourceMap | undefined, line: number, column: number): number | undefined {
+function original(map: SourceMap | undefined, line: number, column: number): { url: string; line: number; column: number } | undefined {
   if (!map) return undefined
-  const entry = map.findEntry(line, column) as { originalLine?: number }
-  return typeof entry.originalLine === 'number' ? entry.originalLine + 1 : undefined
+  // A function's start can fall on a segment with no source (a bundler's own text): the first
+  // mapped position after it on the line tells where the function came from.
+  for (let at = column; at < column + 200; at++) {
+    const entry = map.findEntry(line, at) as { generatedLine?: number; originalLine?: number; originalColumn?: number; originalSource?: string }
+    if (entry.generatedLine !== undefined && entry.generatedLine !== line) break
+    if (typeof entry.originalLine === 'number' && entry.originalSource) return { url: entry.originalSource, line: entry.originalLine, column: entry.originalColumn ?? 0 }
+  }
+  return undefined
+}
+
+/**
+ * Where a position of the code V8 ran comes from: through the loader's map (tsx's, for TypeScript
+ * and for a built file it passed over), then, for a built file, through the build's own map (kept
+ * as `<url>.map`) to the TypeScript source.
+ */
+function originalPosition(maps: Map<string, SourceMap>, url: string, line: number, column: number): { url: string; line: number } {
+  let at = original(maps.get(url), line, column) ?? { url, line, column }
+  if (at.url.endsWith('.mjs')) at = original(maps.get(`${at.url}.map`), at.line, at.column) ?? at
+  return { url: at.url, line: at.line + 1 }
 }
 
 function relativePath(url: string, root: string): string {
@@ -196,9 +212,9 @@ function describeFrame(frame: CallFrame, root: string, maps: Map<string, SourceM
     return { name, location: '(native)', owner: 'v8' }
   }
   if (url.startsWith('node:')) return { name, location: `${url}:${frame.lineNumber + 1}`, owner: 'node' }
-  const line = originalLine(maps.get(url), frame.lineNumber, frame.columnNumber) ?? frame.lineNumber + 1
-  const path = relativePath(url, root)
-  const location = `${path}:${line}`
+  const mapped = originalPosition(maps, url, frame.lineNumber, frame.columnNumber)
+  const path = relativePath(mapped.url, root)
+  const location = `${path}:${mapped.line}`
   const modules = path.lastIndexOf('node_modules/')
   if (modules >= 0) {
     const rest = path.slice(modules + 'node_modules/'.length).split('/')

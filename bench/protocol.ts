@@ -12,6 +12,8 @@ export interface ServerConfig {
   adminToken?: string
   /** Unique tag for ids of events loaded in-process. */
   tag: string
+  /** The package as built for this run (`buildForBench`): what event-ingest targets load. */
+  buildDir: string
   /** Where to write the source maps of our TypeScript modules on close (for profile positions). */
   sourceMapsOut?: string
 }

@@ -18,6 +18,7 @@ import { createBodyFactory } from './events'
 import { drive, timeGets } from './load'
 import { currentLoad, machineInfo, measurePageFault } from './machine'
 import { parseOptions, type BenchOptions } from './options'
+import { buildForBench, removeBenchBuild } from './build'
 import { summariseProfile } from './profile'
 import type { ServerConfig } from './protocol'
 import { deleteRedisPrefix, redisVersion } from './redis-keys'
@@ -35,6 +36,8 @@ const live = new Set<ServerProcess>()
 const redisPrefixes = new Set<string>()
 const tempDirs = new Set<string>()
 let redisUrl = ''
+// The build of the package the servers load (see buildForBench).
+let buildDir = ''
 
 const began = performance.now()
 const log = (line: string) => process.stderr.write(`[bench +${((performance.now() - began) / 1000).toFixed(1)}s] ${line}\n`)
@@ -45,7 +48,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 async function startTarget(targetId: string, extra: Partial<ServerConfig> = {}, options: StartOptions = {}) {
   const target = targets.find((t) => t.id === targetId)!
   const tag = `${runId}${randomBytes(2).toString('hex')}`
-  const config: ServerConfig = { target: targetId, tag, adminToken: ADMIN_TOKEN, ...extra }
+  const config: ServerConfig = { target: targetId, tag, adminToken: ADMIN_TOKEN, buildDir, ...extra }
   if (target.storage === 'redis') {
     config.redisUrl = redisUrl
     config.redisBase = `ei-bench-${tag}`
@@ -78,6 +81,12 @@ async function cleanUp(): Promise<void> {
   await Promise.allSettled([...live].map((server) => server.stop(5000)))
   for (const prefix of redisPrefixes) await deleteRedisPrefix(redisUrl, prefix).catch(() => {})
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
+}
+
+/** Everything a run leaves, its build included: on the way out. */
+async function cleanUpAll(): Promise<void> {
+  await cleanUp()
+  if (buildDir) removeBenchBuild(buildDir)
 }
 
 /** Phase 1: every target, both bodies, repetitions interleaved (A B C A B C ...), a fresh process per target and repetition. */
@@ -284,7 +293,7 @@ async function main(): Promise<void> {
 
   const stop = () => {
     log('interrupted: stopping servers and deleting this run\'s Redis keys')
-    cleanUp().finally(() => process.exit(130))
+    cleanUpAll().finally(() => process.exit(130))
   }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
@@ -306,6 +315,8 @@ async function main(): Promise<void> {
   ]
   let failed = 0
   try {
+    log('building the package (unbuild, no declarations) for the servers to load')
+    buildDir = await buildForBench(root, runId)
     for (const [name, enabled, run] of phases) {
       if (!enabled) continue
       try {
@@ -320,7 +331,7 @@ async function main(): Promise<void> {
       save()
     }
   } finally {
-    await cleanUp()
+    await cleanUpAll()
   }
 
   const invalid = results.ingest.filter((s) => !s.valid).length
@@ -333,5 +344,5 @@ async function main(): Promise<void> {
 
 main().catch((error: unknown) => {
   console.error(error)
-  cleanUp().finally(() => process.exit(1))
+  cleanUpAll().finally(() => process.exit(1))
 })

@@ -2,12 +2,12 @@
  * One bench server process: starts a target on loopback and answers the runner's IPC commands
  * (CPU and memory samples, counters, in-process loading, close). Run by `bench/run.ts`, never by hand.
  */
-import { readdirSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { findSourceMap } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { EventIngest, StorageOption } from '../src/index'
-import { createEventRing, startApp } from './apps'
+import { createEventRing, importBuilt, startApp } from './apps'
 import { makeEventBatch } from './events'
 import type { Counters, CpuSample, MemorySample, ServerCommand, ServerConfig, ServerMessage } from './protocol'
 import { targets } from './targets'
@@ -39,11 +39,11 @@ function storageOption(): StorageOption {
 
 if (target.kind === 'ours') {
   // Imported only here, so the bare baselines neither load nor start anything of ours.
-  const { createEventIngest } = await import('../src/index')
+  const { createEventIngest } = await importBuilt<typeof import('../src/index')>(config.buildDir, 'index.mjs')
   ingest = createEventIngest({ env: {}, storage: storageOption(), adminToken: config.adminToken })
   await ingest.ready()
 }
-const app = await startApp(target, ring, ingest)
+const app = await startApp(target, ring, ingest, config.buildDir)
 
 async function counters(): Promise<Counters> {
   if (!ingest) return { accepted: ring.received, duplicates: 0, rejected: 0 }
@@ -86,20 +86,27 @@ async function load(total: number, batchSize: number): Promise<{ stored: number;
   return { stored: loaded, ms: performance.now() - started }
 }
 
-/** Source maps of our TypeScript modules (tsx compiles them), so profile positions map back to .ts lines. */
+/**
+ * Source maps of the code this server ran, so profile positions map back to .ts lines: the
+ * loader's (tsx compiles the bench's TypeScript, and may pass over built files too) by file URL,
+ * and the build's own maps, with their sources made absolute, as `<file URL>.map`.
+ */
 function dumpSourceMaps(out: string): void {
   const maps: Record<string, unknown> = {}
-  for (const dir of ['src', 'src/drivers', 'adapters', 'bench']) {
-    let files: string[]
+  const built = readdirSync(config.buildDir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.mjs')).map((f) => join(config.buildDir, f))
+  for (const file of [...built, ...readdirSync(join(root, 'bench')).filter((f) => f.endsWith('.ts')).map((f) => join(root, 'bench', f))]) {
+    const url = pathToFileURL(file).href
+    const map = findSourceMap(url)
+    if (map) maps[url] = map.payload
+  }
+  for (const file of built) {
     try {
-      files = readdirSync(join(root, dir))
+      const map = JSON.parse(readFileSync(`${file}.map`, 'utf8')) as { sources: string[] }
+      const url = pathToFileURL(file).href
+      map.sources = map.sources.map((source) => new URL(source, url).href)
+      maps[`${url}.map`] = map
     } catch {
-      continue
-    }
-    for (const file of files.filter((f) => f.endsWith('.ts'))) {
-      const url = pathToFileURL(join(root, dir, file)).href
-      const map = findSourceMap(url)
-      if (map) maps[url] = map.payload
+      // No map beside it: positions stay those of the built file.
     }
   }
   writeFileSync(out, JSON.stringify(maps))
