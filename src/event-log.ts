@@ -46,6 +46,12 @@ export interface EventLogOptions {
    * `events` are those appended; `result.duplicateIndexes` says which of them were not stored.
    */
   onLateWrite?: (result: AppendResult & { batchKey: string }, events: readonly EventEnvelope[], receivedAt: number) => void
+  /**
+   * Told of the outbox entry of a batch found not stored after its request answered 503. The entry
+   * stays (the record may still land, on a driver whose writes can outlive their failure), for the
+   * forwarder to drop once 4 storage timeouts have passed, or to forward if the record is there.
+   */
+  onUnstored?: (outboxKey: string, entry: OutboxEntry) => void
   /** Told of failures of that background work (see `close`). */
   onError?: (error: unknown) => void
 }
@@ -566,6 +572,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
             // never a loss. The outbox entry stays: the forwarder drops an entry with no record
             // behind it, and forwards one whose record lands after all.
             await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
+            if (outboxKey) options.onUnstored?.(outboxKey, JSON.parse(outboxEntry!) as OutboxEntry)
           } else {
             // Stored without its outbox entry, still unsettled, or not readable back: the claims
             // stay (a retry is told duplicates once the record is there) and the rest is settled in
@@ -642,7 +649,10 @@ export function createEventLog(options: EventLogOptions): EventLog {
         there = await recordLanded(outcome, late.batchKey)
         if (there === undefined && !(await retryLater(attempt))) return
       }
-      if (!there) return
+      if (!there) {
+        if (outboxKey) options.onUnstored?.(outboxKey, JSON.parse(entry!) as OutboxEntry)
+        return
+      }
       for (let attempt = 0; outboxKey; attempt++) {
         const error = await writeOutbox(outboxKey, entry!)
         if (error === undefined) break

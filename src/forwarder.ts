@@ -176,6 +176,9 @@ export function createForwarder(options: {
   let isolate = 0
   let attempts = 0
   let nextAttemptAt = 0
+  // The wait until `nextAttemptAt` is only for the head to become deliverable (leased elsewhere, no
+  // record yet), not a backoff after the sink failed: an entry enqueued meanwhile ends it.
+  let headWait = false
   let deadLetterCount = 0
   let timer: NodeJS.Timeout | undefined
   let running: Promise<void> | undefined
@@ -327,12 +330,14 @@ export function createForwarder(options: {
 
   async function deliverHead(): Promise<void> {
     if (group && !(await renewLeases(group))) group = undefined
+    headWait = false
     group ??= await buildGroup()
     const current = group
     if (!current) {
       if (queue.length > 0) {
         // Everything at the head is leased by another instance or not yet readable: look again later.
         nextAttemptAt = Date.now() + Math.min(leaseMs, 5000)
+        headWait = true
       }
       return
     }
@@ -485,6 +490,12 @@ export function createForwarder(options: {
     async enqueue(outboxKey, entry) {
       const pending: Pending = { ...entry, key: outboxKey }
       insert(pending)
+      // A batch to deliver now (or one known already whose record has landed meanwhile): no reason
+      // left to wait for the head.
+      if (headWait) {
+        headWait = false
+        nextAttemptAt = 0
+      }
       const delivered = sink.wait ? new Promise<boolean>((resolve) => waiters.set(outboxKey, resolve)) : undefined
       void started.then(() => pump())
       if (!delivered) return false

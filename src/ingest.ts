@@ -207,6 +207,10 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
         if (forwarder && result.outboxKey) void forwarder.enqueue(result.outboxKey, { batch: result.batchKey, events: result.stored, receivedAt }).catch(report)
         stats?.recordAccepted(storedOf(events, result.duplicateIndexes), receivedAt)
       },
+      // Its outbox entry is the forwarder's to drop (or to forward, should the record land).
+      onUnstored(outboxKey, entry) {
+        if (forwarder) void forwarder.enqueue(outboxKey, entry).catch(report)
+      },
       onError: report,
     })
     stats = createStatsWindow({ storage, instanceId, onError, ...options.stats })

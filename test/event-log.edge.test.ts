@@ -457,6 +457,54 @@ describe('EventLog edge cases', () => {
     }
   }, 10_000)
 
+  it('hands the outbox entry of a batch found not stored to the forwarder, which drops it without a restart', async () => {
+    let failing = true
+    const down = hookedMemory('down', async (key, write) => {
+      if (failing && key.startsWith('events:b:')) {
+        failing = false
+        throw new Error('disk full')
+      }
+      return write()
+    })
+    const storage = createStorage({ driver: down })
+    const sink = await startSink()
+    const ingest = createEventIngest({ env: {}, storage, storageTimeoutMs: 25, sink: { url: sink.url } })
+    try {
+      await expect(ingest.ingest([makeEvent({ id: 'never-stored' })])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      // Read back as absent: its claim is released, its outbox entry stays (the record could land).
+      expect(await storage.getKeys('events:o')).toHaveLength(1)
+      expect(await ingest.ingest([makeEvent({ id: 'stored-next' })])).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      // Not held back by the orphan ahead of it (the forwarder's wait for a deliverable head ends).
+      await waitFor(() => sink.storedIds().includes('stored-next'), 2000, 'the next batch at the sink')
+      // The forwarder looks at the orphan again (5 s later) and, 4 storage timeouts after it was
+      // received with still no record, drops it: not left until a restart.
+      await waitFor(async () => (await storage.getKeys('events:o')).length === 0, 8000, 'the orphan outbox entry dropped')
+      expect(sink.storedIds()).not.toContain('never-stored')
+      expect((await ingest.stats()).forwarding).toMatchObject({ backlog: 0 })
+    } finally {
+      await ingest.close()
+      await sink.close()
+    }
+  }, 15_000)
+
+  it('hands the outbox entry to the forwarder too when a batch is found not stored only in the background', async () => {
+    let failing = true
+    const storage = createStorage({ driver: failingMemory(() => failing) })
+    const sink = await startSink()
+    const ingest = createEventIngest({ env: {}, storage, storageTimeoutMs: 25, sink: { url: sink.url }, onError: () => {} })
+    try {
+      // The record write fails and cannot be read back: unknown, so settled in the background.
+      await expect(ingest.ingest([makeEvent({ id: 'unknown-then-absent' })])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      expect(await storage.getKeys('events:o')).toHaveLength(1)
+      failing = false
+      await waitFor(async () => (await storage.getKeys('events:o')).length === 0, 8000, 'the orphan outbox entry dropped')
+      expect(sink.storedIds()).toEqual([])
+    } finally {
+      await ingest.close()
+      await sink.close()
+    }
+  }, 15_000)
+
   it('answers 200 for a record write that reported a failure but landed (read back)', async () => {
     let failAfterWrite = true
     const lying = hookedMemory('lying', async (key, write) => {
