@@ -164,13 +164,14 @@ const STALE_AFTER_TIMEOUTS = 4
 
 /**
  * A batch being written by this process. `seq` orders batches by age; `changed`, made only when
- * another batch waits on this one, settles when this one is done (stored or failed) or lets go of
+ * another batch waits on this one, settles when this one is `done` (stored or failed) or lets go of
  * its claims before that (see `append`).
  */
 interface Flight {
   seq: number
   /** The count of releases (in its log) when it last let go of its claims; 0 when it never did. */
   releasedAt: number
+  done: boolean
   changed?: { promise: Promise<void>; resolve: () => void }
 }
 
@@ -183,6 +184,8 @@ function signal(flight: Flight): void {
 
 /** Settles when `other` is stored, fails, or lets go of its claims; or after `ms`. */
 function whenSettled(other: Flight, ms: number): Promise<unknown> {
+  // Done while the waiter was busy with something else: nothing left to wait for.
+  if (other.done) return Promise.resolve()
   if (!other.changed) {
     let resolve!: () => void
     const promise = new Promise<void>((r) => (resolve = r))
@@ -361,7 +364,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     const batchId = `${receivedAt.toString(36).padStart(9, '0')}-${instanceId}-${(sequence++).toString(36).padStart(6, '0')}`
     const batchKey = `${batchBase}:${hourBucket(receivedAt)}:${batchId}`
     const outboxKey = options.outbox ? outboxKeyOf(batchKey) : undefined
-    const flight: Flight = { seq: sequence, releasedAt: 0 }
+    const flight: Flight = { seq: sequence, releasedAt: 0, done: false }
     flights.set(batchKey, flight)
     // Ids this append holds a claim on.
     const mine: string[] = []
@@ -589,6 +592,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       flights.delete(batchKey)
       if (claiming) for (const id of ids) if (claiming.get(id) === flight) claiming.delete(id)
       if (tookOver) for (const id of tookOver) if (takingOver.get(id) === flight) takingOver.delete(id)
+      flight.done = true
       signal(flight)
     }
   }
