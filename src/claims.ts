@@ -144,7 +144,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
   }
 
   const fsInstance = driver.name === 'event-ingest-fs' && typeof driver.getInstance === 'function'
-    ? (driver.getInstance() as { setIfAbsent(key: string, value: string): Promise<string | null> })
+    ? (driver.getInstance() as { setIfAbsentAll(keys: readonly string[], value: string): Promise<(string | null)[]> })
     : undefined
 
   const generic: ClaimStore = {
@@ -188,7 +188,18 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     ...generic,
     atomic: true,
     async claim(keys, value) {
-      return claimEach(keys, value, (key) => fsInstance.setIfAbsent(relative(key), value))
+      // All of a batch's claims are one file under as many names (hard links): one write and one
+      // flush per batch, not per id. A key repeated in the call is claimed at its first place.
+      const distinct = [...new Set(keys)]
+      const results = await fsInstance.setIfAbsentAll(distinct.map(relative), value)
+      const held = new Map(distinct.map((key, i) => [key, results[i]!]))
+      const seen = new Set<string>()
+      return keys.map((key) => {
+        const result = held.get(key)!
+        if (seen.has(key)) return result ?? value
+        seen.add(key)
+        return result
+      })
     },
   }
 }

@@ -264,6 +264,71 @@ describe('fsDriver: setIfAbsent', () => {
   })
 })
 
+describe('fsDriver: setIfAbsentAll', () => {
+  it('claims many keys with one value, and answers a key already held with its value', async () => {
+    const claims = claimsOf(storage)
+    expect(await claims.setIfAbsentAll(['batch:a', 'batch:b', 'batch:c'], 'first')).toEqual([null, null, null])
+    expect(await claims.setIfAbsentAll(['batch:c', 'batch:d'], 'second')).toEqual(['first', null])
+    expect(await Promise.all(['a', 'b', 'c', 'd'].map((k) => storage.getItem(`batch:${k}`)))).toEqual(['first', 'first', 'first', 'second'])
+    expect(sorted(await storage.getKeys('batch'))).toEqual(['batch:a', 'batch:b', 'batch:c', 'batch:d'])
+    expect(await claims.setIfAbsentAll([], 'none')).toEqual([])
+  })
+
+  it('writes the value once for the whole call, not once per key', async () => {
+    const open = vi.mocked((await import('node:fs/promises')).open)
+    const before = open.mock.calls.length
+    const keys = Array.from({ length: 50 }, (_, i) => `many:k${i}`)
+    expect(await claimsOf(storage).setIfAbsentAll(keys, 'v')).toEqual(Array(50).fill(null))
+    // The temp file for the value (opened again once its new directory is made), and the two
+    // directories flushed; claimed one key at a time, that would be 50 temp files and more.
+    expect(open.mock.calls.length - before).toBeLessThanOrEqual(4)
+    expect(new Set(await Promise.all(keys.map((key) => storage.getItem(key))))).toEqual(new Set(['v']))
+  })
+
+  it('keeps every key its own: overwriting or removing one leaves the others', async () => {
+    await claimsOf(storage).setIfAbsentAll(['own:1', 'own:2', 'own:3'], 'shared')
+    await storage.setItem('own:1', 'taken over')
+    await storage.removeItem('own:2')
+    expect(await storage.getItem('own:1')).toBe('taken over')
+    expect(await storage.getItem('own:2')).toBeNull()
+    expect(await storage.getItem('own:3')).toBe('shared')
+    expect(await claimsOf(storage).setIfAbsentAll(['own:2', 'own:3'], 'again')).toEqual([null, 'shared'])
+  })
+
+  it('claims keys in directories that do not exist yet, each durable under its own name', async () => {
+    expect(await claimsOf(storage).setIfAbsentAll(['x:one:1', 'y:two:2', 'x:one:3'], 'v')).toEqual([null, null, null])
+    const after = createStorage({ driver: fsDriver({ base }) })
+    expect(await Promise.all(['x:one:1', 'y:two:2', 'x:one:3'].map((key) => after.getItem(key)))).toEqual(['v', 'v', 'v'])
+    expect((await readdir(base, { recursive: true })).map(String).filter((file) => file.endsWith('.tmp'))).toEqual([])
+  })
+
+  it('refuses a key given twice', async () => {
+    await expect(claimsOf(storage).setIfAbsentAll(['twice:a', 'twice:a'], 'v')).rejects.toThrow(/distinct keys/)
+  })
+
+  it('has exactly one winner per key across 4 processes claiming overlapping batches', async () => {
+    const count = 200
+    const children = [0, 1, 2, 3].map((i) => startTs(helper('fs-claimer.ts'), [base, `p${i}`, String(count), 'all', String(i * 25)]))
+    try {
+      await Promise.all(children.map((child) => child.waitForLine((line) => line === 'READY')))
+      for (const { proc } of children) proc.stdin.write('go\n')
+      const results = await Promise.all(
+        children.map(async (child) => JSON.parse(await child.waitForLine((line) => line.startsWith('['))) as (string | null)[]),
+      )
+      for (let k = 0; k < count; k++) {
+        const column = results.map((result) => result[k])
+        const winners = column.flatMap((result, i) => (result === null ? [i] : []))
+        expect(winners, `claim:${k}`).toHaveLength(1)
+        const winner = `p${winners[0]}`
+        expect(column.filter((result) => result !== winner && result !== null), `claim:${k}`).toEqual([])
+        expect(await storage.getItem(`claim:${k}`)).toBe(winner)
+      }
+    } finally {
+      for (const { proc } of children) proc.kill('SIGKILL')
+    }
+  })
+})
+
 describe('fsDriver: crash durability', () => {
   it('never loses an acknowledged write nor serves a torn file across 25 SIGKILLs', { timeout: 60_000 }, async () => {
     const runs = 25

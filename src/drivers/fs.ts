@@ -6,6 +6,9 @@ import { defineDriver, type Driver } from 'unstorage'
 
 const DRIVER_NAME = 'event-ingest-fs'
 
+/** A key `setIfAbsentAll` could not link, left to `setIfAbsent`. */
+const ALONE = Symbol('alone')
+
 /** File operations one driver instance runs at once; each holds at most one descriptor. */
 const MAX_CONCURRENT_OPS = 64
 
@@ -31,6 +34,12 @@ export interface FsDriverInstance {
    * the existing file cannot be read. The file is complete and durable before it is visible.
    */
   setIfAbsent(key: string, value: string): Promise<string | null>
+  /**
+   * {@link FsDriverInstance.setIfAbsent} for several distinct keys with one value, for the price of
+   * about one: the value is written and flushed to one file once, which then becomes each key by a
+   * hard link. Resolves, per key, what `setIfAbsent` would.
+   */
+  setIfAbsentAll(keys: readonly string[], value: string): Promise<(string | null)[]>
 }
 
 /**
@@ -230,6 +239,43 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
         }
       })
     },
+    async setIfAbsentAll(keys, value) {
+      if (keys.length === 0) return []
+      if (new Set(keys).size !== keys.length) throw driverError('setIfAbsentAll takes distinct keys')
+      const paths = keys.map(pathOf)
+      return limit(async () => {
+        // One file with the value, complete and flushed before any key names it.
+        const temp = await writeTemp(paths[0]!, value)
+        try {
+          const results = await Promise.all(paths.map(async (path, i): Promise<string | null | typeof ALONE> => {
+            for (let attempt = 0; attempt < 5; attempt++) {
+              try {
+                await link(temp, path)
+                return null
+              } catch (error) {
+                const code = errorCode(error)
+                // Another directory not made yet, too many links to one file, or another file
+                // system under the base: this key is claimed on its own.
+                if (code === 'ENOENT' || code === 'EMLINK' || code === 'EXDEV') return ALONE
+                if (code !== 'EEXIST') throw error
+              }
+              try {
+                return await readFile(path, 'utf8')
+              } catch (error) {
+                if (errorCode(error) !== 'ENOENT') throw error
+              }
+            }
+            throw driverError(`could not claim ${JSON.stringify(keys[i])}: it kept changing`)
+          }))
+          // The new names are durable before the claims are reported held.
+          const linked = new Set(paths.filter((_, i) => results[i] === null).map((path) => dirname(path)))
+          await Promise.all([...linked].map(syncDir))
+          return results
+        } finally {
+          await unlink(temp).catch(() => {})
+        }
+      }).then((results) => Promise.all(results.map((result, i) => (result === ALONE ? instance.setIfAbsent(keys[i]!, value) : result))))
+    },
   }
 
   return {
@@ -374,8 +420,12 @@ function isTempName(name: string): boolean {
 function tempName(name: string): string {
   // File names are capped at 255 bytes; a long key's own name plus the suffix could overflow.
   const stem = Buffer.byteLength(name) > 200 ? createHash('sha256').update(name).digest('hex').slice(0, 32) : name
-  return `.${stem}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+  return `.${stem}.${process.pid}.${tempRun}${(tempCount++).toString(36)}.tmp`
 }
+
+// Temp names: this process's id, a random part drawn once per process (pids are reused), a count.
+const tempRun = randomBytes(6).toString('hex')
+let tempCount = 0
 
 function keySegments(key: string): string[] {
   if (typeof key !== 'string') throw driverError(`Invalid key: ${String(key)}. Keys are strings`)

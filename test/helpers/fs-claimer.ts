@@ -1,21 +1,31 @@
 /**
- * Child process of the cross-process setIfAbsent test in test/fs-driver.test.ts, run with tsx.
+ * Child process of the cross-process setIfAbsent tests in test/fs-driver.test.ts, run with tsx.
  * Prints `READY`, waits for a line on stdin so that all children start together, then claims
- * `claim:0` .. `claim:<count - 1>` at once with value `<id>` and prints the results as one JSON line.
+ * `claim:0` .. `claim:<count - 1>` at once with value `<id>` and prints the results, in key order,
+ * as one JSON line. With `all`, keys are claimed 50 at a time with setIfAbsentAll, starting at
+ * key `<offset>` and wrapping around, so that each child's batches overlap the others' in part.
  *
- * Usage: node --import tsx test/helpers/fs-claimer.ts <base> <id> <count>
+ * Usage: node --import tsx test/helpers/fs-claimer.ts <base> <id> <count> [all <offset>]
  */
 import { once } from 'node:events'
 import { fsDriver, type FsDriverInstance } from '../../src/drivers/fs'
 
-const [base, id, count] = process.argv.slice(2)
+const [base, id, count, mode, offset] = process.argv.slice(2)
 if (!base || !id || !count) throw new Error('usage: fs-claimer.ts <base> <id> <count>')
 
 const claims: FsDriverInstance = fsDriver({ base }).getInstance!()
 process.stdout.write('READY\n')
 await once(process.stdin, 'data')
-const results = await Promise.all(
-  Array.from({ length: Number(count) }, (_, k) => claims.setIfAbsent(`claim:${k}`, id)),
-)
+const n = Number(count)
+let results: (string | null)[]
+if (mode === 'all') {
+  const order = Array.from({ length: n }, (_, k) => (k + Number(offset)) % n)
+  const batches = Array.from({ length: Math.ceil(n / 50) }, (_, b) => order.slice(b * 50, b * 50 + 50))
+  const answers = await Promise.all(batches.map((batch) => claims.setIfAbsentAll(batch.map((k) => `claim:${k}`), id)))
+  results = new Array(n)
+  batches.forEach((batch, b) => batch.forEach((k, i) => (results[k] = answers[b]![i]!)))
+} else {
+  results = await Promise.all(Array.from({ length: n }, (_, k) => claims.setIfAbsent(`claim:${k}`, id)))
+}
 process.stdout.write(`${JSON.stringify(results)}\n`)
 process.exit(0)
