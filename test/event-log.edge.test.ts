@@ -51,7 +51,8 @@ function timedClaims(
     removeItem: (key: string) => void data.delete(key),
     getKeys: (base: string) => [...data.keys()].filter((key) => key.startsWith(base)),
     clear: () => data.clear(),
-    getInstance: () => ({ setIfAbsent: (key: string, value: string) => setIfAbsent(data, key, value) }),
+    // The fs driver's claim of a batch: each key checked and answered on its own, all at once.
+    getInstance: () => ({ setIfAbsentAll: (keys: string[], value: string) => Promise.all(keys.map((key) => setIfAbsent(data, key, value))) }),
   }))(undefined)
 }
 
