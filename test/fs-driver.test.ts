@@ -1,5 +1,5 @@
 import { createHash, randomInt } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, sep } from 'node:path'
@@ -300,6 +300,26 @@ describe('fsDriver: setIfAbsentAll', () => {
     const after = createStorage({ driver: fsDriver({ base }) })
     expect(await Promise.all(['x:one:1', 'y:two:2', 'x:one:3'].map((key) => after.getItem(key)))).toEqual(['v', 'v', 'v'])
     expect((await readdir(base, { recursive: true })).map(String).filter((file) => file.endsWith('.tmp'))).toEqual([])
+  })
+
+  it('reads the values of taken keys one at a time: 64 calls of 50 taken keys stay within the descriptor bound', async () => {
+    const keys = Array.from({ length: 50 }, (_, i) => `held:k${i}`)
+    await claimsOf(storage).setIfAbsentAll(keys, 'first')
+    // readFile opens its own descriptors (the open() spy does not see them): count them in /proc.
+    const descriptors = () => readdirSync('/proc/self/fd').length
+    const baseline = descriptors()
+    let peak = baseline
+    let sampling = true
+    const sample = () => {
+      peak = Math.max(peak, descriptors())
+      if (sampling) setImmediate(sample)
+    }
+    sample()
+    const results = await Promise.all(Array.from({ length: 64 }, (_, i) => claimsOf(storage).setIfAbsentAll(keys, `late${i}`)))
+    sampling = false
+    expect(results.every((result) => result.every((value) => value === 'first'))).toBe(true)
+    // Up to 64 operations, each with at most one descriptor (its temp file, or a value it reads).
+    expect(peak - baseline).toBeLessThanOrEqual(64 + 8)
   })
 
   it('refuses a key given twice', async () => {

@@ -6,7 +6,8 @@ import { defineDriver, type Driver } from 'unstorage'
 
 const DRIVER_NAME = 'event-ingest-fs'
 
-/** A key `setIfAbsentAll` could not link, left to `setIfAbsent`. */
+/** What `setIfAbsentAll` found of a key: its name taken, or to be claimed on its own by `setIfAbsent`. */
+const TAKEN = Symbol('taken')
 const ALONE = Symbol('alone')
 
 /** File operations one driver instance runs at once; each holds at most one descriptor. */
@@ -243,38 +244,43 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
       if (keys.length === 0) return []
       if (new Set(keys).size !== keys.length) throw driverError('setIfAbsentAll takes distinct keys')
       const paths = keys.map(pathOf)
-      return limit(async () => {
+      // Links a free name to the value's file: null when linked, TAKEN when the name exists, ALONE
+      // when the key must be claimed on its own (its directory not made yet, too many links to one
+      // file, or another file system under the base).
+      const linkTo = (temp: string, path: string): Promise<null | typeof TAKEN | typeof ALONE> =>
+        link(temp, path).then(() => null, (error: unknown) => {
+          const code = errorCode(error)
+          if (code === 'EEXIST') return TAKEN
+          if (code === 'ENOENT' || code === 'EMLINK' || code === 'EXDEV') return ALONE
+          throw error
+        })
+      const results = await limit(async () => {
         // One file with the value, complete and flushed before any key names it.
         const temp = await writeTemp(paths[0]!, value)
         try {
-          const results = await Promise.all(paths.map(async (path, i): Promise<string | null | typeof ALONE> => {
-            for (let attempt = 0; attempt < 5; attempt++) {
+          // Links hold no descriptor: all at once. The values of names already taken are read one
+          // at a time (a file each), so one call never holds more than one descriptor.
+          const linked: (string | null | typeof TAKEN | typeof ALONE)[] = await Promise.all(paths.map((path) => linkTo(temp, path)))
+          for (let i = 0; i < paths.length; i++) {
+            for (let attempt = 0; linked[i] === TAKEN; attempt++) {
+              if (attempt === 5) throw driverError(`could not claim ${JSON.stringify(keys[i])}: it kept changing`)
               try {
-                await link(temp, path)
-                return null
+                linked[i] = await readFile(paths[i]!, 'utf8')
               } catch (error) {
-                const code = errorCode(error)
-                // Another directory not made yet, too many links to one file, or another file
-                // system under the base: this key is claimed on its own.
-                if (code === 'ENOENT' || code === 'EMLINK' || code === 'EXDEV') return ALONE
-                if (code !== 'EEXIST') throw error
-              }
-              try {
-                return await readFile(path, 'utf8')
-              } catch (error) {
+                // Unreadable is not free (the caller answers 503); removed since the link, it is.
                 if (errorCode(error) !== 'ENOENT') throw error
+                linked[i] = await linkTo(temp, paths[i]!)
               }
             }
-            throw driverError(`could not claim ${JSON.stringify(keys[i])}: it kept changing`)
-          }))
+          }
           // The new names are durable before the claims are reported held.
-          const linked = new Set(paths.filter((_, i) => results[i] === null).map((path) => dirname(path)))
-          await Promise.all([...linked].map(syncDir))
-          return results
+          await Promise.all([...new Set(paths.filter((_, i) => linked[i] === null).map((path) => dirname(path)))].map(syncDir))
+          return linked
         } finally {
           await unlink(temp).catch(() => {})
         }
-      }).then((results) => Promise.all(results.map((result, i) => (result === ALONE ? instance.setIfAbsent(keys[i]!, value) : result))))
+      })
+      return Promise.all(results.map((result, i) => (result === ALONE ? instance.setIfAbsent(keys[i]!, value) : result as string | null)))
     },
   }
 
