@@ -222,6 +222,31 @@ describe('fsDriver: bounded resources', () => {
   })
 })
 
+/**
+ * Four processes claim `claim:0` .. `claim:<count - 1>` at once (test/helpers/fs-claimer.ts, with
+ * `extra(i)` for child i): each key must have exactly one winner, whose value everyone else saw.
+ */
+async function expectOneWinnerPerKey(count: number, extra: (i: number) => string[] = () => []) {
+  const children = [0, 1, 2, 3].map((i) => startTs(helper('fs-claimer.ts'), [base, `p${i}`, String(count), ...extra(i)]))
+  try {
+    await Promise.all(children.map((child) => child.waitForLine((line) => line === 'READY')))
+    for (const { proc } of children) proc.stdin.write('go\n')
+    const results = await Promise.all(
+      children.map(async (child) => JSON.parse(await child.waitForLine((line) => line.startsWith('['))) as (string | null)[]),
+    )
+    for (let k = 0; k < count; k++) {
+      const column = results.map((result) => result[k])
+      const winners = column.flatMap((result, i) => (result === null ? [i] : []))
+      expect(winners, `claim:${k}`).toHaveLength(1)
+      const winner = `p${winners[0]}`
+      expect(column.filter((result) => result !== null && result !== winner), `claim:${k}`).toEqual([])
+      expect(await storage.getItem(`claim:${k}`)).toBe(winner)
+    }
+  } finally {
+    for (const { proc } of children) proc.kill('SIGKILL')
+  }
+}
+
 describe('fsDriver: setIfAbsent', () => {
   it('has exactly one winner among 50 concurrent claims, and everyone sees its value', async () => {
     const claims = claimsOf(storage)
@@ -242,25 +267,7 @@ describe('fsDriver: setIfAbsent', () => {
   })
 
   it('has exactly one winner per key across 4 processes', async () => {
-    const count = 200
-    const children = [0, 1, 2, 3].map((i) => startTs(helper('fs-claimer.ts'), [base, `p${i}`, String(count)]))
-    try {
-      await Promise.all(children.map((child) => child.waitForLine((line) => line === 'READY')))
-      for (const { proc } of children) proc.stdin.write('go\n')
-      const results = await Promise.all(
-        children.map(async (child) => JSON.parse(await child.waitForLine((line) => line.startsWith('['))) as (string | null)[]),
-      )
-      for (let k = 0; k < count; k++) {
-        const column = results.map((result) => result[k])
-        const winners = column.flatMap((result, i) => (result === null ? [i] : []))
-        expect(winners, `claim:${k}`).toHaveLength(1)
-        const winner = `p${winners[0]}`
-        expect(column.filter((result) => result !== null && result !== winner), `claim:${k}`).toEqual([])
-        expect(await storage.getItem(`claim:${k}`)).toBe(winner)
-      }
-    } finally {
-      for (const { proc } of children) proc.kill('SIGKILL')
-    }
+    await expectOneWinnerPerKey(200)
   })
 })
 
@@ -327,25 +334,7 @@ describe('fsDriver: setIfAbsentAll', () => {
   })
 
   it('has exactly one winner per key across 4 processes claiming overlapping batches', async () => {
-    const count = 200
-    const children = [0, 1, 2, 3].map((i) => startTs(helper('fs-claimer.ts'), [base, `p${i}`, String(count), 'all', String(i * 25)]))
-    try {
-      await Promise.all(children.map((child) => child.waitForLine((line) => line === 'READY')))
-      for (const { proc } of children) proc.stdin.write('go\n')
-      const results = await Promise.all(
-        children.map(async (child) => JSON.parse(await child.waitForLine((line) => line.startsWith('['))) as (string | null)[]),
-      )
-      for (let k = 0; k < count; k++) {
-        const column = results.map((result) => result[k])
-        const winners = column.flatMap((result, i) => (result === null ? [i] : []))
-        expect(winners, `claim:${k}`).toHaveLength(1)
-        const winner = `p${winners[0]}`
-        expect(column.filter((result) => result !== winner && result !== null), `claim:${k}`).toEqual([])
-        expect(await storage.getItem(`claim:${k}`)).toBe(winner)
-      }
-    } finally {
-      for (const { proc } of children) proc.kill('SIGKILL')
-    }
+    await expectOneWinnerPerKey(200, (i) => ['all', String(i * 25)])
   })
 })
 
