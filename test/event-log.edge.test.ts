@@ -36,11 +36,12 @@ function failingMemory(failing: () => boolean) {
 
 /**
  * A driver over a Map with atomic claims in the shape of event-ingest's fs driver, whose
- * `setIfAbsent` the test times; `setItem` may be replaced too.
+ * `setIfAbsent` the test times; `setItem` and `removeItem` (a claim's release) may be replaced too.
  */
 function timedClaims(
   setIfAbsent: (data: Map<string, unknown>, key: string, value: string) => Promise<string | null>,
   setItem: (data: Map<string, unknown>, key: string, value: string) => Promise<void> | void = (data, key, value) => void data.set(key, value),
+  removeItem: (data: Map<string, unknown>, key: string) => Promise<void> | void = (data, key) => void data.delete(key),
 ) {
   const data = new Map<string, unknown>()
   return defineDriver(() => ({
@@ -48,7 +49,7 @@ function timedClaims(
     hasItem: (key: string) => data.has(key),
     getItem: (key: string) => data.get(key) ?? null,
     setItem: (key: string, value: string) => setItem(data, key, value),
-    removeItem: (key: string) => void data.delete(key),
+    removeItem: (key: string) => removeItem(data, key),
     getKeys: (base: string) => [...data.keys()].filter((key) => key.startsWith(base)),
     clear: () => data.clear(),
     // The fs driver's claim of a batch: each key checked and answered on its own, all at once.
@@ -254,6 +255,41 @@ describe('EventLog edge cases', () => {
       expect(older).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
       expect(younger).toEqual({ accepted: 0, duplicates: 2, rejected: [] })
       expect(Date.now() - started).toBeLessThan(700)
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('does not wait for an older batch that finished while this one let go of its claims', async () => {
+    // The younger batch holds `b` and finds `a` held by the older one, still writing: it lets go
+    // of `b` (slow, 60 ms), and the older batch is stored meanwhile (its write takes 30 ms).
+    const claimFree = (data: Map<string, unknown>, key: string, value: string) => {
+      const existing = (data.get(key) as string | undefined) ?? null
+      if (existing === null) data.set(key, value)
+      return Promise.resolve(existing)
+    }
+    const timed = timedClaims(
+      claimFree,
+      async (data, key, value) => {
+        if (key.startsWith('events:b:')) await pause(30)
+        data.set(key, value)
+      },
+      async (data, key) => {
+        await pause(60)
+        data.delete(key)
+      },
+    )
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: timed }), storageTimeoutMs: 2000 })
+    try {
+      const [a, b] = [makeEvent({ id: 'done-a' }), makeEvent({ id: 'done-b' })]
+      const older = ingest.ingest([a])
+      await pause(5)
+      const started = Date.now()
+      const younger = await ingest.ingest([b, a])
+      expect(await older).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      expect(younger).toEqual({ accepted: 1, duplicates: 1, rejected: [] })
+      // Not a wait until the storage timeout for a batch that was already done.
+      expect(Date.now() - started).toBeLessThan(1000)
     } finally {
       await ingest.close()
     }
