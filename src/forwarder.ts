@@ -77,6 +77,8 @@ interface Pending extends OutboxEntry {
   key: string
   /** The lease value this instance holds on it, if any. */
   lease?: string
+  /** Found undeliverable (leased by another instance, or no record yet): not looked at before this (ms). */
+  notBefore?: number
 }
 
 interface Group {
@@ -177,8 +179,10 @@ export function createForwarder(options: {
   let attempts = 0
   let nextAttemptAt = 0
   // The wait until `nextAttemptAt` is only for the head to become deliverable (leased elsewhere, no
-  // record yet), not a backoff after the sink failed: an entry enqueued meanwhile ends it.
+  // record yet), not a backoff after the sink failed: an entry enqueued meanwhile ends it. Entries
+  // enqueued while the head is scanned are counted, so a scan that missed them does not wait.
   let headWait = false
+  let enqueued = 0
   let deadLetterCount = 0
   let timer: NodeJS.Timeout | undefined
   let running: Promise<void> | undefined
@@ -250,7 +254,10 @@ export function createForwarder(options: {
     // inserted ahead of the current one would make the loop visit an entry twice and skip another.
     // Only the head: every batch holds at least one event, so a group never takes more than
     // maxEvents of them (a long backlog is not copied for each request).
+    const now = Date.now()
     for (const pending of queue.slice(0, maxEvents)) {
+      // Found undeliverable a moment ago: skipped without storage calls until it may have changed.
+      if (pending.notBefore !== undefined && pending.notBefore > now) continue
       if (entries.length > 0 && (isolate > 0 || events + pending.events > maxEvents)) break
       const leaseKey = `${prefix}:l:${idOf(pending.key)}`
       const lease = `${instanceId}|${Date.now() + leaseMs}`
@@ -259,7 +266,10 @@ export function createForwarder(options: {
         const [owner, until] = holder.split('|')
         if (owner !== instanceId && Number(until) > Date.now()) {
           // Another instance is delivering it right now.
-          if (entries.length === 0) continue
+          if (entries.length === 0) {
+            pending.notBefore = Math.min(Number(until), Date.now() + 5000)
+            continue
+          }
           break
         }
         await io(claims.overwrite([leaseKey], lease, leaseMs), 'lease')
@@ -281,6 +291,9 @@ export function createForwarder(options: {
         if (Date.now() - pending.receivedAt > storageTimeout * 4) {
           await io(storage.removeItem(pending.key), 'write')
           drop(pending)
+        } else {
+          // Looked at again when it can be dropped, or sooner, should its record land.
+          pending.notBefore = Math.min(pending.receivedAt + storageTimeout * 4 + 1, Date.now() + 5000)
         }
         continue
       }
@@ -331,12 +344,15 @@ export function createForwarder(options: {
   async function deliverHead(): Promise<void> {
     if (group && !(await renewLeases(group))) group = undefined
     headWait = false
+    const seen = enqueued
     group ??= await buildGroup()
     const current = group
     if (!current) {
-      if (queue.length > 0) {
-        // Everything at the head is leased by another instance or not yet readable: look again later.
-        nextAttemptAt = Date.now() + Math.min(leaseMs, 5000)
+      // Everything at the head is leased by another instance or not yet readable: look again when
+      // the first of them may have changed, or at once for entries enqueued during the scan.
+      if (queue.length > 0 && enqueued === seen) {
+        const soonest = Math.min(...queue.slice(0, maxEvents).map((p) => p.notBefore ?? 0))
+        nextAttemptAt = Math.max(soonest, Date.now() + 50)
         headWait = true
       }
       return
@@ -489,9 +505,13 @@ export function createForwarder(options: {
   return {
     async enqueue(outboxKey, entry) {
       const pending: Pending = { ...entry, key: outboxKey }
-      insert(pending)
-      // A batch to deliver now (or one known already whose record has landed meanwhile): no reason
-      // left to wait for the head.
+      if (known.has(outboxKey)) {
+        // Known already (its record has landed meanwhile, say): looked at again now.
+        const held = queue.find((p) => p.key === outboxKey)
+        if (held) held.notBefore = undefined
+      } else insert(pending)
+      enqueued++
+      // A batch to deliver now: no reason left to wait for the head.
       if (headWait) {
         headWait = false
         nextAttemptAt = 0

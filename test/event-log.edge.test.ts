@@ -513,9 +513,9 @@ describe('EventLog edge cases', () => {
       expect(await ingest.ingest([makeEvent({ id: 'stored-next' })])).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
       // Not held back by the orphan ahead of it (the forwarder's wait for a deliverable head ends).
       await waitFor(() => sink.storedIds().includes('stored-next'), 2000, 'the next batch at the sink')
-      // The forwarder looks at the orphan again (5 s later) and, 4 storage timeouts after it was
-      // received with still no record, drops it: not left until a restart.
-      await waitFor(async () => (await storage.getKeys('events:o')).length === 0, 8000, 'the orphan outbox entry dropped')
+      // The forwarder looks at the orphan again once 4 storage timeouts have passed since it was
+      // received and, with still no record, drops it: not left until a restart.
+      await waitFor(async () => (await storage.getKeys('events:o')).length === 0, 3000, 'the orphan outbox entry dropped')
       expect(sink.storedIds()).not.toContain('never-stored')
       expect((await ingest.stats()).forwarding).toMatchObject({ backlog: 0 })
     } finally {
@@ -534,7 +534,7 @@ describe('EventLog edge cases', () => {
       await expect(ingest.ingest([makeEvent({ id: 'unknown-then-absent' })])).rejects.toMatchObject({ code: 'storage_unavailable' })
       expect(await storage.getKeys('events:o')).toHaveLength(1)
       failing = false
-      await waitFor(async () => (await storage.getKeys('events:o')).length === 0, 8000, 'the orphan outbox entry dropped')
+      await waitFor(async () => (await storage.getKeys('events:o')).length === 0, 3000, 'the orphan outbox entry dropped')
       expect(sink.storedIds()).toEqual([])
     } finally {
       await ingest.close()
