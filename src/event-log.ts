@@ -381,6 +381,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
     let waited = false
     // Ids this append registered in `takingOver`.
     let tookOver: string[] | undefined
+    // A claim call failed: it may have claimed some of its ids before it did.
+    let claimsUnknown = false
+    const claimsFailed = (error: unknown): never => {
+      claimsUnknown = true
+      throw error
+    }
     try {
       if (claiming) {
         // Wait until no other append of this process claims any of these ids, then take them all
@@ -406,7 +412,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       const claimAt = (positions: number[] | undefined) => {
         asked = positions
         releasesSeen = releases
-        return claimIds(positions ? positions.map((p) => ids[p]!) : ids, claim)
+        return claimIds(positions ? positions.map((p) => ids[p]!) : ids, claim).catch(claimsFailed)
       }
       let claimedAgain = false
       let existing = await claimAt(undefined)
@@ -514,7 +520,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
           const current = await withTimeout(claims.read(takeover), timeoutMs, 'read')
           const changed = takeover.findIndex((_, i) => current[i] !== stale[i])
           if (changed >= 0) throw idBusy(takeover[changed]!)
-          await withTimeout(claims.overwrite(takeover, claim, windowMs), timeoutMs, 'claim')
+          await withTimeout(claims.overwrite(takeover, claim, windowMs), timeoutMs, 'claim').catch(claimsFailed)
           mine.push(...takeover)
         }
       }
@@ -557,10 +563,11 @@ export function createEventLog(options: EventLogOptions): EventLog {
       await (localWrites ? all : withTimeout(all, timeoutMs, 'write'))
       return result
     } catch (error) {
-      if (mine.length > 0) {
+      if (mine.length > 0 || claimsUnknown) {
         if (!writes) {
-          // Nothing was sent: the claims go.
-          await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
+          // Nothing was sent: the claims go; after a claim call that failed part way, every id
+          // this batch may hold (a release removes only claims that still name this batch).
+          await withTimeout(claims.release(claimsUnknown ? ids : mine, claim), timeoutMs, 'release').catch(() => {})
         } else {
           // Once sent, the writes are waited for, and a record that landed is never removed:
           // another request that read it meanwhile answered "duplicate", and a removal after that

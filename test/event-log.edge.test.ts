@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { createStorage, defineDriver } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
 import { createEventIngest, parseBatchBytes } from 'event-ingest'
+import { idKey } from '../src/keys'
 import { makeEvent } from './helpers/fixtures'
 import { startSink, waitFor } from './helpers/sink'
 
@@ -290,6 +291,30 @@ describe('EventLog edge cases', () => {
       expect(younger).toEqual({ accepted: 1, duplicates: 1, rejected: [] })
       // Not a wait until the storage timeout for a batch that was already done.
       expect(Date.now() - started).toBeLessThan(1000)
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('releases what a claim call that failed part way claimed, so a retry is not told to wait', async () => {
+    // The batch's first id is claimed, the second fails (an I/O error): the call fails as a whole.
+    let failOnce = true
+    const timed = timedClaims(async (data, key, value) => {
+      if (failOnce && key.endsWith(idKey('partial-b'))) {
+        failOnce = false
+        throw new Error('EIO: i/o error')
+      }
+      const existing = (data.get(key) as string | undefined) ?? null
+      if (existing === null) data.set(key, value)
+      return existing
+    })
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: timed }), storageTimeoutMs: 1000 })
+    try {
+      const [a, b] = [makeEvent({ id: 'partial-a' }), makeEvent({ id: 'partial-b' })]
+      await expect(ingest.ingest([a, b])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      // Without the release, `partial-a` would stay claimed for a batch that was never stored, and
+      // the retry would get 503 in_progress until the claim went stale (4 storage timeouts).
+      expect(await ingest.ingest([a, b])).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
     } finally {
       await ingest.close()
     }
