@@ -564,10 +564,15 @@ export function createEventLog(options: EventLogOptions): EventLog {
       return result
     } catch (error) {
       if (mine.length > 0 || claimsUnknown) {
-        if (!writes) {
-          // Nothing was sent: the claims go; after a claim call that failed part way, every id
-          // this batch may hold (a release removes only claims that still name this batch).
-          await withTimeout(claims.release(claimsUnknown ? ids : mine, claim), timeoutMs, 'release').catch(() => {})
+        if (claimsUnknown) {
+          // A claim call failed part way: every id this batch may hold goes (a release removes
+          // only claims that still name this batch), in the background, since the storage that
+          // just failed may still be failing and the request answers now. On Redis it runs after
+          // the claim's own commands, so it also clears claims that land late.
+          void withTimeout(claims.release(ids, claim), timeoutMs, 'release').catch(() => {})
+        } else if (!writes) {
+          // Nothing was sent: the claims go.
+          await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
         } else {
           // Once sent, the writes are waited for, and a record that landed is never removed:
           // another request that read it meanwhile answered "duplicate", and a removal after that

@@ -312,8 +312,10 @@ describe('EventLog edge cases', () => {
     try {
       const [a, b] = [makeEvent({ id: 'partial-a' }), makeEvent({ id: 'partial-b' })]
       await expect(ingest.ingest([a, b])).rejects.toMatchObject({ code: 'storage_unavailable' })
-      // Without the release, `partial-a` would stay claimed for a batch that was never stored, and
-      // the retry would get 503 in_progress until the claim went stale (4 storage timeouts).
+      // Released in the background, at once here. Without the release, `partial-a` would stay
+      // claimed for a batch that was never stored, and the retry would get 503 in_progress until
+      // the claim went stale (4 storage timeouts).
+      await pause(20)
       expect(await ingest.ingest([a, b])).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
     } finally {
       await ingest.close()
