@@ -21,6 +21,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
   return {
     ...actual,
     readdir: vi.fn(actual.readdir),
+    readFile: vi.fn(actual.readFile),
     open: vi.fn(async (...args: Parameters<typeof actual.open>) => {
       const handle = await actual.open(...args)
       openFiles.max = Math.max(openFiles.max, ++openFiles.now)
@@ -327,6 +328,18 @@ describe('fsDriver: setIfAbsentAll', () => {
     expect(results.every((result) => result.every((value) => value === 'first'))).toBe(true)
     // Up to 64 operations, each with at most one descriptor (its temp file, or a value it reads).
     expect(peak - baseline).toBeLessThanOrEqual(64 + 8)
+  })
+
+  it('answers a retry of a whole batch with one read of the file behind its names', async () => {
+    const fsp = await import('node:fs/promises')
+    const keys = Array.from({ length: 50 }, (_, i) => `retry:k${i}`)
+    await claimsOf(storage).setIfAbsentAll(keys, 'first')
+    const reads = () => vi.mocked(fsp.readFile).mock.calls.length + vi.mocked(fsp.open).mock.calls.filter((call) => call[1] === 'r').length
+    const before = reads()
+    expect(await claimsOf(storage).setIfAbsentAll([...keys, 'retry:new'], 'second')).toEqual([...Array(50).fill('first'), null])
+    // The 50 taken names are links to one file: read once, not 50 times (and the directory of the
+    // one new name is flushed: a second open for reading).
+    expect(reads() - before).toBeLessThanOrEqual(2)
   })
 
   it('refuses a key given twice', async () => {

@@ -209,6 +209,42 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     if (!keepDir) await rmdir(dir).catch(ignoreCodes('ENOENT', 'ENOTDIR', 'ENOTEMPTY'))
   }
 
+  /**
+   * Fills in the values of taken names with one read per file behind them: the names of one
+   * earlier batch's claims are links to one file (a retry of a batch finds 50 names and reads
+   * once). Names are grouped by the file `stat` (no descriptor) finds behind them; the file read is
+   * checked to be that file. What this cannot settle stays TAKEN, for a read of its own.
+   */
+  const readTakenByFile = async (paths: readonly string[], linked: (string | null | typeof TAKEN | typeof ALONE)[]) => {
+    const taken = paths.flatMap((_, i) => (linked[i] === TAKEN ? [i] : []))
+    if (taken.length < 2) return
+    const files = new Map<string, number[]>()
+    const infos = await Promise.all(taken.map((i) => stat(paths[i]!).catch(() => undefined)))
+    taken.forEach((i, n) => {
+      const info = infos[n]
+      if (!info) return
+      const id = `${info.dev}:${info.ino}`
+      const names = files.get(id)
+      if (names) names.push(i)
+      else files.set(id, [i])
+    })
+    for (const [id, names] of files) {
+      if (names.length < 2) continue
+      let handle: FileHandle | undefined
+      try {
+        handle = await open(paths[names[0]!]!, 'r')
+        const info = await handle.stat()
+        if (`${info.dev}:${info.ino}` !== id) continue
+        const value = await handle.readFile('utf8')
+        for (const i of names) linked[i] = value
+      } catch {
+        // Gone or unreadable now: each name is read on its own.
+      } finally {
+        await handle?.close()
+      }
+    }
+  }
+
   const instance: FsDriverInstance = {
     base: root,
     async setIfAbsent(key, value) {
@@ -261,6 +297,7 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
           // Links hold no descriptor: all at once. The values of names already taken are read one
           // at a time (a file each), so one call never holds more than one descriptor.
           const linked: (string | null | typeof TAKEN | typeof ALONE)[] = await Promise.all(paths.map((path) => linkTo(temp, path)))
+          await readTakenByFile(paths, linked)
           for (let i = 0; i < paths.length; i++) {
             for (let attempt = 0; linked[i] === TAKEN; attempt++) {
               if (attempt === 5) throw driverError(`could not claim ${JSON.stringify(keys[i])}: it kept changing`)
@@ -273,8 +310,9 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
               }
             }
           }
-          // The new names are durable before the claims are reported held.
-          await Promise.all([...new Set(paths.filter((_, i) => linked[i] === null).map((path) => dirname(path)))].map(syncDir))
+          // The new names are durable before the claims are reported held (one directory after
+          // another: each flush holds a descriptor).
+          for (const dir of new Set(paths.filter((_, i) => linked[i] === null).map((path) => dirname(path)))) await syncDir(dir)
           return linked
         } finally {
           await unlink(temp).catch(() => {})
