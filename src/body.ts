@@ -29,7 +29,10 @@ export async function readBodyBytes(source: { bytes: Uint8Array | string } | { s
     if (bytes.length > limit) throw limitError('body_too_large', 'maxBodyBytes', limit, `a body of ${bytes.length} bytes`)
     return bytes
   }
-  if (isNodeRequest(source.stream)) return readNodeRequest(source.stream as unknown as NodeReadable, limit)
+  // A host that listens for 'readable' reads the stream itself: then it does not flow, and only
+  // the iterator (which reads with read()) gets its chunks.
+  const node = isNodeRequest(source.stream) ? (source.stream as unknown as NodeReadable) : undefined
+  if (node && node.listenerCount('readable') === 0) return readNodeRequest(node, limit)
   const chunks: Uint8Array[] = []
   let total = 0
   for await (const raw of source.stream) {
@@ -48,8 +51,10 @@ interface NodeReadable {
   off(event: string, listener: (...args: any[]) => void): unknown
   pause(): unknown
   resume(): unknown
+  listenerCount(event: string): number
   readonly readableEnded: boolean
   readonly destroyed: boolean
+  readonly errored?: unknown
 }
 
 /**
@@ -60,7 +65,7 @@ interface NodeReadable {
 function readNodeRequest(stream: NodeReadable, limit: number): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     if (stream.readableEnded) return resolve(new Uint8Array(0))
-    if (stream.destroyed) return reject(prematureClose())
+    if (stream.destroyed) return reject(stream.errored ?? prematureClose())
     const chunks: Uint8Array[] = []
     let total = 0
     const done = () => {

@@ -62,6 +62,16 @@ describe('reading a Node request body', () => {
     expect(res.json.accepted).toBe(1)
   })
 
+  it('reads a request the host listens to for readable (a stream that does not flow)', async () => {
+    const host = await nodeHost((req) => {
+      req.on('readable', () => {})
+    })
+    open.push(host)
+    const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, chunks: [JSON.stringify([makeEvent({ id: 'readable-1' })])] })
+    expect(res.status).toBe(200)
+    expect(res.json.accepted).toBe(1)
+  })
+
   it('answers 400 for a request whose body the host already read, instead of waiting for it', async () => {
     const host = await nodeHost(async (req) => {
       for await (const _ of req) {
