@@ -65,13 +65,15 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
   const slots = new Semaphore(MAX_CONCURRENT_OPS)
   const inFlight = new Set<Promise<unknown>>()
 
-  const limit = <T>(fn: () => Promise<T>): Promise<T> => {
-    const promise = slots.run(fn)
+  /** Keeps `promise` in the work `dispose()` waits for until it settles. */
+  const tracked = <T>(promise: Promise<T>): Promise<T> => {
     inFlight.add(promise)
     const forget = () => inFlight.delete(promise)
     promise.then(forget, forget)
     return promise
   }
+
+  const limit = <T>(fn: () => Promise<T>): Promise<T> => tracked(slots.run(fn))
 
   const pathOf = (key: string) => join(root, ...keySegments(key))
 
@@ -276,50 +278,55 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
         }
       })
     },
-    async setIfAbsentAll(keys, value) {
-      if (keys.length === 0) return []
-      if (new Set(keys).size !== keys.length) throw driverError('setIfAbsentAll takes distinct keys')
-      const paths = keys.map(pathOf)
-      // Links a free name to the value's file: null when linked, TAKEN when the name exists, ALONE
-      // when the key must be claimed on its own (its directory not made yet, too many links to one
-      // file, or another file system under the base).
-      const linkTo = (temp: string, path: string): Promise<null | typeof TAKEN | typeof ALONE> =>
-        link(temp, path).then(() => null, (error: unknown) => {
-          const code = errorCode(error)
-          if (code === 'EEXIST') return TAKEN
-          if (code === 'ENOENT' || code === 'EMLINK' || code === 'EXDEV') return ALONE
-          throw error
-        })
-      const results = await limit(async () => {
-        // One file with the value, complete and flushed before any key names it.
-        const temp = await writeTemp(paths[0]!, value)
-        try {
-          // Links hold no descriptor: all at once. The values of names already taken are read one
-          // at a time (a file each), so one call never holds more than one descriptor.
-          const linked: (string | null | typeof TAKEN | typeof ALONE)[] = await Promise.all(paths.map((path) => linkTo(temp, path)))
-          await readTakenByFile(paths, linked)
-          for (let i = 0; i < paths.length; i++) {
-            for (let attempt = 0; linked[i] === TAKEN; attempt++) {
-              if (attempt === 5) throw driverError(`could not claim ${JSON.stringify(keys[i])}: it kept changing`)
-              try {
-                linked[i] = await readFile(paths[i]!, 'utf8')
-              } catch (error) {
-                // Unreadable is not free (the caller answers 503); removed since the link, it is.
-                if (errorCode(error) !== 'ENOENT') throw error
-                linked[i] = await linkTo(temp, paths[i]!)
-              }
+    setIfAbsentAll(keys, value) {
+      // Tracked as a whole: its fallbacks start after its own operation has ended.
+      return tracked(claimAll(keys, value))
+    },
+  }
+
+  async function claimAll(keys: readonly string[], value: string): Promise<(string | null)[]> {
+    if (keys.length === 0) return []
+    if (new Set(keys).size !== keys.length) throw driverError('setIfAbsentAll takes distinct keys')
+    const paths = keys.map(pathOf)
+    // Links a free name to the value's file: null when linked, TAKEN when the name exists, ALONE
+    // when the key must be claimed on its own (its directory not made yet, too many links to one
+    // file, or another file system under the base).
+    const linkTo = (temp: string, path: string): Promise<null | typeof TAKEN | typeof ALONE> =>
+      link(temp, path).then(() => null, (error: unknown) => {
+        const code = errorCode(error)
+        if (code === 'EEXIST') return TAKEN
+        if (code === 'ENOENT' || code === 'EMLINK' || code === 'EXDEV') return ALONE
+        throw error
+      })
+    const results = await limit(async () => {
+      // One file with the value, complete and flushed before any key names it.
+      const temp = await writeTemp(paths[0]!, value)
+      try {
+        // Links hold no descriptor: all at once. The values of names already taken are read one
+        // at a time (a file each), so one call never holds more than one descriptor.
+        const linked: (string | null | typeof TAKEN | typeof ALONE)[] = await Promise.all(paths.map((path) => linkTo(temp, path)))
+        await readTakenByFile(paths, linked)
+        for (let i = 0; i < paths.length; i++) {
+          for (let attempt = 0; linked[i] === TAKEN; attempt++) {
+            if (attempt === 5) throw driverError(`could not claim ${JSON.stringify(keys[i])}: it kept changing`)
+            try {
+              linked[i] = await readFile(paths[i]!, 'utf8')
+            } catch (error) {
+              // Unreadable is not free (the caller answers 503); removed since the link, it is.
+              if (errorCode(error) !== 'ENOENT') throw error
+              linked[i] = await linkTo(temp, paths[i]!)
             }
           }
-          // The new names are durable before the claims are reported held (one directory after
-          // another: each flush holds a descriptor).
-          for (const dir of new Set(paths.filter((_, i) => linked[i] === null).map((path) => dirname(path)))) await syncDir(dir)
-          return linked
-        } finally {
-          await unlink(temp).catch(() => {})
         }
-      })
-      return Promise.all(results.map((result, i) => (result === ALONE ? instance.setIfAbsent(keys[i]!, value) : result as string | null)))
-    },
+        // The new names are durable before the claims are reported held (one directory after
+        // another: each flush holds a descriptor).
+        for (const dir of new Set(paths.filter((_, i) => linked[i] === null).map((path) => dirname(path)))) await syncDir(dir)
+        return linked
+      } finally {
+        await unlink(temp).catch(() => {})
+      }
+    })
+    return Promise.all(results.map((result, i) => (result === ALONE ? instance.setIfAbsent(keys[i]!, value) : result as string | null)))
   }
 
   return {
