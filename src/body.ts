@@ -33,16 +33,28 @@ export async function readBodyBytes(source: { bytes: Uint8Array | string } | { s
   // the iterator (which reads with read()) gets its chunks.
   const node = isNodeRequest(source.stream) ? (source.stream as unknown as NodeReadable) : undefined
   if (node && node.listenerCount('readable') === 0) return readNodeRequest(node, limit)
-  const chunks: Uint8Array[] = []
-  let total = 0
-  for await (const raw of source.stream) {
+  const chunks = new Chunks(limit)
+  for await (const raw of source.stream) chunks.add(raw)
+  return chunks.bytes()
+}
+
+/** The chunks of a body read so far, refused as soon as they cross `limit`. */
+class Chunks {
+  private readonly list: Uint8Array[] = []
+  private total = 0
+  constructor(private readonly limit: number) {}
+
+  /** @throws IngestError `body_too_large` once the body is over the limit */
+  add(raw: Uint8Array | string): void {
     const chunk = toBytes(raw)
-    total += chunk.length
-    if (total > limit) throw limitError('body_too_large', 'maxBodyBytes', limit, `a body of more than ${limit} bytes`)
-    chunks.push(chunk)
+    this.total += chunk.length
+    if (this.total > this.limit) throw limitError('body_too_large', 'maxBodyBytes', this.limit, `a body of more than ${this.limit} bytes`)
+    this.list.push(chunk)
   }
-  if (chunks.length === 1) return chunks[0]!
-  return Buffer.concat(chunks, total)
+
+  bytes(): Uint8Array {
+    return this.list.length === 1 ? this.list[0]! : Buffer.concat(this.list, this.total)
+  }
 }
 
 /** The part of a Node readable stream (an `IncomingMessage`) read here; no Node import in the core. */
@@ -66,8 +78,7 @@ function readNodeRequest(stream: NodeReadable, limit: number): Promise<Uint8Arra
   return new Promise((resolve, reject) => {
     if (stream.readableEnded) return resolve(new Uint8Array(0))
     if (stream.destroyed) return reject(stream.errored ?? prematureClose())
-    const chunks: Uint8Array[] = []
-    let total = 0
+    const chunks = new Chunks(limit)
     const done = () => {
       stream.off('data', onData)
       stream.off('end', onEnd)
@@ -75,20 +86,18 @@ function readNodeRequest(stream: NodeReadable, limit: number): Promise<Uint8Arra
       stream.off('close', onClose)
     }
     const onData = (raw: Uint8Array | string) => {
-      const chunk = toBytes(raw)
-      total += chunk.length
-      if (total > limit) {
+      try {
+        chunks.add(raw)
+      } catch (error) {
         // Not read further: the 413 closes the connection (`connection: close`) once it is sent.
         done()
         stream.pause()
-        reject(limitError('body_too_large', 'maxBodyBytes', limit, `a body of more than ${limit} bytes`))
-        return
+        reject(error)
       }
-      chunks.push(chunk)
     }
     const onEnd = () => {
       done()
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total))
+      resolve(chunks.bytes())
     }
     const onError = (error: unknown) => {
       done()

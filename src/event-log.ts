@@ -376,7 +376,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     let writes: Promise<void>[] | undefined
     // The answer once the writes are sent.
     let result: AppendResult | undefined
-    let outboxEntry: string | undefined
+    let outboxEntry: OutboxEntry | undefined
     // Whether this append waited for others of this process (running out of time is then theirs).
     let waited = false
     // Ids this append registered in `takingOver`.
@@ -554,8 +554,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
       }
       writes = [write]
       if (outboxKey) {
-        outboxEntry = JSON.stringify({ batch: batchKey, events: storedCount, receivedAt } satisfies OutboxEntry)
-        writes.push(storage.setItem(outboxKey, outboxEntry))
+        outboxEntry = { batch: batchKey, events: storedCount, receivedAt }
+        writes.push(storage.setItem(outboxKey, JSON.stringify(outboxEntry)))
       }
       result = { stored: storedCount, duplicateIndexes, batchKey, outboxKey }
       // Writes to the memory driver are done when they return: no timer to race them against.
@@ -587,7 +587,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
             // never a loss. The outbox entry stays: the forwarder drops an entry with no record
             // behind it, and forwards one whose record lands after all.
             await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
-            if (outboxKey) options.onUnstored?.(outboxKey, JSON.parse(outboxEntry!) as OutboxEntry)
+            if (outboxKey) options.onUnstored?.(outboxKey, outboxEntry!)
           } else {
             // Stored without its outbox entry, still unsettled, or not readable back: the claims
             // stay (a retry is told duplicates once the record is there) and the rest is settled in
@@ -620,12 +620,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
   }
 
   /** Writes an outbox entry (again), bounded by the storage timeout; resolves the error, if any. */
-  function writeOutbox(outboxKey: string, entry: string): Promise<unknown> {
-    return withTimeout(storage.setItem(outboxKey, entry), timeoutMs, 'write').then(() => undefined, (error: unknown) => error ?? new Error('outbox write failed'))
+  function writeOutbox(outboxKey: string, entry: OutboxEntry): Promise<unknown> {
+    return withTimeout(storage.setItem(outboxKey, JSON.stringify(entry)), timeoutMs, 'write').then(() => undefined, (error: unknown) => error ?? new Error('outbox write failed'))
   }
 
   /** Whether the outbox entry is written (tried again once, here, when its write failed). */
-  async function outboxWritten(outcome: PromiseSettledResult<void>[], outboxKey?: string, entry?: string): Promise<boolean> {
+  async function outboxWritten(outcome: PromiseSettledResult<void>[], outboxKey?: string, entry?: OutboxEntry): Promise<boolean> {
     if (!outboxKey || outcome[1]!.status === 'fulfilled') return true
     return (await writeOutbox(outboxKey, entry!)) === undefined
   }
@@ -658,7 +658,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
    * forwarder that found no record behind it yet); then reports the batch, to be counted and
    * forwarded. Retries with backoff until done or until `close()`, which makes one last attempt.
    */
-  function settleLate(late: AppendResult & { batchKey: string }, events: readonly EventEnvelope[], receivedAt: number, written: Promise<PromiseSettledResult<void>[]>, there: boolean | undefined, outboxKey?: string, entry?: string): void {
+  function settleLate(late: AppendResult & { batchKey: string }, events: readonly EventEnvelope[], receivedAt: number, written: Promise<PromiseSettledResult<void>[]>, there: boolean | undefined, outboxKey?: string, entry?: OutboxEntry): void {
     const run = (async () => {
       const outcome = await written
       for (let attempt = 0; there === undefined; attempt++) {
@@ -666,7 +666,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
         if (there === undefined && !(await retryLater(attempt))) return
       }
       if (!there) {
-        if (outboxKey) options.onUnstored?.(outboxKey, JSON.parse(entry!) as OutboxEntry)
+        if (outboxKey) options.onUnstored?.(outboxKey, entry!)
         return
       }
       for (let attempt = 0; outboxKey; attempt++) {
