@@ -57,8 +57,13 @@ function listen(server: Server): Promise<RunningApp> {
   })
 }
 
-/** Bare `node:http`: read the body, `JSON.parse`, check for an array, keep it, 200. */
-function bareNode(ring: EventRing): Server {
+/**
+ * Bare `node:http`: read the body, `JSON.parse`, check for an array, keep it, 200. With
+ * `keepBodies`, every body is also kept as the bytes received, for the life of the process, as the
+ * memory driver keeps them: the memory a server that stores what it receives must take.
+ */
+function bareNode(ring: EventRing, keepBodies = false): Server {
+  const bodies: Buffer[] = []
   return createServer((req: IncomingMessage, res: ServerResponse) => {
     if (req.method !== 'POST' || req.url !== INGEST_PATH) {
       res.writeHead(404).end()
@@ -68,8 +73,9 @@ function bareNode(ring: EventRing): Server {
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
     req.on('end', () => {
       let value: unknown
+      const body = Buffer.concat(chunks)
       try {
-        value = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+        value = JSON.parse(body.toString('utf8'))
       } catch {
         res.writeHead(400, { 'content-type': jsonType }).end(JSON.stringify({ code: 'invalid_json' }))
         return
@@ -79,6 +85,7 @@ function bareNode(ring: EventRing): Server {
         return
       }
       ring.keep(value)
+      if (keepBodies) bodies.push(body)
       res.writeHead(200, { 'content-type': jsonType }).end(JSON.stringify(accepted(value.length)))
     })
   })
@@ -97,7 +104,7 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
   if (target.kind === 'ours' && !ingest) throw new Error(`${target.id}: an event-ingest target needs a core`)
   switch (target.framework) {
     case 'node':
-      return listen(bareNode(ring))
+      return listen(bareNode(ring, target.keepsBodies))
     case 'h3': {
       const [{ H3 }, { toNodeHandler }, { eventIngestPlugin }] = await Promise.all([import('h3'), import('h3/node'), importBuilt<typeof import('../src/h3')>(buildDir, 'h3.mjs')])
       const app = new H3()

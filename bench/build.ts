@@ -17,6 +17,9 @@ export async function buildForBench(root: string, runId: string): Promise<string
       'build:prepare'(context) {
         context.options.outDir = outDir
         context.options.declaration = false
+        // The exports map names dist/, which need not exist (a fresh clone): unbuild would call
+        // that a warning and fail on it.
+        context.options.failOnWarn = false
       },
     },
   })

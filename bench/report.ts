@@ -43,11 +43,37 @@ function keptMemory(rows: IngestRow[], pageFaultUs: number | undefined, memorySo
   const cost = extraFaults > 0.5
     ? ` At ${num(pageFaultUs, 1)} µs per fault on this machine, that is about ${num(extraFaults * pageFaultUs)} µs per request (the CPU profile charges it to whatever first touches the new memory: Node's copy of the body, the allocator, the claim table) of the ${num(extraCpu)} µs of server CPU per request that event-ingest adds to bare node (${num(ours.cpuUsPerRequest.median)} against ${num(bare.cpuUsPerRequest.median)} µs).`
     : ` No more than bare node here, so keeping costs no fault time in this run (a fault costs ${num(pageFaultUs, 1)} µs on this machine).`
+  const keeping = rows.find((r) => r.body === 'batch' && r.target.id === 'node-keep')
+  const keepLine = keeping?.faultsPerRequest && keeping.cpuUsPerRequest
+    ? ` Bare node keeping every body (\`node-keep\`) takes ${num(keeping.faultsPerRequest.median, 1)} faults and ${num(keeping.cpuUsPerRequest.median)} µs of CPU per request: the part of that cost any store in the process pays.`
+    : ''
   const huge = rows.find((r) => r.body === 'batch' && r.target.id === 'h3-hugepages')
   const hugeLine = huge?.faultsPerRequest && huge.cpuUsPerRequest && huge.vsNode
     ? ` The same server with glibc's malloc on transparent huge pages (\`GLIBC_TUNABLES=glibc.malloc.hugetlb=1\`, a setting of the process, not of the code) takes ${num(huge.faultsPerRequest.median, 1)} faults and ${num(huge.cpuUsPerRequest.median)} µs of CPU per request, ${num(huge.vsNode.median, 2)} of bare node.`
     : ''
-  return [`${head}${cost}${hugeLine} The Redis and fs targets take page faults too (see the tables), from memory the allocator gives back and takes again rather than from data kept: the Redis soak's heap stays flat.`]
+  return [`${head}${cost}${keepLine}${hugeLine} The Redis and fs targets take page faults too (see the tables), from memory the allocator gives back and takes again rather than from data kept: the Redis soak's heap stays flat.`]
+}
+
+/**
+ * Each mount against bare node keeping every body (`node-keep`): a baseline that takes the memory a
+ * store of what it receives must take, where bare node keeps a bounded ring. Reference only.
+ */
+function againstKeeping(rows: IngestRow[]): string[] {
+  const ours = rows.filter((r) => r.target.kind === 'ours' && r.target.storage === 'memory' && r.vsKeep && r.vsKeep.n > 0)
+  if (ours.length === 0) return []
+  const lines = [
+    '## Against a baseline that keeps what it receives',
+    '',
+    'For reference, not a goal: each memory-driver target over bare `node:http` that also keeps every body it receives, as bytes, for the life of the process (the `node-keep` target; the memory driver keeps bodies the same way), paired per repetition. Bare node keeps only a bounded ring, so ratios against it charge event-ingest with the memory that any server storing what it receives must take; these do not.',
+    '',
+    '| Target | batch of 50 | one event |',
+    '| --- | ---: | ---: |',
+  ]
+  for (const target of [...new Set(ours.map((r) => r.target))]) {
+    const of = (body: 'batch' | 'single') => range(ours.find((r) => r.target === target && r.body === body)?.vsKeep, 2)
+    lines.push(`| ${target.label} | ${of('batch')} | ${of('single')} |`)
+  }
+  return [...lines, '']
 }
 
 function profileSection(profile: ProfileSummary & { file: string }): string[] {
@@ -140,7 +166,7 @@ export function renderReport(results: BenchResults): string {
     `- Every server runs in its own Node process on 127.0.0.1 (\`NODE_ENV=production\`) and loads event-ingest as built by unbuild at the start of the run (the build of \`npm run build\`, without type declarations, into a temporary folder), the code a host runs. autocannon ${m.packages.autocannon} runs as a library in the runner process: ${s.connections} connections, no pipelining, ${s.duration} s per measured run after ${s.warmup} s of untimed warm-up on each fresh server.`,
     `- ${s.reps} repetition(s), interleaved: each repetition starts every target in turn (a new process each time, so every run starts from an empty store) and measures both bodies, so drift of the machine hits all targets alike. Tables give the median with min–max over repetitions; ratios are paired within a repetition, then summarised the same way.`,
     `- Bodies: a batch of ${results.bodies.batch.events} canonical events (${num(results.bodies.batch.bytes)} bytes; all ten event names, each from a source it is expected from) and a one-event array (${num(results.bodies.single.bytes)} bytes). Every request carries fresh ids: autocannon's \`setupRequest\` hook takes each body from a factory that copies a pre-serialised template and writes a new fixed-width serial into every id (no pool, no repeats), so ingest stores instead of deduplicating. The server-side counters confirm it: a run with a duplicate, a rejected event, an error or a non-2xx answer is flagged.`,
-    '- Baselines, same run, own processes: bare `node:http` (read the body, `JSON.parse`, check for an array, push the events into a bounded ring, 200 with a small JSON answer); per framework, a bare route doing only the same with the framework\'s own JSON body reading (h3 `event.req.json()`, `express.json()`, Fastify\'s built-in parser, `@koa/bodyparser`).',
+    '- Baselines, same run, own processes: bare `node:http` (read the body, `JSON.parse`, check for an array, push the events into a bounded ring, 200 with a small JSON answer); per framework, a bare route doing only the same with the framework\'s own JSON body reading (h3 `event.req.json()`, `express.json()`, Fastify\'s built-in parser, `@koa/bodyparser`); for reference, bare `node:http` that also keeps every body as the bytes received (`node-keep`).',
     '- Measured: event-ingest mounted in each framework as `test/helpers/hosts.ts` mounts it (no host body parser), memory driver; h3 also with the fs driver (temp dir, fsync on, the default) and Redis (unique key prefix, deleted afterwards), and, for reference only, h3 + memory in a process started with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc\'s malloc on transparent huge pages; the same code). Ingest is open (no token).',
     '- Latency: every 2xx response timed (exact p50/p99 per run). Server CPU: `process.cpuUsage()` read in the server over IPC at the start and end of each run (user + system, % of one core, and per 2xx response); page faults per response from `process.resourceUsage().minorPageFault` read with it.',
     `- Stats and schema: events loaded in-process through \`ingest.ingest()\` (batches of 1000), then ${s.statsRequests} sequential timed \`GET /admin/events/stats\` (admin token) and \`GET /events/schema\` on one keep-alive connection, at each size.`,
@@ -169,6 +195,7 @@ export function renderReport(results: BenchResults): string {
   if (rows.length > 0) {
     push('## Ingest: batch of 50 events', '', ...ingestTable(rows, 'batch'), '')
     push('## Ingest: one event per request', '', ...ingestTable(rows, 'single'), '')
+    push(...againstKeeping(rows))
   }
 
   if (results.stats.length > 0) {

@@ -99,6 +99,8 @@ export interface IngestRow {
   vsNode?: Spread
   /** Ours over the same framework's bare route, paired per repetition. */
   vsBare?: Spread
+  /** Ours over bare node keeping every body (the `node-keep` reference), paired per repetition. */
+  vsKeep?: Spread
   invalid: number
 }
 
@@ -138,6 +140,7 @@ export function ingestRows(results: BenchResults): IngestRow[] {
       }
       if (target.id !== 'node') row.vsNode = spread(pairedRatios(results.ingest, target.id, 'node', body))
       if (target.kind === 'ours') row.vsBare = spread(pairedRatios(results.ingest, target.id, bareOf(target).id, body))
+      if (target.kind === 'ours') row.vsKeep = optionalSpread(pairedRatios(results.ingest, target.id, 'node-keep', body))
       rows.push(row)
     }
   }

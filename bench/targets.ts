@@ -17,6 +17,8 @@ export interface Target {
   storage?: StorageKind
   /** Environment the server process starts with, over the runner's. */
   env?: Record<string, string>
+  /** A bare route that also keeps every body it receives, as bytes, for the life of the process. */
+  keepsBodies?: boolean
 }
 
 /**
@@ -33,6 +35,8 @@ export const HUGE_PAGES_ENV = { GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1' }
  */
 export const targets: readonly Target[] = [
   { id: 'node', label: 'bare node:http', framework: 'node', kind: 'bare' },
+  // For reference, not a goal: bare node that keeps what it receives, as the memory driver does.
+  { id: 'node-keep', label: 'bare node:http keeping every body', framework: 'node', kind: 'bare', keepsBodies: true },
   { id: 'h3-bare', label: 'h3 bare route', framework: 'h3', kind: 'bare' },
   { id: 'h3', label: 'h3 + event-ingest (memory)', framework: 'h3', kind: 'ours', storage: 'memory' },
   // For reference, not a goal: the same server with malloc on huge pages (see the report).
@@ -47,9 +51,9 @@ export const targets: readonly Target[] = [
   { id: 'h3-redis', label: 'h3 + event-ingest (Redis)', framework: 'h3', kind: 'ours', storage: 'redis' },
 ]
 
-/** The bare route of the same framework as `target` (bare node for node). */
+/** The bare route of the same framework as `target` (bare node for node), keeping a bounded ring. */
 export function bareOf(target: Target): Target {
-  return targets.find((t) => t.kind === 'bare' && t.framework === target.framework)!
+  return targets.find((t) => t.kind === 'bare' && t.framework === target.framework && !t.keepsBodies)!
 }
 
 /** The path every target serves ingest on. */

@@ -53,6 +53,13 @@ describe('npm run bench -- --quick', () => {
         if (target.kind === 'ours') expect(vsBare, `${target.label} / its bare route`).toMatch(ratio)
       }
     }
+    const keeping = tableRows(report, 'Against a baseline that keeps what it receives')
+    for (const target of targets.filter((t) => t.kind === 'ours' && t.storage === 'memory')) {
+      const row = keeping.find((cells) => cells[0] === target.label)
+      expect(row, `a row for ${target.label} against node-keep`).toBeDefined()
+      expect(row![1], `${target.label} / node-keep, batch`).toMatch(ratio)
+      expect(row![2], `${target.label} / node-keep, one event`).toMatch(ratio)
+    }
     expect(report).toContain('## Stats and schema latency against stored events')
     expect(report).toContain('## Heap and RSS over a long ingest run')
     expect(report).toMatch(/\*\*Top functions by self time\*\*[\s\S]*\| 1 \| `/)
