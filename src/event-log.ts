@@ -283,6 +283,11 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const claiming = claims.atomic ? undefined : new Map<string, Flight>()
   // Ids a flight of this process is taking over from a stale claim: two must not both take one.
   const takingOver = new Map<string, Flight>()
+  // Batches of this process with work on their claims or writes still running (a release that ran
+  // past its timeout, settling a late write), by how many such jobs: their claims are not final yet.
+  const settling = new Map<string, number>()
+  // Claims taken at or after this time by this instance were taken by this process.
+  const startedAt = now()
   let sequence = 0
   let corrupt = 0
   const hoursKey = `${prefix}:hours`
@@ -339,6 +344,33 @@ export function createEventLog(options: EventLogOptions): EventLog {
     const last = batchKey.slice(batchKey.lastIndexOf(':') + 1)
     const ms = Number.parseInt(last.slice(0, last.indexOf('-')), 36)
     return Number.isFinite(ms) ? ms : 0
+  }
+
+  /**
+   * Whether a claim was taken by a batch of this process that is done with it: not in flight, with
+   * no work on it left in the background. Its outcome is final, stored or let go, so when its
+   * record is not there, the record was deleted since (a prune, a cleared storage), and nothing
+   * can land it later: the id is taken over at once instead of once the claim is stale.
+   */
+  function settledHere(claim: { batch: string; at: number }): boolean {
+    return claim.at >= startedAt && keyHead(claim.batch)?.instance === instanceId && !flights.has(claim.batch) && !settling.has(claim.batch)
+  }
+
+  /** Marks background work on a batch until `work` settles (see `settledHere`). */
+  function track<T>(batchKey: string, work: Promise<T>): Promise<T> {
+    settling.set(batchKey, (settling.get(batchKey) ?? 0) + 1)
+    const done = () => {
+      const left = settling.get(batchKey)! - 1
+      if (left === 0) settling.delete(batchKey)
+      else settling.set(batchKey, left)
+    }
+    work.then(done, done)
+    return work
+  }
+
+  /** Lets go of `ids` where they still hold `claim`, bounded by the storage timeout (the release itself may run on). */
+  function releaseClaims(ids: readonly string[], claim: string, batchKey: string): Promise<void> {
+    return withTimeout(track(batchKey, claims.release(ids, claim)), timeoutMs, 'release')
   }
 
   /** Claims ids, bounded by the storage timeout (claims kept in this process answer at once). */
@@ -466,7 +498,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
         waited = true
         if (older) {
           if (mine.length > 0) {
-            await withTimeout(claims.release(mine, claim), timeoutMs, 'release')
+            await releaseClaims(mine, claim, batchKey)
             mine.length = 0
             flight.releasedAt = ++releases
             signal(flight)
@@ -498,7 +530,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
           const age = now() - other.at
           if (other.batch && age < windowMs && (await exists(other.batch))) {
             duplicateIndexes.push(position)
-          } else if (other.batch && age < windowMs && age < timeoutMs * STALE_AFTER_TIMEOUTS) {
+          } else if (other.batch && age < windowMs && age < timeoutMs * STALE_AFTER_TIMEOUTS && !settledHere(other)) {
             throw idBusy(ids[position]!)
           } else if (taken.has(ids[position]!)) {
             duplicateIndexes.push(position)
@@ -569,10 +601,10 @@ export function createEventLog(options: EventLogOptions): EventLog {
           // only claims that still name this batch), in the background, since the storage that
           // just failed may still be failing and the request answers now. On Redis it runs after
           // the claim's own commands, so it also clears claims that land late.
-          void withTimeout(claims.release(ids, claim), timeoutMs, 'release').catch(() => {})
+          void releaseClaims(ids, claim, batchKey).catch(() => {})
         } else if (!writes) {
           // Nothing was sent: the claims go.
-          await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
+          await releaseClaims(mine, claim, batchKey).catch(() => {})
         } else {
           // Once sent, the writes are waited for, and a record that landed is never removed:
           // another request that read it meanwhile answered "duplicate", and a removal after that
@@ -586,7 +618,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
             // Not stored: the claims go. A record landing after this makes at worst a second copy,
             // never a loss. The outbox entry stays: the forwarder drops an entry with no record
             // behind it, and forwards one whose record lands after all.
-            await withTimeout(claims.release(mine, claim), timeoutMs, 'release').catch(() => {})
+            await releaseClaims(mine, claim, batchKey).catch(() => {})
             if (outboxKey) options.onUnstored?.(outboxKey, outboxEntry!)
           } else {
             // Stored without its outbox entry, still unsettled, or not readable back: the claims
@@ -684,7 +716,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
         options.onError?.(error)
       } catch {}
     })
-    lateWork.add(run)
+    lateWork.add(track(late.batchKey, run))
     void run.finally(() => lateWork.delete(run))
   }
 

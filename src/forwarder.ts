@@ -252,12 +252,17 @@ export function createForwarder(options: {
     let bytes = 2
     // A copy: `enqueue` and adoption insert into the queue during the awaits below, and an entry
     // inserted ahead of the current one would make the loop visit an entry twice and skip another.
-    // Only the head: every batch holds at least one event, so a group never takes more than
-    // maxEvents of them (a long backlog is not copied for each request).
+    // Only the first maxEvents entries that may be deliverable (every batch holds at least one
+    // event, so a group never takes more): a long backlog is not copied for each request. Entries
+    // found undeliverable a moment ago are passed over without storage calls until they may have
+    // changed, so however many of them sit at the head, the entries behind them go on.
     const now = Date.now()
-    for (const pending of queue.slice(0, maxEvents)) {
-      // Found undeliverable a moment ago: skipped without storage calls until it may have changed.
-      if (pending.notBefore !== undefined && pending.notBefore > now) continue
+    const candidates: Pending[] = []
+    for (let i = 0; i < queue.length && candidates.length < maxEvents; i++) {
+      const pending = queue[i]!
+      if (pending.notBefore === undefined || pending.notBefore <= now) candidates.push(pending)
+    }
+    for (const pending of candidates) {
       if (entries.length > 0 && (isolate > 0 || events + pending.events > maxEvents)) break
       const leaseKey = `${prefix}:l:${idOf(pending.key)}`
       const lease = `${instanceId}|${Date.now() + leaseMs}`
@@ -351,7 +356,8 @@ export function createForwarder(options: {
       // Everything at the head is leased by another instance or not yet readable: look again when
       // the first of them may have changed, or at once for entries enqueued during the scan.
       if (queue.length > 0 && enqueued === seen) {
-        const soonest = Math.min(...queue.slice(0, maxEvents).map((p) => p.notBefore ?? 0))
+        let soonest = Infinity
+        for (const pending of queue) soonest = Math.min(soonest, pending.notBefore ?? 0)
         nextAttemptAt = Math.max(soonest, Date.now() + 50)
         headWait = true
       }

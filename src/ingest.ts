@@ -47,9 +47,24 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    */
   dedupeWindowMs?: number
   /**
+   * Keep stored batches this long, in ms: older ones are deleted by a prune that runs in the
+   * background, once after start and then every `pruneIntervalMs` (see `prune`: batches still to
+   * forward stay, and dedupe claims past the window go on drivers without expiry). At least
+   * `dedupeWindowMs`, so a retried event never finds its id remembered but its batch gone.
+   * @default none: batches are kept until you call `prune`
+   */
+  retentionMs?: number
+  /**
+   * How often the retention prune runs, in ms (with `retentionMs`). Each instance sharing a
+   * storage runs its own; deleting what another already deleted is harmless.
+   * @default 3_600_000 (1 h)
+   */
+  pruneIntervalMs?: number
+  /**
    * Longest a storage operation may take before ingest answers 503, in ms. A batch write that
    * times out is still waited for up to this long again: landing whole, it answers 200. A dedupe
-   * claim whose batch is not stored is taken over once it is 4 × this old.
+   * claim whose batch is not stored is taken over once it is 4 × this old (by the process that made
+   * it, as soon as that batch's outcome is known).
    * @default 5000
    */
   storageTimeoutMs?: number
@@ -162,6 +177,14 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   const timeoutMs = positive('storageTimeoutMs', options.storageTimeoutMs, 5000)
   const dedupeWindowMs = positive('dedupeWindowMs', options.dedupeWindowMs, 86_400_000)
   const retryAfterSeconds = positive('retryAfterSeconds', options.retryAfterSeconds, 2)
+  const retentionMs = options.retentionMs === undefined ? undefined : positive('retentionMs', options.retentionMs, 0)
+  const pruneIntervalMs = positive('pruneIntervalMs', options.pruneIntervalMs, 3_600_000)
+  if (retentionMs === undefined && options.pruneIntervalMs !== undefined) {
+    throw new TypeError('[event-ingest] pruneIntervalMs is set but retentionMs is not: nothing would be pruned')
+  }
+  if (retentionMs !== undefined && retentionMs < dedupeWindowMs) {
+    throw new TypeError(`[event-ingest] retentionMs (${retentionMs}) must be at least dedupeWindowMs (${dedupeWindowMs}): events retried after their batch is deleted would be stored again`)
+  }
   if (options.stats?.windowMinutes !== undefined) positive('stats.windowMinutes', options.stats.windowMinutes, 60)
   const onError = options.onError ?? ((error: unknown) => console.warn('[event-ingest]', error instanceof Error ? error.message : error))
   // Background failures are reported; a reporter that throws must not take the process down.
@@ -216,7 +239,25 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     stats = createStatsWindow({ storage, instanceId, onError, ...options.stats })
     if (sink) forwarder = createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError })
     started = true
+    if (retentionMs !== undefined && !closed) schedulePrune(0)
   })()
+
+  // The retention prune: one run at a time, on a timer that never keeps the process alive.
+  let pruneTimer: ReturnType<typeof setTimeout> | undefined
+  let pruning: Promise<void> | undefined
+  function schedulePrune(delayMs: number) {
+    pruneTimer = setTimeout(() => {
+      pruneTimer = undefined
+      pruning = log!.prune({ olderThan: Date.now() - retentionMs! }).then(
+        () => {},
+        (error: unknown) => report(new Error(`retention prune failed (retried in ${pruneIntervalMs} ms): ${error instanceof Error ? error.message : String(error)}`, { cause: error })),
+      ).finally(() => {
+        pruning = undefined
+        if (!closed) schedulePrune(pruneIntervalMs)
+      })
+    }, delayMs)
+    pruneTimer.unref?.()
+  }
   // A failure here (a storage driver that cannot load) is reported now and rejects every call.
   readyPromise.catch(onError)
 
@@ -298,8 +339,9 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       if (closed) return
       closed = true
       await readyPromise.catch(() => {})
+      clearTimeout(pruneTimer)
       // Requests already taken finish (each is bounded by the storage timeout); new ones get 503.
-      await Promise.allSettled([...inflight])
+      await Promise.allSettled([...inflight, pruning])
       // Batches stored after their request answered 503 get a last attempt at their outbox entry.
       await log?.close()
       await forwarder?.close()

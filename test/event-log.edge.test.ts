@@ -87,14 +87,18 @@ function slowNextBatchWrite(ms: number, slow = { armed: true }) {
 
 /**
  * An ingest on {@link failingMemory} whose write of `event` failed and could not be read back, so
- * its claim stays behind; storage works again when this resolves.
+ * its claim stays behind, and another instance on the same storage, which cannot know that batch's
+ * outcome (the one that made it would take its claim over as soon as it has settled it); storage
+ * works again when this resolves.
  */
 async function withClaimLeftBehind(event: Record<string, unknown>) {
   let failing = true
-  const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: failingMemory(() => failing) }), storageTimeoutMs: 50 })
-  await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
+  const storage = createStorage({ driver: failingMemory(() => failing) })
+  const first = createEventIngest({ env: {}, storage, storageTimeoutMs: 50 })
+  await expect(first.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
   failing = false
-  return ingest
+  await first.close()
+  return createEventIngest({ env: {}, storage, storageTimeoutMs: 50 })
 }
 
 /** A {@link hookedMemory} whose first `failures.left` outbox writes fail. */
@@ -150,6 +154,79 @@ describe('EventLog edge cases', () => {
       expect(retry).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
       const page = await ingest.events({ limit: 100, since: 0 })
       expect(page.events.map((e) => e.id)).toEqual(['once'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('answers a retry 503 in_progress while the timed-out write of this process may still land, then duplicate once it has', async () => {
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slowNextBatchWrite(600) }), storageTimeoutMs: 100 })
+    try {
+      const event = makeEvent({ id: 'pending-write' })
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      // The write is still pending (it lands at 600 ms): the batch is not settled, so its claim is
+      // not judged final even though no record is there yet. Taking it over would store a copy
+      // next to the one about to land.
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'in_progress', status: 503 })
+      await waitFor(async () => (await ingest.events({ since: 0 })).events.length === 1, 5000, 'the late record')
+      expect(await ingest.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['pending-write'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('treats claims of an earlier process with the same instanceId (a restart) as another instance\'s', async () => {
+    const storage = createStorage({ driver: slowNextBatchWrite(400) })
+    const before = createEventIngest({ env: {}, storage, instanceId: 'stable_id', storageTimeoutMs: 1000 })
+    let after: ReturnType<typeof createEventIngest> | undefined
+    try {
+      const event = makeEvent({ id: 'restart-same-id' })
+      // The earlier process has claimed the id and its write is still on its way (it lands at 400 ms).
+      const first = before.ingest([event])
+      await pause(50)
+      after = createEventIngest({ env: {}, storage, instanceId: 'stable_id', storageTimeoutMs: 1000 })
+      // The later one cannot know that batch's outcome, though the batch key names its instance.
+      await expect(after.ingest([event])).rejects.toMatchObject({ code: 'in_progress' })
+      expect(await first).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      expect(await after.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+      expect((await after.events({ since: 0 })).events.map((e) => e.id)).toEqual(['restart-same-id'])
+    } finally {
+      await before.close()
+      await after?.close()
+    }
+  })
+
+  it('does not take over a claim of this process whose release is still running past the storage timeout', async () => {
+    // Claims as a read then a write (no atomic claims on this driver): a release reads the claim,
+    // then removes it, 300 ms later here. Taken over in between, the new claim would be removed.
+    const memory = memoryDriver()
+    let failWrite = true
+    const slowRelease = defineDriver(() => ({
+      ...memory,
+      name: 'slow-release',
+      async setItem(key: string, value: string) {
+        if (failWrite && key.startsWith('events:b:')) {
+          failWrite = false
+          throw new Error('disk full')
+        }
+        return memory.setItem!(key, value, {})
+      },
+      async removeItem(key: string) {
+        if (key.startsWith('events:d:')) await pause(300)
+        return memory.removeItem!(key, {})
+      },
+    }))(undefined)
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slowRelease }), storageTimeoutMs: 100 })
+    try {
+      const event = makeEvent({ id: 'slow-release' })
+      // Not stored (read back absent): its claim is let go, a release that outlives the request.
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'in_progress' })
+      await waitFor(async () => (await ingest.ingest([event]).catch(() => undefined))?.accepted === 1, 3000, 'the retry stored')
+      await pause(400)
+      expect(await ingest.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['slow-release'])
     } finally {
       await ingest.close()
     }
@@ -550,6 +627,36 @@ describe('EventLog edge cases', () => {
       await sink.close()
     }
   }, 15_000)
+
+  it('forwards the batches behind as many orphan outbox entries as a group holds, without waiting for the orphans to go', async () => {
+    // Two batches whose record writes fail leave two orphan outbox entries at the head of the
+    // queue, and a group holds at most two batches here (maxBatchEvents: 2).
+    let failures = 2
+    const down = hookedMemory('down', async (key, write) => {
+      if (failures > 0 && key.startsWith('events:b:')) {
+        failures--
+        throw new Error('disk full')
+      }
+      return write()
+    })
+    const storage = createStorage({ driver: down })
+    const sink = await startSink()
+    // Orphans are dropped 4 storage timeouts (4 s) after they were received.
+    const ingest = createEventIngest({ env: {}, storage, storageTimeoutMs: 1000, sink: { url: sink.url, maxBatchEvents: 2 } })
+    try {
+      for (const id of ['orphan-1', 'orphan-2']) {
+        await expect(ingest.ingest([makeEvent({ id })])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      }
+      expect(await storage.getKeys('events:o')).toHaveLength(2)
+      expect(await ingest.ingest([makeEvent({ id: 'behind-orphans' })])).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      await waitFor(() => sink.storedIds().includes('behind-orphans'), 2000, 'the batch behind the orphans at the sink')
+      expect(sink.storedIds()).toEqual(['behind-orphans'])
+      await waitFor(async () => (await storage.getKeys('events:o')).length === 0, 8000, 'the orphans dropped')
+    } finally {
+      await ingest.close()
+      await sink.close()
+    }
+  }, 20_000)
 
   it('hands the outbox entry to the forwarder too when a batch is found not stored only in the background', async () => {
     let failing = true

@@ -1,6 +1,9 @@
 import { createStorage, type Storage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
+import { describe, expect, it } from 'vitest'
+import { createEventIngest } from '../src/index'
 import { defineEventLogSuite } from './event-log/suite'
+import { makeEvent } from './helpers/fixtures'
 
 const storages = new Map<string, Storage>()
 
@@ -11,4 +14,22 @@ defineEventLogSuite({
     if (!storages.has(key)) storages.set(key, createStorage({ driver: memoryDriver() }))
     return storages.get(key)!
   },
+})
+
+describe('EventLog on memory, after storage.clear()', () => {
+  it('stores the ids of the cleared batches again when they are sent again', async () => {
+    const storage = createStorage({ driver: memoryDriver() })
+    const ingest = createEventIngest({ env: {}, storage })
+    try {
+      const events = [makeEvent({ id: 'clear-1' }), makeEvent({ id: 'clear-2' })]
+      expect(await ingest.ingest(events)).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
+      await storage.clear()
+      // The claims live beside the driver's map and outlive clear(); the batch they name is gone.
+      expect(await ingest.ingest(events)).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
+      expect((await ingest.log!.get('clear-1'))?.id).toBe('clear-1')
+      expect(await ingest.ingest(events)).toEqual({ accepted: 0, duplicates: 2, rejected: [] })
+    } finally {
+      await ingest.close()
+    }
+  })
 })

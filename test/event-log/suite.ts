@@ -233,6 +233,22 @@ export function defineEventLogSuite(setup: StorageSetup) {
       expect((await log.events()).events.map((e) => e.id)).toEqual(['p-new', 'p-mid'])
     })
 
+    it('stores an id again at once when the batch this process stored it in was pruned; another process waits for the claim to go stale', async () => {
+      const log = await make('pruned-retry')
+      const now = Date.now()
+      const event = makeEvent({ id: 'pr-1' })
+      await log.ingest([event], { receivedAt: now - 5 * HOUR })
+      expect(await log.prune({ olderThan: now - 3 * HOUR })).toMatchObject({ batches: 1 })
+      // The claim is fresh and its batch is gone. Another process cannot tell a deleted batch from
+      // one still being written: it answers 503 until the claim is stale.
+      const other = await make('pruned-retry')
+      await expect(other.ingest([event])).rejects.toMatchObject({ code: 'in_progress', status: 503 })
+      // This process knows the batch's outcome was final: the id is free to store again.
+      expect(await log.ingest([event])).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      expect(await log.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+      expect((await log.log!.get('pr-1'))?.id).toBe('pr-1')
+    })
+
     it('drops dedupe claims past the window when pruning, so they do not pile up', async () => {
       const log = await make('claims', { dedupeWindowMs: 300 })
       await log.ingest(Array.from({ length: 5 }, (_, i) => makeEvent({ id: `claim-${i}` })))
