@@ -117,7 +117,7 @@ export interface EventLog {
    * Deletes batches received before `olderThan` (keeping those still waiting to be forwarded),
    * touching only the hour buckets it needs, and dedupe claims past the window.
    */
-  prune(options: { olderThan: number | Date }): Promise<{ batches: number; claims: number }>
+  prune(options: PruneOptions): Promise<{ batches: number; claims: number }>
   /** Batch records found unreadable (a torn write); they are skipped, never served. */
   readonly corruptRecords: number
   /** Whether claims are atomic on this driver (true for memory, fs and Redis). */
@@ -129,6 +129,14 @@ export interface EventLog {
    * only way such a batch misses forwarding.
    */
   close(): Promise<void>
+}
+
+/** Options of {@link EventLog.prune}. */
+export interface PruneOptions {
+  /** Batches received before this time (ms since epoch, or a Date) are deleted. */
+  olderThan: number | Date
+  /** Stops the prune between two storage calls; it then resolves with what it deleted so far. */
+  signal?: AbortSignal
 }
 
 /** A batch's JSON text as received: the array of its events. */
@@ -223,7 +231,8 @@ function toMs(value: number | Date | undefined, fallback: number): number {
 const utf8 = new TextDecoder()
 
 /**
- * The receive time and instance a batch key names: `…:<time, base 36>-<instance>-<sequence>`.
+ * The receive time and instance a batch key names: `…:<time, base 36>-<instance>-<sequence>` (the
+ * sequence of a log's batches, after a token of that log).
  * Null when the key is not a batch key.
  */
 function keyHead(key: string): { receivedAt: number; instance: string } | null {
@@ -286,8 +295,9 @@ export function createEventLog(options: EventLogOptions): EventLog {
   // Batches of this process with work on their claims or writes still running (a release that ran
   // past its timeout, settling a late write), by how many such jobs: their claims are not final yet.
   const settling = new Map<string, number>()
-  // Claims taken at or after this time by this instance were taken by this process.
-  const startedAt = now()
+  // Part of the sequence in every batch key of this log: a key with it was made here, not by an
+  // earlier process with the same instance id, whatever the clocks did meanwhile.
+  const logToken = Math.random().toString(36).slice(2, 6).padEnd(4, '0')
   let sequence = 0
   let corrupt = 0
   const hoursKey = `${prefix}:hours`
@@ -347,13 +357,15 @@ export function createEventLog(options: EventLogOptions): EventLog {
   }
 
   /**
-   * Whether a claim was taken by a batch of this process that is done with it: not in flight, with
+   * Whether a claim was taken by a batch of this log that is done with it: not in flight, with
    * no work on it left in the background. Its outcome is final, stored or let go, so when its
    * record is not there, the record was deleted since (a prune, a cleared storage), and nothing
    * can land it later: the id is taken over at once instead of once the claim is stale.
    */
   function settledHere(claim: { batch: string; at: number }): boolean {
-    return claim.at >= startedAt && keyHead(claim.batch)?.instance === instanceId && !flights.has(claim.batch) && !settling.has(claim.batch)
+    const sequence = claim.batch.slice(claim.batch.lastIndexOf('-') + 1)
+    const mine = sequence.length === logToken.length + 6 && sequence.startsWith(logToken) && keyHead(claim.batch)?.instance === instanceId
+    return mine && !flights.has(claim.batch) && !settling.has(claim.batch)
   }
 
   /** Marks background work on a batch until `work` settles (see `settledHere`). */
@@ -393,7 +405,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     const ids = new Array<string>(events.length)
     for (let i = 0; i < events.length; i++) ids[i] = events[i]!.id
     // Fixed-width time first, so keys sort in acceptance order within an instance.
-    const batchId = `${receivedAt.toString(36).padStart(9, '0')}-${instanceId}-${(sequence++).toString(36).padStart(6, '0')}`
+    const batchId = `${receivedAt.toString(36).padStart(9, '0')}-${instanceId}-${logToken}${(sequence++).toString(36).padStart(6, '0')}`
     const batchKey = `${batchBase}:${hourBucket(receivedAt)}:${batchId}`
     const outboxKey = options.outbox ? outboxKeyOf(batchKey) : undefined
     const flight: Flight = { seq: sequence, releasedAt: 0, done: false }
@@ -528,9 +540,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
         await Promise.all(conflicts.map(async (position, i) => {
           const other = parseClaim(held![i]!)
           const age = now() - other.at
+          // Judged before the record is read: a batch still settling may land its record while the
+          // read is under way and be settled by the time it answers "absent".
+          const final = settledHere(other)
           if (other.batch && age < windowMs && (await exists(other.batch))) {
             duplicateIndexes.push(position)
-          } else if (other.batch && age < windowMs && age < timeoutMs * STALE_AFTER_TIMEOUTS && !settledHere(other)) {
+          } else if (other.batch && age < windowMs && age < timeoutMs * STALE_AFTER_TIMEOUTS && !final) {
             throw idBusy(ids[position]!)
           } else if (taken.has(ids[position]!)) {
             duplicateIndexes.push(position)
@@ -543,6 +558,9 @@ export function createEventLog(options: EventLogOptions): EventLog {
           }
         }))
         if (takeover.length > 0) {
+          // Batches gone from the storage (pruned, or the storage cleared or restarted empty): the
+          // hour index may have gone with them, so this batch checks it again.
+          indexedHour = ''
           // One flight of this process at a time takes an id over, and only while the claim still
           // holds what was judged stale: another may have taken it over and stored it meanwhile.
           const busy = takeover.find((id) => takingOver.has(id))
@@ -777,16 +795,21 @@ export function createEventLog(options: EventLogOptions): EventLog {
     return event && record ? { ...event, receivedAt: new Date(record.receivedAt).toISOString() } : null
   }
 
-  async function prune({ olderThan }: { olderThan: number | Date }): Promise<{ batches: number; claims: number }> {
+  async function prune({ olderThan, signal }: PruneOptions): Promise<{ batches: number; claims: number }> {
     const cutoff = toMs(olderThan, 0)
     const cutoffHour = hourBucket(cutoff)
     const hours = await readHours()
     let batches = 0
     const emptied: string[] = []
     for (const hour of hours.filter((h) => h <= cutoffHour)) {
+      if (signal?.aborted) break
       const keys = await withTimeout(storage.getKeys(`${batchBase}:${hour}`), timeoutMs, 'list')
       let kept = 0
       for (const key of keys) {
+        if (signal?.aborted) {
+          kept++
+          continue
+        }
         // A batch still waiting in the outbox is kept until it has been forwarded.
         const pending = options.outbox && await withTimeout(storage.hasItem(outboxKeyOf(key)), timeoutMs, 'read')
         if (batchTime(key) < cutoff && !pending) {
@@ -802,6 +825,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
         if (emptied.includes(indexedHour)) indexedHour = ''
       })
     }
+    if (signal?.aborted) return { batches, claims: 0 }
     // Dedupe claims past the window go too (Redis expires them by itself).
     const claimCutoff = now() - windowMs
     const expired = await claims.expire((value) => parseClaim(value).at < claimCutoff)

@@ -26,7 +26,7 @@ export type { BatchHints, BatchResult, EventResult, FieldError, RejectedEvent } 
 export type { ModelDescription } from './schema'
 export { parseBatchBytes, type ParsedBody } from './json'
 export { createEventIngest, type EventIngest, type EventIngestOptions, type IngestResult } from './ingest'
-export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, RawBatch, StoredEvent } from './event-log'
+export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneOptions, RawBatch, StoredEvent } from './event-log'
 export { routes, type CorsOptions, type HttpOptions, type IngestHttpRequest, type IngestHttpResponse } from './http'
 export type { BodySource } from './body'
 export { parseStorageString, type RedisStorageOptions, type StorageOption } from './storage'

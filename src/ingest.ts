@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import type { Storage } from 'unstorage'
 import { parseTokens } from './auth'
 import { IngestError } from './errors'
-import { createEventLog, type EventLog, type EventPage, type EventQuery } from './event-log'
+import { createEventLog, type EventLog, type EventPage, type EventQuery, type PruneOptions } from './event-log'
 import { withTimeout } from './timeout'
 import { createHttpHandler, type CorsOptions, type IngestHttpRequest, type IngestHttpResponse } from './http'
 import type { Limits } from './limits'
@@ -133,16 +133,19 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
   schema(): ModelDescription
   /** Stored events, newest first. */
   events(query?: EventQuery): Promise<EventPage<EventOf<D>>>
-  /** Deletes batches received before `olderThan` (not those still to forward) and expired dedupe claims. */
-  prune(options: { olderThan: number | Date }): Promise<{ batches: number; claims: number }>
+  /**
+   * Deletes batches received before `olderThan` (not those still to forward) and expired dedupe
+   * claims. A `signal` stops it between two storage calls.
+   */
+  prune(options: PruneOptions): Promise<{ batches: number; claims: number }>
   /** The neutral HTTP handler every adapter calls; `undefined` for paths that are not ours. */
   handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined>
   /** Whether a path (below the mount point) is one of the event-ingest routes. */
   owns(path: string): boolean
   /**
    * Graceful shutdown: refuses new ingests (503), lets those under way finish, stops forwarding
-   * (the attempt in flight may finish; the rest stays in the outbox), flushes stats and releases
-   * storage created here.
+   * (the attempt in flight may finish; the rest stays in the outbox), stops the retention prune
+   * (between two storage calls), flushes stats and releases storage created here.
    */
   close(): Promise<void>
   /** The storage in use (after `ready()`). */
@@ -179,6 +182,8 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   const retryAfterSeconds = positive('retryAfterSeconds', options.retryAfterSeconds, 2)
   const retentionMs = options.retentionMs === undefined ? undefined : positive('retentionMs', options.retentionMs, 0)
   const pruneIntervalMs = positive('pruneIntervalMs', options.pruneIntervalMs, 3_600_000)
+  // Node runs a longer timer after 1 ms, which would prune without pause.
+  if (pruneIntervalMs > MAX_TIMER_MS) throw new TypeError(`[event-ingest] pruneIntervalMs must be at most ${MAX_TIMER_MS} (about 24.8 days), got ${pruneIntervalMs}`)
   if (retentionMs === undefined && options.pruneIntervalMs !== undefined) {
     throw new TypeError('[event-ingest] pruneIntervalMs is set but retentionMs is not: nothing would be pruned')
   }
@@ -242,13 +247,15 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     if (retentionMs !== undefined && !closed) schedulePrune(0)
   })()
 
-  // The retention prune: one run at a time, on a timer that never keeps the process alive.
+  // The retention prune: one run at a time, on a timer that never keeps the process alive, stopped
+  // by close() between two storage calls (a first run over a long backlog can take a while).
   let pruneTimer: ReturnType<typeof setTimeout> | undefined
   let pruning: Promise<void> | undefined
+  const stopPruning = new AbortController()
   function schedulePrune(delayMs: number) {
     pruneTimer = setTimeout(() => {
       pruneTimer = undefined
-      pruning = log!.prune({ olderThan: Date.now() - retentionMs! }).then(
+      pruning = log!.prune({ olderThan: Date.now() - retentionMs!, signal: stopPruning.signal }).then(
         () => {},
         (error: unknown) => report(new Error(`retention prune failed (retried in ${pruneIntervalMs} ms): ${error instanceof Error ? error.message : String(error)}`, { cause: error })),
       ).finally(() => {
@@ -340,6 +347,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       closed = true
       await readyPromise.catch(() => {})
       clearTimeout(pruneTimer)
+      stopPruning.abort()
       // Requests already taken finish (each is bounded by the storage timeout); new ones get 503.
       await Promise.allSettled([...inflight, pruning])
       // Batches stored after their request answered 503 get a last attempt at their outbox entry.
@@ -373,6 +381,9 @@ function storedOf<T>(events: readonly T[], duplicateIndexes: readonly number[]):
   const skip = new Set(duplicateIndexes)
   return events.filter((_, i) => !skip.has(i))
 }
+
+/** The longest delay `setTimeout` keeps (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2_147_483_647
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback

@@ -176,6 +176,44 @@ describe('EventLog edge cases', () => {
     }
   })
 
+  it('judges whether a batch of this process is settled before reading its record, not after', async () => {
+    // The batch write lands at 450 ms; a batch record read answers what was there when it ran,
+    // 150 ms later. A's request answers 503 at about 400 ms (a timeout, then the wait once more).
+    const memory = memoryDriver()
+    let slowWrite = true
+    const laggy = defineDriver(() => ({
+      ...memory,
+      name: 'laggy',
+      async setItem(key: string, value: string) {
+        if (slowWrite && key.startsWith('events:b:')) {
+          slowWrite = false
+          await pause(450)
+        }
+        return memory.setItem!(key, value, {})
+      },
+      async getItem(key: string) {
+        const value = await memory.getItem!(key, {})
+        if (key.startsWith('events:b:')) await pause(150)
+        return value
+      },
+    }))(undefined)
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: laggy }), storageTimeoutMs: 200 })
+    try {
+      const event = makeEvent({ id: 'read-then-settled' })
+      await expect(ingest.ingest([event])).rejects.toMatchObject({ code: 'storage_unavailable' })
+      // B reads the record before A's write lands and gets "absent" after it has landed and A is
+      // settled: judged after the read, A would look final and its id free, and B would store a
+      // second copy.
+      const retry = await ingest.ingest([event]).catch((error: { code?: string }) => error.code)
+      expect(retry === 'in_progress' || (typeof retry === 'object' && retry.duplicates === 1), `the retry answered ${JSON.stringify(retry)}`).toBe(true)
+      await pause(200)
+      expect(await ingest.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['read-then-settled'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('treats claims of an earlier process with the same instanceId (a restart) as another instance\'s', async () => {
     const storage = createStorage({ driver: slowNextBatchWrite(400) })
     const before = createEventIngest({ env: {}, storage, instanceId: 'stable_id', storageTimeoutMs: 1000 })

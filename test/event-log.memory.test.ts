@@ -27,6 +27,8 @@ describe('EventLog on memory, after storage.clear()', () => {
       // The claims live beside the driver's map and outlive clear(); the batch they name is gone.
       expect(await ingest.ingest(events)).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
       expect((await ingest.log!.get('clear-1'))?.id).toBe('clear-1')
+      // Listed too: the hour index went with the clear and is written again.
+      expect((await ingest.events()).events.map((e) => e.id).sort()).toEqual(['clear-1', 'clear-2'])
       expect(await ingest.ingest(events)).toEqual({ accepted: 0, duplicates: 2, rejected: [] })
     } finally {
       await ingest.close()
