@@ -1,5 +1,6 @@
 import type { Storage } from 'unstorage'
 import { ClaimTable } from './claim-table'
+import type { FsDriverInstance } from './drivers/fs'
 import { idKey } from './keys'
 
 /**
@@ -144,7 +145,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
   }
 
   const fsInstance = driver.name === 'event-ingest-fs' && typeof driver.getInstance === 'function'
-    ? (driver.getInstance() as { setIfAbsentAll(keys: readonly string[], value: string): Promise<(string | null)[]> })
+    ? (driver.getInstance() as Pick<FsDriverInstance, 'setIfAbsentAll' | 'removeExpired'>)
     : undefined
 
   const generic: ClaimStore = {
@@ -172,14 +173,21 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
       }))
     },
     async expire(base, isExpired) {
+      const keys = await storage.getKeys(base)
       let removed = 0
-      for (const key of await storage.getKeys(base)) {
-        const value = await storage.getItemRaw(key)
-        if (value !== null && value !== undefined && isExpired(value.toString())) {
-          await storage.removeItem(key)
-          removed++
+      let next = 0
+      // A few at a time: one by one, each removal would wait for its own flush on some drivers.
+      const worker = async () => {
+        while (next < keys.length) {
+          const key = keys[next++]!
+          const value = await storage.getItemRaw(key)
+          if (value !== null && value !== undefined && isExpired(value.toString())) {
+            await storage.removeItem(key)
+            removed++
+          }
         }
       }
+      await Promise.all(Array.from({ length: Math.min(16, keys.length) }, worker))
       return removed
     },
   }
@@ -187,6 +195,8 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
   return {
     ...generic,
     atomic: true,
+    // A batch's claims are one file: read once, not once per id.
+    expire: (base, isExpired) => fsInstance.removeExpired(relative(base), isExpired),
     async claim(keys, value) {
       // All of a batch's claims are one file under as many names (hard links): one write and one
       // flush per batch, not per id. A key repeated in the call is claimed at its first place.

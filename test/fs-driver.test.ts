@@ -342,6 +342,28 @@ describe('fsDriver: setIfAbsentAll', () => {
     expect(reads() - before).toBeLessThanOrEqual(2)
   })
 
+  it('removeExpired removes the expired keys below its base, reading each file behind them once', async () => {
+    const fsp = await import('node:fs/promises')
+    const old = Array.from({ length: 50 }, (_, i) => `d:old${i}`)
+    await claimsOf(storage).setIfAbsentAll(old, 'old|1')
+    await claimsOf(storage).setIfAbsentAll(['d:new1', 'd:new2'], 'new|2')
+    await claimsOf(storage).setIfAbsent('d:alone', 'old|3')
+    // One of the old batch's names taken over since: its own file, not expired.
+    await storage.setItem('d:old7', 'new|4')
+    // Outside the base: never looked at.
+    await storage.setItem('other:k', 'old|5')
+    const reads = () => vi.mocked(fsp.readFile).mock.calls.length + vi.mocked(fsp.open).mock.calls.filter((call) => call[1] === 'r').length
+    const before = reads()
+    expect(await claimsOf(storage).removeExpired('d', (value) => value.startsWith('old'))).toBe(50)
+    // Four files: the old batch's, the new batch's, the lone claim's, the taken-over name's (and
+    // at most one directory flush, which opens the directory for reading).
+    expect(reads() - before).toBeLessThanOrEqual(5)
+    expect(sorted(await storage.getKeys('d'))).toEqual(['d:new1', 'd:new2', 'd:old7'])
+    expect(await storage.getItem('d:old7')).toBe('new|4')
+    expect(await storage.getItem('other:k')).toBe('old|5')
+    expect(await claimsOf(storage).removeExpired('d', () => false)).toBe(0)
+  })
+
   it('refuses a key given twice', async () => {
     await expect(claimsOf(storage).setIfAbsentAll(['twice:a', 'twice:a'], 'v')).rejects.toThrow(/distinct keys/)
   })

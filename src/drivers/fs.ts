@@ -41,6 +41,13 @@ export interface FsDriverInstance {
    * hard link. Resolves, per key, what `setIfAbsent` would.
    */
   setIfAbsentAll(keys: readonly string[], value: string): Promise<(string | null)[]>
+  /**
+   * Removes every key under `base` whose value `isExpired` says is over, reading each file once
+   * however many keys name it (a batch's claims are one file under each id's name), and flushing
+   * each directory once. A key whose file changed after it was read (overwritten since) stays.
+   * Resolves how many keys it removed.
+   */
+  removeExpired(base: string, isExpired: (value: string) => boolean): Promise<number>
 }
 
 /**
@@ -282,6 +289,56 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
       // Tracked as a whole: its fallbacks start after its own operation has ended.
       return tracked(claimAll(keys, value))
     },
+    removeExpired(base, isExpired) {
+      return tracked(removeExpired(base, isExpired))
+    },
+  }
+
+  async function removeExpired(base: string, isExpired: (value: string) => boolean): Promise<number> {
+    const prefix = baseSegments(base)
+    const keys: string[] = []
+    await walk(join(root, ...prefix), prefix, keys, undefined)
+    // The names behind each file (`stat` holds no descriptor).
+    const files = new Map<string, string[]>()
+    await eachLimited(keys, MAX_CONCURRENT_OPS, async (key) => {
+      const path = pathOf(key)
+      const info = await stat(path).catch(() => undefined)
+      if (!info?.isFile()) return
+      const id = `${info.dev}:${info.ino}`
+      const names = files.get(id)
+      if (names) names.push(path)
+      else files.set(id, [path])
+    })
+    let removed = 0
+    const dirs = new Set<string>()
+    await eachLimited([...files], MAX_CONCURRENT_OPS, async ([id, paths]) => {
+      let value: string | undefined
+      await limit(async () => {
+        const handle = await open(paths[0]!, 'r').catch(() => undefined)
+        if (!handle) return
+        try {
+          const info = await handle.stat()
+          if (`${info.dev}:${info.ino}` === id) value = await handle.readFile('utf8')
+        } finally {
+          await handle.close()
+        }
+      })
+      if (value === undefined || !isExpired(value)) return
+      for (const path of paths) {
+        // Still that file: a claim taken over since is a new file under the same name.
+        const info = await stat(path).catch(() => undefined)
+        if (!info || `${info.dev}:${info.ino}` !== id) continue
+        try {
+          await unlink(path)
+          removed++
+          dirs.add(dirname(path))
+        } catch (error) {
+          if (!isMissing(error)) throw error
+        }
+      }
+    })
+    for (const dir of dirs) await syncDir(dir)
+    return removed
   }
 
   async function claimAll(keys: readonly string[], value: string): Promise<(string | null)[]> {
@@ -424,6 +481,15 @@ export async function removeStaleTempFiles(base: string, olderThanMs: number): P
 }
 
 /** Caps how many operations run at once; the rest wait in arrival order. */
+/** Runs `fn` over `items`, at most `concurrency` at a time; rejects with the first failure. */
+async function eachLimited<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!)
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker))
+}
+
 class Semaphore {
   #free: number
   #queue: ((() => void) | undefined)[] = []
