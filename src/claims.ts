@@ -25,9 +25,9 @@ export interface ClaimStore {
   read(keys: readonly string[]): Promise<(string | null)[]>
   /**
    * Removes claims under `base` whose value `isExpired` says are over. Redis expires claims by
-   * itself; other drivers keep them until this runs (from `prune`).
+   * itself; other drivers keep them until this runs (from `prune`). `signal` stops it early.
    */
-  expire(base: string, isExpired: (value: string) => boolean): Promise<number>
+  expire(base: string, isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
 }
 
 interface RedisLike {
@@ -172,13 +172,13 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
         return v === null || v === undefined ? null : v.toString()
       }))
     },
-    async expire(base, isExpired) {
+    async expire(base, isExpired, signal) {
       const keys = await storage.getKeys(base)
       let removed = 0
       let next = 0
       // A few at a time: one by one, each removal would wait for its own flush on some drivers.
       const worker = async () => {
-        while (next < keys.length) {
+        while (next < keys.length && !signal?.aborted) {
           const key = keys[next++]!
           const value = await storage.getItemRaw(key)
           if (value !== null && value !== undefined && isExpired(value.toString())) {
@@ -196,7 +196,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     ...generic,
     atomic: true,
     // A batch's claims are one file: read once, not once per id.
-    expire: (base, isExpired) => fsInstance.removeExpired(relative(base), isExpired),
+    expire: (base, isExpired, signal) => fsInstance.removeExpired(relative(base), isExpired, signal),
     async claim(keys, value) {
       // All of a batch's claims are one file under as many names (hard links): one write and one
       // flush per batch, not per id. A key repeated in the call is claimed at its first place.
@@ -220,7 +220,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
  */
 export type IdClaims = Omit<ClaimStore, 'expire'> & {
   /** Removes claims whose value `isExpired` says are over; returns how many. */
-  expire(isExpired: (value: string) => boolean): Promise<number>
+  expire(isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
   /** Claims live in this process's memory: every call answers at once, with no I/O to time out. */
   readonly local?: boolean
 }
@@ -261,6 +261,6 @@ export function createIdClaims(storage: Storage, base: string): IdClaims {
     overwrite: (ids, value, ttlMs) => store.overwrite(keysOf(ids), value, ttlMs),
     release: (ids, value) => store.release(keysOf(ids), value),
     read: (ids) => store.read(keysOf(ids)),
-    expire: (isExpired) => store.expire(base, isExpired),
+    expire: (isExpired, signal) => store.expire(base, isExpired, signal),
   }
 }

@@ -828,7 +828,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     if (signal?.aborted) return { batches, claims: 0 }
     // Dedupe claims past the window go too (Redis expires them by itself).
     const claimCutoff = now() - windowMs
-    const expired = await claims.expire((value) => parseClaim(value).at < claimCutoff)
+    const expired = await claims.expire((value) => parseClaim(value).at < claimCutoff, signal)
     return { batches, claims: expired }
   }
 

@@ -352,6 +352,9 @@ describe('fsDriver: setIfAbsentAll', () => {
     await storage.setItem('d:old7', 'new|4')
     // Outside the base: never looked at.
     await storage.setItem('other:k', 'old|5')
+    // Stopped before it began: nothing goes.
+    expect(await claimsOf(storage).removeExpired('d', () => true, AbortSignal.abort())).toBe(0)
+    expect(await storage.getKeys('d')).toHaveLength(53)
     const reads = () => vi.mocked(fsp.readFile).mock.calls.length + vi.mocked(fsp.open).mock.calls.filter((call) => call[1] === 'r').length
     const before = reads()
     expect(await claimsOf(storage).removeExpired('d', (value) => value.startsWith('old'))).toBe(50)

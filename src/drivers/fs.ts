@@ -45,9 +45,9 @@ export interface FsDriverInstance {
    * Removes every key under `base` whose value `isExpired` says is over, reading each file once
    * however many keys name it (a batch's claims are one file under each id's name), and flushing
    * each directory once. A key whose file changed after it was read (overwritten since) stays.
-   * Resolves how many keys it removed.
+   * `signal` stops it between two files. Resolves how many keys it removed.
    */
-  removeExpired(base: string, isExpired: (value: string) => boolean): Promise<number>
+  removeExpired(base: string, isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
 }
 
 /**
@@ -289,18 +289,19 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
       // Tracked as a whole: its fallbacks start after its own operation has ended.
       return tracked(claimAll(keys, value))
     },
-    removeExpired(base, isExpired) {
-      return tracked(removeExpired(base, isExpired))
+    removeExpired(base, isExpired, signal) {
+      return tracked(removeExpired(base, isExpired, signal))
     },
   }
 
-  async function removeExpired(base: string, isExpired: (value: string) => boolean): Promise<number> {
+  async function removeExpired(base: string, isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number> {
     const prefix = baseSegments(base)
     const keys: string[] = []
     await walk(join(root, ...prefix), prefix, keys, undefined)
     // The names behind each file (`stat` holds no descriptor).
     const files = new Map<string, string[]>()
     await eachLimited(keys, MAX_CONCURRENT_OPS, async (key) => {
+      if (signal?.aborted) return
       const path = pathOf(key)
       const info = await stat(path).catch(() => undefined)
       if (!info?.isFile()) return
@@ -312,6 +313,7 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     let removed = 0
     const dirs = new Set<string>()
     await eachLimited([...files], MAX_CONCURRENT_OPS, async ([id, paths]) => {
+      if (signal?.aborted) return
       let value: string | undefined
       await limit(async () => {
         const handle = await open(paths[0]!, 'r').catch(() => undefined)
