@@ -176,18 +176,25 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
       const keys = await storage.getKeys(base)
       let removed = 0
       let next = 0
+      let failure: { error: unknown } | undefined
       // A few at a time: one by one, each removal would wait for its own flush on some drivers.
+      // After a failure no key starts, and it is reported once the ones under way have ended.
       const worker = async () => {
-        while (next < keys.length && !signal?.aborted) {
+        while (next < keys.length && !signal?.aborted && !failure) {
           const key = keys[next++]!
-          const value = await storage.getItemRaw(key)
-          if (value !== null && value !== undefined && isExpired(value.toString())) {
-            await storage.removeItem(key)
-            removed++
+          try {
+            const value = await storage.getItemRaw(key)
+            if (value !== null && value !== undefined && isExpired(value.toString())) {
+              await storage.removeItem(key)
+              removed++
+            }
+          } catch (error) {
+            failure ??= { error }
           }
         }
       }
       await Promise.all(Array.from({ length: Math.min(16, keys.length) }, worker))
+      if (failure) throw failure.error
       return removed
     },
   }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import type { Storage } from 'unstorage'
 import { createIdClaims, type IdClaims } from './claims'
 import { IngestError } from './errors'
@@ -297,7 +298,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const settling = new Map<string, number>()
   // Part of the sequence in every batch key of this log: a key with it was made here, not by an
   // earlier process with the same instance id, whatever the clocks did meanwhile.
-  const logToken = Math.random().toString(36).slice(2, 6).padEnd(4, '0')
+  const logToken = randomBytes(3).toString('hex')
   let sequence = 0
   let corrupt = 0
   const hoursKey = `${prefix}:hours`

@@ -22,6 +22,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
     ...actual,
     readdir: vi.fn(actual.readdir),
     readFile: vi.fn(actual.readFile),
+    rename: vi.fn(actual.rename),
     open: vi.fn(async (...args: Parameters<typeof actual.open>) => {
       const handle = await actual.open(...args)
       openFiles.max = Math.max(openFiles.max, ++openFiles.now)
@@ -365,6 +366,56 @@ describe('fsDriver: setIfAbsentAll', () => {
     expect(await storage.getItem('d:old7')).toBe('new|4')
     expect(await storage.getItem('other:k')).toBe('old|5')
     expect(await claimsOf(storage).removeExpired('d', () => false)).toBe(0)
+  })
+
+  it('removeExpired keeps a name taken over just before it is removed', async () => {
+    const fsp = await import('node:fs/promises')
+    await claimsOf(storage).setIfAbsentAll(['d:a', 'd:b', 'd:c'], 'old|1')
+    const target = join(base, 'd', 'b')
+    const rename = vi.mocked(fsp.rename)
+    const actual = rename.getMockImplementation()!
+    // The moment removeExpired moves `d:b` aside, a takeover has just written a new claim there.
+    rename.mockImplementation(async (from, to) => {
+      if (String(from) === target) {
+        rename.mockImplementation(actual)
+        await storage.setItem('d:b', 'new|2')
+      }
+      return actual(from, to)
+    })
+    try {
+      expect(await claimsOf(storage).removeExpired('d', (value) => value.startsWith('old'))).toBe(2)
+    } finally {
+      rename.mockImplementation(actual)
+    }
+    expect(await storage.getKeys('d')).toEqual(['d:b'])
+    expect(await storage.getItem('d:b')).toBe('new|2')
+  })
+
+  it('removeExpired starts nothing after a failure, and has ended when it rejects', async () => {
+    const fsp = await import('node:fs/promises')
+    const quick = createStorage({ driver: fsDriver({ base: join(base, 'quick'), fsync: false }) })
+    const instance = claimsOf(quick)
+    // 300 files, one per claim.
+    for (let i = 0; i < 300; i++) await instance.setIfAbsent(`x:k${i}`, 'old|1')
+    const rename = vi.mocked(fsp.rename)
+    const actual = rename.getMockImplementation()!
+    const failing = join(base, 'quick', 'x', 'k5')
+    rename.mockImplementation(async (from, to) => {
+      if (String(from) === failing) throw Object.assign(new Error('EPERM: operation not permitted'), { code: 'EPERM' })
+      return actual(from, to)
+    })
+    try {
+      const before = rename.mock.calls.length
+      await expect(instance.removeExpired('x', () => true)).rejects.toThrow(/EPERM/)
+      const atRejection = rename.mock.calls.length
+      await sleep(100)
+      expect(rename.mock.calls.length).toBe(atRejection)
+      // At most the 64 under way when it failed went on.
+      expect(atRejection - before).toBeLessThan(300)
+    } finally {
+      rename.mockImplementation(actual)
+      await quick.dispose()
+    }
   })
 
   it('refuses a key given twice', async () => {

@@ -44,8 +44,9 @@ export interface FsDriverInstance {
   /**
    * Removes every key under `base` whose value `isExpired` says is over, reading each file once
    * however many keys name it (a batch's claims are one file under each id's name), and flushing
-   * each directory once. A key whose file changed after it was read (overwritten since) stays.
-   * `signal` stops it between two files. Resolves how many keys it removed.
+   * each directory once. Each name is moved aside before it is checked, so a key overwritten
+   * meanwhile (a claim taken over) stays. `signal` stops it between two files. Resolves how many
+   * keys it removed.
    */
   removeExpired(base: string, isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
 }
@@ -298,48 +299,63 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     const prefix = baseSegments(base)
     const keys: string[] = []
     await walk(join(root, ...prefix), prefix, keys, undefined)
-    // The names behind each file (`stat` holds no descriptor).
+    // The names behind each file (`stat` holds no descriptor). A file is known by its inode and
+    // its modification time: an inode number freed meanwhile can come back for a new file.
     const files = new Map<string, string[]>()
+    const fileId = (info: { dev: number; ino: number; mtimeMs: number }) => `${info.dev}:${info.ino}:${info.mtimeMs}`
     await eachLimited(keys, MAX_CONCURRENT_OPS, async (key) => {
       if (signal?.aborted) return
       const path = pathOf(key)
       const info = await stat(path).catch(() => undefined)
       if (!info?.isFile()) return
-      const id = `${info.dev}:${info.ino}`
+      const id = fileId(info)
       const names = files.get(id)
       if (names) names.push(path)
       else files.set(id, [path])
     })
     let removed = 0
     const dirs = new Set<string>()
-    await eachLimited([...files], MAX_CONCURRENT_OPS, async ([id, paths]) => {
-      if (signal?.aborted) return
-      let value: string | undefined
-      await limit(async () => {
-        const handle = await open(paths[0]!, 'r').catch(() => undefined)
-        if (!handle) return
-        try {
-          const info = await handle.stat()
-          if (`${info.dev}:${info.ino}` === id) value = await handle.readFile('utf8')
-        } finally {
-          await handle.close()
+    try {
+      await eachLimited([...files], MAX_CONCURRENT_OPS, async ([id, paths]) => {
+        if (signal?.aborted) return
+        // Read through the first name still behind that file.
+        let value: string | undefined
+        for (let i = 0; value === undefined && i < paths.length; i++) {
+          await limit(async () => {
+            const handle = await open(paths[i]!, 'r').catch(() => undefined)
+            if (!handle) return
+            try {
+              if (fileId(await handle.stat()) === id) value = await handle.readFile('utf8')
+            } finally {
+              await handle.close()
+            }
+          })
+        }
+        if (value === undefined || !isExpired(value)) return
+        for (const path of paths) {
+          // The name is moved aside first, atomically, and only then checked: a claim taken over
+          // meanwhile is a new file renamed over the name, which must stay.
+          const aside = join(dirname(path), tempName(basename(path)))
+          try {
+            await rename(path, aside)
+          } catch (error) {
+            if (isMissing(error)) continue
+            throw error
+          }
+          const info = await stat(aside).catch(() => undefined)
+          if (info && fileId(info) === id) {
+            removed++
+          } else {
+            // Not the expired file: back under its name, unless a newer claim holds it already.
+            await link(aside, path).catch(ignoreCodes('EEXIST'))
+          }
+          await unlink(aside).catch(ignoreCodes('ENOENT'))
+          dirs.add(dirname(path))
         }
       })
-      if (value === undefined || !isExpired(value)) return
-      for (const path of paths) {
-        // Still that file: a claim taken over since is a new file under the same name.
-        const info = await stat(path).catch(() => undefined)
-        if (!info || `${info.dev}:${info.ino}` !== id) continue
-        try {
-          await unlink(path)
-          removed++
-          dirs.add(dirname(path))
-        } catch (error) {
-          if (!isMissing(error)) throw error
-        }
-      }
-    })
-    for (const dir of dirs) await syncDir(dir)
+    } finally {
+      for (const dir of dirs) await limit(() => syncDir(dir))
+    }
     return removed
   }
 
@@ -482,16 +498,27 @@ export async function removeStaleTempFiles(base: string, olderThanMs: number): P
   return removed
 }
 
-/** Caps how many operations run at once; the rest wait in arrival order. */
-/** Runs `fn` over `items`, at most `concurrency` at a time; rejects with the first failure. */
+/**
+ * Runs `fn` over `items`, at most `concurrency` at a time. After a failure no item starts; it
+ * rejects with the first failure once the ones under way have ended.
+ */
 async function eachLimited<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0
+  let failure: { error: unknown } | undefined
   const worker = async () => {
-    while (next < items.length) await fn(items[next++]!)
+    while (!failure && next < items.length) {
+      try {
+        await fn(items[next++]!)
+      } catch (error) {
+        failure ??= { error }
+      }
+    }
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker))
+  if (failure) throw failure.error
 }
 
+/** Caps how many operations run at once; the rest wait in arrival order. */
 class Semaphore {
   #free: number
   #queue: ((() => void) | undefined)[] = []
