@@ -1,6 +1,7 @@
 import type { Storage } from 'unstorage'
 import { ClaimTable } from './claim-table'
 import type { FsDriverInstance } from './drivers/fs'
+import { eachLimited } from './each'
 import { idKey } from './keys'
 
 /**
@@ -173,28 +174,16 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
       }))
     },
     async expire(base, isExpired, signal) {
-      const keys = await storage.getKeys(base)
       let removed = 0
-      let next = 0
-      let failure: { error: unknown } | undefined
       // A few at a time: one by one, each removal would wait for its own flush on some drivers.
-      // After a failure no key starts, and it is reported once the ones under way have ended.
-      const worker = async () => {
-        while (next < keys.length && !signal?.aborted && !failure) {
-          const key = keys[next++]!
-          try {
-            const value = await storage.getItemRaw(key)
-            if (value !== null && value !== undefined && isExpired(value.toString())) {
-              await storage.removeItem(key)
-              removed++
-            }
-          } catch (error) {
-            failure ??= { error }
-          }
+      await eachLimited(await storage.getKeys(base), 16, async (key) => {
+        if (signal?.aborted) return
+        const value = await storage.getItemRaw(key)
+        if (value !== null && value !== undefined && isExpired(value.toString())) {
+          await storage.removeItem(key)
+          removed++
         }
-      }
-      await Promise.all(Array.from({ length: Math.min(16, keys.length) }, worker))
-      if (failure) throw failure.error
+      })
       return removed
     },
   }

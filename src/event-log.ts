@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Storage } from 'unstorage'
 import { createIdClaims, type IdClaims } from './claims'
+import { eachLimited } from './each'
 import { IngestError } from './errors'
 import { hourBucket } from './keys'
 import { withTimeout } from './timeout'
@@ -806,18 +807,15 @@ export function createEventLog(options: EventLogOptions): EventLog {
       if (signal?.aborted) break
       const keys = await withTimeout(storage.getKeys(`${batchBase}:${hour}`), timeoutMs, 'list')
       let kept = 0
-      for (const key of keys) {
-        if (signal?.aborted) {
-          kept++
-          continue
-        }
+      // A few at a time: one by one, each removal would wait for its own flush on some drivers.
+      await eachLimited(keys, 16, async (key) => {
         // A batch still waiting in the outbox is kept until it has been forwarded.
-        const pending = options.outbox && await withTimeout(storage.hasItem(outboxKeyOf(key)), timeoutMs, 'read')
-        if (batchTime(key) < cutoff && !pending) {
+        const pending = !signal?.aborted && options.outbox && await withTimeout(storage.hasItem(outboxKeyOf(key)), timeoutMs, 'read')
+        if (!signal?.aborted && batchTime(key) < cutoff && !pending) {
           await withTimeout(storage.removeItem(key), timeoutMs, 'write')
           batches++
         } else kept++
-      }
+      })
       if (kept === 0 && hour < cutoffHour) emptied.push(hour)
     }
     if (emptied.length > 0) {

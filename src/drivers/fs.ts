@@ -3,6 +3,7 @@ import type { Dirent } from 'node:fs'
 import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { defineDriver, type Driver } from 'unstorage'
+import { eachLimited } from '../each'
 
 const DRIVER_NAME = 'event-ingest-fs'
 
@@ -496,26 +497,6 @@ export async function removeStaleTempFiles(base: string, olderThanMs: number): P
   }
   await visit(resolve(base))
   return removed
-}
-
-/**
- * Runs `fn` over `items`, at most `concurrency` at a time. After a failure no item starts; it
- * rejects with the first failure once the ones under way have ended.
- */
-async function eachLimited<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  let failure: { error: unknown } | undefined
-  const worker = async () => {
-    while (!failure && next < items.length) {
-      try {
-        await fn(items[next++]!)
-      } catch (error) {
-        failure ??= { error }
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker))
-  if (failure) throw failure.error
 }
 
 /** Caps how many operations run at once; the rest wait in arrival order. */
