@@ -349,7 +349,8 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       clearTimeout(pruneTimer)
       stopPruning.abort()
       // Requests already taken finish (each is bounded by the storage timeout); new ones get 503.
-      await Promise.allSettled([...inflight, pruning])
+      // A prune stops at its next storage call, which a hung driver may never answer.
+      await Promise.allSettled([...inflight, pruning && withTimeout(pruning, timeoutMs * 2, 'prune')])
       // Batches stored after their request answered 503 get a last attempt at their outbox entry.
       await log?.close()
       await forwarder?.close()

@@ -119,6 +119,28 @@ describe('retentionMs', () => {
     await reader.close()
   })
 
+  it('does not wait at close() for a prune that a hung storage never lets finish', async () => {
+    // Claims are listed for expiry through the driver here (not the memory driver's own table),
+    // and that listing never answers.
+    const memory = memoryDriver()
+    let hung = false
+    const hangs = defineDriver(() => ({
+      ...memory,
+      name: 'hangs',
+      getKeys(base: string, opts: Record<string, unknown>) {
+        if (!base.startsWith('events:d')) return memory.getKeys!(base, opts)
+        hung = true
+        return new Promise<string[]>(() => {})
+      },
+    }))(undefined)
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: hangs }), storageTimeoutMs: 100, dedupeWindowMs: 1000, retentionMs: 1000 })
+    await until('the prune hangs', async () => hung)
+    const started = Date.now()
+    await ingest.close()
+    // Bounded by twice the storage timeout (200 ms here), not by the storage.
+    expect(Date.now() - started).toBeLessThan(2000)
+  })
+
   it('never keeps the process alive', async () => {
     // A process that never calls close() still exits when its work is done.
     const script = `
