@@ -820,8 +820,15 @@ export function createEventLog(options: EventLogOptions): EventLog {
     }
     if (emptied.length > 0) {
       await updateHours(async () => {
-        await withTimeout(storage.setItem(hoursKey, (await readHours()).filter((h) => !emptied.includes(h))), timeoutMs, 'write')
-        if (emptied.includes(indexedHour)) indexedHour = ''
+        // Still empty? An append that had the hour indexed already may have written into it since
+        // it was listed (a batch given an old receive time).
+        const empty: string[] = []
+        for (const hour of emptied) {
+          if ((await withTimeout(storage.getKeys(`${batchBase}:${hour}`), timeoutMs, 'list')).length === 0) empty.push(hour)
+        }
+        if (empty.length === 0) return
+        await withTimeout(storage.setItem(hoursKey, (await readHours()).filter((h) => !empty.includes(h))), timeoutMs, 'write')
+        if (empty.includes(indexedHour)) indexedHour = ''
       })
     }
     if (signal?.aborted) return { batches, claims: 0 }

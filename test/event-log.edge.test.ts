@@ -214,6 +214,37 @@ describe('EventLog edge cases', () => {
     }
   })
 
+  it('keeps an hour in the index when a batch lands in it while prune empties it', async () => {
+    const memory = memoryDriver()
+    let onRemove: (() => Promise<void>) | undefined
+    const hooked = defineDriver(() => ({
+      ...memory,
+      name: 'memory',
+      async removeItem(key: string) {
+        await memory.removeItem!(key, {})
+        const hook = onRemove
+        onRemove = undefined
+        await hook?.()
+      },
+    }))(undefined)
+    const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: hooked }) })
+    try {
+      const hourAgo = Date.now() - 2 * 3_600_000
+      await ingest.ingest([makeEvent({ id: 'pruned-away' })], { receivedAt: hourAgo })
+      // Right after prune removes that hour's only batch, another is written into the same hour
+      // (an old receive time; the hour is indexed already, so the append does not index it again).
+      onRemove = async () => {
+        await ingest.ingest([makeEvent({ id: 'landed-meanwhile' })], { receivedAt: hourAgo + 1 })
+      }
+      expect(await ingest.prune({ olderThan: Date.now() - 3_600_000 })).toMatchObject({ batches: 1 })
+      expect((await ingest.events({ since: 0 })).events.map((e) => e.id)).toEqual(['landed-meanwhile'])
+      // Still indexed, so a later prune finds it too.
+      expect(await ingest.prune({ olderThan: Date.now() - 3_600_000 })).toMatchObject({ batches: 1 })
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('treats claims of an earlier process with the same instanceId (a restart) as another instance\'s', async () => {
     const storage = createStorage({ driver: slowNextBatchWrite(400) })
     const before = createEventIngest({ env: {}, storage, instanceId: 'stable_id', storageTimeoutMs: 1000 })
