@@ -410,7 +410,7 @@ describe('fsDriver: setIfAbsentAll', () => {
       const atRejection = rename.mock.calls.length
       await sleep(100)
       expect(rename.mock.calls.length).toBe(atRejection)
-      // At most the 64 under way when it failed went on.
+      // At most the 16 under way when it failed went on.
       expect(atRejection - before).toBeLessThan(300)
     } finally {
       rename.mockImplementation(actual)

@@ -14,6 +14,12 @@ const ALONE = Symbol('alone')
 /** File operations one driver instance runs at once; each holds at most one descriptor. */
 const MAX_CONCURRENT_OPS = 64
 
+/**
+ * Files `removeExpired` works on at once: enough to keep libuv's 4 threads busy, few enough that
+ * reads and writes of requests under way are not queued behind a whole directory's worth of work.
+ */
+const EXPIRY_CONCURRENCY = 16
+
 /** Options of {@link fsDriver}. */
 export interface FsDriverOptions {
   /** Directory holding the data; key `a:b:c` is the file `<base>/a/b/c`. Created on first write. */
@@ -304,7 +310,7 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     // its modification time: an inode number freed meanwhile can come back for a new file.
     const files = new Map<string, string[]>()
     const fileId = (info: { dev: number; ino: number; mtimeMs: number }) => `${info.dev}:${info.ino}:${info.mtimeMs}`
-    await eachLimited(keys, MAX_CONCURRENT_OPS, async (key) => {
+    await eachLimited(keys, EXPIRY_CONCURRENCY, async (key) => {
       if (signal?.aborted) return
       const path = pathOf(key)
       const info = await stat(path).catch(() => undefined)
@@ -317,7 +323,7 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     let removed = 0
     const dirs = new Set<string>()
     try {
-      await eachLimited([...files], MAX_CONCURRENT_OPS, async ([id, paths]) => {
+      await eachLimited([...files], EXPIRY_CONCURRENCY, async ([id, paths]) => {
         if (signal?.aborted) return
         // Read through the first name still behind that file.
         let value: string | undefined
