@@ -225,6 +225,9 @@ function parseClaim(value: string): { batch: string; at: number } {
 }
 
 
+/** Resolves after the event loop has had a turn (I/O and timers included). */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
+
 function toMs(value: number | Date | undefined, fallback: number): number {
   if (value === undefined) return fallback
   return typeof value === 'number' ? value : value.getTime()
@@ -808,14 +811,19 @@ export function createEventLog(options: EventLogOptions): EventLog {
       const keys = await withTimeout(storage.getKeys(`${batchBase}:${hour}`), timeoutMs, 'list')
       let kept = 0
       // A few at a time: one by one, each removal would wait for its own flush on some drivers.
-      await eachLimited(keys, 16, async (key) => {
-        // A batch still waiting in the outbox is kept until it has been forwarded.
-        const pending = !signal?.aborted && options.outbox && await withTimeout(storage.hasItem(outboxKeyOf(key)), timeoutMs, 'read')
-        if (!signal?.aborted && batchTime(key) < cutoff && !pending) {
-          await withTimeout(storage.removeItem(key), timeoutMs, 'write')
-          batches++
-        } else kept++
-      })
+      // 256 keys at a time, with a turn of the event loop between: storage that answers at once
+      // (memory) would otherwise keep the whole prune in one turn, holding every request meanwhile.
+      for (let start = 0; start < keys.length; start += 256) {
+        if (start > 0) await nextTurn()
+        await eachLimited(keys.slice(start, start + 256), 16, async (key) => {
+          // A batch still waiting in the outbox is kept until it has been forwarded.
+          const pending = !signal?.aborted && options.outbox && await withTimeout(storage.hasItem(outboxKeyOf(key)), timeoutMs, 'read')
+          if (!signal?.aborted && batchTime(key) < cutoff && !pending) {
+            await withTimeout(storage.removeItem(key), timeoutMs, 'write')
+            batches++
+          } else kept++
+        })
+      }
       if (kept === 0 && hour < cutoffHour) emptied.push(hour)
     }
     if (emptied.length > 0) {

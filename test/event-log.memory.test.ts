@@ -35,3 +35,27 @@ describe('EventLog on memory, after storage.clear()', () => {
     }
   })
 })
+
+describe('EventLog on memory, pruning', () => {
+  it('lets the event loop turn while a long prune runs (memory storage answers at once)', async () => {
+    const ingest = createEventIngest({ env: {} })
+    try {
+      const old = Date.now() - 2 * 3_600_000
+      for (let i = 0; i < 2000; i++) await ingest.ingest([makeEvent()], { receivedAt: old })
+      let turns = 0
+      let counting = true
+      const turn = () => {
+        turns++
+        if (counting) setImmediate(turn)
+      }
+      setImmediate(turn)
+      expect(await ingest.prune({ olderThan: Date.now() - 3_600_000 })).toMatchObject({ batches: 2000 })
+      counting = false
+      // Every few hundred batches, I/O and timers get their turn: requests are not held for the
+      // whole prune.
+      expect(turns).toBeGreaterThanOrEqual(4)
+    } finally {
+      await ingest.close()
+    }
+  })
+})
