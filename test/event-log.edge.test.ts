@@ -3,6 +3,7 @@ import { createStorage, defineDriver } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
 import { createEventIngest, parseBatchBytes } from 'event-ingest'
 import { idKey } from '../src/keys'
+import { memoryWith } from './helpers/drivers'
 import { makeEvent } from './helpers/fixtures'
 import { startSink, waitFor } from './helpers/sink'
 
@@ -179,24 +180,21 @@ describe('EventLog edge cases', () => {
   it('judges whether a batch of this process is settled before reading its record, not after', async () => {
     // The batch write lands at 450 ms; a batch record read answers what was there when it ran,
     // 150 ms later. A's request answers 503 at about 400 ms (a timeout, then the wait once more).
-    const memory = memoryDriver()
     let slowWrite = true
-    const laggy = defineDriver(() => ({
-      ...memory,
-      name: 'laggy',
-      async setItem(key: string, value: string) {
+    const laggy = memoryWith('laggy', (memory) => ({
+      async setItem(key, value) {
         if (slowWrite && key.startsWith('events:b:')) {
           slowWrite = false
           await pause(450)
         }
         return memory.setItem!(key, value, {})
       },
-      async getItem(key: string) {
+      async getItem(key) {
         const value = await memory.getItem!(key, {})
         if (key.startsWith('events:b:')) await pause(150)
         return value
       },
-    }))(undefined)
+    }))
     const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: laggy }), storageTimeoutMs: 200 })
     try {
       const event = makeEvent({ id: 'read-then-settled' })
@@ -215,18 +213,15 @@ describe('EventLog edge cases', () => {
   })
 
   it('keeps an hour in the index when a batch lands in it while prune empties it', async () => {
-    const memory = memoryDriver()
     let onRemove: (() => Promise<void>) | undefined
-    const hooked = defineDriver(() => ({
-      ...memory,
-      name: 'memory',
-      async removeItem(key: string) {
+    const hooked = memoryWith('memory', (memory) => ({
+      async removeItem(key) {
         await memory.removeItem!(key, {})
         const hook = onRemove
         onRemove = undefined
         await hook?.()
       },
-    }))(undefined)
+    }))
     const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: hooked }) })
     try {
       const hourAgo = Date.now() - 2 * 3_600_000
@@ -269,23 +264,20 @@ describe('EventLog edge cases', () => {
   it('does not take over a claim of this process whose release is still running past the storage timeout', async () => {
     // Claims as a read then a write (no atomic claims on this driver): a release reads the claim,
     // then removes it, 300 ms later here. Taken over in between, the new claim would be removed.
-    const memory = memoryDriver()
     let failWrite = true
-    const slowRelease = defineDriver(() => ({
-      ...memory,
-      name: 'slow-release',
-      async setItem(key: string, value: string) {
+    const slowRelease = memoryWith('slow-release', (memory) => ({
+      async setItem(key, value) {
         if (failWrite && key.startsWith('events:b:')) {
           failWrite = false
           throw new Error('disk full')
         }
         return memory.setItem!(key, value, {})
       },
-      async removeItem(key: string) {
+      async removeItem(key) {
         if (key.startsWith('events:d:')) await pause(300)
         return memory.removeItem!(key, {})
       },
-    }))(undefined)
+    }))
     const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slowRelease }), storageTimeoutMs: 100 })
     try {
       const event = makeEvent({ id: 'slow-release' })

@@ -3,10 +3,11 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createStorage, defineDriver } from 'unstorage'
+import { createStorage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventIngest, type EventIngest } from 'event-ingest'
+import { memoryWith } from './helpers/drivers'
 import { makeEvent } from './helpers/fixtures'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from './helpers/redis'
 
@@ -89,19 +90,16 @@ describe('retentionMs', () => {
 
   it('stops a prune under way at close(), between two storage calls', async () => {
     // 100 old batches, each removal 100 ms (a prune removes up to 16 at a time).
-    const memory = memoryDriver()
     let removals = 0
-    const slow = defineDriver(() => ({
-      ...memory,
-      name: 'memory',
-      async removeItem(key: string) {
+    const slow = memoryWith('memory', (memory) => ({
+      async removeItem(key) {
         if (key.startsWith('events:b:')) {
           removals++
           await new Promise((resolve) => setTimeout(resolve, 100))
         }
         return memory.removeItem!(key, {})
       },
-    }))(undefined)
+    }))
     const storage = createStorage({ driver: slow })
     const writer = createEventIngest({ env: {}, storage })
     for (let i = 0; i < 100; i++) await writer.ingest([makeEvent()], { receivedAt: Date.now() - 2 * HOUR })
@@ -122,17 +120,14 @@ describe('retentionMs', () => {
   it('does not wait at close() for a prune that a hung storage never lets finish', async () => {
     // Claims are listed for expiry through the driver here (not the memory driver's own table),
     // and that listing never answers.
-    const memory = memoryDriver()
     let hung = false
-    const hangs = defineDriver(() => ({
-      ...memory,
-      name: 'hangs',
-      getKeys(base: string, opts: Record<string, unknown>) {
+    const hangs = memoryWith('hangs', (memory) => ({
+      getKeys(base, opts) {
         if (!base.startsWith('events:d')) return memory.getKeys!(base, opts)
         hung = true
         return new Promise<string[]>(() => {})
       },
-    }))(undefined)
+    }))
     const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: hangs }), storageTimeoutMs: 100, dedupeWindowMs: 1000, retentionMs: 1000 })
     await until('the prune hangs', async () => hung)
     const started = Date.now()
