@@ -106,30 +106,53 @@ export class ClaimTable {
     return slot < 0 ? null : this.entries[this.slots[slot + 1]!]!.value
   }
 
-  /** Removes every claim whose value `isExpired` says is over; returns how many. */
-  expire(isExpired: (value: string) => boolean): number {
-    let expired = 0
-    for (let ref = 1; ref < this.entries.length; ref++) {
-      const entry = this.entries[ref]
-      if (entry && isExpired(entry.value)) {
-        expired += entry.live
-        this.entries[ref] = undefined
-        this.freeRefs.push(ref)
+  /**
+   * Removes every claim whose value `isExpired` says is over; resolves how many. The table is
+   * walked `sliceSlots` slots at a time with `pause` awaited between slices, so a big table does
+   * not hold the thread for the whole walk: claims, releases and lookups may run during a pause
+   * (a claim that one of them moves behind the walk, or a growth of the table, leaves there stays
+   * until the next call). Stops between
+   * slices once `signal` is aborted. Shrinks the table when few claims are left.
+   */
+  async expire(isExpired: (value: string) => boolean, pause: () => Promise<void> = async () => {}, signal?: AbortSignal, sliceSlots = 1 << 16): Promise<number> {
+    const over = new Set<Entry>()
+    for (const entry of this.entries) if (entry && isExpired(entry.value)) over.add(entry)
+    if (over.size === 0) return 0
+    let removed = 0
+    let slots = this.slots
+    let position = 0
+    for (;;) {
+      const end = Math.min(position + sliceSlots, this.mask + 1)
+      while (position < end) {
+        const slot = position * WIDTH
+        const ref = slots[slot + 1]!
+        // Removal moves a later claim of the run into this slot: it is looked at too.
+        if (ref !== 0 && over.has(this.entries[ref]!)) {
+          this.remove(slot)
+          removed++
+        } else position++
       }
+      if (position > this.mask) break
+      await pause()
+      if (signal?.aborted) break
+      // The table grew meanwhile: the walk goes on from the same place in the new one (starting
+      // over could chase a table that grows as fast as it is walked); claims that moved behind it
+      // stay until the next call.
+      slots = this.slots
     }
-    if (expired === 0) return 0
-    // Rebuilt from the claims that stay: cheaper than removing slot by slot, and it shrinks.
-    const old = this.slots
-    const kept = this.count - expired
     let capacity = 1 << 14
-    while (capacity < kept * 2) capacity *= 2
+    while (capacity < this.count * 2) capacity *= 2
+    if (capacity * 4 <= this.mask + 1) this.rebuild(capacity)
+    return removed
+  }
+
+  /** Moves every claim to a fresh table of `capacity` slots. */
+  private rebuild(capacity: number): void {
+    const old = this.slots
     this.allocate(capacity)
     for (let slot = 0; slot < old.length; slot += WIDTH) {
-      const ref = old[slot + 1]!
-      if (ref !== 0 && this.entries[ref] !== undefined) this.place(old[slot]!, ref, old[slot + 2]!)
+      if (old[slot + 1] !== 0) this.place(old[slot]!, old[slot + 1]!, old[slot + 2]!)
     }
-    this.count = kept
-    return expired
   }
 
   /**
@@ -214,11 +237,7 @@ export class ClaimTable {
   }
 
   private grow(): void {
-    const old = this.slots
-    this.allocate((this.mask + 1) * 2)
-    for (let slot = 0; slot < old.length; slot += WIDTH) {
-      if (old[slot + 1] !== 0) this.place(old[slot]!, old[slot + 1]!, old[slot + 2]!)
-    }
+    this.rebuild((this.mask + 1) * 2)
   }
 
   private allocate(capacity: number): void {

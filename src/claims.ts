@@ -1,7 +1,7 @@
 import type { Storage } from 'unstorage'
 import { ClaimTable } from './claim-table'
 import type { FsDriverInstance } from './drivers/fs'
-import { eachLimited } from './each'
+import { eachLimited, nextTurn } from './each'
 import { idKey } from './keys'
 
 /**
@@ -246,7 +246,8 @@ export function createIdClaims(storage: Storage, base: string): IdClaims {
       overwrite: async (ids, value) => claims.overwrite(ids, value),
       release: async (ids, value) => claims.release(ids, value),
       read: async (ids) => ids.map((id) => claims.read(id)),
-      expire: async (isExpired) => claims.expire(isExpired),
+      // A slice of the table per turn of the event loop: the table holds every id of the window.
+      expire: (isExpired, signal) => claims.expire(isExpired, nextTurn, signal),
     }
   }
   const store = createClaimStore(storage, base)

@@ -17,3 +17,6 @@ export async function eachLimited<T>(items: readonly T[], concurrency: number, f
   await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker))
   if (failure) throw failure.error
 }
+
+/** Resolves after the event loop has had a turn (I/O and timers included). */
+export const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Storage } from 'unstorage'
 import { createIdClaims, type IdClaims } from './claims'
-import { eachLimited } from './each'
+import { eachLimited, nextTurn } from './each'
 import { IngestError } from './errors'
 import { hourBucket } from './keys'
 import { withTimeout } from './timeout'
@@ -224,9 +224,6 @@ function parseClaim(value: string): { batch: string; at: number } {
   return { batch: value.slice(0, split), at: Number.isFinite(at) ? at : 0 }
 }
 
-
-/** Resolves after the event loop has had a turn (I/O and timers included). */
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
 
 function toMs(value: number | Date | undefined, fallback: number): number {
   if (value === undefined) return fallback

@@ -54,7 +54,7 @@ describe('memory claim table', () => {
     ['a hash of 10 bits (long probe runs, wrap-around)', weak(10), 3000],
     ['the real hash', hashId, 5000],
   ] as const) {
-    it(`answers like a Map through claims, take-overs, releases and expiry: ${label}`, () => {
+    it(`answers like a Map through claims, take-overs, releases and expiry: ${label}`, async () => {
       const next = random(label.length * 7919)
       const table = new ClaimTable(hash, 8)
       const reference = new Reference()
@@ -80,7 +80,8 @@ describe('memory claim table', () => {
         } else {
           const before = step - Math.floor(next() * 400)
           const isExpired = (v: string) => Number(v.slice(v.indexOf('|') + 1)) < before
-          expect(table.expire(isExpired), `expire at step ${step}`).toBe(reference.expire(isExpired))
+          // Walked a few slots at a time (nothing runs between the slices here).
+          expect(await table.expire(isExpired, undefined, undefined, 7), `expire at step ${step}`).toBe(reference.expire(isExpired))
         }
         expect(table.size).toBe(reference.map.size)
       }
@@ -89,13 +90,79 @@ describe('memory claim table', () => {
     })
   }
 
-  it('grows past a million claims and keeps every one', () => {
+  for (const [label, hash] of [
+    ['a hash of 10 bits', weak(10)],
+    ['the real hash', hashId],
+  ] as const) {
+    it(`keeps every claim that is not over while claims and releases run between the slices of an expiry: ${label}`, async () => {
+      const next = random(label.length * 104_729)
+      const table = new ClaimTable(hash, 8)
+      const reference = new Reference()
+      for (let b = 0; b < 300; b++) {
+        const ids = Array.from({ length: 1 + Math.floor(next() * 20) }, () => `old-${Math.floor(next() * 3000)}`)
+        expect(table.claim(ids, `b${b}|${b}`)).toEqual(reference.claim(ids, `b${b}|${b}`))
+      }
+      const before = new Map(reference.map)
+      const isExpired = (value: string) => Number(value.slice(value.indexOf('|') + 1)) < 150
+      reference.expire(isExpired)
+      // Between slices: claims of 3000 new ids (enough to make the table grow), and releases of some.
+      let fresh = 0
+      const values: string[] = []
+      const pause = async () => {
+        for (let k = 0; k < 2 && fresh < 3000; k++) {
+          const value = `fresh${fresh}|1000000`
+          const ids = Array.from({ length: 1 + Math.floor(next() * 10) }, () => `fresh-${fresh++}`)
+          expect(table.claim(ids, value)).toEqual(reference.claim(ids, value))
+          values.push(value)
+          if (next() < 0.3) {
+            const held = values[Math.floor(next() * values.length)]!
+            const some = Array.from({ length: 10 }, () => `fresh-${Math.floor(next() * fresh)}`)
+            table.release(some, held)
+            reference.release(some, held)
+          }
+        }
+      }
+      const capacity = () => (table as unknown as { mask: number }).mask + 1
+      const initial = capacity()
+      await table.expire(isExpired, pause, undefined, 16)
+      // The claims made between the slices made the table grow at least once.
+      expect(capacity()).toBeGreaterThan(initial)
+      for (const [id, value] of before) {
+        const held = table.read(id)
+        // Over: gone, or left for the next expiry by a claim moved behind the walk.
+        if (isExpired(value)) expect(held === null || held === value, id).toBe(true)
+        else expect(held, id).toBe(value)
+      }
+      for (let n = 0; n < fresh; n++) expect(table.read(`fresh-${n}`), `fresh-${n}`).toBe(reference.map.get(`fresh-${n}`) ?? null)
+      // With nothing running between its slices, the next expiry leaves exactly what the Map has.
+      await table.expire(isExpired)
+      expect(table.size).toBe(reference.map.size)
+      for (const id of before.keys()) expect(table.read(id), id).toBe(reference.map.get(id) ?? null)
+    })
+  }
+
+  it('stops between slices once its signal is aborted', async () => {
+    const table = new ClaimTable(hashId, 8)
+    for (let b = 0; b < 100; b++) table.claim(Array.from({ length: 50 }, (_, i) => `s-${b}-${i}`), `v${b}`)
+    const controller = new AbortController()
+    let pauses = 0
+    const removed = await table.expire(() => true, async () => {
+      if (++pauses === 2) controller.abort()
+    }, controller.signal, 256)
+    expect(pauses).toBe(2)
+    expect(removed).toBeGreaterThan(0)
+    expect(table.size).toBe(5000 - removed)
+    expect(await table.expire(() => true)).toBe(5000 - removed)
+    expect(table.size).toBe(0)
+  })
+
+  it('grows past a million claims and keeps every one', async () => {
     const table = new ClaimTable()
     const batch = (b: number) => Array.from({ length: 50 }, (_, i) => `evt_${b}_${i}`)
     for (let b = 0; b < 20_000; b++) expect(table.claim(batch(b), `v${b}`).every((held) => held === null)).toBe(true)
     expect(table.size).toBe(1_000_000)
     for (const b of [0, 7_777, 19_999]) expect(table.claim(batch(b), 'again')).toEqual(batch(b).map(() => `v${b}`))
-    expect(table.expire((value) => value !== 'v3')).toBe(999_950)
+    expect(await table.expire((value) => value !== 'v3')).toBe(999_950)
     expect(table.read('evt_3_49')).toBe('v3')
     expect(table.read('evt_4_0')).toBeNull()
   })

@@ -37,6 +37,28 @@ describe('EventLog on memory, after storage.clear()', () => {
 })
 
 describe('EventLog on memory, pruning', () => {
+  it('lets the event loop turn while it expires many dedupe claims', async () => {
+    const ingest = createEventIngest({ env: {}, dedupeWindowMs: 300 })
+    try {
+      // 200,000 claims: the claim table is walked a slice at a time.
+      for (let b = 0; b < 2000; b++) await ingest.ingest(Array.from({ length: 100 }, (_, i) => makeEvent({ id: `many-${b}-${i}` })))
+      await new Promise((resolve) => setTimeout(resolve, 350))
+      let turns = 0
+      let counting = true
+      const turn = () => {
+        turns++
+        if (counting) setImmediate(turn)
+      }
+      setImmediate(turn)
+      // No batch is old enough to go: only the claims past the window do.
+      expect(await ingest.prune({ olderThan: 0 })).toEqual({ batches: 0, claims: 200_000 })
+      counting = false
+      expect(turns).toBeGreaterThanOrEqual(3)
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('lets the event loop turn while a long prune runs (memory storage answers at once)', async () => {
     const ingest = createEventIngest({ env: {} })
     try {
