@@ -36,6 +36,22 @@ describe('EventLog on memory, after storage.clear()', () => {
   })
 })
 
+/** Runs `work` and counts the turns the event loop took meanwhile (immediates that got to run). */
+async function countingTurns<T>(work: () => Promise<T>): Promise<{ result: T; turns: number }> {
+  let turns = 0
+  let counting = true
+  const turn = () => {
+    turns++
+    if (counting) setImmediate(turn)
+  }
+  setImmediate(turn)
+  try {
+    return { result: await work(), turns }
+  } finally {
+    counting = false
+  }
+}
+
 describe('EventLog on memory, pruning', () => {
   it('lets the event loop turn while it expires many dedupe claims', async () => {
     const ingest = createEventIngest({ env: {}, dedupeWindowMs: 300 })
@@ -43,16 +59,9 @@ describe('EventLog on memory, pruning', () => {
       // 200,000 claims: the claim table is walked a slice at a time.
       for (let b = 0; b < 2000; b++) await ingest.ingest(Array.from({ length: 100 }, (_, i) => makeEvent({ id: `many-${b}-${i}` })))
       await new Promise((resolve) => setTimeout(resolve, 350))
-      let turns = 0
-      let counting = true
-      const turn = () => {
-        turns++
-        if (counting) setImmediate(turn)
-      }
-      setImmediate(turn)
       // No batch is old enough to go: only the claims past the window do.
-      expect(await ingest.prune({ olderThan: 0 })).toEqual({ batches: 0, claims: 200_000 })
-      counting = false
+      const { result, turns } = await countingTurns(() => ingest.prune({ olderThan: 0 }))
+      expect(result).toEqual({ batches: 0, claims: 200_000 })
       expect(turns).toBeGreaterThanOrEqual(3)
     } finally {
       await ingest.close()
@@ -64,15 +73,8 @@ describe('EventLog on memory, pruning', () => {
     try {
       const old = Date.now() - 2 * 3_600_000
       for (let i = 0; i < 2000; i++) await ingest.ingest([makeEvent()], { receivedAt: old })
-      let turns = 0
-      let counting = true
-      const turn = () => {
-        turns++
-        if (counting) setImmediate(turn)
-      }
-      setImmediate(turn)
-      expect(await ingest.prune({ olderThan: Date.now() - 3_600_000 })).toMatchObject({ batches: 2000 })
-      counting = false
+      const { result, turns } = await countingTurns(() => ingest.prune({ olderThan: Date.now() - 3_600_000 }))
+      expect(result).toMatchObject({ batches: 2000 })
       // Every few hundred batches, I/O and timers get their turn: requests are not held for the
       // whole prune.
       expect(turns).toBeGreaterThanOrEqual(4)
