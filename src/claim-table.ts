@@ -109,10 +109,10 @@ export class ClaimTable {
   /**
    * Removes every claim whose value `isExpired` says is over; resolves how many. The table is
    * walked `sliceSlots` slots at a time with `pause` awaited between slices, so a big table does
-   * not hold the thread for the whole walk: claims, releases and lookups may run during a pause
-   * (a claim that one of them moves behind the walk, or a growth of the table, leaves there stays
-   * until the next call). Stops between
-   * slices once `signal` is aborted. Shrinks the table when few claims are left.
+   * not hold the thread for the whole walk: claims, releases and lookups may run during a pause (a
+   * claim that one of them, or a growth of the table, moves behind the walk stays until the next
+   * call). Stops between slices once `signal` is aborted. Shrinks the table when few claims are
+   * left.
    */
   async expire(isExpired: (value: string) => boolean, pause: () => Promise<void> = async () => {}, signal?: AbortSignal, sliceSlots = 1 << 16): Promise<number> {
     const over = new Set<Entry>()
