@@ -186,7 +186,7 @@ interface Flight {
 }
 
 /** Wakes the batches waiting on `flight`. */
-function signal(flight: Flight): void {
+function wake(flight: Flight): void {
   const changed = flight.changed
   flight.changed = undefined
   changed?.resolve()
@@ -515,7 +515,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
             await releaseClaims(mine, claim, batchKey)
             mine.length = 0
             flight.releasedAt = ++releases
-            signal(flight)
+            wake(flight)
           }
           duplicateIndexes.length = 0
           // A holder that let go of its claims since they were read is not waited on (its wake-up
@@ -657,7 +657,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       if (claiming) for (const id of ids) if (claiming.get(id) === flight) claiming.delete(id)
       if (tookOver) for (const id of tookOver) if (takingOver.get(id) === flight) takingOver.delete(id)
       flight.done = true
-      signal(flight)
+      wake(flight)
     }
   }
 
@@ -742,7 +742,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
 
   async function close(): Promise<void> {
     closing = true
-    for (const wake of [...sleepers]) wake()
+    for (const sleeper of [...sleepers]) sleeper()
     if (lateWork.size > 0) await withTimeout(Promise.allSettled([...lateWork]), timeoutMs * 2, 'close').catch(() => {})
   }
 

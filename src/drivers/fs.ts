@@ -227,38 +227,48 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
   }
 
   /**
-   * Fills in the values of taken names with one read per file behind them: the names of one
-   * earlier batch's claims are links to one file (a retry of a batch finds 50 names and reads
-   * once). Names are grouped by the file `stat` (no descriptor) finds behind them; the file read is
-   * checked to be that file. What this cannot settle stays TAKEN, for a read of its own.
+   * Positions of `paths` grouped by the file behind each, as `stat` finds it (no descriptor held);
+   * names that are gone, or not files, are left out.
    */
-  const readTakenByFile = async (paths: readonly string[], linked: (string | null | typeof TAKEN | typeof ALONE)[]) => {
-    const taken = paths.flatMap((_, i) => (linked[i] === TAKEN ? [i] : []))
-    if (taken.length < 2) return
+  const groupByFile = async (paths: readonly string[], concurrency: number, signal?: AbortSignal): Promise<Map<string, number[]>> => {
     const files = new Map<string, number[]>()
-    const infos = await Promise.all(taken.map((i) => stat(paths[i]!).catch(() => undefined)))
-    taken.forEach((i, n) => {
-      const info = infos[n]
-      if (!info) return
-      const id = `${info.dev}:${info.ino}`
+    await eachLimited(paths.map((_, i) => i), concurrency, async (i) => {
+      if (signal?.aborted) return
+      const info = await stat(paths[i]!).catch(() => undefined)
+      if (!info?.isFile()) return
+      const id = fileId(info)
       const names = files.get(id)
       if (names) names.push(i)
       else files.set(id, [i])
     })
-    for (const [id, names] of files) {
+    return files
+  }
+
+  /** The text of file `id` read through `path`; undefined when the name is gone or names another file now. */
+  const readIfSame = async (path: string, id: string): Promise<string | undefined> => {
+    const handle = await open(path, 'r').catch(() => undefined)
+    if (!handle) return undefined
+    try {
+      return fileId(await handle.stat()) === id ? await handle.readFile('utf8') : undefined
+    } finally {
+      await handle.close()
+    }
+  }
+
+  /**
+   * Fills in the values of taken names with one read per file behind them: the names of one
+   * earlier batch's claims are links to one file (a retry of a batch finds 50 names and reads
+   * once). The file read is checked to be the one the names were grouped by. What this cannot
+   * settle stays TAKEN, for a read of its own.
+   */
+  const readTakenByFile = async (paths: readonly string[], linked: (string | null | typeof TAKEN | typeof ALONE)[]) => {
+    const taken = paths.flatMap((_, i) => (linked[i] === TAKEN ? [i] : []))
+    if (taken.length < 2) return
+    for (const [id, names] of await groupByFile(taken.map((i) => paths[i]!), MAX_CONCURRENT_OPS)) {
       if (names.length < 2) continue
-      let handle: FileHandle | undefined
-      try {
-        handle = await open(paths[names[0]!]!, 'r')
-        const info = await handle.stat()
-        if (`${info.dev}:${info.ino}` !== id) continue
-        const value = await handle.readFile('utf8')
-        for (const i of names) linked[i] = value
-      } catch {
-        // Gone or unreadable now: each name is read on its own.
-      } finally {
-        await handle?.close()
-      }
+      // Gone or unreadable now: each name is read on its own.
+      const value = await readIfSame(paths[taken[names[0]!]!]!, id).catch(() => undefined)
+      if (value !== undefined) for (const n of names) linked[taken[n]!] = value
     }
   }
 
@@ -306,40 +316,18 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     const prefix = baseSegments(base)
     const keys: string[] = []
     await walk(join(root, ...prefix), prefix, keys, undefined)
-    // The names behind each file (`stat` holds no descriptor). A file is known by its inode and
-    // its modification time: an inode number freed meanwhile can come back for a new file.
-    const files = new Map<string, string[]>()
-    const fileId = (info: { dev: number; ino: number; mtimeMs: number }) => `${info.dev}:${info.ino}:${info.mtimeMs}`
-    await eachLimited(keys, EXPIRY_CONCURRENCY, async (key) => {
-      if (signal?.aborted) return
-      const path = pathOf(key)
-      const info = await stat(path).catch(() => undefined)
-      if (!info?.isFile()) return
-      const id = fileId(info)
-      const names = files.get(id)
-      if (names) names.push(path)
-      else files.set(id, [path])
-    })
+    const paths = keys.map(pathOf)
+    const files = await groupByFile(paths, EXPIRY_CONCURRENCY, signal)
     let removed = 0
     const dirs = new Set<string>()
     try {
-      await eachLimited([...files], EXPIRY_CONCURRENCY, async ([id, paths]) => {
+      await eachLimited([...files], EXPIRY_CONCURRENCY, async ([id, names]) => {
         if (signal?.aborted) return
         // Read through the first name still behind that file.
         let value: string | undefined
-        for (let i = 0; value === undefined && i < paths.length; i++) {
-          await limit(async () => {
-            const handle = await open(paths[i]!, 'r').catch(() => undefined)
-            if (!handle) return
-            try {
-              if (fileId(await handle.stat()) === id) value = await handle.readFile('utf8')
-            } finally {
-              await handle.close()
-            }
-          })
-        }
+        for (let i = 0; value === undefined && i < names.length; i++) value = await limit(() => readIfSame(paths[names[i]!]!, id))
         if (value === undefined || !isExpired(value)) return
-        for (const path of paths) {
+        for (const path of names.map((n) => paths[n]!)) {
           // The name is moved aside first, atomically, and only then checked: a claim taken over
           // meanwhile is a new file renamed over the name, which must stay.
           const aside = join(dirname(path), tempName(basename(path)))
@@ -503,6 +491,14 @@ export async function removeStaleTempFiles(base: string, olderThanMs: number): P
   }
   await visit(resolve(base))
   return removed
+}
+
+/**
+ * A file as `stat` finds it: device, inode and modification time (an inode number freed meanwhile
+ * can come back for a new file).
+ */
+function fileId(info: { dev: number; ino: number; mtimeMs: number }): string {
+  return `${info.dev}:${info.ino}:${info.mtimeMs}`
 }
 
 /** Caps how many operations run at once; the rest wait in arrival order. */
