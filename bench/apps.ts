@@ -60,7 +60,9 @@ function listen(server: Server): Promise<RunningApp> {
 /**
  * Bare `node:http`: read the body, `JSON.parse`, check for an array, keep it, 200. With
  * `keepBodies`, every body is also kept as the bytes received, for the life of the process, as the
- * memory driver keeps them: the memory a server that stores what it receives must take.
+ * memory driver keeps them: the memory a server that stores what it receives must take. The bare
+ * routes of the frameworks keep theirs the same way when the target says so, each as its framework
+ * hands the body over.
  */
 function bareNode(ring: EventRing, keepBodies = false): Server {
   const bodies: Buffer[] = []
@@ -111,8 +113,17 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       if (target.kind === 'ours') {
         app.register(eventIngestPlugin(ingest!))
       } else {
+        // Keeping: h3's own reading as text (what its json() does), then the same parse.
+        const bodies: string[] = []
         app.post(INGEST_PATH, async (event) => {
-          const value: unknown = await event.req.json()
+          let value: unknown
+          if (target.keepsBodies) {
+            const text = await event.req.text()
+            value = JSON.parse(text)
+            bodies.push(text)
+          } else {
+            value = await event.req.json()
+          }
           if (!Array.isArray(value)) return new Response(JSON.stringify(notAnArray), { status: 400, headers: { 'content-type': jsonType } })
           ring.keep(value)
           return accepted(value.length)
@@ -126,7 +137,10 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       if (target.kind === 'ours') {
         app.use('/', expressIngest(ingest!))
       } else {
-        app.post(INGEST_PATH, express.json({ limit: '1mb' }), (req, res) => {
+        // Keeping: the raw bytes express.json() read, handed over by its verify hook.
+        const bodies: Buffer[] = []
+        const verify = target.keepsBodies ? (_req: unknown, _res: unknown, raw: Buffer) => void bodies.push(raw) : undefined
+        app.post(INGEST_PATH, express.json({ limit: '1mb', verify }), (req, res) => {
           const value: unknown = req.body
           if (!Array.isArray(value)) {
             res.status(400).json(notAnArray)
@@ -144,6 +158,17 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       if (target.kind === 'ours') {
         await app.register(fastifyIngest, { ingest: ingest! })
       } else {
+        if (target.keepsBodies) {
+          // Keeping: Fastify's own JSON parser, fed the raw bytes, which are kept.
+          const bodies: Buffer[] = []
+          const json = app.getDefaultJsonParser('error', 'error')
+          app.removeContentTypeParser('application/json')
+          app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: 1024 * 1024 }, (request, raw, done) => {
+            bodies.push(raw as Buffer)
+            // secure-json-parse, under it, takes a Buffer as well as a string.
+            json(request, raw as unknown as string, done)
+          })
+        }
         app.post(INGEST_PATH, async (request, reply) => {
           const value: unknown = request.body
           if (!Array.isArray(value)) return reply.code(400).send(notAnArray)
@@ -161,6 +186,7 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       if (target.kind === 'ours') {
         app.use(koaIngest(ingest!))
       } else {
+        const bodies: string[] = []
         app.use(bodyParser({ jsonLimit: '1mb' }))
         app.use(async (ctx, next) => {
           if (ctx.method !== 'POST' || ctx.path !== INGEST_PATH) return next()
@@ -171,6 +197,8 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
             return
           }
           ring.keep(value)
+          // Keeping: the text @koa/bodyparser read and hands over as rawBody.
+          if (target.keepsBodies) bodies.push((ctx.request as { rawBody?: string }).rawBody!)
           ctx.body = accepted(value.length)
         })
       }

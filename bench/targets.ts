@@ -17,7 +17,10 @@ export interface Target {
   storage?: StorageKind
   /** Environment the server process starts with, over the runner's. */
   env?: Record<string, string>
-  /** A bare route that also keeps every body it receives, as bytes, for the life of the process. */
+  /**
+   * A bare route that also keeps every body it receives, for the life of the process, as the
+   * framework hands it over (bytes, or the text where the framework reads the body as text).
+   */
   keepsBodies?: boolean
 }
 
@@ -35,17 +38,22 @@ export const HUGE_PAGES_ENV = { GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1' }
  */
 export const targets: readonly Target[] = [
   { id: 'node', label: 'bare node:http', framework: 'node', kind: 'bare' },
-  // For reference, not a goal: bare node that keeps what it receives, as the memory driver does.
+  // Each bare server also once keeping every body it receives, as the memory driver keeps what it
+  // stores: the baselines of the goals taken as read-parse-keep (see the report).
   { id: 'node-keep', label: 'bare node:http keeping every body', framework: 'node', kind: 'bare', keepsBodies: true },
   { id: 'h3-bare', label: 'h3 bare route', framework: 'h3', kind: 'bare' },
+  { id: 'h3-keep', label: 'h3 bare route keeping every body', framework: 'h3', kind: 'bare', keepsBodies: true },
   { id: 'h3', label: 'h3 + event-ingest (memory)', framework: 'h3', kind: 'ours', storage: 'memory' },
   // For reference, not a goal: the same server with malloc on huge pages (see the report).
   { id: 'h3-hugepages', label: 'h3 + event-ingest (memory, malloc on huge pages)', framework: 'h3', kind: 'ours', storage: 'memory', env: HUGE_PAGES_ENV },
   { id: 'express-bare', label: 'Express bare route', framework: 'express', kind: 'bare' },
+  { id: 'express-keep', label: 'Express bare route keeping every body', framework: 'express', kind: 'bare', keepsBodies: true },
   { id: 'express', label: 'Express + event-ingest (memory)', framework: 'express', kind: 'ours', storage: 'memory' },
   { id: 'fastify-bare', label: 'Fastify bare route', framework: 'fastify', kind: 'bare' },
+  { id: 'fastify-keep', label: 'Fastify bare route keeping every body', framework: 'fastify', kind: 'bare', keepsBodies: true },
   { id: 'fastify', label: 'Fastify + event-ingest (memory)', framework: 'fastify', kind: 'ours', storage: 'memory' },
   { id: 'koa-bare', label: 'Koa bare route', framework: 'koa', kind: 'bare' },
+  { id: 'koa-keep', label: 'Koa bare route keeping every body', framework: 'koa', kind: 'bare', keepsBodies: true },
   { id: 'koa', label: 'Koa + event-ingest (memory)', framework: 'koa', kind: 'ours', storage: 'memory' },
   { id: 'h3-fs', label: 'h3 + event-ingest (fs)', framework: 'h3', kind: 'ours', storage: 'fs' },
   { id: 'h3-redis', label: 'h3 + event-ingest (Redis)', framework: 'h3', kind: 'ours', storage: 'redis' },
@@ -54,6 +62,11 @@ export const targets: readonly Target[] = [
 /** The bare route of the same framework as `target` (bare node for node), keeping a bounded ring. */
 export function bareOf(target: Target): Target {
   return targets.find((t) => t.kind === 'bare' && t.framework === target.framework && !t.keepsBodies)!
+}
+
+/** The bare route of the same framework as `target` that also keeps every body it receives. */
+export function keepingOf(target: Target): Target {
+  return targets.find((t) => t.kind === 'bare' && t.framework === target.framework && t.keepsBodies === true)!
 }
 
 /** The path every target serves ingest on. */

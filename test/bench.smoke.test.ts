@@ -53,13 +53,26 @@ describe('npm run bench -- --quick', () => {
         if (target.kind === 'ours') expect(vsBare, `${target.label} / its bare route`).toMatch(ratio)
       }
     }
-    const keeping = tableRows(report, 'Against a baseline that keeps what it receives')
+    const keeping = tableRows(report, 'Against baselines that keep what they receive')
     for (const target of targets.filter((t) => t.kind === 'ours' && t.storage === 'memory')) {
       const row = keeping.find((cells) => cells[0] === target.label)
-      expect(row, `a row for ${target.label} against node-keep`).toBeDefined()
+      expect(row, `a row for ${target.label} against the keeping baselines`).toBeDefined()
       expect(row![1], `${target.label} / node-keep, batch`).toMatch(ratio)
       expect(row![2], `${target.label} / node-keep, one event`).toMatch(ratio)
+      expect(row![3], `${target.label} / its framework keeping, batch`).toMatch(ratio)
+      expect(row![4], `${target.label} / its framework keeping, one event`).toMatch(ratio)
     }
+    // Every throughput goal checked against both sets of baselines, with a verdict.
+    const goals = tableRows(report, 'Targets')
+    for (const framework of ['h3', 'Express', 'Fastify', 'Koa']) {
+      for (const baseline of [`${framework} bare route (batch of 50)`, `${framework} bare route keeping every body (batch of 50)`]) {
+        const row = goals.find((cells) => cells[0]!.startsWith(`${framework} + event-ingest (memory) / ${baseline}`))
+        expect(row, `a goal row against the ${baseline}`).toBeDefined()
+        expect(row![2]).toMatch(ratio)
+        expect(row![3]).toMatch(/^(yes|\*\*no\*\* — \d+% below the goal)/)
+      }
+    }
+    expect(report).toMatch(/Throughput goals missed: \d of 5 against the bare servers as specified, \d of 5 against the same servers keeping every body\./)
     expect(report).toContain('## Stats and schema latency against stored events')
     expect(report).toContain('## Heap and RSS over a long ingest run')
     expect(report).toMatch(/\*\*Top functions by self time\*\*[\s\S]*\| 1 \| `/)
