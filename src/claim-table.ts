@@ -18,15 +18,64 @@ interface Entry {
 /** A 32-bit hash of a string. */
 export type Hash = (id: string) => number
 
-/** FNV-1a over the UTF-16 code units, finished with murmur3's mixer so the low bits spread well. */
-export const hashId: Hash = (id) => {
-  let h = 0x811c9dc5 | 0
-  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193)
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  return h ^ (h >>> 16)
+/**
+ * HalfSipHash (Aumasson and Bernstein's SipHash on 32-bit words) of a string's UTF-16LE bytes under
+ * the 64-bit key `k0`, `k1`, with `c` rounds per word and `d` to finish: a keyed hash whose
+ * collisions cannot be found without the key. With 2 and 4 rounds it gives the reference's
+ * HalfSipHash-2-4 32-bit output; hash tables use 1 and 3 (as Linux's hsiphash does).
+ */
+export function halfSipHash(id: string, k0: number, k1: number, c = 1, d = 3): number {
+  let v0 = k0 | 0
+  let v1 = k1 | 0
+  let v2 = 0x6c796765 ^ k0
+  let v3 = 0x74656462 ^ k1
+  const n = id.length
+  const words = n >>> 1
+  // Two code units make one little-endian 32-bit word; the last word holds the byte length's low
+  // byte on top and an odd code unit's two bytes at the bottom. (The rounds are written out: a
+  // shared closure would keep v0..v3 in a heap context instead of registers.)
+  for (let w = 0; w <= words; w++) {
+    const m = w < words ? id.charCodeAt(2 * w) | (id.charCodeAt(2 * w + 1) << 16) : ((2 * n) << 24) | (n & 1 ? id.charCodeAt(n - 1) : 0)
+    v3 ^= m
+    for (let r = 0; r < c; r++) {
+      v0 = (v0 + v1) | 0
+      v1 = ((v1 << 5) | (v1 >>> 27)) ^ v0
+      v0 = (v0 << 16) | (v0 >>> 16)
+      v2 = (v2 + v3) | 0
+      v3 = ((v3 << 8) | (v3 >>> 24)) ^ v2
+      v0 = (v0 + v3) | 0
+      v3 = ((v3 << 7) | (v3 >>> 25)) ^ v0
+      v2 = (v2 + v1) | 0
+      v1 = ((v1 << 13) | (v1 >>> 19)) ^ v2
+      v2 = (v2 << 16) | (v2 >>> 16)
+    }
+    v0 ^= m
+  }
+  v2 ^= 0xff
+  for (let r = 0; r < d; r++) {
+    v0 = (v0 + v1) | 0
+    v1 = ((v1 << 5) | (v1 >>> 27)) ^ v0
+    v0 = (v0 << 16) | (v0 >>> 16)
+    v2 = (v2 + v3) | 0
+    v3 = ((v3 << 8) | (v3 >>> 24)) ^ v2
+    v0 = (v0 + v3) | 0
+    v3 = ((v3 << 7) | (v3 >>> 25)) ^ v0
+    v2 = (v2 + v1) | 0
+    v1 = ((v1 << 13) | (v1 >>> 19)) ^ v2
+    v2 = (v2 << 16) | (v2 >>> 16)
+  }
+  return v1 ^ v3
+}
+
+/**
+ * A HalfSipHash-1-3 under a random key of its own: ids sent to a public endpoint are chosen by
+ * whoever sends them, and with a hash they could compute, many ids with one hash would make every
+ * claim walk one long probe run (hash flooding). Under a key nobody outside the process knows,
+ * they cannot be chosen so.
+ */
+export function keyedHash(): Hash {
+  const [k0, k1] = globalThis.crypto.getRandomValues(new Uint32Array(2))
+  return (id) => halfSipHash(id, k0!, k1!)
 }
 
 // Slot layout: [hash, entry ref (0: empty), index of the id in its entry].
@@ -44,7 +93,7 @@ export class ClaimTable {
   // What `hashAll` read, kept so the reads are not optimised away.
   private touched = 0
 
-  constructor(private readonly hash: Hash = hashId, capacity = 1 << 14) {
+  constructor(private readonly hash: Hash = keyedHash(), capacity = 1 << 14) {
     this.slots = new Int32Array(capacity * WIDTH)
     this.mask = capacity - 1
   }

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 // The memory driver's claim table is internal, but its collision handling cannot be reached through
 // the public API (it takes two ids with the same 32-bit hash), so it is tested here against a Map,
 // with hashes weak enough to collide all the time.
-import { ClaimTable, hashId, type Hash } from '../src/claim-table'
+import { ClaimTable, halfSipHash, keyedHash, type Hash } from '../src/claim-table'
 
 /** A seeded PRNG (mulberry32), so a failure can be replayed. */
 function random(seed: number): () => number {
@@ -15,6 +15,8 @@ function random(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
 }
+
+const hashId = keyedHash()
 
 /** A hash with only `bits` bits of information: ids collide constantly. */
 const weak = (bits: number): Hash => (id) => hashId(id) & ((1 << bits) - 1)
@@ -165,5 +167,22 @@ describe('memory claim table', () => {
     expect(await table.expire((value) => value !== 'v3')).toBe(999_950)
     expect(table.read('evt_3_49')).toBe('v3')
     expect(table.read('evt_4_0')).toBeNull()
+  })
+
+  it('hashes with HalfSipHash, matching the reference vectors, under a random key per table', () => {
+    // The reference's HalfSipHash-2-4 32-bit vectors, key 00..07, input 00 01 02 ... of each length;
+    // a string of n code units is 2n bytes of UTF-16LE, so even lengths are reachable.
+    const vectors: Record<number, number> = { 0: 0x5b9f35a9, 2: 0x03a662fa, 4: 0x89466e2a, 6: 0x23fc6358, 8: 0x8f84b8d0, 10: 0x3479b094, 12: 0x2f87f057, 14: 0x7cf8ffd6, 16: 0x84acb5d9, 18: 0x9b8d5b46, 20: 0x45104de3, 22: 0xfe67f370 }
+    for (const [length, expected] of Object.entries(vectors)) {
+      const units = Array.from({ length: Number(length) / 2 }, (_, j) => (2 * j) | ((2 * j + 1) << 8))
+      expect(halfSipHash(String.fromCharCode(...units), 0x03020100, 0x07060504, 2, 4) >>> 0, `${length} bytes`).toBe(expected)
+    }
+    // An odd number of code units ends in a half word: it still counts, and so does its length.
+    const key = [0x9e3779b9, 0x7f4a7c15] as const
+    const odd = ['a', 'ab', 'abc', 'abcd', 'abcde', 'b', 'a\u0000', '\u0000a', '\u0000', '\u0000\u0000'].map((id) => halfSipHash(id, ...key))
+    expect(new Set(odd).size).toBe(odd.length)
+    // Every table its own key: what collides in one does not in another.
+    const hashes = Array.from({ length: 8 }, () => keyedHash()('evt_1'))
+    expect(new Set(hashes).size).toBe(8)
   })
 })
