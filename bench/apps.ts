@@ -116,16 +116,11 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
         // Keeping: h3's own reading as text (what its json() does), then the same parse.
         const bodies: string[] = []
         app.post(INGEST_PATH, async (event) => {
-          let value: unknown
-          if (target.keepsBodies) {
-            const text = await event.req.text()
-            value = JSON.parse(text)
-            bodies.push(text)
-          } else {
-            value = await event.req.json()
-          }
+          const text = target.keepsBodies ? await event.req.text() : undefined
+          const value: unknown = text === undefined ? await event.req.json() : JSON.parse(text)
           if (!Array.isArray(value)) return new Response(JSON.stringify(notAnArray), { status: 400, headers: { 'content-type': jsonType } })
           ring.keep(value)
+          if (text !== undefined) bodies.push(text)
           return accepted(value.length)
         })
       }
@@ -139,7 +134,7 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       } else {
         // Keeping: the raw bytes express.json() read, handed over by its verify hook.
         const bodies: Buffer[] = []
-        const verify = target.keepsBodies ? (_req: unknown, _res: unknown, raw: Buffer) => void bodies.push(raw) : undefined
+        const verify = target.keepsBodies ? (req: object, _res: unknown, raw: Buffer) => void ((req as { keptBody?: Buffer }).keptBody = raw) : undefined
         app.post(INGEST_PATH, express.json({ limit: '1mb', verify }), (req, res) => {
           const value: unknown = req.body
           if (!Array.isArray(value)) {
@@ -147,6 +142,8 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
             return
           }
           ring.keep(value)
+          const raw = (req as unknown as { keptBody?: Buffer }).keptBody
+          if (raw) bodies.push(raw)
           res.json(accepted(value.length))
         })
       }
@@ -158,13 +155,14 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       if (target.kind === 'ours') {
         await app.register(fastifyIngest, { ingest: ingest! })
       } else {
+        const bodies: Buffer[] = []
         if (target.keepsBodies) {
-          // Keeping: Fastify's own JSON parser, fed the raw bytes, which are kept.
-          const bodies: Buffer[] = []
-          const json = app.getDefaultJsonParser('error', 'error')
+          // Keeping: Fastify's own JSON parser, with the instance's settings, fed the raw bytes.
+          const { onProtoPoisoning, onConstructorPoisoning } = app.initialConfig
+          const json = app.getDefaultJsonParser(onProtoPoisoning ?? 'error', onConstructorPoisoning ?? 'error')
           app.removeContentTypeParser('application/json')
-          app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: 1024 * 1024 }, (request, raw, done) => {
-            bodies.push(raw as Buffer)
+          app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, raw, done) => {
+            ;(request as unknown as { keptBody?: Buffer }).keptBody = raw as Buffer
             // secure-json-parse, under it, takes a Buffer as well as a string.
             json(request, raw as unknown as string, done)
           })
@@ -173,6 +171,8 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
           const value: unknown = request.body
           if (!Array.isArray(value)) return reply.code(400).send(notAnArray)
           ring.keep(value)
+          const raw = (request as unknown as { keptBody?: Buffer }).keptBody
+          if (raw) bodies.push(raw)
           return accepted(value.length)
         })
       }
