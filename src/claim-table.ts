@@ -32,12 +32,14 @@ export function halfSipHash(id: string, k0: number, k1: number, c = 1, d = 3): n
   const n = id.length
   const words = n >>> 1
   // Two code units make one little-endian 32-bit word; the last word holds the byte length's low
-  // byte on top and an odd code unit's two bytes at the bottom. (The rounds are written out: a
-  // shared closure would keep v0..v3 in a heap context instead of registers.)
-  for (let w = 0; w <= words; w++) {
-    const m = w < words ? id.charCodeAt(2 * w) | (id.charCodeAt(2 * w + 1) << 16) : ((2 * n) << 24) | (n & 1 ? id.charCodeAt(n - 1) : 0)
-    v3 ^= m
-    for (let r = 0; r < c; r++) {
+  // byte on top and an odd code unit's two bytes at the bottom. Step `words + 1` finishes. (The
+  // round is written out once, inline: a shared closure would keep v0..v3 in a heap context.)
+  for (let step = 0; step <= words + 1; step++) {
+    const finishing = step > words
+    const m = finishing ? 0 : step < words ? id.charCodeAt(2 * step) | (id.charCodeAt(2 * step + 1) << 16) : ((2 * n) << 24) | (n & 1 ? id.charCodeAt(n - 1) : 0)
+    if (finishing) v2 ^= 0xff
+    else v3 ^= m
+    for (let r = finishing ? d : c; r > 0; r--) {
       v0 = (v0 + v1) | 0
       v1 = ((v1 << 5) | (v1 >>> 27)) ^ v0
       v0 = (v0 << 16) | (v0 >>> 16)
@@ -50,19 +52,6 @@ export function halfSipHash(id: string, k0: number, k1: number, c = 1, d = 3): n
       v2 = (v2 << 16) | (v2 >>> 16)
     }
     v0 ^= m
-  }
-  v2 ^= 0xff
-  for (let r = 0; r < d; r++) {
-    v0 = (v0 + v1) | 0
-    v1 = ((v1 << 5) | (v1 >>> 27)) ^ v0
-    v0 = (v0 << 16) | (v0 >>> 16)
-    v2 = (v2 + v3) | 0
-    v3 = ((v3 << 8) | (v3 >>> 24)) ^ v2
-    v0 = (v0 + v3) | 0
-    v3 = ((v3 << 7) | (v3 >>> 25)) ^ v0
-    v2 = (v2 + v1) | 0
-    v1 = ((v1 << 13) | (v1 >>> 19)) ^ v2
-    v2 = (v2 << 16) | (v2 >>> 16)
   }
   return v1 ^ v3
 }
