@@ -38,6 +38,12 @@ export interface BenchOptions {
   soakEvents: number
   /** Seconds of load while profiling h3 + memory. @default 10 (quick: 1) */
   profileSeconds: number
+  /**
+   * Longest wait, in seconds, before the run for the machine's 1-minute load average to fall to a
+   * quarter of its cores (work just before the run, such as a test run, still weighs on it).
+   * @default 120 (quick: 0)
+   */
+  settleSeconds: number
   /** Redis for the Redis targets; keys go under a unique prefix and are deleted afterwards. */
   redisUrl: string
   /** Markdown report. @default bench/RESULTS.md */
@@ -66,6 +72,7 @@ const usage = `npm run bench -- [options]
   --soak-drivers a,b      redis, fs, memory (default redis,memory)
   --soak-events N         events each soak is paced to store (default 2000000; 0 = as fast as it goes)
   --profile S             seconds of load under --cpu-prof (default 10; 0 skips)
+  --settle S              longest wait for an idle machine before the run (default 120; 0 skips)
   --redis-url URL         default REDIS_URL or redis://127.0.0.1:6379
   --out FILE              report path (default bench/RESULTS.md)
   --artifacts DIR         raw JSON and .cpuprofile (default bench/.out)
@@ -92,6 +99,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       'soak-drivers': { type: 'string' },
       'soak-events': { type: 'string' },
       profile: { type: 'string' },
+      settle: { type: 'string' },
       'redis-url': { type: 'string' },
       out: { type: 'string' },
       render: { type: 'string' },
@@ -145,6 +153,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     soakDrivers: list('soak-drivers', ['memory', 'redis', 'fs'] as const, ['redis', 'memory']),
     soakEvents: Math.round(number('soak-events', 2_000_000, 0)),
     profileSeconds: number('profile', 10, 1),
+    settleSeconds: number('settle', 120, 0),
     redisUrl: pick('redis-url') ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     out: pick('out') ?? here('./RESULTS.md'),
     artifacts: pick('artifacts') ?? here('./.out'),

@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { cpus, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createEventModel } from '../src/index'
@@ -230,6 +230,18 @@ async function profilePhase(options: BenchOptions, results: BenchResults): Promi
   log(`profile: ${file}`)
 }
 
+/**
+ * Waits, at most `seconds`, for the 1-minute load average to fall to `idle`; resolves the seconds
+ * waited. The average lags: after a test run it takes a minute or two to come down.
+ */
+async function settle(seconds: number, idle: number): Promise<number> {
+  const start = Date.now()
+  if (seconds <= 0 || currentLoad() <= idle) return 0
+  log(`waiting up to ${seconds} s for the load average (${currentLoad().toFixed(2)}) to fall to ${idle.toFixed(2)}`)
+  while (currentLoad() > idle && Date.now() - start < seconds * 1000) await new Promise((resolve) => setTimeout(resolve, 5000))
+  return (Date.now() - start) / 1000
+}
+
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2))
   if (options.render) {
@@ -240,6 +252,7 @@ async function main(): Promise<void> {
   redisUrl = options.redisUrl
   mkdirSync(options.artifacts, { recursive: true })
   mkdirSync(dirname(options.out), { recursive: true })
+  const waited = await settle(options.settleSeconds, cpus().length * 0.25)
   const machine = machineInfo()
   machine.pageFaultUs = measurePageFault()
   const needsRedis = options.targets.includes('h3-redis') && options.phases.has('ingest')
@@ -278,6 +291,7 @@ async function main(): Promise<void> {
       soakDrivers: options.soakDrivers,
       soakEvents: options.soakEvents,
       profileSeconds: options.profileSeconds,
+      settleSeconds: options.settleSeconds,
     },
     machine,
     bodies,
@@ -286,6 +300,7 @@ async function main(): Promise<void> {
     soak: [],
     notes: [],
   }
+  if (waited > 0) results.notes.push(`The run waited ${Math.round(waited)} s for the machine to settle (1-minute load average at most ${(machine.cores * 0.25).toFixed(2)}) before it started.`)
   if (machine.loadStart > machine.cores * 0.25) {
     results.notes.push(`The machine was not idle when the run started (1-minute load average ${machine.loadStart.toFixed(2)} on ${machine.cores} cores): absolute numbers are low and noisy; same-run ratios are less affected.`)
   }

@@ -79,4 +79,12 @@ describe('npm run bench -- --quick', () => {
     expect(report).toMatch(/A minor page fault \(fresh memory touched for the first time\) costs [\d.,]+ µs here/)
     expect(report).toContain('**Memory kept per request (batch of 50).**')
   }, 120_000)
+
+  it('refuses a bad option value before running, naming the option', async () => {
+    for (const [flag, value] of [['--settle', '-1'], ['--reps', '0'], ['--duration', 'soon']]) {
+      const { code, output } = await runBench([`${flag}=${value}`])
+      expect(code, output).not.toBe(0)
+      expect(output).toContain(`${flag}: expected a number >=`)
+    }
+  }, 60_000)
 })
