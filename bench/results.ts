@@ -248,9 +248,10 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
     })
   }
   const mounts = ['h3', 'express', 'fastify', 'koa'].map(batch).filter((row): row is IngestRow => row !== undefined)
-  ratioCheck('h3 mount / bare node (batch of 50, memory)', batch('h3')?.vsNode, 0.65, 'ring')
+  const h3 = batch('h3')
+  ratioCheck('h3 mount / bare node (batch of 50, memory)', h3?.vsNode, 0.65, 'ring')
   for (const row of mounts) ratioCheck(`${row.target.label} / ${bareOf(row.target).label} (batch of 50)`, row.vsBare, 0.8, 'ring')
-  if (batch('h3')?.vsKeep) ratioCheck('h3 mount / bare node keeping every body (batch of 50, memory)', batch('h3')!.vsKeep, 0.65, 'keeping')
+  if (h3?.vsKeep) ratioCheck('h3 mount / bare node keeping every body (batch of 50, memory)', h3.vsKeep, 0.65, 'keeping')
   for (const row of mounts) {
     if (row.vsBareKeeping) ratioCheck(`${row.target.label} / ${keepingOf(row.target).label} (batch of 50)`, row.vsBareKeeping, 0.8, 'keeping')
   }

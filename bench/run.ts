@@ -252,7 +252,9 @@ async function main(): Promise<void> {
   redisUrl = options.redisUrl
   mkdirSync(options.artifacts, { recursive: true })
   mkdirSync(dirname(options.out), { recursive: true })
-  const waited = await settle(options.settleSeconds, cpus().length * 0.25)
+  // The load average a run counts as idle, waits for, and flags when it starts above.
+  const idleLoad = cpus().length * 0.25
+  const waited = await settle(options.settleSeconds, idleLoad)
   const machine = machineInfo()
   machine.pageFaultUs = measurePageFault()
   const needsRedis = options.targets.includes('h3-redis') && options.phases.has('ingest')
@@ -300,8 +302,8 @@ async function main(): Promise<void> {
     soak: [],
     notes: [],
   }
-  if (waited > 0) results.notes.push(`The run waited ${Math.round(waited)} s for the machine to settle (1-minute load average at most ${(machine.cores * 0.25).toFixed(2)}) before it started.`)
-  if (machine.loadStart > machine.cores * 0.25) {
+  if (waited > 0) results.notes.push(`The run waited ${Math.round(waited)} s for the machine to settle (1-minute load average at most ${idleLoad.toFixed(2)}) before it started.`)
+  if (machine.loadStart > idleLoad) {
     results.notes.push(`The machine was not idle when the run started (1-minute load average ${machine.loadStart.toFixed(2)} on ${machine.cores} cores): absolute numbers are low and noisy; same-run ratios are less affected.`)
   }
   log(`run ${runId}: ${options.quick ? 'quick' : 'full'}; load average ${machine.loadStart.toFixed(2)} on ${machine.cores} cores`)
