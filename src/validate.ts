@@ -2,7 +2,7 @@ import type { z } from 'zod'
 import { limitError, IngestError } from './errors'
 import { describeValue, inspectValue } from './json'
 import type { Limits } from './limits'
-import { canonicalTime } from './time'
+import { canonicalTime, withinYears } from './time'
 import type { EventDefinitions, SourcePolicy } from './model'
 import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, eventSources } from './model'
 
@@ -165,7 +165,7 @@ export function createBatchValidator(config: ValidatorConfig) {
   }
 
   // Whether the last event `fast` accepted came out exactly as given, and the time of its
-  // occurredAt when it was in the canonical form (NaN otherwise).
+  // occurredAt in ms.
   let fastUnchanged = false
   let fastTime = Number.NaN
 
@@ -180,9 +180,14 @@ export function createBatchValidator(config: ValidatorConfig) {
     if (typeof name !== 'string' || !Object.hasOwn(definitions, name)) return undefined
     if (typeof schemaVersion !== 'number' || !Number.isInteger(schemaVersion) || !SUPPORTED_SCHEMA_VERSIONS.includes(schemaVersion)) return undefined
     if (typeof occurredAt !== 'string') return undefined
-    const time = canonicalTime(occurredAt)
+    let time = canonicalTime(occurredAt)
+    // The canonical form has four-digit years in UTC already; any other form may leave them.
     const canonical = time === time
-    if (!canonical && !datetime.test(occurredAt)) return undefined
+    if (!canonical) {
+      if (!datetime.test(occurredAt)) return undefined
+      time = Date.parse(occurredAt)
+      if (!withinYears(time)) return undefined
+    }
     if (typeof source !== 'string' || !sources.has(source)) return undefined
     const definition = definitions[name]!
     if (sourcePolicy === 'reject' && !definition.sources.includes(source as never)) return undefined
@@ -201,7 +206,7 @@ export function createBatchValidator(config: ValidatorConfig) {
     fastUnchanged = canonical && output === payload
     if (fastUnchanged) return record
     const event = { ...record }
-    if (!canonical) event.occurredAt = new Date(occurredAt).toISOString()
+    if (!canonical) event.occurredAt = new Date(time).toISOString()
     if (output !== payload) event.payload = output
     return event
   }

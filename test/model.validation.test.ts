@@ -362,3 +362,42 @@ describe('values parsed by a host', () => {
     expect(error.code).toBe('too_deep')
   })
 })
+
+describe('occurredAt within years 0000-9999 once in UTC', () => {
+  // Each lane of validation: one event, a batch of objects, and a batch of bytes (the ingest route's).
+  function lanes(occurredAt: string) {
+    const event = makeEvent({ id: `t-${occurredAt}`, occurredAt })
+    const bytes = parseBatchBytes(Buffer.from(JSON.stringify([event])), 32)
+    return [model.validateEvent(event), model.validateBatch([event]), model.validateBatch(bytes.value, bytes)] as const
+  }
+
+  it.each([
+    ['0000-01-01T00:00:00Z', '0000-01-01T00:00:00.000Z'],
+    ['0000-01-01T00:00:00.000Z', '0000-01-01T00:00:00.000Z'],
+    ['0000-01-01T01:00:00+01:00', '0000-01-01T00:00:00.000Z'],
+    ['9999-12-31T23:59:59.999Z', '9999-12-31T23:59:59.999Z'],
+    ['9999-12-31T22:59:59.999-01:00', '9999-12-31T23:59:59.999Z'],
+  ])('accepts %s at the edge of the range', (occurredAt, stored) => {
+    const [one, objects, bytes] = lanes(occurredAt)
+    expect(one.ok && one.event.occurredAt).toBe(stored)
+    expect(objects.events.map((e) => e.occurredAt)).toEqual([stored])
+    expect(bytes.events.map((e) => e.occurredAt)).toEqual([stored])
+  })
+
+  it.each([
+    ['0000-01-01T00:30:00+01:00', '-000001-12-31T23:30:00.000Z'],
+    ['0000-01-01T00:59:59.999+01:00', '-000001-12-31T23:59:59.999Z'],
+    ['9999-12-31T23:30:00-01:00', '+010000-01-01T00:30:00.000Z'],
+    ['9999-12-31T23:59:59.999-00:01', '+010000-01-01T00:00:59.999Z'],
+  ])('rejects %s, which is %s in UTC, naming occurredAt and why', (occurredAt, utc) => {
+    const [one, objects, bytes] = lanes(occurredAt)
+    expect(one.ok).toBe(false)
+    for (const batch of [objects, bytes]) {
+      expect(batch.events).toEqual([])
+      expect(batch.rejected).toEqual([{ index: 0, id: `t-${occurredAt}`, errors: [{ path: 'occurredAt', message: expect.any(String) }] }])
+      expect(batch.rejected[0]!.errors[0]!.message).toBe(
+        `occurredAt: must fall in years 0000-9999 once in UTC (0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z), got ${JSON.stringify(occurredAt)}, which is ${utc}`,
+      )
+    }
+  })
+})
