@@ -401,3 +401,50 @@ describe('occurredAt within years 0000-9999 once in UTC', () => {
     }
   })
 })
+
+describe('bounds in payload schemas say whether the bound itself is allowed', () => {
+  const payload = z.object({
+    positive: z.number().positive().optional(),
+    nonNegative: z.number().nonnegative().optional(),
+    gt: z.number().gt(2).optional(),
+    gte: z.number().gte(2).optional(),
+    lt: z.number().lt(10).optional(),
+    lte: z.number().lte(10).optional(),
+    code: z.string().length(3).optional(),
+    word: z.string().min(2).max(4).optional(),
+    note: z.string().min(1).optional(),
+    tags: z.array(z.string()).min(2).max(3).optional(),
+    pair: z.array(z.number()).length(2).optional(),
+    even: z.number().multipleOf(2).optional(),
+  })
+  const host = createEventModel({ events: { Bounded: { sources: ['api'], payload } } })
+  const messageOf = (field: string, value: unknown) =>
+    errorsOf(makeEvent({ name: 'Bounded', source: 'api', payload: { [field]: value } }), host).map((e) => e.message)
+
+  it.each([
+    ['positive', 0, 'payload.positive: must be greater than 0, got 0'],
+    ['positive', -1, 'payload.positive: must be greater than 0, got -1'],
+    ['nonNegative', -1, 'payload.nonNegative: must be at least 0, got -1'],
+    ['gt', 2, 'payload.gt: must be greater than 2, got 2'],
+    ['gte', 1, 'payload.gte: must be at least 2, got 1'],
+    ['lt', 10, 'payload.lt: must be less than 10, got 10'],
+    ['lte', 11, 'payload.lte: must be at most 10, got 11'],
+    ['code', 'ab', 'payload.code: must be exactly 3 characters, got 2'],
+    ['code', 'abcd', 'payload.code: must be exactly 3 characters, got 4'],
+    ['word', 'a', 'payload.word: must be at least 2 characters, got 1'],
+    ['word', 'abcde', 'payload.word: must be at most 4 characters, got 5'],
+    ['note', '', 'payload.note: must not be empty'],
+    ['tags', ['a'], 'payload.tags: must have at least 2 items, got 1'],
+    ['tags', ['a', 'b', 'c', 'd'], 'payload.tags: must have at most 3 items, got 4'],
+    ['pair', [1], 'payload.pair: must have exactly 2 items, got 1'],
+    ['pair', [1, 2, 3], 'payload.pair: must have exactly 2 items, got 3'],
+    ['even', 3, 'payload.even: must be a multiple of 2, got 3'],
+  ])('%s given %j', (field, value, message) => {
+    expect(messageOf(field, value)).toEqual([message])
+  })
+
+  it('accepts each bound where it allows the bound itself', () => {
+    const ok = host.validateEvent(makeEvent({ name: 'Bounded', source: 'api', payload: { nonNegative: 0, gte: 2, lte: 10, code: 'abc', word: 'ab', tags: ['a', 'b'] } }))
+    expect(ok.ok).toBe(true)
+  })
+})
