@@ -87,7 +87,7 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
   /** CORS for browser producers on other origins (ingest and schema routes). Off by default. */
   cors?: CorsOptions
   /** Stats window settings. */
-  stats?: { windowMinutes?: number; futureToleranceMs?: number; flushIntervalMs?: number }
+  stats?: { windowMinutes?: number; futureToleranceMs?: number; pastToleranceMs?: number; flushIntervalMs?: number }
   /**
    * Told of background failures (stats flushes, forwarding heartbeats and adoption, a storage
    * that cannot start). Requests report their own failures in their answers.
