@@ -86,7 +86,10 @@ export interface StatsWindow {
   recordRefused(code: string, receivedAt: number): void
   /** Counts events delivered to the forwarding sink. */
   recordForwarded(events: number, at: number): void
-  /** Counts a forward failure by kind: `timeout`, `network`, `5xx`, `408`, `425`, `429`, `rejected` (a permanent 4xx). */
+  /**
+   * Counts a forward failure by kind: `timeout`, `network`, `5xx`, `408`, `425`, `429`, `rejected` (a
+   * permanent 4xx), `partial` (a 2xx that listed rejected events).
+   */
   recordForwardFailure(kind: string, at: number): void
   /** Sums the window over every instance seen in it. */
   snapshot(): Promise<StatsSnapshot>
