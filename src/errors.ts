@@ -16,6 +16,7 @@ export type IngestErrorCode =
   | 'admin_forbidden'
   | 'admin_disabled'
   | 'invalid_query'
+  | 'invalid_request'
   | 'not_found'
   | 'method_not_allowed'
   | 'storage_unavailable'
@@ -27,6 +28,7 @@ export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
   not_an_array: 400,
   too_deep: 400,
   invalid_query: 400,
+  invalid_request: 400,
   token_missing: 401,
   token_invalid: 401,
   admin_token_missing: 401,

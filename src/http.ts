@@ -61,6 +61,8 @@ export const routes = {
   schema: '/events/schema',
   stats: '/admin/events/stats',
   events: '/admin/events',
+  deadLetters: '/admin/events/dead-letters',
+  requeue: '/admin/events/requeue',
 } as const
 
 const allowed: Record<string, string> = {
@@ -68,6 +70,8 @@ const allowed: Record<string, string> = {
   [routes.schema]: 'GET, HEAD, OPTIONS',
   [routes.stats]: 'GET, HEAD',
   [routes.events]: 'GET, HEAD',
+  [routes.deadLetters]: 'GET, HEAD',
+  [routes.requeue]: 'POST',
 }
 
 function corsHeaders(cors: CorsOptions | undefined, origin: string | undefined): Record<string, string> | undefined {
@@ -147,7 +151,7 @@ function parseQuery(query: IngestHttpRequest['query'], names: readonly string[])
  * Builds the neutral request handler: routes, auth, limits, status codes and JSON bodies, for any
  * adapter. Resolves `undefined` for paths that are not ours, so the host's routing continues.
  */
-export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats' | 'schema' | 'events'> & { model: { names: readonly string[]; limits: { maxBodyBytes: number; maxDepth: number; maxEventBytes: number } } }, options: HttpOptions) {
+export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats' | 'schema' | 'events' | 'deadLetters' | 'requeue'> & { model: { names: readonly string[]; limits: { maxBodyBytes: number; maxDepth: number; maxEventBytes: number } } }, options: HttpOptions) {
   const tokenCheck = createTokenCheck(options.tokens)
   const adminCheck = createTokenCheck(options.adminTokens)
   const open = options.tokens.length === 0
@@ -257,6 +261,16 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
           if (method !== 'GET' && method !== 'HEAD') break
           await admin(request)
           return json(200, await storageRead(() => core.events(parseQuery(request.query, core.model.names))))
+        case routes.deadLetters:
+          if (method !== 'GET' && method !== 'HEAD') break
+          await admin(request)
+          return json(200, { deadLetters: await storageRead(() => core.deadLetters()) })
+        case routes.requeue: {
+          if (method !== 'POST') break
+          await admin(request)
+          const ids = await readRequeueIds(request)
+          return json(200, { requeued: await storageRead(() => core.requeue(ids)) })
+        }
       }
       return json(405, { code: 'method_not_allowed', message: `${method} is not allowed on ${path}; use ${allow}` }, { allow })
     } catch (error) {
@@ -265,7 +279,47 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     }
   }
 
+  /**
+   * The ids of `POST /admin/events/requeue`: `{ "ids": [...] }`, or every dead letter for an empty
+   * body or one without `ids`. Read after the admin check, within the body limit.
+   */
+  async function readRequeueIds(request: IngestHttpRequest): Promise<string[] | undefined> {
+    const body = request.body
+    let value: unknown
+    if (body === undefined) return undefined
+    if ('parsed' in body) {
+      value = body.parsed
+      if (typeof value === 'string' || value instanceof Uint8Array) value = parseRequeueText(Buffer.from(value).toString('utf8'))
+    } else {
+      const lengthHeader = header(request.headers, 'content-length')
+      const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
+      const bytes = await readBodyBytes(body, maxBodyBytes, declared)
+      if (bytes.length > 0) checkContentType(header(request.headers, 'content-type'))
+      value = parseRequeueText(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8'))
+    }
+    // A host parser leaves `{}` (or nothing) for an empty body.
+    if (value === undefined || value === null) return undefined
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      throw new IngestError('invalid_request', `body must be a JSON object like {"ids": ["..."]}, got ${Array.isArray(value) ? 'an array' : typeof value}`)
+    }
+    const ids = (value as { ids?: unknown }).ids
+    if (ids === undefined) return undefined
+    if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) {
+      throw new IngestError('invalid_request', 'ids: expected an array of dead-letter ids (strings), as GET /admin/events/dead-letters lists them')
+    }
+    return ids
+  }
+
   return { handle, owns: (path: string) => allowed[normalisePath(path)] !== undefined }
+}
+
+function parseRequeueText(text: string): unknown {
+  if (text.trim() === '') return undefined
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new IngestError('invalid_json', `body is not valid JSON: ${(error as Error).message}`)
+  }
 }
 
 /** Admin reads answer 503 in the contract's format when storage fails, never an unknown 500. */
