@@ -60,8 +60,8 @@ export function defineEventIngestHandler(ingest: EventIngest<any>, options: H3Ev
 }
 
 /**
- * An h3 plugin that mounts `POST /events/ingest`, `GET /events/schema`, `GET /admin/events/stats`
- * and `GET /admin/events` under `base`.
+ * An h3 plugin that mounts `POST /events/ingest`, `GET /events/schema`, `GET /admin/events/stats`,
+ * `GET /admin/events`, `GET /admin/events/dead-letters` and `POST /admin/events/requeue` under `base`.
  *
  * @example
  * import { H3, serve } from 'h3'
