@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import { defineConformanceSuite } from './conformance/suite'
+import { defineBodyDecodingSuite } from './conformance/body-decoding'
 import { expressHost, fastifyHost, koaHost } from './helpers/hosts'
 
 for (const host of [expressHost(false), expressHost(true), koaHost(false), koaHost(true), fastifyHost(false), fastifyHost(true)]) {
   defineConformanceSuite(host)
+  defineBodyDecodingSuite(host)
 }
 
 describe("a host's own auth in front of the admin routes", () => {
