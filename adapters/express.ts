@@ -35,7 +35,7 @@ function parserError(error: unknown): IngestError | undefined {
 }
 
 /**
- * Express 5 middleware serving the event-ingest routes. Mount it with `app.use()` (optionally under
+ * Express (4.17+ or 5) middleware serving the event-ingest routes. Mount it with `app.use()` (optionally under
  * a path); requests to other paths pass through untouched. Works with or without `express.json()`
  * in front: a parsed body is used as is (limits still apply), an unread one is read here with the
  * byte limit. The second handler answers a host parser's errors on these routes in the contract's
