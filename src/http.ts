@@ -305,6 +305,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     const body = request.body
     let value: unknown
     if (body === undefined) return undefined
+    if ('refused' in body) throw body.refused
     if ('parsed' in body) {
       value = body.parsed
       if (typeof value === 'string' || value instanceof Uint8Array) value = parseRequeueText(Buffer.from(value).toString('utf8'))
