@@ -12,7 +12,7 @@ export interface KoaEventIngestOptions {
 }
 
 /**
- * Koa 3 middleware serving the event-ingest routes; other requests go on to `next()`. Mount it
+ * Koa (2 or 3) middleware serving the event-ingest routes; other requests go on to `next()`. Mount it
  * before or after `@koa/bodyparser`: a parsed body (`ctx.request.body`) is used as is, an unread
  * one is read here with the byte limit.
  *

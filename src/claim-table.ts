@@ -131,6 +131,18 @@ export class ClaimTable {
     }
   }
 
+  /**
+   * Compare-and-set: sets the claim of each id to `value` where it still holds `expected[i]`;
+   * returns, per id, whether it did.
+   */
+  replace(ids: readonly string[], expected: readonly string[], value: string): boolean[] {
+    const won = ids.map((id, i) => this.read(id) === expected[i])
+    // An id repeated in the call is set once.
+    const chosen = [...new Set(ids.filter((_, i) => won[i]))]
+    this.overwrite(chosen, value)
+    return won
+  }
+
   /** Removes the claims of `ids` that still hold `value`. */
   release(ids: readonly string[], value: string): void {
     for (const id of ids) {

@@ -9,6 +9,7 @@ export type IngestErrorCode =
   | 'event_too_large'
   | 'too_many_events'
   | 'unsupported_media_type'
+  | 'unsupported_encoding'
   | 'token_missing'
   | 'token_invalid'
   | 'admin_token_missing'
@@ -41,6 +42,7 @@ export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
   event_too_large: 413,
   too_many_events: 413,
   unsupported_media_type: 415,
+  unsupported_encoding: 415,
   storage_unavailable: 503,
   in_progress: 503,
 }

@@ -564,16 +564,18 @@ export function createEventLog(options: EventLogOptions): EventLog {
           // hour index may have gone with them, so this batch checks it again.
           indexedHour = ''
           // One flight of this process at a time takes an id over, and only while the claim still
-          // holds what was judged stale: another may have taken it over and stored it meanwhile.
+          // holds what was judged stale: another request, here or in another instance, may have
+          // taken it over and stored it meanwhile. The replace is a compare-and-set where the
+          // storage gives one (see ClaimStore), so of instances taking one claim over at once,
+          // one wins; the others answer in_progress, and their retries find the winner's record.
           const busy = takeover.find((id) => takingOver.has(id))
           if (busy !== undefined) throw idBusy(busy)
           for (const id of takeover) takingOver.set(id, flight)
           tookOver = takeover
-          const current = await withTimeout(claims.read(takeover), timeoutMs, 'read')
-          const changed = takeover.findIndex((_, i) => current[i] !== stale[i])
-          if (changed >= 0) throw idBusy(takeover[changed]!)
-          await withTimeout(claims.overwrite(takeover, claim, windowMs), timeoutMs, 'claim').catch(claimsFailed)
-          mine.push(...takeover)
+          const won = await withTimeout(claims.replace(takeover, stale, claim, windowMs), timeoutMs, 'claim').catch(claimsFailed)
+          for (let i = 0; i < takeover.length; i++) if (won[i]) mine.push(takeover[i]!)
+          const lost = won.indexOf(false)
+          if (lost >= 0) throw idBusy(takeover[lost]!)
         }
       }
       duplicateIndexes.sort((a, b) => a - b)

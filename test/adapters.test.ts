@@ -1,9 +1,22 @@
 import { describe, expect, it } from 'vitest'
 import { defineConformanceSuite } from './conformance/suite'
+import { defineBodyDecodingSuite } from './conformance/body-decoding'
 import { expressHost, fastifyHost, koaHost } from './helpers/hosts'
 
-for (const host of [expressHost(false), expressHost(true), koaHost(false), koaHost(true), fastifyHost(false), fastifyHost(true)]) {
+for (const host of [
+  expressHost(false),
+  expressHost(true),
+  expressHost(false, 4),
+  expressHost(true, 4),
+  koaHost(false),
+  koaHost(true),
+  koaHost(false, 2),
+  koaHost(true, 2),
+  fastifyHost(false),
+  fastifyHost(true),
+]) {
   defineConformanceSuite(host)
+  defineBodyDecodingSuite(host)
 }
 
 describe("a host's own auth in front of the admin routes", () => {

@@ -1,6 +1,8 @@
 import { createServer } from 'node:http'
 import express from 'express'
+import express4 from 'express4'
 import Koa from 'koa'
+import Koa2 from 'koa2'
 import { bodyParser } from '@koa/bodyparser'
 import Fastify from 'fastify'
 import { eventIngest as expressIngest } from '../../adapters/express'
@@ -8,18 +10,25 @@ import { eventIngest as koaIngest } from '../../adapters/koa'
 import { eventIngest as fastifyIngest } from '../../adapters/fastify'
 import { closeServer, h3Host, listen, type HostFactory } from './servers'
 
+/** An Express major the suite runs on: 5 (`express`) or 4 (the `express4` alias). */
+type ExpressModule = typeof express | typeof express4
+
+/** A Koa major the suite runs on: 3 (`koa`) or 2 (the `koa2` alias). */
+type KoaClass = typeof Koa | typeof Koa2
+
 /**
  * Every host the conformance suite runs against: each framework, with and without its own body
- * parser in front. Each host also serves its own JSON route (`POST /host/echo`) and a 404 of its
- * own, to show mounting leaves them alone.
+ * parser in front, on the framework majors the peer ranges allow. Each host also serves its own
+ * JSON route (`POST /host/echo`) and a 404 of its own, to show mounting leaves them alone.
  */
-export const expressHost = (hostParser: boolean): HostFactory => ({
-  name: hostParser ? 'express + express.json()' : 'express',
+export const expressHost = (hostParser: boolean, major: 4 | 5 = 5): HostFactory => ({
+  name: `${major === 5 ? 'express' : 'express 4'}${hostParser ? ' + express.json()' : ''}`,
   hostReadsBody: hostParser,
   async start(ingest, { base }) {
-    const app = express()
-    if (hostParser) app.use(express.json({ limit: '10mb' }))
-    app.post('/host/echo', express.json(), (req, res) => {
+    const framework: ExpressModule = major === 5 ? express : express4
+    const app = (framework as typeof express)()
+    if (hostParser) app.use(framework.json({ limit: '10mb' }))
+    app.post('/host/echo', framework.json(), (req, res) => {
       res.json({ echo: req.body })
     })
     app.use(base || '/', expressIngest(ingest))
@@ -32,13 +41,14 @@ export const expressHost = (hostParser: boolean): HostFactory => ({
   },
 })
 
-export const koaHost = (hostParser: boolean): HostFactory => ({
-  name: hostParser ? 'koa + @koa/bodyparser' : 'koa',
+export const koaHost = (hostParser: boolean, major: 2 | 3 = 3): HostFactory => ({
+  name: `${major === 3 ? 'koa' : 'koa 2'}${hostParser ? ' + @koa/bodyparser' : ''}`,
   hostReadsBody: hostParser,
   // @koa/bodyparser throws its own 400 upstream of every later middleware.
   hostAnswersParseErrors: hostParser,
   async start(ingest, { base }) {
-    const app = new Koa()
+    const App: KoaClass = major === 3 ? Koa : Koa2
+    const app = new (App as typeof Koa)()
     app.silent = true
     if (hostParser) app.use(bodyParser({ jsonLimit: '10mb' }))
     app.use(koaIngest(ingest, { base }))
@@ -93,8 +103,12 @@ export const allHosts: HostFactory[] = [
   h3Host,
   expressHost(false),
   expressHost(true),
+  expressHost(false, 4),
+  expressHost(true, 4),
   koaHost(false),
   koaHost(true),
+  koaHost(false, 2),
+  koaHost(true, 2),
   fastifyHost(false),
   fastifyHost(true),
 ]
