@@ -312,7 +312,10 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     } else {
       const lengthHeader = header(request.headers, 'content-length')
       const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
-      const bytes = await readBodyBytes(body, maxBodyBytes, declared)
+      // Decoded as an ingest body is, within the same limits.
+      const coding = contentCodingOf(header(request.headers, 'content-encoding'))
+      const source = coding === undefined ? body : decodeBody(body, coding, { maxBodyBytes, maxInflateRatio }, declared)
+      const bytes = await readBodyBytes(source, maxBodyBytes, coding === undefined ? declared : undefined)
       if (bytes.length > 0) checkContentType(header(request.headers, 'content-type'))
       value = parseRequeueText(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8'))
     }

@@ -1,3 +1,4 @@
+import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { allHosts } from './helpers/hosts'
 import { getJson, postEvents } from './helpers/http'
@@ -77,6 +78,16 @@ for (const factory of allHosts) {
         expect(broken.status).toBe(400)
         expect(broken.body.code).toBe('invalid_json')
       }
+    })
+
+    it('reads a gzip requeue body as it reads an ingest body', async () => {
+      const response = await fetch(`${host.url}/admin/events/requeue`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', ...auth },
+        body: gzipSync(JSON.stringify({ ids: ['no-such-letter'] })),
+      })
+      expect(response.status).toBe(200)
+      expect(await response.json()).toEqual({ requeued: 0 })
     })
 
     it('answers 405 naming the method allowed', async () => {
