@@ -3,6 +3,7 @@ import { createEventIngest, type EventIngest, type SinkOptions } from 'event-ing
 import { makeEvent } from './helpers/fixtures'
 import { startSink, waitFor } from './helpers/sink'
 import { h3Host, startHost } from './helpers/servers'
+import { postEvents } from './helpers/http'
 import { z } from 'zod'
 
 const open: { close(): Promise<void> }[] = []
@@ -337,5 +338,35 @@ describe("a sink's 200 that lists rejected events", () => {
     }
     await waitFor(async () => (await ingest.stats()).forwarded === 3, 5000, 'three delivered')
     expect(await ingest.deadLetters()).toEqual([])
+  })
+})
+
+describe('timestamps at the edge of years 0000-9999, through two event-ingests', () => {
+  it('refuses the ones outside over HTTP naming occurredAt, and forwards the edge ones, which the downstream accepts', async () => {
+    const downstream = await startHost(h3Host, {})
+    open.push(downstream)
+    const upstream = await startHost(h3Host, { sink: { url: `${downstream.url}/events/ingest`, minBackoffMs: 20, maxBackoffMs: 100 } })
+    open.push(upstream)
+    const events = [
+      makeEvent({ id: 'edge-first', occurredAt: '0000-01-01T00:00:00Z' }),
+      makeEvent({ id: 'edge-before', occurredAt: '0000-01-01T00:30:00+01:00' }),
+      makeEvent({ id: 'edge-last', occurredAt: '9999-12-31T23:59:59.999Z' }),
+      makeEvent({ id: 'edge-after', occurredAt: '9999-12-31T23:30:00-01:00' }),
+    ]
+    const response = await postEvents(upstream.url, events)
+    expect(response.status).toBe(200)
+    expect(response.body.accepted).toBe(2)
+    expect(response.body.rejected.map((r: { index: number; id: string; errors: { path: string; message: string }[] }) => [r.index, r.id, r.errors.map((e) => e.path)])).toEqual([
+      [1, 'edge-before', ['occurredAt']],
+      [3, 'edge-after', ['occurredAt']],
+    ])
+    expect(response.body.rejected[0].errors[0].message).toMatch(/^occurredAt: must fall in years 0000-9999 once in UTC .*-000001-12-31T23:30:00\.000Z$/)
+    await waitFor(async () => (await downstream.ingest.events()).events.length === 2, 5000, 'the edge events downstream')
+    expect((await downstream.ingest.events()).events.map((e) => [e.id, e.occurredAt]).sort()).toEqual([
+      ['edge-first', '0000-01-01T00:00:00.000Z'],
+      ['edge-last', '9999-12-31T23:59:59.999Z'],
+    ])
+    await waitFor(async () => (await upstream.ingest.stats()).forwarded === 2, 5000, 'two forwarded')
+    expect(await upstream.ingest.deadLetters()).toEqual([])
   })
 })
