@@ -191,6 +191,10 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     throw new TypeError(`[event-ingest] retentionMs (${retentionMs}) must be at least dedupeWindowMs (${dedupeWindowMs}): events retried after their batch is deleted would be stored again`)
   }
   if (options.stats?.windowMinutes !== undefined) positive('stats.windowMinutes', options.stats.windowMinutes, 60)
+  const pastToleranceMs = options.stats?.pastToleranceMs
+  if (pastToleranceMs !== undefined && !(typeof pastToleranceMs === 'number' && pastToleranceMs >= 0)) {
+    throw new TypeError(`[event-ingest] stats.pastToleranceMs must be a number >= 0 (Infinity keeps every past event in lag), got ${String(pastToleranceMs)}`)
+  }
   const onError = options.onError ?? ((error: unknown) => console.warn('[event-ingest]', error instanceof Error ? error.message : error))
   // Background failures are reported; a reporter that throws must not take the process down.
   const report = (error: unknown) => {

@@ -190,7 +190,7 @@ export function createStatsWindow(options: StatsOptions): StatsWindow {
   if (!(futureToleranceMs >= 0 && futureToleranceMs < Infinity)) {
     throw new RangeError(`futureToleranceMs must be a finite number >= 0, got ${futureToleranceMs}`)
   }
-  if (!(pastToleranceMs >= 0)) {
+  if (typeof pastToleranceMs !== 'number' || !(pastToleranceMs >= 0)) {
     throw new RangeError(`pastToleranceMs must be a number >= 0 (Infinity keeps every past event in lag), got ${pastToleranceMs}`)
   }
   if (!(flushIntervalMs >= 0 && flushIntervalMs < Infinity)) {

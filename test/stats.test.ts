@@ -284,6 +284,12 @@ describe('stats window: lag', () => {
     expect(snapshot.lag.maxMs).toBe(T0 - Date.parse('0000-01-01T00:00:00.000Z'))
   })
 
+  it('refuses a bad stats.pastToleranceMs when the core is created', async () => {
+    expect(() => createEventIngest({ env: {}, stats: { pastToleranceMs: -1 } })).toThrow(/^\[event-ingest\] stats\.pastToleranceMs must be a number >= 0 .*got -1$/)
+    expect(() => createEventIngest({ env: {}, stats: { pastToleranceMs: '5' as never } })).toThrow(/stats\.pastToleranceMs/)
+    await createEventIngest({ env: {}, stats: { pastToleranceMs: 0 } }).close()
+  })
+
   it('takes stats.pastToleranceMs through createEventIngest', async () => {
     const ingest = createEventIngest({ env: {}, stats: { flushIntervalMs: 3_600_000, pastToleranceMs: 60_000 } })
     try {
