@@ -196,7 +196,7 @@ export function createEventModel<const E extends EventDefinitions = {}>(
 }
 
 /** Why an `occurredAt` outside years 0000-9999 in UTC is refused (no path: the caller adds it). */
-export function outOfYearsMessage(value: string): string {
+function outOfYearsMessage(value: string): string {
   const ms = Date.parse(value)
   const utc = ms === ms ? `, which is ${new Date(ms).toISOString()}` : ''
   return `must fall in years 0000-9999 once in UTC (0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z), got ${JSON.stringify(value)}${utc}`
