@@ -29,9 +29,9 @@ describe('maxInflateRatio', () => {
   const encoded = gzipSync(body)
   const ratio = Math.ceil(body.length / encoded.length)
 
-  it('is 100 by default, published with the other limits, and must be a positive integer', () => {
-    expect(createEventModel().limits.maxInflateRatio).toBe(100)
-    expect(createEventModel().describe().limits.maxInflateRatio).toBe(100)
+  it('is 200 by default, published with the other limits, and must be a positive integer', () => {
+    expect(createEventModel().limits.maxInflateRatio).toBe(200)
+    expect(createEventModel().describe().limits.maxInflateRatio).toBe(200)
     expect(() => createEventModel({ limits: { maxInflateRatio: 0 } })).toThrow(/limits.maxInflateRatio must be a positive integer/)
     expect(() => createEventModel({ limits: { maxInflateRatio: 2.5 } })).toThrow(/limits.maxInflateRatio/)
   })
