@@ -94,16 +94,19 @@ async function* decoded(input: AsyncIterator<Uint8Array | string>, coding: Conte
   // What failed on the reading side (the request, or the encoded-size limit), told apart from
   // errors of the decoder itself (the bytes are not valid data of the coding).
   let readFailure: unknown
+  // The decoder's errors reach the loop below through its iterator; once that loop is gone, a late
+  // one (the request closing after the answer) must not go unhandled.
+  decoder.on('error', () => {})
   const feed = async () => {
-    while (!stopped) {
+    for (;;) {
       const next = await input.next()
-      if (next.done || stopped) break
+      if (next.done || stopped || decoder.destroyed) break
       const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value
       encodedBytes += chunk.length
       if (encodedBytes > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of more than ${maxBodyBytes} bytes`)
       if (!decoder.write(chunk)) await drained(decoder)
     }
-    if (!stopped) decoder.end()
+    if (!stopped && !decoder.destroyed) decoder.end()
   }
   feed().catch((error: unknown) => {
     readFailure = error
@@ -134,6 +137,7 @@ async function* decoded(input: AsyncIterator<Uint8Array | string>, coding: Conte
 /** Resolves once a writable can take more, or is gone. */
 function drained(stream: Transform): Promise<void> {
   return new Promise((resolve) => {
+    if (stream.destroyed) return resolve()
     const done = () => {
       stream.off('drain', done)
       stream.off('close', done)

@@ -18,7 +18,7 @@ export interface IngestHttpRequest {
   query?: string | URLSearchParams
   /** Request headers; names are matched case-insensitively. */
   headers: Headers | Record<string, string | string[] | undefined>
-  /** The body: raw bytes, a stream of chunks (read here, with the byte limit), or a value a host parser produced. */
+  /** The body: raw bytes, a stream of chunks (read here, with the byte limit and its Content-Encoding decoded), a value a host parser produced, or the refusal a host parser met. */
   body?: BodySource
 }
 

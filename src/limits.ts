@@ -8,9 +8,10 @@ export interface Limits {
   maxBodyBytes: number
   /**
    * Most times larger than its encoded form a body sent with a `Content-Encoding` (gzip, deflate,
-   * br) may decode to; decoding stops as soon as it is over. Event batches compress 5-50 times;
-   * a decompression bomb, a thousand times.
-   * @default 100
+   * br) may decode to; decoding stops as soon as it is over. Event batches compress 15-50 times
+   * with gzip and up to about 100 with br (a thousand near-identical events); a decompression bomb,
+   * a thousand times and more.
+   * @default 200
    */
   maxInflateRatio: number
   /**
@@ -43,7 +44,7 @@ export interface Limits {
 /** The default limits. */
 export const defaultLimits: Readonly<Limits> = Object.freeze({
   maxBodyBytes: 1_048_576,
-  maxInflateRatio: 100,
+  maxInflateRatio: 200,
   maxEventBytes: 32_768,
   maxEvents: 1000,
   maxDepth: 32,
