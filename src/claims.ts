@@ -175,7 +175,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
   }
 
   const fsInstance = driver.name === 'event-ingest-fs' && typeof driver.getInstance === 'function'
-    ? (driver.getInstance() as Partial<Pick<FsDriverInstance, 'replaceAll'>> & Pick<FsDriverInstance, 'setIfAbsentAll' | 'removeExpired'>)
+    ? (driver.getInstance() as Partial<Pick<FsDriverInstance, 'replaceAll' | 'removeAllHolding'>> & Pick<FsDriverInstance, 'setIfAbsentAll' | 'removeExpired'>)
     : undefined
 
   const generic: ClaimStore = {
@@ -226,7 +226,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     },
   }
   if (!fsInstance) return generic
-  const replaceAll = fsInstance.replaceAll
+  const { replaceAll, removeAllHolding } = fsInstance
   return {
     ...generic,
     atomic: true,
@@ -234,6 +234,12 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     ...(typeof replaceAll === 'function' && {
       replace: async (keys: readonly string[], expected: readonly string[], value: string) =>
         keys.length === 0 ? [] : replaceAll.call(fsInstance, keys.map(relative), expected, value),
+    }),
+    // Under the lock `replaceAll` takes: a release never removes a claim just taken over.
+    ...(typeof removeAllHolding === 'function' && {
+      release: async (keys: readonly string[], value: string) => {
+        await removeAllHolding.call(fsInstance, [...new Set(keys)].map(relative), value)
+      },
     }),
     // A batch's claims are one file: read once, not once per id.
     expire: (base, isExpired, signal) => fsInstance.removeExpired(relative(base), isExpired, signal),
