@@ -269,6 +269,8 @@ export type IdClaims = Omit<ClaimStore, 'expire'> & {
   expire(isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
   /** Claims live in this process's memory: every call answers at once, with no I/O to time out. */
   readonly local?: boolean
+  /** Removes every claim holding `value` (memory only: claims of a batch dropped from memory). */
+  forget?(value: string): number
 }
 
 // Memory-driver claims, per driver instance and base: every log on one memory storage shares them.
@@ -292,6 +294,7 @@ export function createIdClaims(storage: Storage, base: string): IdClaims {
     return {
       atomic: true,
       local: true,
+      forget: (value) => claims.forget(value),
       claim: async (ids, value) => claims.claim(ids, value),
       overwrite: async (ids, value) => claims.overwrite(ids, value),
       replace: async (ids, expected, value) => claims.replace(ids, expected, value),
