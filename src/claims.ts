@@ -175,7 +175,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
   }
 
   const fsInstance = driver.name === 'event-ingest-fs' && typeof driver.getInstance === 'function'
-    ? (driver.getInstance() as Partial<Pick<FsDriverInstance, 'replaceAll'>> & Pick<FsDriverInstance, 'setIfAbsentAll' | 'removeExpired'>)
+    ? (driver.getInstance() as Partial<Pick<FsDriverInstance, 'replaceAll' | 'removeAllHolding'>> & Pick<FsDriverInstance, 'setIfAbsentAll' | 'removeExpired'>)
     : undefined
 
   const generic: ClaimStore = {
@@ -226,7 +226,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     },
   }
   if (!fsInstance) return generic
-  const replaceAll = fsInstance.replaceAll
+  const { replaceAll, removeAllHolding } = fsInstance
   return {
     ...generic,
     atomic: true,
@@ -234,6 +234,12 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     ...(typeof replaceAll === 'function' && {
       replace: async (keys: readonly string[], expected: readonly string[], value: string) =>
         keys.length === 0 ? [] : replaceAll.call(fsInstance, keys.map(relative), expected, value),
+    }),
+    // Under the lock `replaceAll` takes: a release never removes a claim just taken over.
+    ...(typeof removeAllHolding === 'function' && {
+      release: async (keys: readonly string[], value: string) => {
+        await removeAllHolding.call(fsInstance, [...new Set(keys)].map(relative), value)
+      },
     }),
     // A batch's claims are one file: read once, not once per id.
     expire: (base, isExpired, signal) => fsInstance.removeExpired(relative(base), isExpired, signal),
@@ -263,6 +269,8 @@ export type IdClaims = Omit<ClaimStore, 'expire'> & {
   expire(isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
   /** Claims live in this process's memory: every call answers at once, with no I/O to time out. */
   readonly local?: boolean
+  /** Removes every claim holding `value` (memory only: claims of a batch dropped from memory). */
+  forget?(value: string): number
 }
 
 // Memory-driver claims, per driver instance and base: every log on one memory storage shares them.
@@ -286,6 +294,7 @@ export function createIdClaims(storage: Storage, base: string): IdClaims {
     return {
       atomic: true,
       local: true,
+      forget: (value) => claims.forget(value),
       claim: async (ids, value) => claims.claim(ids, value),
       overwrite: async (ids, value) => claims.overwrite(ids, value),
       replace: async (ids, expected, value) => claims.replace(ids, expected, value),

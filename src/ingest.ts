@@ -10,7 +10,7 @@ import type { Limits } from './limits'
 import { createEventModel, type CanonicalEvents, type EventDefinitions, type EventEnvelope, type EventModel, type EventOf, type MergeEvents, type SourcePolicy } from './model'
 import type { ModelDescription } from './schema'
 import { createStatsWindow, type StatsSnapshot, type StatsWindow } from './stats'
-import { parseStorageString, resolveStorage, type StorageOption } from './storage'
+import { memoryMaxEvents, parseStorageString, resolveStorage, type StorageOption } from './storage'
 import { checkSinkOptions, createForwarder, type DeadLetter, type Forwarder, type ForwardingState, type SinkOptions } from './forwarder'
 import type { BatchHints, RejectedEvent } from './validate'
 
@@ -205,6 +205,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   // Storage given as text is checked now, so a typo fails at start, not on the first request.
   const storageOption = options.storage ?? env.EVENT_STORAGE
   if (typeof storageOption === 'string') parseStorageString(storageOption)
+  memoryMaxEvents(storageOption)
   const tokens = tokensFrom('token', options.token, env.EVENT_INGEST_TOKEN, 'EVENT_INGEST_TOKEN')
   const adminTokens = tokensFrom('adminToken', options.adminToken, env.EVENT_ADMIN_TOKEN, 'EVENT_ADMIN_TOKEN')
   let storage: Storage | undefined
@@ -233,6 +234,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       dedupeWindowMs,
       timeoutMs,
       outbox: sink !== undefined,
+      maxEvents: resolved.maxEvents,
       // A batch whose request answered 503 but whose writes landed after all: stored, so counted
       // and forwarded.
       onLateWrite(result, events, receivedAt) {

@@ -18,6 +18,21 @@ export interface RedisStorageOptions {
   [option: string]: unknown
 }
 
+/** Memory settings: the storage lives and dies with the process, so it is bounded. */
+export interface MemoryStorageOptions {
+  driver: 'memory'
+  /**
+   * Most events kept. Past it, the oldest batches are dropped, and their ids forgotten (sent
+   * again, they are stored again); `log.dropped` counts them. `Infinity` keeps everything, until
+   * the process runs out of memory.
+   * @default 100_000
+   */
+  maxEvents?: number
+}
+
+/** How many events a memory storage keeps by default (about 90 MB with events of 200 bytes and their claims). */
+export const DEFAULT_MEMORY_MAX_EVENTS = 100_000
+
 /**
  * Where the event log lives: a ready unstorage `Storage`, a connection string (`memory:`,
  * `fs:<dir>`, `redis://…`), or a driver by name with its options.
@@ -25,7 +40,7 @@ export interface RedisStorageOptions {
 export type StorageOption =
   | Storage
   | string
-  | { driver: 'memory' }
+  | MemoryStorageOptions
   | { driver: 'fs'; base: string; fsync?: boolean }
   | RedisStorageOptions
 
@@ -34,6 +49,23 @@ export interface ResolvedStorage {
   storage: Storage
   driver: string
   owned: boolean
+  /** The bound of a memory storage event-ingest created (a `Storage` given ready is not bounded). */
+  maxEvents?: number
+}
+
+/**
+ * The event bound of a memory storage option, checked: undefined for every other option.
+ * @throws TypeError naming `storage.maxEvents` when it is not a positive integer or Infinity.
+ */
+export function memoryMaxEvents(option: StorageOption | undefined): number | undefined {
+  if (isStorage(option)) return undefined
+  const spec = typeof option === 'string' ? parseStorageString(option) : (option ?? { driver: 'memory' as const })
+  if (spec.driver !== 'memory') return undefined
+  const max = (spec as MemoryStorageOptions).maxEvents ?? DEFAULT_MEMORY_MAX_EVENTS
+  if (max !== Infinity && !(Number.isSafeInteger(max) && max >= 1)) {
+    throw new TypeError(`[event-ingest] storage.maxEvents must be a positive integer or Infinity, got ${String(max)}`)
+  }
+  return max
 }
 
 function isStorage(value: unknown): value is Storage {
@@ -49,7 +81,7 @@ export async function resolveStorage(option: StorageOption | undefined, env: Rec
   const spec = typeof option === 'string' ? parseStorageString(option) : (option ?? { driver: 'memory' as const })
   switch (spec.driver) {
     case 'memory':
-      return { storage: createStorage({ driver: memoryDriver() }), driver: 'memory', owned: true }
+      return { storage: createStorage({ driver: memoryDriver() }), driver: 'memory', owned: true, maxEvents: memoryMaxEvents(spec) }
     case 'fs':
       if (!spec.base) throw new TypeError('[event-ingest] storage { driver: "fs" } needs a base directory')
       // Temp files a crash left behind are invisible to reads; sweep old ones in the background.

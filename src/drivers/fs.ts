@@ -63,11 +63,17 @@ export interface FsDriverInstance {
    */
   replaceAll(keys: readonly string[], expected: readonly string[], value: string): Promise<boolean[]>
   /**
+   * Removes each key that still holds `value`, under the same lock as `replaceAll`, so a key a
+   * replace has just set is never removed for the value it replaced. Resolves, per key, whether
+   * it removed it.
+   */
+  removeAllHolding(keys: readonly string[], value: string): Promise<boolean[]>
+  /**
    * Removes every key under `base` whose value `isExpired` says is over, reading each file once
    * however many keys name it (a batch's claims are one file under each id's name), and flushing
-   * each directory once. Each name is moved aside before it is checked, so a key overwritten
-   * meanwhile (a claim taken over) stays. `signal` stops it between two files. Resolves how many
-   * keys it removed.
+   * each directory once. Each name is removed under the lock of the value read (as
+   * `removeAllHolding`), so a key replaced meanwhile (a claim taken over) stays. `signal` stops it
+   * between two files. Resolves how many keys it removed.
    */
   removeExpired(base: string, isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
 }
@@ -85,8 +91,9 @@ export interface FsDriverInstance {
  * only if K still holds V renames the new file over K, then removes the lock. Every value is
  * replaced under the lock of that value, and a value, once replaced, never comes back (claim
  * values name their batch and time), so a second process that gets the lock afterwards reads
- * something else in K and gives up: V is replaced once. Creating K needs K absent, so it cannot
- * meet a replace. A lock outlives its holder only when the holder dies between two file
+ * something else in K and gives up: V is replaced once. Removing K for holding V (a release, an
+ * expiry) takes the same lock, so it cannot remove what a replace of V has just put there.
+ * Creating K needs K absent, so it cannot meet a replace. A lock outlives its holder only when the holder dies between two file
  * operations; it is broken once LOCK_STALE_MS old (and swept by {@link removeStaleTempFiles}).
  * The one way two processes could then both replace V is a holder stalled longer than that between
  * its read and its rename.
@@ -338,6 +345,9 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     replaceAll(keys, expected, value) {
       return tracked(replaceAll(keys, expected, value))
     },
+    removeAllHolding(keys, value) {
+      return tracked(removeAllHolding(keys, value))
+    },
     removeExpired(base, isExpired, signal) {
       return tracked(removeExpired(base, isExpired, signal))
     },
@@ -349,8 +359,11 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     await walk(join(root, ...prefix), prefix, keys, undefined)
     const paths = keys.map(pathOf)
     const files = await groupByFile(paths, EXPIRY_CONCURRENCY, signal)
+    if (files.size === 0) return 0
     let removed = 0
     const dirs = new Set<string>()
+    const lockFile = await makeLockFile(join(root, ...prefix))
+    if (!lockFile) return 0
     try {
       await eachLimited([...files], EXPIRY_CONCURRENCY, async ([id, names]) => {
         if (signal?.aborted) return
@@ -359,30 +372,73 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
         for (let i = 0; value === undefined && i < names.length; i++) value = await limit(() => readIfSame(paths[names[i]!]!, id))
         if (value === undefined || !isExpired(value)) return
         for (const path of names.map((n) => paths[n]!)) {
-          // The name is moved aside first, atomically, and only then checked: a claim taken over
-          // meanwhile is a new file renamed over the name, which must stay.
-          const aside = join(dirname(path), tempName(basename(path)))
-          try {
-            await rename(path, aside)
-          } catch (error) {
-            if (isMissing(error)) continue
-            throw error
-          }
-          const info = await stat(aside).catch(() => undefined)
-          if (info && fileId(info) === id) {
+          // Under the lock of the value: a claim taken over meanwhile is another file, and stays.
+          if (await limit(() => removeHolding(path, value, lockFile, id))) {
             removed++
-          } else {
-            // Not the expired file: back under its name, unless a newer claim holds it already.
-            await link(aside, path).catch(ignoreCodes('EEXIST'))
+            dirs.add(dirname(path))
           }
-          await unlink(aside).catch(ignoreCodes('ENOENT'))
-          dirs.add(dirname(path))
         }
       })
     } finally {
+      await unlink(lockFile).catch(() => {})
       for (const dir of dirs) await limit(() => syncDir(dir))
     }
     return removed
+  }
+
+  /**
+   * An empty temp file in `dir` for locks to link to: a lock needs a file of its own to tell it
+   * from a fresh lock of another process. Undefined when `dir` does not exist (nothing to lock).
+   */
+  async function makeLockFile(dir: string): Promise<string | undefined> {
+    const path = join(dir, tempName('lock'))
+    try {
+      await (await open(path, 'wx')).close()
+      return path
+    } catch (error) {
+      if (isMissing(error)) return undefined
+      throw error
+    }
+  }
+
+  /**
+   * Removes `path` if it holds `value`, under the lock of that value (see {@link fsDriver}). With
+   * `id`, the file known to hold `value`, a `stat` tells whether the name still is that file (a
+   * replace makes a new one) without reading it again.
+   */
+  async function removeHolding(path: string, value: string, file: string, id?: string): Promise<boolean> {
+    const lock = join(dirname(path), lockName(basename(path), value))
+    // Held: a replace of this value is under way, after which the key no longer holds it.
+    if (!(await takeLock(file, lock))) return false
+    try {
+      let holds = false
+      try {
+        holds = id !== undefined ? fileId(await stat(path)) === id : (await readFile(path, 'utf8')) === value
+      } catch (error) {
+        if (!isMissing(error)) throw error
+      }
+      if (!holds) return false
+      await unlink(path).catch(ignoreCodes('ENOENT'))
+      return true
+    } finally {
+      await dropLock(file, lock)
+    }
+  }
+
+  async function removeAllHolding(keys: readonly string[], value: string): Promise<boolean[]> {
+    if (keys.length === 0) return []
+    const paths = keys.map(pathOf)
+    const lockFile = await limit(() => makeLockFile(dirname(paths[0]!)))
+    if (!lockFile) return keys.map(() => false)
+    try {
+      // One key after another: each read holds a descriptor.
+      const removed: boolean[] = []
+      for (const path of paths) removed.push(await limit(() => removeHolding(path, value, lockFile)))
+      for (const dir of new Set(paths.filter((_, i) => removed[i]).map((path) => dirname(path)))) await limit(() => syncDir(dir))
+      return removed
+    } finally {
+      await unlink(lockFile).catch(() => {})
+    }
   }
 
   /**
