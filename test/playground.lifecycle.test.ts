@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process'
 import { request } from 'node:http'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -67,6 +67,14 @@ describe('the playground start-up banner', () => {
       expect(JSON.parse(stdout)).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
       const again = await promisify(execFile)('sh', ['-c', line!.trim()])
       expect(JSON.parse(again.stdout)).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+      // The README's quick-start curl, pointed at this playground, answers what the README says.
+      const readme = await readFile(join(projectRoot, 'README.md'), 'utf8')
+      const quickStart = /^curl -s http:\/\/127\.0\.0\.1:3000\/events\/ingest .*$/m.exec(readme)![0]
+      const documented = /^# (\{.*?\}); sent again: (\{.*\})$/m.exec(readme)!
+      const first = await promisify(execFile)('sh', ['-c', quickStart.replace('http://127.0.0.1:3000', playground.url)])
+      expect(first.stdout).toBe(documented[1])
+      const second = await promisify(execFile)('sh', ['-c', quickStart.replace('http://127.0.0.1:3000', playground.url)])
+      expect(second.stdout).toBe(documented[2])
     } finally {
       await playground.stop()
     }
