@@ -43,10 +43,15 @@ if (!Number.isInteger(graceMs) || graceMs < 0) fail(`SHUTDOWN_GRACE_MS must be a
 // read by createEventIngest itself; only the generated dev admin token is passed (undefined when
 // EVENT_ADMIN_TOKEN is set). Forwarding retries quickly here so a sink restart shows up at once.
 // A bad setting is one line naming it, as a bad FRAMEWORK or PORT is.
+// Background reports wait until start-up is over: a storage that cannot start is then said once,
+// as the reason the playground stops, and an unreachable Redis is said before the banner.
+let startupReports: unknown[] | undefined = []
+const onError = (error: unknown) => (startupReports ? startupReports.push(error) : console.warn(`[event-ingest] ${unprefixed(error)}`))
 let ingest: ReturnType<typeof createEventIngest>
 try {
   ingest = createEventIngest({
     adminToken: devAdminToken,
+    onError,
     ...(sinkUrl ? { sink: { url: sinkUrl, maxBackoffMs: 5000 } } : {}),
   })
 } catch (error) {
@@ -76,6 +81,9 @@ try {
 } catch (error) {
   fail(`storage ${JSON.stringify(redact(env.EVENT_STORAGE ?? 'memory:'))} failed: ${unprefixed(error)}`)
 }
+const reported = startupReports
+startupReports = undefined
+for (const error of reported) onError(error)
 const app = await mount()
 
 // ── The local sink: POST /sink keeps the last 20 batches with their headers, GET /sink lists them.

@@ -117,9 +117,7 @@ describe('the playground refuses bad settings in one line', () => {
     await writeFile(join(dir, 'file'), '')
     const { code, output } = await run({ EVENT_STORAGE: `fs:${dir}/file/events` })
     expect(code).toBe(1)
-    // Reported once by the core's onError, and once as the reason the playground stops.
     expect(output.split('\n')).toEqual([
-      `[event-ingest] fs storage directory "${dir}/file/events" cannot be used: a file is in the way of the directory (ENOTDIR)`,
       `[playground] storage "fs:${dir}/file/events" failed: fs storage directory "${dir}/file/events" cannot be used: a file is in the way of the directory (ENOTDIR)`,
     ])
   })
