@@ -7,6 +7,7 @@
  *   EVENT_STORAGE=fs:playground/.data npm run playground  or redis://127.0.0.1:6379/0
  *
  * Environment: FRAMEWORK, PORT (default 3000, 0 picks a free one), HOST (default 127.0.0.1),
+ * SHUTDOWN_GRACE_MS (default 10000: how long SIGTERM/SIGINT lets requests in flight finish),
  * EVENT_STORAGE, EVENT_INGEST_TOKEN, EVENT_ADMIN_TOKEN (read by createEventIngest itself) and
  * EVENT_SINK_URL.
  */
@@ -28,6 +29,7 @@ const env = process.env
 const framework = env.FRAMEWORK || 'h3'
 const port = Number(env.PORT || 3000)
 const host = env.HOST || '127.0.0.1'
+const graceMs = Number(env.SHUTDOWN_GRACE_MS || 10_000)
 const sinkUrl = env.EVENT_SINK_URL || undefined
 const configuredAdmin = firstToken(env.EVENT_ADMIN_TOKEN)
 const configuredIngest = firstToken(env.EVENT_INGEST_TOKEN)
@@ -35,14 +37,26 @@ const configuredIngest = firstToken(env.EVENT_INGEST_TOKEN)
 const devAdminToken = configuredAdmin ? undefined : `dev-${randomBytes(18).toString('base64url')}`
 
 if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`PORT must be an integer from 0 to 65535, got ${JSON.stringify(env.PORT)}`)
+if (!Number.isInteger(graceMs) || graceMs < 0) fail(`SHUTDOWN_GRACE_MS must be a whole number of ms, got ${JSON.stringify(env.SHUTDOWN_GRACE_MS)}`)
 
 // EVENT_STORAGE, EVENT_INGEST_TOKEN, EVENT_ADMIN_TOKEN, EVENT_SINK_URL and EVENT_SINK_TOKEN are
 // read by createEventIngest itself; only the generated dev admin token is passed (undefined when
 // EVENT_ADMIN_TOKEN is set). Forwarding retries quickly here so a sink restart shows up at once.
-const ingest = createEventIngest({
-  adminToken: devAdminToken,
-  ...(sinkUrl ? { sink: { url: sinkUrl, maxBackoffMs: 5000 } } : {}),
-})
+// A bad setting is one line naming it, as a bad FRAMEWORK or PORT is.
+// Background reports wait until start-up is over: a storage that cannot start is then said once,
+// as the reason the playground stops, and an unreachable Redis is said before the banner.
+let startupReports: unknown[] | undefined = []
+const onError = (error: unknown) => (startupReports ? startupReports.push(error) : console.warn(`[event-ingest] ${unprefixed(error)}`))
+let ingest: ReturnType<typeof createEventIngest>
+try {
+  ingest = createEventIngest({
+    adminToken: devAdminToken,
+    onError,
+    ...(sinkUrl ? { sink: { url: sinkUrl, maxBackoffMs: 5000 } } : {}),
+  })
+} catch (error) {
+  fail(unprefixed(error))
+}
 
 /** Each host framework with event-ingest mounted, as a node request listener. */
 const frameworks: Record<string, () => Promise<RequestListener>> = {
@@ -65,8 +79,11 @@ if (!mount) fail(`FRAMEWORK must be one of ${Object.keys(frameworks).join(', ')}
 try {
   await ingest.ready()
 } catch (error) {
-  fail(`storage ${JSON.stringify(redact(env.EVENT_STORAGE ?? 'memory:'))} failed: ${(error as Error).message}`)
+  fail(`storage ${JSON.stringify(redact(env.EVENT_STORAGE ?? 'memory:'))} failed: ${unprefixed(error)}`)
 }
+const reported = startupReports
+startupReports = undefined
+for (const error of reported) onError(error)
 const app = await mount()
 
 // ── The local sink: POST /sink keeps the last 20 batches with their headers, GET /sink lists them.
@@ -146,14 +163,37 @@ const server = createServer((req, res) => {
 server.on('error', (error) => fail(`cannot listen on ${host}:${port}: ${error.message}`))
 server.listen(port, host, () => printBanner())
 
-let stopping = false
+// Graceful stop: no new connections, idle ones closed, requests in flight answered (their batches
+// are stored and they hear so), then the core closes. Connections still busy after the grace
+// period are cut. A second signal a moment later (Ctrl-C again) stops at once; one delivered
+// twice (to the process group and relayed by npm or tsx) is the same request to stop.
+let stoppingAt: number | undefined
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (stopping) process.exit(1)
-    stopping = true
-    server.closeAllConnections()
-    server.close()
-    void ingest.close().finally(() => process.exit(0))
+    if (stoppingAt !== undefined) {
+      if (Date.now() - stoppingAt > 1000) process.exit(1)
+      return
+    }
+    stoppingAt = Date.now()
+    console.log(`[playground] ${signal}: finishing requests in flight (up to ${graceMs} ms), then stopping`)
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    // A keep-alive connection becomes idle once its answer is sent: close it then.
+    const idle = setInterval(() => server.closeIdleConnections(), 50)
+    server.closeIdleConnections()
+    const grace = setTimeout(() => server.closeAllConnections(), graceMs)
+    void closed
+      .then(() => ingest.close())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          console.error(`[playground] stopping failed: ${unprefixed(error)}`)
+          process.exit(1)
+        },
+      )
+      .finally(() => {
+        clearInterval(idle)
+        clearTimeout(grace)
+      })
   })
 }
 
@@ -185,10 +225,16 @@ function printBanner(): void {
     `  POST ${url}/sink  GET ${url}/sink  the playground's local sink`,
     '',
     'try',
+    `  curl -s ${url}${routes.ingest} -H 'content-type: application/json'${configuredIngest ? " -H 'x-event-token: <ingest token>'" : ''} -d '${JSON.stringify([sampleEvent()])}'`,
     `  curl -s ${url}${routes.stats} -H 'authorization: Bearer ${devAdminToken ?? '<admin token>'}'`,
     '',
   ]
   console.log(lines.join('\n'))
+}
+
+/** An event to paste: sending it twice shows deduplication. */
+function sampleEvent() {
+  return { id: `evt_${Date.now().toString(36)}`, name: 'ProductViewed', schemaVersion: 1, occurredAt: new Date().toISOString(), source: 'storefront', payload: { productId: 'prod_1' } }
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
@@ -208,6 +254,11 @@ function mask(secret: string): string {
 /** Hides a password in a URL like redis://:secret@host. */
 function redact(value: string): string {
   return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^@/]*)@/i, (_, scheme: string, auth: string) => `${scheme}${auth.includes(':') ? `${auth.split(':')[0]}:****` : '****'}@`)
+}
+
+/** An error's message without the library's own prefix (the playground adds its own). */
+function unprefixed(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).replace(/^\[event-ingest\] /, '')
 }
 
 function fail(message: string): never {

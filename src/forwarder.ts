@@ -5,6 +5,7 @@ import { createClaimStore } from './claims'
 import { parseRecord, type OutboxEntry } from './event-log'
 import { withTimeout } from './timeout'
 import type { StatsWindow } from './stats'
+import { checkBoolean, checkNumber, checkObject, checkString, MAX_TIMER_MS, shown } from './option-checks'
 
 /** Where and how accepted batches are forwarded. Every field but `url` has a default. */
 export interface SinkOptions {
@@ -133,14 +134,21 @@ const RETRYABLE = new Set([408, 425, 429])
 
 /** Checks sink options up front; returns the lease length in force. */
 export function checkSinkOptions(sink: SinkOptions): { leaseMs: number } {
-  if (typeof sink.url !== 'string' || !/^https?:\/\//.test(sink.url)) {
-    throw new TypeError(`[event-ingest] sink url must be http(s), got ${JSON.stringify(sink.url)}`)
+  if (typeof sink.url !== 'string' || !/^https?:\/\//.test(sink.url) || !URL.canParse(sink.url)) {
+    throw new TypeError(`[event-ingest] sink url must be an http(s) URL like https://sink.example/events, got ${JSON.stringify(sink.url)}`)
   }
-  for (const name of ['timeoutMs', 'minBackoffMs', 'maxBackoffMs', 'maxRetryAfterMs', 'maxBatchEvents', 'maxBatchBytes', 'leaseMs', 'heartbeatMs', 'waitTimeoutMs'] as const) {
-    const value = sink[name]
-    if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
-      throw new TypeError(`[event-ingest] sink.${name} must be a positive number, got ${String(value)}`)
-    }
+  for (const name of ['timeoutMs', 'minBackoffMs', 'maxBackoffMs', 'maxRetryAfterMs', 'leaseMs', 'heartbeatMs', 'waitTimeoutMs'] as const) {
+    checkNumber(`sink.${name}`, sink[name], { max: MAX_TIMER_MS })
+  }
+  for (const name of ['maxBatchEvents', 'maxBatchBytes'] as const) checkNumber(`sink.${name}`, sink[name], { integer: true })
+  checkString('sink.token', sink.token)
+  checkBoolean('sink.wait', sink.wait)
+  if (sink.tokenHeader !== undefined && (typeof sink.tokenHeader !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(sink.tokenHeader))) {
+    throw new TypeError(`[event-ingest] sink.tokenHeader must be a header name, got ${shown(sink.tokenHeader)}`)
+  }
+  checkObject('sink.headers', sink.headers)
+  for (const [name, value] of Object.entries(sink.headers ?? {})) {
+    if (typeof value !== 'string') throw new TypeError(`[event-ingest] sink.headers[${JSON.stringify(name)}] must be a string, got ${shown(value)}`)
   }
   const timeoutMs = sink.timeoutMs ?? 10_000
   const leaseMs = sink.leaseMs ?? timeoutMs * 3 + 5000

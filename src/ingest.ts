@@ -10,7 +10,8 @@ import type { Limits } from './limits'
 import { createEventModel, type CanonicalEvents, type EventDefinitions, type EventEnvelope, type EventModel, type EventOf, type MergeEvents, type SourcePolicy } from './model'
 import type { ModelDescription } from './schema'
 import { createStatsWindow, type StatsSnapshot, type StatsWindow } from './stats'
-import { memoryMaxEvents, parseStorageString, resolveStorage, type StorageOption } from './storage'
+import { checkStorageOption, memoryMaxEvents, resolveStorage, type StorageOption } from './storage'
+import { checkFunction, checkNumber, checkObject, checkTokens, MAX_TIMER_MS, shown } from './option-checks'
 import { checkSinkOptions, createForwarder, type DeadLetter, type Forwarder, type ForwardingState, type SinkOptions } from './forwarder'
 import type { BatchHints, RejectedEvent } from './validate'
 
@@ -168,43 +169,34 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
 export function createEventIngest<const E extends EventDefinitions = {}, D extends EventDefinitions = MergeEvents<E>>(
   options: EventIngestOptions<E, D> = {},
 ): EventIngest<D> {
+  checkOptions(options)
   const env = options.env ?? process.env
-  if (options.model && (options.events || options.sourcePolicy || options.limits)) {
-    throw new TypeError('[event-ingest] pass events, sourcePolicy and limits to createEventModel() when you give a model')
-  }
   const model: EventModel<any> = options.model ?? createEventModel({ events: options.events, sourcePolicy: options.sourcePolicy, limits: options.limits })
   const instanceId = options.instanceId ?? `${hostname().replace(/[^A-Za-z0-9_.]/g, '_').slice(0, 40)}_${process.pid}_${randomBytes(3).toString('hex')}`
-  if (!/^[A-Za-z0-9_.]{1,64}$/.test(instanceId)) {
-    throw new TypeError('[event-ingest] instanceId must be 1-64 letters, digits, "_" or "."')
-  }
-  const timeoutMs = positive('storageTimeoutMs', options.storageTimeoutMs, 5000)
-  const dedupeWindowMs = positive('dedupeWindowMs', options.dedupeWindowMs, 86_400_000)
-  const retryAfterSeconds = positive('retryAfterSeconds', options.retryAfterSeconds, 2)
-  const retentionMs = options.retentionMs === undefined ? undefined : positive('retentionMs', options.retentionMs, 0)
-  const pruneIntervalMs = positive('pruneIntervalMs', options.pruneIntervalMs, 3_600_000)
-  // Node runs a longer timer after 1 ms, which would prune without pause.
-  if (pruneIntervalMs > MAX_TIMER_MS) throw new TypeError(`[event-ingest] pruneIntervalMs must be at most ${MAX_TIMER_MS} (about 24.8 days), got ${pruneIntervalMs}`)
-  if (retentionMs === undefined && options.pruneIntervalMs !== undefined) {
-    throw new TypeError('[event-ingest] pruneIntervalMs is set but retentionMs is not: nothing would be pruned')
-  }
+  const timeoutMs = options.storageTimeoutMs ?? 5000
+  const dedupeWindowMs = options.dedupeWindowMs ?? 86_400_000
+  const retryAfterSeconds = options.retryAfterSeconds ?? 2
+  const retentionMs = options.retentionMs
+  const pruneIntervalMs = options.pruneIntervalMs ?? 3_600_000
   if (retentionMs !== undefined && retentionMs < dedupeWindowMs) {
-    throw new TypeError(`[event-ingest] retentionMs (${retentionMs}) must be at least dedupeWindowMs (${dedupeWindowMs}): events retried after their batch is deleted would be stored again`)
+    throw new RangeError(`[event-ingest] retentionMs (${retentionMs}) must be at least dedupeWindowMs (${dedupeWindowMs}): events retried after their batch is deleted would be stored again`)
   }
-  if (options.stats?.windowMinutes !== undefined) positive('stats.windowMinutes', options.stats.windowMinutes, 60)
-  const pastToleranceMs = options.stats?.pastToleranceMs
-  if (pastToleranceMs !== undefined && !(typeof pastToleranceMs === 'number' && pastToleranceMs >= 0)) {
-    throw new TypeError(`[event-ingest] stats.pastToleranceMs must be a number >= 0 (Infinity keeps every past event in lag), got ${String(pastToleranceMs)}`)
-  }
-  const onError = options.onError ?? ((error: unknown) => console.warn('[event-ingest]', error instanceof Error ? error.message : error))
+  const onError = options.onError ?? warn
   // Background failures are reported; a reporter that throws must not take the process down.
   const report = (error: unknown) => {
     try {
       onError(error)
     } catch {}
   }
+  // While the storage is known to be unreachable (said once, in one line), the failures it causes
+  // in the background (stats flushes, prunes) are not repeated every few seconds.
+  const reportBackground = (error: unknown) => {
+    if (!unreachable()) report(error)
+  }
+  let unreachable = () => false
   // Storage given as text is checked now, so a typo fails at start, not on the first request.
   const storageOption = options.storage ?? env.EVENT_STORAGE
-  if (typeof storageOption === 'string') parseStorageString(storageOption)
+  if (options.storage === undefined && env.EVENT_STORAGE !== undefined) checkEnv('EVENT_STORAGE', () => checkStorageOption(env.EVENT_STORAGE))
   memoryMaxEvents(storageOption)
   const tokens = tokensFrom('token', options.token, env.EVENT_INGEST_TOKEN, 'EVENT_INGEST_TOKEN')
   const adminTokens = tokensFrom('adminToken', options.adminToken, env.EVENT_ADMIN_TOKEN, 'EVENT_ADMIN_TOKEN')
@@ -216,7 +208,8 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   // A copy: the caller's object is never written to.
   const sink: SinkOptions | undefined = typeof sinkOption === 'string' ? { url: sinkOption } : sinkOption ? { ...sinkOption } : undefined
   if (sink) {
-    checkSinkOptions(sink)
+    if (options.sink === undefined) checkEnv('EVENT_SINK_URL', () => checkSinkOptions(sink))
+    else checkSinkOptions(sink)
     sink.token ??= env.EVENT_SINK_TOKEN || undefined
   }
   let owned = false
@@ -225,9 +218,10 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   let started = false
 
   const readyPromise = (async () => {
-    const resolved = await resolveStorage(storageOption, env)
+    const resolved = await resolveStorage(storageOption, env, { onUnreachable: report })
     storage = resolved.storage
     owned = resolved.owned
+    unreachable = resolved.unreachable
     log = createEventLog({
       storage,
       instanceId,
@@ -245,9 +239,9 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       onUnstored(outboxKey, entry) {
         if (forwarder) void forwarder.enqueue(outboxKey, entry).catch(report)
       },
-      onError: report,
+      onError: reportBackground,
     })
-    stats = createStatsWindow({ storage, instanceId, onError, ...options.stats })
+    stats = createStatsWindow({ ...options.stats, storage, instanceId, onError: reportBackground })
     if (sink) forwarder = createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError })
     started = true
     if (retentionMs !== undefined && !closed) schedulePrune(0)
@@ -263,7 +257,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       pruneTimer = undefined
       pruning = log!.prune({ olderThan: Date.now() - retentionMs!, signal: stopPruning.signal }).then(
         () => {},
-        (error: unknown) => report(new Error(`retention prune failed (retried in ${pruneIntervalMs} ms): ${error instanceof Error ? error.message : String(error)}`, { cause: error })),
+        (error: unknown) => reportBackground(new Error(`retention prune failed (retried in ${pruneIntervalMs} ms): ${error instanceof Error ? error.message : String(error)}`, { cause: error })),
       ).finally(() => {
         pruning = undefined
         if (!closed) schedulePrune(pruneIntervalMs)
@@ -271,8 +265,9 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     }, delayMs)
     pruneTimer.unref?.()
   }
-  // A failure here (a storage driver that cannot load) is reported now and rejects every call.
-  readyPromise.catch(onError)
+  // A failure here (a storage that cannot be used: a driver that cannot load, a directory that
+  // cannot be written) is reported now and rejects every call; requests answer 503 saying why.
+  readyPromise.catch(report)
 
   async function ready(): Promise<void> {
     await readyPromise
@@ -291,7 +286,11 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   }
 
   async function ingestNow(input: unknown, context: { receivedAt?: number; hints?: BatchHints }): Promise<IngestResult> {
-    if (!started) await readyPromise
+    if (!started) {
+      await readyPromise.catch((error: unknown) => {
+        throw new IngestError('storage_unavailable', `storage is unavailable: ${withoutPrefix(error instanceof Error ? error.message : String(error))}`, undefined, { cause: error })
+      })
+    }
     const receivedAt = context.receivedAt ?? Date.now()
     const batch = model.validateBatch(input, context.hints)
     if (batch.rejected.length > 0) stats!.recordRejected(batch.rejected.length, receivedAt)
@@ -389,15 +388,87 @@ function storedOf<T>(events: readonly T[], duplicateIndexes: readonly number[]):
   return events.filter((_, i) => !skip.has(i))
 }
 
-/** The longest delay `setTimeout` keeps (2^31 - 1 ms). */
-const MAX_TIMER_MS = 2_147_483_647
+/** The default `onError`: one line on the console, prefixed once. */
+function warn(error: unknown): void {
+  console.warn(`[event-ingest] ${withoutPrefix(error instanceof Error ? error.message : String(error))}`)
+}
 
-function positive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new TypeError(`[event-ingest] ${name} must be a positive number, got ${String(value)}`)
+function withoutPrefix(message: string): string {
+  return message.replace(/^\[event-ingest\] /, '')
+}
+
+/** Runs a check of a value read from the environment, naming the variable in its error. */
+function checkEnv(variable: string, check: () => void): void {
+  try {
+    check()
+  } catch (error) {
+    const Type = error instanceof RangeError ? RangeError : TypeError
+    throw new Type(`[event-ingest] ${variable}: ${withoutPrefix((error as Error).message)}`, { cause: error })
   }
-  return value
+}
+
+/**
+ * Checks every option's value when the core is created (see the README's option tables): a bad
+ * one throws a TypeError or RangeError naming it, instead of failing later on a request or timer.
+ * The model, limits and event definitions are checked by `createEventModel`, the sink by
+ * `checkSinkOptions`.
+ */
+function checkOptions(options: EventIngestOptions<any, any>): void {
+  checkObject('options', options)
+  if (options.model !== undefined) {
+    const model = options.model as Partial<EventModel<any>> | null
+    if (typeof model !== 'object' || model === null || typeof model.validateBatch !== 'function' || typeof model.describe !== 'function') {
+      throw new TypeError(`[event-ingest] model must be made by createEventModel(), got ${shown(options.model)}`)
+    }
+    if (options.events || options.sourcePolicy || options.limits) {
+      throw new TypeError('[event-ingest] pass events, sourcePolicy and limits to createEventModel() when you give a model')
+    }
+  }
+  checkObject('events', options.events)
+  checkObject('limits', options.limits)
+  checkStorageOption(options.storage)
+  checkTokens('token', options.token)
+  checkTokens('adminToken', options.adminToken)
+  checkFunction('authorize', options.authorize)
+  checkFunction('onError', options.onError)
+  checkObject('env', options.env)
+  checkNumber('dedupeWindowMs', options.dedupeWindowMs)
+  checkNumber('retentionMs', options.retentionMs)
+  // Node runs a longer timer after 1 ms, which would prune without pause or time out at once.
+  checkNumber('pruneIntervalMs', options.pruneIntervalMs, { max: MAX_TIMER_MS })
+  checkNumber('storageTimeoutMs', options.storageTimeoutMs, { max: MAX_TIMER_MS })
+  // Retry-After carries whole seconds.
+  checkNumber('retryAfterSeconds', options.retryAfterSeconds, { integer: true })
+  if (options.retentionMs === undefined && options.pruneIntervalMs !== undefined) {
+    throw new TypeError('[event-ingest] pruneIntervalMs is set but retentionMs is not: nothing would be pruned')
+  }
+  if (options.instanceId !== undefined && (typeof options.instanceId !== 'string' || !/^[A-Za-z0-9_.]{1,64}$/.test(options.instanceId))) {
+    throw new TypeError(`[event-ingest] instanceId must be 1-64 letters, digits, "_" or ".", got ${shown(options.instanceId)}`)
+  }
+  const sink = options.sink
+  if (sink !== undefined && sink !== false && typeof sink !== 'string' && (typeof sink !== 'object' || sink === null || Array.isArray(sink))) {
+    throw new TypeError(`[event-ingest] sink must be a URL, { url, ... } or false, got ${shown(sink)}`)
+  }
+  const cors = options.cors
+  checkObject('cors', cors)
+  if (cors) {
+    const origin = cors.origin as unknown
+    if (origin !== '*' && typeof origin !== 'function' && !(Array.isArray(origin) && origin.every((o) => typeof o === 'string'))) {
+      throw new TypeError(`[event-ingest] cors.origin must be '*', an array of origins or a function, got ${shown(origin)}`)
+    }
+    checkNumber('cors.maxAge', cors.maxAge, { integer: true, zero: true })
+  }
+  const stats = options.stats
+  checkObject('stats', stats)
+  if (stats) {
+    checkNumber('stats.windowMinutes', stats.windowMinutes, { integer: true })
+    checkNumber('stats.futureToleranceMs', stats.futureToleranceMs, { zero: true })
+    const past = stats.pastToleranceMs
+    if (past !== undefined && !(typeof past === 'number' && past >= 0)) {
+      throw new RangeError(`[event-ingest] stats.pastToleranceMs must be a number >= 0 (Infinity keeps every past event in lag), got ${shown(past)}`)
+    }
+    checkNumber('stats.flushIntervalMs', stats.flushIntervalMs, { zero: true, max: MAX_TIMER_MS })
+  }
 }
 
 /** Tokens from an option or its variable; a variable that is set but holds no token is a mistake, not "open". */

@@ -155,6 +155,12 @@ export interface EventModel<D extends EventDefinitions = CanonicalEvents> {
 export function createEventModel<const E extends EventDefinitions = {}>(
   options: EventModelOptions<E> = {},
 ): EventModel<MergeEvents<E>> {
+  if (options.events !== undefined && (typeof options.events !== 'object' || options.events === null || Array.isArray(options.events))) {
+    throw new TypeError('[event-ingest] events must be an object of event name to definition')
+  }
+  if (options.canonical !== undefined && typeof options.canonical !== 'boolean') {
+    throw new TypeError(`[event-ingest] canonical must be true or false, got ${String(options.canonical)}`)
+  }
   const definitions = {
     ...(options.canonical === false ? {} : canonicalEvents),
     ...options.events,
@@ -163,6 +169,9 @@ export function createEventModel<const E extends EventDefinitions = {}>(
     if (!/^[A-Za-z][A-Za-z0-9_.-]{0,127}$/.test(name)) {
       throw new TypeError(`[event-ingest] event name "${name}" must start with a letter and use only letters, digits, "_", "." or "-" (at most 128)`)
     }
+    if (typeof definition !== 'object' || definition === null) {
+      throw new TypeError(`[event-ingest] event "${name}" must be defined as { sources, payload?, description? }`)
+    }
     if (!Array.isArray(definition.sources) || definition.sources.length === 0) {
       throw new TypeError(`[event-ingest] event "${name}" needs at least one source`)
     }
@@ -170,6 +179,10 @@ export function createEventModel<const E extends EventDefinitions = {}>(
       if (!eventSources.includes(source)) {
         throw new TypeError(`[event-ingest] event "${name}" has unknown source "${source}"; sources are ${eventSources.join(', ')}`)
       }
+    }
+    if (definition.payload !== undefined) checkZod4Schema(name, definition.payload)
+    if (definition.description !== undefined && typeof definition.description !== 'string') {
+      throw new TypeError(`[event-ingest] the description of ${name} must be a string`)
     }
   }
   const sourcePolicy = options.sourcePolicy ?? 'reject'
@@ -200,6 +213,21 @@ function outOfYearsMessage(value: string): string {
   const ms = Date.parse(value)
   const utc = ms === ms ? `, which is ${new Date(ms).toISOString()}` : ''
   return `must fall in years 0000-9999 once in UTC (0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z), got ${JSON.stringify(value)}${utc}`
+}
+
+/**
+ * Payload schemas are validated and published (as JSON Schema) with zod 4, a peer dependency: a
+ * schema of another zod (zod 3 has `_def` and no `_zod`) would fail on the first event or the
+ * first `GET /events/schema`, so it is refused here, naming the event.
+ */
+function checkZod4Schema(name: string, schema: unknown): void {
+  const internals = (schema as { _zod?: { def?: unknown } } | null)?._zod
+  if (typeof schema === 'object' && schema !== null && typeof internals === 'object' && internals !== null && internals.def !== undefined) return
+  const zod3 = typeof schema === 'object' && schema !== null && '_def' in schema
+  throw new TypeError(
+    `[event-ingest] the payload schema of ${name} is not a zod 4 schema${zod3 ? ' (it looks like a zod 3 schema)' : ''}: ` +
+      'event-ingest validates and publishes payloads with zod 4, its peer dependency; install zod@^4 and build the schema with it (import { z } from "zod")',
+  )
 }
 
 /** The zod schema of the v1 envelope under the given limits. */

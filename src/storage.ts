@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto'
+import { mkdir, unlink, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
 import { createStorage, type Storage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
 import { fsDriver, removeStaleTempFiles } from './drivers/fs'
@@ -51,6 +54,26 @@ export interface ResolvedStorage {
   owned: boolean
   /** The bound of a memory storage event-ingest created (a `Storage` given ready is not bounded). */
   maxEvents?: number
+  /** Whether the storage is known to be unreachable right now (it said so once, through `onUnreachable`). */
+  unreachable(): boolean
+}
+
+/** What {@link resolveStorage} does besides building the storage. */
+export interface ResolveStorageOptions {
+  /** Told once per outage, in one line, that a storage created here cannot be reached (it keeps retrying). */
+  onUnreachable?: (error: Error) => void
+}
+
+/** The part of an ioredis client the connection watch uses. */
+interface RedisClient {
+  status: string
+  options: { host?: string; port?: number; path?: string | null; connectTimeout?: number }
+  on(event: 'error', listener: (error: Error & { code?: string }) => void): unknown
+  on(event: 'ready', listener: () => void): unknown
+  once(event: 'error', listener: (error: Error & { code?: string }) => void): unknown
+  once(event: 'ready', listener: () => void): unknown
+  off(event: 'error' | 'ready', listener: (...args: never[]) => void): unknown
+  connect(): Promise<void>
 }
 
 /**
@@ -72,28 +95,74 @@ function isStorage(value: unknown): value is Storage {
   return typeof value === 'object' && value !== null && typeof (value as Storage).getItem === 'function' && typeof (value as Storage).mount === 'function'
 }
 
-/** Turns a storage option into an unstorage `Storage`. */
-export async function resolveStorage(option: StorageOption | undefined, env: Record<string, string | undefined> = process.env): Promise<ResolvedStorage> {
+const reachable = () => false
+
+/**
+ * Checks a storage option without touching the storage: a typo (an unknown driver or connection
+ * string, a missing directory, a Redis URL of another scheme) fails when the core is created.
+ */
+export function checkStorageOption(option: unknown): void {
+  if (option === undefined || isStorage(option)) return
+  if (typeof option === 'string') {
+    parseStorageString(option)
+    return
+  }
+  if (typeof option !== 'object' || option === null) {
+    throw new TypeError(`[event-ingest] storage must be a connection string, { driver, ... } or an unstorage Storage, got ${typeof option === 'function' ? 'a function' : String(option)}`)
+  }
+  const spec = option as { driver?: unknown; base?: unknown; url?: unknown; fsync?: unknown }
+  switch (spec.driver) {
+    case 'memory':
+      return
+    case 'fs':
+      if (typeof spec.base !== 'string' || spec.base.trim() === '') throw new TypeError(`[event-ingest] storage { driver: "fs" } needs a base directory (a non-empty string), got ${JSON.stringify(spec.base)}`)
+      if (spec.fsync !== undefined && typeof spec.fsync !== 'boolean') throw new TypeError(`[event-ingest] storage.fsync must be a boolean, got ${JSON.stringify(spec.fsync)}`)
+      return
+    case 'redis':
+      if (spec.url !== undefined && (typeof spec.url !== 'string' || !/^rediss?:\/\/./.test(spec.url.trim()))) {
+        throw new TypeError(`[event-ingest] storage.url must be a redis:// or rediss:// URL, got ${JSON.stringify(redactUrl(String(spec.url)))}`)
+      }
+      for (const name of ['commandTimeout', 'connectTimeout'] as const) {
+        const value = (spec as Record<string, unknown>)[name]
+        if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value > 0)) throw new RangeError(`[event-ingest] storage.${name} must be a positive number of ms, got ${String(value)}`)
+      }
+      return
+    default:
+      throw new TypeError(`[event-ingest] unknown storage driver ${JSON.stringify(spec.driver)}; use memory, fs or redis, or pass an unstorage Storage`)
+  }
+}
+
+/**
+ * Turns a storage option into an unstorage `Storage`, ready to use: an fs directory is created and
+ * checked for writing (a directory that cannot be used rejects, naming it and why), a Redis client
+ * has made its first connection attempt (a Redis that cannot be reached is reported through
+ * `onUnreachable` and retried in the background, so a host may start before its Redis).
+ */
+export async function resolveStorage(option: StorageOption | undefined, env: Record<string, string | undefined> = process.env, options: ResolveStorageOptions = {}): Promise<ResolvedStorage> {
   if (isStorage(option)) {
     const mount = option.getMount('') as { driver: { name?: string } }
-    return { storage: option, driver: mount.driver.name ?? 'custom', owned: false }
+    return { storage: option, driver: mount.driver.name ?? 'custom', owned: false, unreachable: reachable }
   }
+  checkStorageOption(option)
   const spec = typeof option === 'string' ? parseStorageString(option) : (option ?? { driver: 'memory' as const })
   switch (spec.driver) {
     case 'memory':
-      return { storage: createStorage({ driver: memoryDriver() }), driver: 'memory', owned: true, maxEvents: memoryMaxEvents(spec) }
+      return { storage: createStorage({ driver: memoryDriver() }), driver: 'memory', owned: true, unreachable: reachable, maxEvents: memoryMaxEvents(spec) }
     case 'fs':
-      if (!spec.base) throw new TypeError('[event-ingest] storage { driver: "fs" } needs a base directory')
+      await checkDirectory(spec.base)
       // Temp files a crash left behind are invisible to reads; sweep old ones in the background.
       removeStaleTempFiles(spec.base, 60_000).catch(() => {})
-      return { storage: createStorage({ driver: fsDriver({ base: spec.base, fsync: spec.fsync }) }), driver: 'fs', owned: true }
+      return { storage: createStorage({ driver: fsDriver({ base: spec.base, fsync: spec.fsync }) }), driver: 'fs', owned: true, unreachable: reachable }
     case 'redis': {
       const { driver: _driver, ...rest } = spec as RedisStorageOptions
-      let redisDriver: (opts: Record<string, unknown>) => { getInstance?: () => { on(event: 'error', listener: (error: Error) => void): void } }
+      let redisDriver: (opts: Record<string, unknown>) => { getInstance?: () => RedisClient }
       try {
         redisDriver = (await import('unstorage/drivers/redis')).default as never
       } catch (error) {
-        throw new Error('[event-ingest] the redis storage needs the "ioredis" package: npm install ioredis', { cause: error })
+        const missing = (error as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && /ioredis/.test((error as Error).message)
+        throw new Error(missing
+          ? '[event-ingest] the redis storage needs the "ioredis" package, which is not installed: npm install ioredis'
+          : `[event-ingest] the redis storage driver could not be loaded: ${(error as Error).message}`, { cause: error })
       }
       const driver = redisDriver({
         url: env.REDIS_URL ?? 'redis://127.0.0.1:6379',
@@ -108,15 +177,68 @@ export async function resolveStorage(option: StorageOption | undefined, env: Rec
         // Listing (admin reads, pruning, outbox recovery) scans the keyspace: in large steps.
         scanCount: 1000,
         ...rest,
-      }) as { getInstance?: () => { on(event: 'error', listener: (error: Error) => void): void } }
-      // Connection errors surface as failed commands (503s); without a listener ioredis would also
-      // print every reconnection attempt.
-      driver.getInstance?.().on('error', () => {})
-      return { storage: createStorage({ driver: driver as never }), driver: 'redis', owned: true }
+      })
+      const client = driver.getInstance?.()
+      const unreachable = client ? await watchRedis(client, options.onUnreachable) : reachable
+      return { storage: createStorage({ driver: driver as never }), driver: 'redis', owned: true, unreachable }
     }
-    default:
-      throw new TypeError(`[event-ingest] unknown storage driver ${JSON.stringify((spec as { driver: unknown }).driver)}; use memory, fs or redis, or pass an unstorage Storage`)
   }
+}
+
+/**
+ * Watches a Redis client this module created: it always has an error listener (ioredis prints
+ * every failed reconnection of a client without one), each outage is told once, and the first
+ * connection attempt is awaited so that `ready()` means connected, or said why not.
+ */
+async function watchRedis(client: RedisClient, onUnreachable: ((error: Error) => void) | undefined): Promise<() => boolean> {
+  const { host = '127.0.0.1', port = 6379, path } = client.options
+  const address = path || `${host.includes(':') ? `[${host}]` : host}:${port}`
+  let down = false
+  // Connection errors also surface as failed commands (503s), one per request.
+  client.on('error', (error) => {
+    if (down || client.status === 'ready') return
+    down = true
+    onUnreachable?.(new Error(`[event-ingest] redis storage at ${address} is unreachable (${error.code ?? error.message}); retrying in the background`, { cause: error }))
+  })
+  client.on('ready', () => {
+    down = false
+  })
+  if (client.status === 'wait') client.connect().catch(() => {})
+  if (client.status !== 'ready') {
+    await new Promise<void>((settle) => {
+      const done = () => {
+        clearTimeout(timer)
+        client.off('ready', done)
+        client.off('error', done)
+        settle()
+      }
+      // The error listener above has told what failed; a connection that neither opens nor fails
+      // (ioredis's connectTimeout fails it) is waited for a little longer, then left to the background.
+      const timer = setTimeout(done, (client.options.connectTimeout ?? 10_000) + 1000)
+      client.once('ready', done)
+      client.once('error', done)
+    })
+  }
+  return () => down
+}
+
+/** Creates an fs storage directory and proves it writable, so a path that cannot be used fails at start, not on the first request. */
+async function checkDirectory(base: string): Promise<void> {
+  const probe = join(base, `.event-ingest-probe.${process.pid}.${randomBytes(4).toString('hex')}.tmp`)
+  try {
+    await mkdir(base, { recursive: true })
+    await writeFile(probe, '', { flag: 'wx' })
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException
+    const reason = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way of the directory' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EROFS' ? 'read-only file system' : message
+    throw new Error(`[event-ingest] fs storage directory ${JSON.stringify(resolve(base))} cannot be used: ${reason} (${code ?? 'error'})`, { cause: error })
+  }
+  await unlink(probe).catch(() => {})
+}
+
+/** Hides a password in a URL like redis://:secret@host. */
+function redactUrl(value: string): string {
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/]*@/i, '$1****@')
 }
 
 /** Parses `memory:`, `fs:<dir>` and `redis://…` / `rediss://…`. */
@@ -128,6 +250,6 @@ export function parseStorageString(value: string): Exclude<StorageOption, Storag
     if (!base) throw new TypeError('[event-ingest] EVENT_STORAGE "fs:" needs a directory, like fs:./data/events')
     return { driver: 'fs', base }
   }
-  if (/^rediss?:\/\//.test(text)) return { driver: 'redis', url: text }
-  throw new TypeError(`[event-ingest] storage ${JSON.stringify(value)} is not one of memory:, fs:<dir>, redis://host:port/db`)
+  if (/^rediss?:\/\/./.test(text)) return { driver: 'redis', url: text }
+  throw new TypeError(`[event-ingest] storage ${JSON.stringify(redactUrl(value))} is not one of memory:, fs:<dir>, redis://host:port/db`)
 }

@@ -10,6 +10,8 @@ export const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 /** Fails (never skips) when the Redis the suite needs is unreachable. */
 export async function requireRedis(url = redisUrl): Promise<void> {
   const client = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  // The failure is thrown below; without a listener ioredis would also print it as unhandled.
+  client.on('error', () => {})
   try {
     await client.connect()
     await client.ping()
@@ -28,6 +30,7 @@ export function uniquePrefix(label: string): string {
 /** Deletes this run's keys (and only those) from the shared Redis. */
 export async function deletePrefix(prefix: string, url = redisUrl): Promise<void> {
   const client = new Redis(url, { maxRetriesPerRequest: 1 })
+  client.on('error', () => {})
   try {
     let cursor = '0'
     do {
@@ -78,7 +81,8 @@ export async function startOwnRedis(): Promise<OwnRedis> {
 
   async function stop() {
     const running = child
-    if (!running || running.exitCode !== null) return
+    // A killed server has a signalCode and no exitCode.
+    if (!running || running.exitCode !== null || running.signalCode !== null) return
     running.kill('SIGCONT')
     const exited = new Promise((r) => running.once('exit', r))
     running.kill('SIGKILL')

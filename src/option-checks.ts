@@ -1,0 +1,56 @@
+/**
+ * Checks of option values, run when the core is created: each bad value throws a TypeError (wrong
+ * type) or RangeError (out of range) prefixed `[event-ingest]` and naming the option, so a typo
+ * fails at start and not on the first request or timer.
+ */
+
+/** The longest delay `setTimeout` keeps (2^31 - 1 ms); longer ones fire after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647
+
+/** A value as an error message shows it. */
+export function shown(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (typeof value === 'function') return 'a function'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'object' && value !== null) return 'an object'
+  return String(value)
+}
+
+/** A number option: finite, above 0 (or at least 0 with `zero`), an integer with `integer`, at most `max`. */
+export function checkNumber(name: string, value: unknown, rules: { integer?: boolean; zero?: boolean; max?: number } = {}): void {
+  if (value === undefined) return
+  const kind = rules.integer ? 'integer' : 'number'
+  const range = rules.zero ? `a non-negative ${kind}` : `a positive ${kind}`
+  if (typeof value !== 'number') throw new TypeError(`[event-ingest] ${name} must be ${range}, got ${shown(value)}`)
+  if (!Number.isFinite(value) || value < 0 || (value === 0 && !rules.zero) || (rules.integer && !Number.isSafeInteger(value))) {
+    throw new RangeError(`[event-ingest] ${name} must be ${range}, got ${shown(value)}`)
+  }
+  if (rules.max !== undefined && value > rules.max) throw new RangeError(`[event-ingest] ${name} must be at most ${rules.max}, got ${value}`)
+}
+
+export function checkFunction(name: string, value: unknown): void {
+  if (value !== undefined && typeof value !== 'function') throw new TypeError(`[event-ingest] ${name} must be a function, got ${shown(value)}`)
+}
+
+export function checkBoolean(name: string, value: unknown): void {
+  if (value !== undefined && typeof value !== 'boolean') throw new TypeError(`[event-ingest] ${name} must be true or false, got ${shown(value)}`)
+}
+
+export function checkString(name: string, value: unknown): void {
+  if (value !== undefined && typeof value !== 'string') throw new TypeError(`[event-ingest] ${name} must be a string, got ${shown(value)}`)
+}
+
+/** An options object (not an array, not null). */
+export function checkObject(name: string, value: unknown): void {
+  if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    throw new TypeError(`[event-ingest] ${name} must be an object, got ${shown(value)}`)
+  }
+}
+
+/** A token option: a string (comma-separated) or a list of strings. */
+export function checkTokens(name: string, value: unknown): void {
+  if (value === undefined || typeof value === 'string') return
+  if (!Array.isArray(value) || value.some((token) => typeof token !== 'string')) {
+    throw new TypeError(`[event-ingest] ${name} must be a string or an array of strings, got ${shown(value)}`)
+  }
+}
