@@ -1,9 +1,10 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
 import { IngestError, type EventIngest, type IngestHttpResponse } from '../src/index'
-import { nodeBody, nodeQuery } from '../src/node-request'
+import { closeIfUnread, nodeBody, nodeQuery } from '../src/node-request'
+import { pathBelow } from '../src/request-path'
 
-function send(res: Response, response: IngestHttpResponse): void {
-  res.status(response.status).set(response.headers).send(response.body)
+function send(req: Request, res: Response, status: number, headers: Record<string, string>, body: string): void {
+  res.status(status).set(closeIfUnread(req, headers)).send(body)
 }
 
 /** Maps the errors of a host body parser (express.json(), express.text()) met on event-ingest's routes to the contract. */
@@ -14,7 +15,26 @@ function parserError(error: unknown): IngestError | undefined {
     const limit = (error as { limit?: number }).limit ?? 0
     return new IngestError('body_too_large', `the body is over the host body parser's limit of ${limit} bytes`, { limit: 'hostParserLimit', value: limit })
   }
+  if (type === 'request.aborted') return new IngestError('request_aborted', 'the request ended before its body was read')
   return undefined
+}
+
+/**
+ * A segment of a mount path Express may have matched for another spelling: percent-encoded, `.`
+ * or `..`, empty, or (Express matches paths case-insensitively unless `case sensitive routing`
+ * is on) holding a capital letter.
+ */
+const loose = /\/\/|\/\.{1,2}(?:\/|$)|%/
+const capital = /[A-Z]/
+
+/**
+ * The route path of a request, as sent, when the mount path Express matched (`req.baseUrl`, the
+ * characters the request carried) is in its one canonical spelling; `undefined` otherwise.
+ */
+function routePath(req: Request): string | undefined {
+  const base = req.baseUrl
+  if (loose.test(base) || (capital.test(base) && !req.app.enabled('case sensitive routing'))) return undefined
+  return pathBelow(req.originalUrl, base)
 }
 
 /**
@@ -23,6 +43,9 @@ function parserError(error: unknown): IngestError | undefined {
  * in front: a parsed body is used as is (limits still apply), an unread one is read here with the
  * byte limit. The second handler answers a host parser's errors on these routes in the contract's
  * JSON format; everything else goes on to your error middleware.
+ *
+ * A route is served under one spelling only, the mount path and the route exactly as written
+ * (lowercase mount paths unless the app enables `case sensitive routing`); any other passes through.
  *
  * @example
  * import express from 'express'
@@ -35,14 +58,19 @@ function parserError(error: unknown): IngestError | undefined {
  */
 export function eventIngest(ingest: EventIngest<any>): [RequestHandler, ErrorRequestHandler] {
   const handler: RequestHandler = (req: Request, res: Response, next: NextFunction) => {
+    const path = routePath(req)
+    if (path === undefined || !ingest.owns(path)) return next()
     ingest
-      .handle({ method: req.method, path: req.path, query: nodeQuery(req.url), headers: req.headers, body: nodeBody(req, req.body) })
-      .then((response) => (response ? send(res, response) : next()), next)
+      .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, body: nodeBody(req, req.body) })
+      .then((response: IngestHttpResponse | undefined) => (response ? send(req, res, response.status, response.headers, response.body) : next()), next)
   }
   const errors: ErrorRequestHandler = (error, req, res, next) => {
     const mapped = parserError(error)
-    if (!mapped || !ingest.owns(req.path)) return next(error)
-    res.status(mapped.status).set({ 'content-type': 'application/json; charset=utf-8', connection: 'close' }).send(JSON.stringify(mapped.toJSON()))
+    const path = routePath(req)
+    if (!mapped || path === undefined || !ingest.owns(path)) return next(error)
+    // A client that went away gets no answer, and the host's error middleware is not bothered.
+    if (mapped.code === 'request_aborted') return
+    send(req, res, mapped.status, { 'content-type': 'application/json; charset=utf-8', connection: 'close' }, JSON.stringify(mapped.toJSON()))
   }
   return [handler, errors]
 }

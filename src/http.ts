@@ -11,7 +11,10 @@ import type { BatchHints } from './validate'
 export interface IngestHttpRequest {
   /** HTTP method, any case. */
   method: string
-  /** Path below the mount point, starting with `/`: `/events/ingest`. */
+  /**
+   * Path below the mount point, starting with `/`, as sent (not decoded): `/events/ingest`. Only
+   * the exact route path is served; any other spelling is not ours.
+   */
   path: string
   /** The query string (with or without `?`) or parsed parameters. */
   query?: string | URLSearchParams
@@ -99,11 +102,14 @@ function json(status: number, body: unknown, extra?: Record<string, string>): In
   return { status, headers: extra ? { ...jsonHeaders, ...extra } : jsonHeaders, body: JSON.stringify(body) }
 }
 
+/** Errors answered before the request's body was read to its end. */
+const unreadBody: ReadonlySet<string> = new Set(['token_missing', 'token_invalid', 'unsupported_media_type', 'body_too_large', 'request_aborted'])
+
 function errorResponse(error: IngestError, retryAfterSeconds: number): IngestHttpResponse {
   const extra: Record<string, string> = {}
   if (error.status === 503) extra['retry-after'] = String(retryAfterSeconds)
-  // The rest of an oversize body is not read: close the connection instead of draining it.
-  if (error.code === 'body_too_large') extra.connection = 'close'
+  // Refused before its body was read: the rest is not read, and the connection closes.
+  if (unreadBody.has(error.code)) extra.connection = 'close'
   if (error.code === 'admin_token_missing' || error.code === 'admin_token_invalid') extra['www-authenticate'] = 'Bearer realm="event-ingest admin"'
   return json(error.status, error.toJSON(), extra)
 }
@@ -214,8 +220,8 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
   }
 
   async function handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined> {
-    const path = normalisePath(request.path)
-    const allow = allowed[path]
+    const path = request.path
+    const allow = Object.hasOwn(allowed, path) ? allowed[path] : undefined
     if (allow === undefined) return undefined
     const method = request.method.toUpperCase()
     const response = await route(request, path, method, allow)
@@ -265,7 +271,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     }
   }
 
-  return { handle, owns: (path: string) => allowed[normalisePath(path)] !== undefined }
+  return { handle, owns: (path: string) => Object.hasOwn(allowed, path) }
 }
 
 /** Admin reads answer 503 in the contract's format when storage fails, never an unknown 500. */
@@ -276,8 +282,4 @@ async function storageRead<T>(read: () => Promise<T>): Promise<T> {
     if (error instanceof IngestError) throw error
     throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
   }
-}
-
-function normalisePath(path: string): string {
-  return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path
 }

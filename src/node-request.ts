@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
 import type { BodySource } from './body'
 
 /**
@@ -16,4 +17,70 @@ export function nodeQuery(url: string | undefined): string {
   if (!url) return ''
   const index = url.indexOf('?')
   return index < 0 ? '' : url.slice(index + 1)
+}
+
+/**
+ * How much of a body left unread by a refusal is still read and dropped after the answer, before
+ * the connection is closed: enough for a client that sends its whole body before it reads (Node's
+ * `fetch` and `http.request` do) to get the answer instead of a reset, not so much that a refused
+ * upload is read to its end.
+ */
+export const refusedBodyDrain = {
+  /** Bytes read and dropped at most. */
+  bytes: 1_048_576,
+  /** Milliseconds after the answer at most. */
+  ms: 2000,
+} as const
+
+/**
+ * The headers of an answer to `req`, with `connection: close` when its body is still arriving (a
+ * refusal sent before the body was read). Such a connection is then closed once the answer is
+ * written and the client has finished its body, or once {@link refusedBodyDrain} is spent,
+ * whichever comes first: the rest of the upload is never read.
+ */
+export function closeIfUnread(req: IncomingMessage, headers: Record<string, string>): Record<string, string> {
+  if (req.complete || req.socket.destroyed) return headers
+  lingerThenClose(req)
+  return { ...headers, connection: 'close' }
+}
+
+/**
+ * Node ends a `connection: close` answer with `socket.destroySoon()`: the write side ends, and the
+ * socket is destroyed as soon as that is flushed. A client still sending its body then gets a
+ * reset, often before it has read the answer (EPIPE, ECONNRESET). Here the write side ends the
+ * same way (the client reads the answer and the end of the connection), the body goes on being
+ * read and dropped, and the socket is destroyed once the client's body has ended or the drain
+ * budget is spent (what nginx calls a lingering close).
+ */
+function lingerThenClose(req: IncomingMessage): void {
+  const socket = req.socket
+  const state = { left: refusedBodyDrain.bytes, flushed: false, drained: false }
+  const close = () => {
+    clearTimeout(timer)
+    socket.destroy()
+  }
+  const timer = setTimeout(close, refusedBodyDrain.ms)
+  timer.unref()
+  socket.once('close', () => clearTimeout(timer))
+  const drained = () => {
+    state.drained = true
+    req.pause()
+    if (state.flushed) close()
+  }
+  socket.destroySoon = function destroySoon(this: Socket) {
+    const flushed = () => {
+      state.flushed = true
+      if (state.drained) close()
+    }
+    if (this.writable) this.end()
+    if (this.writableFinished) flushed()
+    else this.once('finish', flushed)
+  }
+  req.on('data', (chunk: Uint8Array) => {
+    state.left -= chunk.length
+    if (state.left < 0) drained()
+  })
+  req.once('end', drained)
+  req.once('error', drained)
+  req.resume()
 }

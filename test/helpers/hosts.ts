@@ -1,5 +1,5 @@
 import { createServer } from 'node:http'
-import express from 'express'
+import express, { type ErrorRequestHandler } from 'express'
 import Koa from 'koa'
 import { bodyParser } from '@koa/bodyparser'
 import Fastify from 'fastify'
@@ -16,8 +16,11 @@ import { closeServer, h3Host, listen, type HostFactory } from './servers'
 export const expressHost = (hostParser: boolean): HostFactory => ({
   name: hostParser ? 'express + express.json()' : 'express',
   hostReadsBody: hostParser,
-  async start(ingest, { base }) {
+  async start(ingest, { base, guard, errors }) {
     const app = express()
+    if (guard) {
+      app.use((req, res, next) => (req.path.startsWith(`${base}/admin`) ? res.status(401).json({ host: 'login first' }) : next()))
+    }
     if (hostParser) app.use(express.json({ limit: '10mb' }))
     app.post('/host/echo', express.json(), (req, res) => {
       res.json({ echo: req.body })
@@ -26,6 +29,10 @@ export const expressHost = (hostParser: boolean): HostFactory => ({
     app.use((_req, res) => {
       res.status(404).json({ host: 'not found' })
     })
+    app.use(((error, _req, res, _next) => {
+      errors.push(error)
+      res.status(500).json({ host: 'error' })
+    }) as ErrorRequestHandler)
     const server = createServer(app)
     const url = await listen(server)
     return { url: url + base, close: () => closeServer(server) }
@@ -37,9 +44,18 @@ export const koaHost = (hostParser: boolean): HostFactory => ({
   hostReadsBody: hostParser,
   // @koa/bodyparser throws its own 400 upstream of every later middleware.
   hostAnswersParseErrors: hostParser,
-  async start(ingest, { base }) {
+  async start(ingest, { base, guard, errors }) {
     const app = new Koa()
     app.silent = true
+    app.on('error', (error) => errors.push(error))
+    app.use(async (ctx, next) => {
+      if (guard && ctx.path.startsWith(`${base}/admin`)) {
+        ctx.status = 401
+        ctx.body = { host: 'login first' }
+        return
+      }
+      await next()
+    })
     if (hostParser) app.use(bodyParser({ jsonLimit: '10mb' }))
     app.use(koaIngest(ingest, { base }))
     app.use(async (ctx, next) => {
@@ -67,8 +83,17 @@ export const koaHost = (hostParser: boolean): HostFactory => ({
 
 export const fastifyHost = (hostParser: boolean): HostFactory => ({
   name: hostParser ? 'fastify + custom JSON parser' : 'fastify',
-  async start(ingest, { base }) {
+  async start(ingest, { base, guard, errors }) {
     const app = Fastify()
+    app.setErrorHandler((error, _request, reply) => {
+      errors.push(error)
+      return reply.code(500).send({ host: 'error' })
+    })
+    if (guard) {
+      app.addHook('onRequest', async (request, reply) => {
+        if (request.url.startsWith(`${base}/admin`)) return reply.code(401).send({ host: 'login first' })
+      })
+    }
     if (hostParser) {
       // A host with its own JSON parser: the plugin's routes must not depend on it, and the host's routes keep it.
       app.removeContentTypeParser('application/json')
