@@ -449,7 +449,8 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
         let n = 0
         const ids: string[] = []
         for (const route of ['/events/ingest', '/events/schema', '/admin/events/stats', '/admin/events']) {
-          for (const path of spellingsOf(`/api${route}`)) {
+          // And the target in absolute form, which a host's path guard does not expect.
+          for (const path of [...spellingsOf(`/api${route}`), `${host.origin}/api${route}`]) {
             const id = `spelling-${n++}`
             const post = route === '/events/ingest'
             if (post) ids.push(id)
