@@ -1,10 +1,10 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
-import { IngestError, type EventIngest, type IngestHttpResponse } from '../src/index'
+import { IngestError, type EventIngest, type IngestHttpResponse, type RefusalDrain } from '../src/index'
 import { closeIfUnread, nodeBody, nodeQuery } from '../src/node-request'
 import { pathBelow } from '../src/request-path'
 
-function send(req: Request, res: Response, status: number, headers: Record<string, string>, body: string): void {
-  res.status(status).set(closeIfUnread(req, headers)).send(body)
+function send(req: Request, res: Response, drain: Readonly<RefusalDrain>, status: number, headers: Record<string, string>, body: string): void {
+  res.status(status).set(closeIfUnread(req, headers, drain)).send(body)
 }
 
 /** Maps the errors of a host body parser (express.json(), express.text()) met on event-ingest's routes to the contract. */
@@ -62,7 +62,7 @@ export function eventIngest(ingest: EventIngest<any>): [RequestHandler, ErrorReq
     if (path === undefined || !ingest.owns(path)) return next()
     ingest
       .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, body: nodeBody(req, req.body) })
-      .then((response: IngestHttpResponse | undefined) => (response ? send(req, res, response.status, response.headers, response.body) : next()), next)
+      .then((response: IngestHttpResponse | undefined) => (response ? send(req, res, ingest.refusalDrain, response.status, response.headers, response.body) : next()), next)
   }
   const errors: ErrorRequestHandler = (error, req, res, next) => {
     const mapped = parserError(error)
@@ -70,7 +70,7 @@ export function eventIngest(ingest: EventIngest<any>): [RequestHandler, ErrorReq
     if (!mapped || path === undefined || !ingest.owns(path)) return next(error)
     // A client that went away gets no answer, and the host's error middleware is not bothered.
     if (mapped.code === 'request_aborted') return
-    send(req, res, mapped.status, { 'content-type': 'application/json; charset=utf-8', connection: 'close' }, JSON.stringify(mapped.toJSON()))
+    send(req, res, ingest.refusalDrain, mapped.status, { 'content-type': 'application/json; charset=utf-8', connection: 'close' }, JSON.stringify(mapped.toJSON()))
   }
   return [handler, errors]
 }

@@ -49,7 +49,7 @@ export const eventIngest: FastifyPluginAsync<FastifyEventIngestOptions> = async 
       body: body && typeof (body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function' ? { stream: body } : { stream: request.raw },
     })
     if (!response) return reply.callNotFound()
-    return reply.code(response.status).headers(closeIfUnread(request.raw, response.headers)).send(response.body)
+    return reply.code(response.status).headers(closeIfUnread(request.raw, response.headers, ingest.refusalDrain)).send(response.body)
   }
   // Fastify refuses a content type it cannot parse (" ", "/", "x") before any handler runs, in its
   // own format: on these routes the core answers it instead (in the contract's format, token first).

@@ -43,7 +43,7 @@ export function eventIngest(ingest: EventIngest<any>, options: KoaEventIngestOpt
     const response = await ingest.handle({ method: ctx.method, path, query: ctx.querystring, headers: ctx.headers, body: nodeBody(ctx.req, parsed) })
     if (!response) return next()
     ctx.status = response.status
-    ctx.set(closeIfUnread(ctx.req, response.headers))
+    ctx.set(closeIfUnread(ctx.req, response.headers, ingest.refusalDrain))
     ctx.body = ctx.method === 'HEAD' ? null : response.body
   }
 }

@@ -79,7 +79,7 @@ export function defineEventIngestHandler(ingest: EventIngest<any>, options: H3Ev
     // srvx's fast response path (a web Response costs more on Node). HEAD and 204 get no body.
     event.res.status = response.status
     const node = event.runtime?.node as { req?: IncomingMessage; res?: ServerResponse } | undefined
-    const headers = node?.req ? closeIfUnread(node.req, response.headers) : response.headers
+    const headers = node?.req ? closeIfUnread(node.req, response.headers, ingest.refusalDrain) : response.headers
     const staged = event.res.headers
     for (const name in headers) staged.set(name, headers[name]!)
     return response.body

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { BodySource } from './body'
+import type { RefusalDrain } from './ingest'
 
 /**
  * The body of a Node request as the core wants it: the raw stream when nobody has read it yet, or
@@ -20,27 +21,14 @@ export function nodeQuery(url: string | undefined): string {
 }
 
 /**
- * How much of a body left unread by a refusal is still read and dropped after the answer, before
- * the connection is closed: enough for a client that sends its whole body before it reads (Node's
- * `fetch` and `http.request` do) to get the answer instead of a reset, not so much that a refused
- * upload is read to its end.
- */
-export const refusedBodyDrain = {
-  /** Bytes read and dropped at most. */
-  bytes: 1_048_576,
-  /** Milliseconds after the answer at most. */
-  ms: 2000,
-} as const
-
-/**
  * The headers of an answer to `req`, with `connection: close` when its body is still arriving (a
  * refusal sent before the body was read). Such a connection is then closed once the answer is
- * written and the client has finished its body, or once {@link refusedBodyDrain} is spent,
- * whichever comes first: the rest of the upload is never read.
+ * written and the client has finished its body, or once `drain` is spent, whichever comes first:
+ * the rest of the upload is never read.
  */
-export function closeIfUnread(req: IncomingMessage, headers: Record<string, string>): Record<string, string> {
+export function closeIfUnread(req: IncomingMessage, headers: Record<string, string>, drain: Readonly<RefusalDrain>): Record<string, string> {
   if (req.complete || req.socket.destroyed) return headers
-  lingerThenClose(req)
+  lingerThenClose(req, drain)
   return { ...headers, connection: 'close' }
 }
 
@@ -52,14 +40,14 @@ export function closeIfUnread(req: IncomingMessage, headers: Record<string, stri
  * read and dropped, and the socket is destroyed once the client's body has ended or the drain
  * budget is spent (what nginx calls a lingering close).
  */
-function lingerThenClose(req: IncomingMessage): void {
+function lingerThenClose(req: IncomingMessage, drain: Readonly<RefusalDrain>): void {
   const socket = req.socket
-  const state = { left: refusedBodyDrain.bytes, flushed: false, drained: false }
+  const state = { left: drain.maxBytes, flushed: false, drained: false }
   const close = () => {
     clearTimeout(timer)
     socket.destroy()
   }
-  const timer = setTimeout(close, refusedBodyDrain.ms)
+  const timer = setTimeout(close, drain.maxMs)
   timer.unref()
   socket.once('close', () => clearTimeout(timer))
   const drained = () => {

@@ -499,6 +499,36 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       })
     }
 
+    it('reads and drops at most refusalDrain.maxBytes after the answer: a refused upload within it is read to its end', async () => {
+      const headers = { 'content-type': 'text/plain', 'x-event-token': 'wrong' }
+      const total = 4 * 1024 * 1024
+      const small = await startHost(factory, { token: 'right-token', refusalDrain: { maxBytes: 64 * 1024, maxMs: 60_000 } })
+      const large = await startHost(factory, { token: 'right-token', refusalDrain: { maxBytes: 2 * total, maxMs: 60_000 } })
+      try {
+        const cut = await slowUpload(`${small.url}/events/ingest`, { headers, total, intervalMs: 1 })
+        expect(cut).toMatchObject({ status: 401, closedEarly: true, timedOut: false })
+        expect(cut.headers.connection).toBe('close')
+        const whole = await slowUpload(`${large.url}/events/ingest`, { headers, total, intervalMs: 1 })
+        // All sent, and the server closed the connection once the body had ended (no client timeout).
+        expect(whole).toMatchObject({ status: 401, closedEarly: false, timedOut: false, sent: total })
+        expect(whole.headers.connection).toBe('close')
+      } finally {
+        await small.close()
+        await large.close()
+      }
+    })
+
+    it('reads and drops for at most refusalDrain.maxMs after the answer', async () => {
+      const slow = await startHost(factory, { token: 'right-token', refusalDrain: { maxBytes: 64 * 1024 * 1024, maxMs: 200 } })
+      try {
+        // 1 KiB every 5 ms: the 4 MiB would take 20 s; the server stops after 200 ms.
+        const outcome = await slowUpload(`${slow.url}/events/ingest`, { headers: { 'content-type': 'text/plain', 'x-event-token': 'wrong' }, total: 4 * 1024 * 1024, chunkBytes: 1024, intervalMs: 5, deadlineMs: 10_000 })
+        expect(outcome).toMatchObject({ status: 401, closedEarly: true, timedOut: false })
+      } finally {
+        await slow.close()
+      }
+    })
+
     it('keeps the connection of a request it read whole', async () => {
       const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json', 'x-event-token': 'right-token' }, body: '{"not":"an array"}' })
       expect(res.status).toBe(400)
