@@ -1,9 +1,10 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
-import { IngestError, type EventIngest, type IngestHttpResponse } from '../src/index'
-import { nodeBody, nodeQuery } from '../src/node-request'
+import { IngestError, type EventIngest, type IngestHttpResponse, type RefusalDrain } from '../src/index'
+import { closeIfUnread, nodeBody, nodeQuery } from '../src/node-request'
+import { pathBelow } from '../src/request-path'
 
-function send(res: Response, response: IngestHttpResponse): void {
-  res.status(response.status).set(response.headers).send(response.body)
+function send(req: Request, res: Response, drain: Readonly<RefusalDrain>, status: number, headers: Record<string, string>, body: string): void {
+  res.status(status).set(closeIfUnread(req, headers, drain)).send(body)
 }
 
 /**
@@ -31,7 +32,26 @@ function parserError(error: unknown): IngestError | undefined {
   if (failure?.status === 400 && typeof failure.code === 'string' && /^(Z_|ERR_BROTLI|ERR__)/.test(failure.code)) {
     return new IngestError('invalid_json', `body is not valid data of its content-encoding: ${(error as Error).message}`)
   }
+  if (type === 'request.aborted') return new IngestError('request_aborted', 'the request ended before its body was read')
   return undefined
+}
+
+/**
+ * A segment of a mount path Express may have matched for another spelling: percent-encoded, `.`
+ * or `..`, empty, or (Express matches paths case-insensitively unless `case sensitive routing`
+ * is on) holding a capital letter.
+ */
+const loose = /\/\/|\/\.{1,2}(?:\/|$)|%/
+const capital = /[A-Z]/
+
+/**
+ * The route path of a request, as sent, when the mount path Express matched (`req.baseUrl`, the
+ * characters the request carried) is in its one canonical spelling; `undefined` otherwise.
+ */
+function routePath(req: Request): string | undefined {
+  const base = req.baseUrl
+  if (loose.test(base) || (capital.test(base) && !req.app.enabled('case sensitive routing'))) return undefined
+  return pathBelow(req.originalUrl, base)
 }
 
 /**
@@ -40,6 +60,9 @@ function parserError(error: unknown): IngestError | undefined {
  * in front: a parsed body is used as is (limits still apply), an unread one is read here with the
  * byte limit. The second handler answers a host parser's errors on these routes in the contract's
  * JSON format; everything else goes on to your error middleware.
+ *
+ * A route is served under one spelling only, the mount path and the route exactly as written
+ * (lowercase mount paths unless the app enables `case sensitive routing`); any other passes through.
  *
  * @example
  * import express from 'express'
@@ -52,21 +75,26 @@ function parserError(error: unknown): IngestError | undefined {
  */
 export function eventIngest(ingest: EventIngest<any>): [RequestHandler, ErrorRequestHandler] {
   const handler: RequestHandler = (req: Request, res: Response, next: NextFunction) => {
+    const path = routePath(req)
+    if (path === undefined || !ingest.owns(path)) return next()
     ingest
-      .handle({ method: req.method, path: req.path, query: nodeQuery(req.url), headers: req.headers, body: nodeBody(req, req.body) })
-      .then((response) => (response ? send(res, response) : next()), next)
+      .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, body: nodeBody(req, req.body) })
+      .then((response: IngestHttpResponse | undefined) => (response ? send(req, res, ingest.refusalDrain, response.status, response.headers, response.body) : next()), next)
   }
   // The parser's refusal goes through the core like any of its own: the token is checked first,
   // and the refusal is answered in the contract's format and counted in stats.
   const errors: ErrorRequestHandler = (error, req, res, next) => {
     const mapped = parserError(error)
-    if (!mapped || !ingest.owns(req.path)) return next(error)
+    const path = routePath(req)
+    if (!mapped || path === undefined || !ingest.owns(path)) return next(error)
+    // A client that went away gets no answer, and the host's error middleware is not bothered.
+    if (mapped.code === 'request_aborted') return
     ingest
-      .handle({ method: req.method, path: req.path, query: nodeQuery(req.url), headers: req.headers, body: { refused: mapped } })
-      .then((response) => {
+      .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, body: { refused: mapped } })
+      .then((response: IngestHttpResponse | undefined) => {
         if (!response) return next(error)
         // The parser may have stopped reading part way (an encoding it does not know): close.
-        send(res, { ...response, headers: { ...response.headers, connection: 'close' } })
+        send(req, res, ingest.refusalDrain, response.status, { ...response.headers, connection: 'close' }, response.body)
       }, next)
   }
   return [handler, errors]

@@ -1,6 +1,8 @@
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { EventIngest } from '../src/index'
 import { routes } from '../src/index'
+import { closeIfUnread } from '../src/node-request'
+import { pathBelow } from '../src/request-path'
 
 /** Options of the Fastify plugin (register it with a `prefix` to mount under a path). */
 export interface FastifyEventIngestOptions {
@@ -32,9 +34,12 @@ export const eventIngest: FastifyPluginAsync<FastifyEventIngestOptions> = async 
   fastify.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+    // Fastify matches a decoded path (and, as the host configures it, any case or doubled slashes):
+    // only the spelling as written is served, anything else is the host's 404.
+    const path = pathBelow(request.url, fastify.prefix)
+    if (path === undefined || !ingest.owns(path)) return reply.callNotFound()
     const url = request.url
     const query = url.includes('?') ? url.slice(url.indexOf('?') + 1) : ''
-    const path = (request.routeOptions.url ?? '').slice(fastify.prefix.length) || '/'
     const body = request.body as AsyncIterable<Uint8Array> | undefined
     const response = await ingest.handle({
       method: request.method,
@@ -44,8 +49,14 @@ export const eventIngest: FastifyPluginAsync<FastifyEventIngestOptions> = async 
       body: body && typeof (body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function' ? { stream: body } : { stream: request.raw },
     })
     if (!response) return reply.callNotFound()
-    return reply.code(response.status).headers(response.headers).send(response.body)
+    return reply.code(response.status).headers(closeIfUnread(request.raw, response.headers, ingest.refusalDrain)).send(response.body)
   }
+  // Fastify refuses a content type it cannot parse (" ", "/", "x") before any handler runs, in its
+  // own format: on these routes the core answers it instead (in the contract's format, token first).
+  fastify.setErrorHandler(async (error: FastifyError, request, reply) => {
+    if (typeof error.code === 'string' && error.code.startsWith('FST_ERR_CTP_')) return handler(request, reply)
+    throw error
+  })
   for (const route of Object.values(routes)) {
     fastify.all(route, { bodyLimit: Number.MAX_SAFE_INTEGER }, handler)
   }

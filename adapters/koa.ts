@@ -1,6 +1,7 @@
 import type { Middleware } from 'koa'
 import type { EventIngest } from '../src/index'
-import { nodeBody } from '../src/node-request'
+import { closeIfUnread, nodeBody } from '../src/node-request'
+import { normaliseBase, pathBelow } from '../src/request-path'
 
 /** Options of the Koa middleware. */
 export interface KoaEventIngestOptions {
@@ -14,7 +15,8 @@ export interface KoaEventIngestOptions {
 /**
  * Koa (2 or 3) middleware serving the event-ingest routes; other requests go on to `next()`. Mount it
  * before or after `@koa/bodyparser`: a parsed body (`ctx.request.body`) is used as is, an unread
- * one is read here with the byte limit.
+ * one is read here with the byte limit. A route is served under one spelling only, `base` and the
+ * route exactly as written; any other goes on to `next()`.
  *
  * @example
  * import Koa from 'koa'
@@ -26,16 +28,22 @@ export interface KoaEventIngestOptions {
  * app.listen(3000)
  */
 export function eventIngest(ingest: EventIngest<any>, options: KoaEventIngestOptions = {}): Middleware {
-  const base = options.base && options.base !== '/' ? `/${options.base.replace(/^\/+|\/+$/g, '')}` : ''
+  const base = normaliseBase(options.base)
   return async (ctx, next) => {
-    if (base && ctx.path !== base && !ctx.path.startsWith(`${base}/`)) return next()
-    const path = ctx.path.slice(base.length) || '/'
-    if (!ingest.owns(path)) return next()
+    const path = pathBelow(ctx.url, base)
+    if (path === undefined || !ingest.owns(path)) return next()
+    // Koa reports the socket error of a client that went away mid-upload to the app's error
+    // handler; on these routes that is the end of the request (the core answers it, to no one).
+    const onerror = ctx.onerror
+    ctx.onerror = (error) => {
+      if (error && !ctx.req.complete && ctx.req.socket.destroyed) return
+      onerror.call(ctx, error)
+    }
     const parsed = (ctx.request as { body?: unknown }).body
     const response = await ingest.handle({ method: ctx.method, path, query: ctx.querystring, headers: ctx.headers, body: nodeBody(ctx.req, parsed) })
     if (!response) return next()
     ctx.status = response.status
-    ctx.set(response.headers)
+    ctx.set(closeIfUnread(ctx.req, response.headers, ingest.refusalDrain))
     ctx.body = ctx.method === 'HEAD' ? null : response.body
   }
 }

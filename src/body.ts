@@ -20,7 +20,7 @@ function toBytes(chunk: Uint8Array | string): Uint8Array {
  * byte is read; a chunked body is refused as soon as it crosses the limit, so an oversize body is
  * never buffered whole.
  *
- * @throws IngestError `body_too_large` (413)
+ * @throws IngestError `body_too_large` (413), `request_aborted` when the stream fails (its client went away)
  */
 export async function readBodyBytes(source: { bytes: Uint8Array | string } | { stream: AsyncIterable<Uint8Array | string> }, limit: number, declaredLength: number | undefined): Promise<Uint8Array> {
   if (declaredLength !== undefined && declaredLength > limit) {
@@ -34,10 +34,16 @@ export async function readBodyBytes(source: { bytes: Uint8Array | string } | { s
   // A host that listens for 'readable' reads the stream itself: then it does not flow, and only
   // the iterator (which reads with read()) gets its chunks.
   const node = isNodeRequest(source.stream) ? (source.stream as unknown as NodeReadable) : undefined
-  if (node && node.listenerCount('readable') === 0) return readNodeRequest(node, limit)
-  const chunks = new Chunks(limit)
-  for await (const raw of source.stream) chunks.add(raw)
-  return chunks.bytes()
+  try {
+    if (node && node.listenerCount('readable') === 0) return await readNodeRequest(node, limit)
+    const chunks = new Chunks(limit)
+    for await (const raw of source.stream) chunks.add(raw)
+    return chunks.bytes()
+  } catch (error) {
+    // A body stream fails when its client goes away mid-upload: that ends the request, it is no bug.
+    if (error instanceof IngestError) throw error
+    throw new IngestError('request_aborted', `the request ended before its body was read: ${(error as Error).message}`, undefined, { cause: error })
+  }
 }
 
 /** The chunks of a body read so far, refused as soon as they cross `limit`. */

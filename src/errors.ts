@@ -22,6 +22,7 @@ export type IngestErrorCode =
   | 'method_not_allowed'
   | 'storage_unavailable'
   | 'in_progress'
+  | 'request_aborted'
 
 /** The HTTP status of every error code, kept in this one place. */
 export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
@@ -30,6 +31,7 @@ export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
   too_deep: 400,
   invalid_query: 400,
   invalid_request: 400,
+  request_aborted: 400,
   token_missing: 401,
   token_invalid: 401,
   admin_token_missing: 401,

@@ -1,8 +1,9 @@
-import { H3, type H3Event, type H3Plugin } from 'h3'
-import type { IncomingMessage } from 'node:http'
-import { IngestError } from './errors'
+import { H3, HTTPError, type H3Event, type H3Plugin } from 'h3'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { EventIngest } from './ingest'
 import { routes, type IngestHttpRequest, type IngestHttpResponse } from './http'
+import { closeIfUnread } from './node-request'
+import { normaliseBase, pathBelow } from './request-path'
 
 /** Options of the h3 handlers. */
 export interface H3EventIngestOptions {
@@ -13,15 +14,40 @@ export interface H3EventIngestOptions {
   base?: string
 }
 
-function normaliseBase(base: string | undefined): string {
-  if (!base || base === '/') return ''
-  return `/${base.replace(/^\/+|\/+$/g, '')}`
+/** The request target as the client sent it: h3 decodes needless escapes in `event.url`, the raw target keeps them. */
+function rawTarget(event: H3Event): string {
+  const node = event.runtime?.node?.req as IncomingMessage | undefined
+  if (node?.url !== undefined) return node.url
+  const url = event.req.url
+  const start = url.indexOf('/', url.indexOf('//') + 2)
+  return start < 0 ? '/' : url.slice(start)
 }
 
-/** Translates an h3 event into the core's neutral request. On Node the raw request stream is read directly (no web-stream detour). */
+/**
+ * The route path of a request below `base`, as sent; `undefined` when the request is not spelled
+ * exactly as a route. Under `app.mount(prefix, createEventIngestApp(ingest))`, h3 registers the
+ * sub-app's routes as `prefix + route` and leaves `event.url` whole: the route that matched tells
+ * the prefix, so the same check holds there.
+ */
+function requestPath(event: H3Event, base: string): string | undefined {
+  const target = rawTarget(event)
+  const matched = (event.context.matchedRoute as { route?: string } | undefined)?.route
+  if (matched !== undefined && !matched.includes(':') && !matched.includes('*')) {
+    for (const route of Object.values(routes)) {
+      if (!matched.endsWith(`${base}${route}`)) continue
+      return pathBelow(target, matched.slice(0, matched.length - route.length))
+    }
+  }
+  return pathBelow(target, base)
+}
+
+/**
+ * Translates an h3 event into the core's neutral request. On Node the raw request stream is read
+ * directly (no web-stream detour). `path` is empty (no route) when the request is not spelled
+ * exactly as one of the routes below `base`.
+ */
 export function toIngestRequest(event: H3Event, base = ''): IngestHttpRequest {
-  const pathname = event.url.pathname
-  const path = base && pathname.startsWith(base) ? pathname.slice(base.length) || '/' : pathname
+  const path = requestPath(event, normaliseBase(base)) ?? ''
   const node = event.runtime?.node?.req as IncomingMessage | undefined
   const method = event.req.method
   let body: IngestHttpRequest['body']
@@ -92,21 +118,22 @@ export function toWebResponse(response: IngestHttpResponse, method: string): Res
 
 /**
  * An h3 handler serving every event-ingest route below `base`. Register it for each route, or use
- * {@link eventIngestPlugin} which does so.
+ * {@link eventIngestPlugin} which does so. A request spelled otherwise than a route exactly (an
+ * escaped letter, a `.` segment, another case) gets h3's 404.
  */
 export function defineEventIngestHandler(ingest: EventIngest<any>, options: H3EventIngestOptions = {}) {
   const base = normaliseBase(options.base)
   return async (event: H3Event): Promise<string | Response> => {
-    const response = await ingest.handle(toIngestRequest(event, base))
-    if (!response) {
-      const error = new IngestError('not_found', `no event-ingest route at ${event.url.pathname}`)
-      return new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json; charset=utf-8' } })
-    }
+    const request = toIngestRequest(event, base)
+    const response = ingest.owns(request.path) ? await ingest.handle(request) : undefined
+    if (!response) throw new HTTPError({ status: 404 })
     // Status and headers staged on the event, the body returned as text: h3 then sends it through
     // srvx's fast response path (a web Response costs more on Node). HEAD and 204 get no body.
     event.res.status = response.status
-    const headers = event.res.headers
-    for (const name in response.headers) headers.set(name, response.headers[name]!)
+    const node = event.runtime?.node as { req?: IncomingMessage; res?: ServerResponse } | undefined
+    const headers = node?.req ? closeIfUnread(node.req, response.headers, ingest.refusalDrain) : response.headers
+    const staged = event.res.headers
+    for (const name in headers) staged.set(name, headers[name]!)
     return response.body
   }
 }
@@ -136,7 +163,13 @@ export function eventIngestPlugin(ingest: EventIngest<any>, options: H3EventInge
   }
 }
 
-/** A standalone h3 app with the event-ingest routes, to `mount()` or serve on its own. */
+/**
+ * A standalone h3 app with the event-ingest routes (below `base`), to serve on its own or mount in
+ * another app.
+ *
+ * @example
+ * const app = new H3().mount('/api', createEventIngestApp(ingest)) // POST /api/events/ingest, …
+ */
 export function createEventIngestApp(ingest: EventIngest<any>, options: H3EventIngestOptions = {}): H3 {
   return new H3().register(eventIngestPlugin(ingest, options))
 }

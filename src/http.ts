@@ -12,7 +12,10 @@ import type { BatchHints } from './validate'
 export interface IngestHttpRequest {
   /** HTTP method, any case. */
   method: string
-  /** Path below the mount point, starting with `/`: `/events/ingest`. */
+  /**
+   * Path below the mount point, starting with `/`, as sent (not decoded): `/events/ingest`. Only
+   * the exact route path is served; any other spelling is not ours.
+   */
   path: string
   /** The query string (with or without `?`) or parsed parameters. */
   query?: string | URLSearchParams
@@ -104,11 +107,14 @@ function json(status: number, body: unknown, extra?: Record<string, string>): In
   return { status, headers: extra ? { ...jsonHeaders, ...extra } : jsonHeaders, body: JSON.stringify(body) }
 }
 
+/** Errors answered before the request's body was read to its end. */
+const unreadBody: ReadonlySet<string> = new Set(['token_missing', 'token_invalid', 'unsupported_media_type', 'body_too_large', 'request_aborted'])
+
 function errorResponse(error: IngestError, retryAfterSeconds: number): IngestHttpResponse {
   const extra: Record<string, string> = {}
   if (error.status === 503) extra['retry-after'] = String(retryAfterSeconds)
-  // The rest of an oversize body is not read: close the connection instead of draining it.
-  if (error.code === 'body_too_large') extra.connection = 'close'
+  // Refused before its body was read: the rest is not read, and the connection closes.
+  if (unreadBody.has(error.code)) extra.connection = 'close'
   if (error.code === 'admin_token_missing' || error.code === 'admin_token_invalid') extra['www-authenticate'] = 'Bearer realm="event-ingest admin"'
   return json(error.status, error.toJSON(), extra)
 }
@@ -236,8 +242,8 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
   }
 
   async function handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined> {
-    const path = normalisePath(request.path)
-    const allow = allowed[path]
+    const path = request.path
+    const allow = Object.hasOwn(allowed, path) ? allowed[path] : undefined
     if (allow === undefined) return undefined
     const method = request.method.toUpperCase()
     const response = await route(request, path, method, allow)
@@ -332,7 +338,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     return ids
   }
 
-  return { handle, owns: (path: string) => allowed[normalisePath(path)] !== undefined }
+  return { handle, owns: (path: string) => Object.hasOwn(allowed, path) }
 }
 
 function parseRequeueText(text: string): unknown {
@@ -361,8 +367,4 @@ function isEmptyParse(value: unknown): boolean {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false
   for (const _ in value) return false
   return Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null
-}
-
-function normalisePath(path: string): string {
-  return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path
 }

@@ -25,7 +25,7 @@ export {
 export type { BatchHints, BatchResult, EventResult, FieldError, RejectedEvent } from './validate'
 export type { ModelDescription } from './schema'
 export { parseBatchBytes, type ParsedBody } from './json'
-export { createEventIngest, type EventIngest, type EventIngestOptions, type IngestResult } from './ingest'
+export { createEventIngest, type EventIngest, type EventIngestOptions, type IngestResult, type RefusalDrain } from './ingest'
 export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneOptions, RawBatch, StoredEvent } from './event-log'
 export { routes, type CorsOptions, type HttpOptions, type IngestHttpRequest, type IngestHttpResponse } from './http'
 export type { BodySource } from './body'

@@ -16,6 +16,20 @@ import { checkSinkOptions, createForwarder, type DeadLetter, type Forwarder, typ
 import type { BatchHints, RejectedEvent } from './validate'
 
 /** Options of {@link createEventIngest}. Environment variables are defaults; options win. */
+/** The bound on reading a refused upload after its answer: whichever comes first ends it. */
+export interface RefusalDrain {
+  /**
+   * Body bytes read and dropped at most.
+   * @default 1_048_576 (1 MiB)
+   */
+  maxBytes: number
+  /**
+   * Milliseconds after the answer at most.
+   * @default 2000
+   */
+  maxMs: number
+}
+
 export interface EventIngestOptions<E extends EventDefinitions = {}, D extends EventDefinitions = any> {
   /** A ready model; its types flow to the core. Give either this or `events`/`sourcePolicy`/`limits`. */
   model?: EventModel<D>
@@ -74,6 +88,12 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    * @default 2
    */
   retryAfterSeconds?: number
+  /**
+   * How much of a body left unread by a refusal (a wrong token, a body over `maxBodyBytes`) is read
+   * and dropped after the answer before the connection is closed, so that a client still sending
+   * reads the answer rather than a reset. See {@link RefusalDrain}.
+   */
+  refusalDrain?: Partial<RefusalDrain>
   /**
    * This process's id: batch keys and stats buckets are per instance. Keep it stable across
    * restarts of one instance to keep its stats.
@@ -141,8 +161,10 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
   prune(options: PruneOptions): Promise<{ batches: number; claims: number }>
   /** The neutral HTTP handler every adapter calls; `undefined` for paths that are not ours. */
   handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined>
-  /** Whether a path (below the mount point) is one of the event-ingest routes. */
+  /** Whether a path (below the mount point, as sent) is one of the event-ingest routes. */
   owns(path: string): boolean
+  /** The resolved `refusalDrain` option, which the adapters apply to refused uploads. */
+  readonly refusalDrain: Readonly<RefusalDrain>
   /**
    * Graceful shutdown: refuses new ingests (503), lets those under way finish, stops forwarding
    * (the attempt in flight may finish; the rest stays in the outbox), stops the retention prune
@@ -178,6 +200,10 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   const retryAfterSeconds = options.retryAfterSeconds ?? 2
   const retentionMs = options.retentionMs
   const pruneIntervalMs = options.pruneIntervalMs ?? 3_600_000
+  const refusalDrain: Readonly<RefusalDrain> = Object.freeze({
+    maxBytes: options.refusalDrain?.maxBytes ?? 1_048_576,
+    maxMs: options.refusalDrain?.maxMs ?? 2000,
+  })
   if (retentionMs !== undefined && retentionMs < dedupeWindowMs) {
     throw new RangeError(`[event-ingest] retentionMs (${retentionMs}) must be at least dedupeWindowMs (${dedupeWindowMs}): events retried after their batch is deleted would be stored again`)
   }
@@ -347,6 +373,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     },
     handle: undefined as never,
     owns: undefined as never,
+    refusalDrain,
     async close() {
       if (closed) return
       closed = true
@@ -457,6 +484,12 @@ function checkOptions(options: EventIngestOptions<any, any>): void {
       throw new TypeError(`[event-ingest] cors.origin must be '*', an array of origins or a function, got ${shown(origin)}`)
     }
     checkNumber('cors.maxAge', cors.maxAge, { integer: true, zero: true })
+  }
+  const drain = options.refusalDrain
+  checkObject('refusalDrain', drain)
+  if (drain) {
+    checkNumber('refusalDrain.maxBytes', drain.maxBytes)
+    checkNumber('refusalDrain.maxMs', drain.maxMs, { max: MAX_TIMER_MS })
   }
   const stats = options.stats
   checkObject('stats', stats)

@@ -8,9 +8,10 @@ import { defineConformanceSuite } from './conformance/suite'
 import { defineBodyDecodingSuite } from './conformance/body-decoding'
 import { makeEvent } from './helpers/fixtures'
 import { rawRequest } from './helpers/http'
-import { closeServer, h3Host, listen } from './helpers/servers'
+import { closeServer, h3Host, h3MountHost, listen } from './helpers/servers'
 
 defineConformanceSuite(h3Host)
+defineConformanceSuite(h3MountHost)
 defineBodyDecodingSuite(h3Host)
 
 describe('h3: a host middleware that reads the body before the handler', () => {

@@ -2,10 +2,47 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createStorage, defineDriver } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
 import { makeEvent } from '../helpers/fixtures'
-import { getJson, postEvents, rawRequest } from '../helpers/http'
+import { request as httpRequest } from 'node:http'
+import { busyClientUpload, getJson, postEvents, rawRequest, slowUpload } from '../helpers/http'
 import { startHost, type HostFactory, type RunningHost } from '../helpers/servers'
 
 const ADMIN = 'admin-secret-token'
+
+/**
+ * Other spellings of `path` that some router or proxy might take for it: a letter or a slash
+ * percent-encoded, `.` and `..` segments (plain and encoded), doubled slashes, other letter cases
+ * and a trailing slash. None of them is the route.
+ */
+export function spellingsOf(path: string): string[] {
+  const segments = path.split('/').slice(1)
+  const join = (parts: string[]) => `/${parts.join('/')}`
+  const hex = (c: string) => c.charCodeAt(0).toString(16)
+  const spellings = new Set<string>()
+  segments.forEach((segment, i) => {
+    const with_ = (replacement: string) => join([...segments.slice(0, i), replacement, ...segments.slice(i + 1)])
+    const before = (inserted: string) => join([...segments.slice(0, i), inserted, ...segments.slice(i)])
+    spellings.add(with_(`%${hex(segment[0]!)}${segment.slice(1)}`))
+    spellings.add(with_(`%${hex(segment[0]!).toUpperCase()}${segment.slice(1)}`))
+    spellings.add(with_(segment.toUpperCase()))
+    spellings.add(with_(segment[0]!.toUpperCase() + segment.slice(1)))
+    spellings.add(before('.'))
+    spellings.add(before('%2e'))
+    spellings.add(before('x/..'))
+    spellings.add(before('x/%2e%2e'))
+    spellings.add(before('x/%2E%2E'))
+    spellings.add(join([...segments.slice(0, i), '', ...segments.slice(i)]))
+    if (i > 0) {
+      spellings.add(`${join(segments.slice(0, i))}%2F${segments.slice(i).join('/')}`)
+      spellings.add(`${join(segments.slice(0, i))}%2f${segments.slice(i).join('/')}`)
+    }
+  })
+  spellings.add(`${path}/`)
+  spellings.add(`${path}//`)
+  spellings.add(`${path}/.`)
+  spellings.add(`/${path}`)
+  spellings.delete(path)
+  return [...spellings]
+}
 
 /**
  * The HTTP contract, run against one host framework over real loopback HTTP. Every adapter
@@ -56,6 +93,14 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
         expect(res.status).toBe(415)
         expect(res.json.code).toBe('unsupported_media_type')
         expect(res.json.message).toMatch(/^content-type /)
+      }
+    })
+
+    it('refuses malformed content types with 415 in the contract format', async () => {
+      for (const type of [' ', '/', 'x', 'application/', ';', 'application/json/x', '; charset=utf-8']) {
+        const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': type }, body: '[]' })
+        expect(res.status, JSON.stringify(type)).toBe(415)
+        expect(res.json, JSON.stringify(type)).toMatchObject({ code: 'unsupported_media_type', message: expect.stringMatching(/^content-type /) })
       }
     })
 
@@ -372,6 +417,205 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
         expect(res.status).toBe(503)
         expect(Date.now() - started).toBeLessThan(5000)
         expect(res.body.message).toMatch(/timed out after 300 ms/)
+      } finally {
+        await host.close()
+      }
+    })
+  })
+
+  for (const guard of [false, true]) {
+    describe(`${label}: one spelling per route${guard ? ', behind a host guard on /api/admin' : ''}`, () => {
+      let host: RunningHost
+      beforeAll(async () => {
+        // The README's "admin access behind your own auth": event-ingest trusts the host.
+        host = await startHost(factory, { authorize: () => true }, '/api', { guard })
+      })
+      afterAll(() => host.close())
+
+      const ingestBody = (id: string) => JSON.stringify([makeEvent({ id })])
+
+      it('serves every route under its canonical path', async () => {
+        expect((await getJson(`${host.url}/events/schema`)).status).toBe(200)
+        const ingested = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: ingestBody('canonical') })
+        expect(ingested.status).toBe(200)
+        for (const path of ['/admin/events/stats', '/admin/events']) {
+          const res = await rawRequest(`${host.url}${path}`, { method: 'GET' })
+          if (guard) expect(res.json, path).toEqual({ host: 'login first' })
+          else expect(res.status, path).toBe(200)
+        }
+      })
+
+      it('never serves another spelling of a route: percent-encoded, dot segments, doubled slashes, other case, trailing slash', async () => {
+        let n = 0
+        const ids: string[] = []
+        for (const route of ['/events/ingest', '/events/schema', '/admin/events/stats', '/admin/events']) {
+          // And the target in absolute form, which a host's path guard does not expect.
+          for (const path of [...spellingsOf(`/api${route}`), `${host.origin}/api${route}`]) {
+            const id = `spelling-${n++}`
+            const post = route === '/events/ingest'
+            if (post) ids.push(id)
+            const res = await rawRequest(host.origin, post ? { path, headers: { 'content-type': 'application/json' }, body: ingestBody(id) } : { path, method: 'GET' })
+            // The host's answer (its 404, its guard's 401, its 400 for a target it cannot parse), never event-ingest's.
+            expect([400, 401, 404], `${path}: ${res.status} ${res.text.slice(0, 120)}`).toContain(res.status)
+            expect(res.text, path).not.toMatch(/"(events|totals|accepted|schemaVersion|code)"/)
+          }
+        }
+        expect(n).toBeGreaterThan(100)
+        const stored = (await host.ingest.events({ limit: 1000 })).events.map((e) => e.id)
+        expect(stored.filter((id) => ids.includes(id))).toEqual([])
+        expect(host.errors).toEqual([])
+      })
+    })
+  }
+
+  describe(`${label}: refusals close the connection`, () => {
+    let host: RunningHost
+    beforeAll(async () => {
+      host = await startHost(factory, { token: 'right-token', limits: { maxBodyBytes: 4096 } }, '/api')
+    })
+    afterAll(() => host.close())
+
+    // text/plain: no host body parser reads it, so every host leaves the body to event-ingest.
+    const cases: [string, Record<string, string>, number, boolean][] = [
+      ['a wrong token (Content-Length)', { 'content-type': 'text/plain', 'x-event-token': 'wrong' }, 401, false],
+      ['a wrong token (chunked)', { 'content-type': 'text/plain', 'x-event-token': 'wrong' }, 401, true],
+      ['a missing token (chunked)', { 'content-type': 'text/plain' }, 401, true],
+      ['an unsupported content type (Content-Length)', { 'content-type': 'application/xml', 'x-event-token': 'right-token' }, 415, false],
+      ['an unsupported content type (chunked)', { 'content-type': 'application/xml', 'x-event-token': 'right-token' }, 415, true],
+      ['a Content-Length over maxBodyBytes', { 'content-type': 'text/plain', 'x-event-token': 'right-token' }, 413, false],
+      ['a chunked body crossing maxBodyBytes', { 'content-type': 'text/plain', 'x-event-token': 'right-token' }, 413, true],
+    ]
+    for (const [what, headers, status, chunked] of cases) {
+      it(`answers ${what} with ${status} and connection: close, and stops reading the upload`, async () => {
+        const total = 64 * 1024 * 1024
+        const outcome = await slowUpload(`${host.url}/events/ingest`, { headers, total, chunked, chunkBytes: 64 * 1024, intervalMs: 1 })
+        expect(outcome.status).toBe(status)
+        expect(outcome.headers.connection).toBe('close')
+        expect(outcome.timedOut).toBe(false)
+        // Closed by the server long before the client was done: it read at most its drain budget.
+        expect(outcome.closedEarly).toBe(true)
+        expect(outcome.sent).toBeLessThan(16 * 1024 * 1024)
+        expect(host.errors).toEqual([])
+      })
+    }
+
+    it('reads and drops at most refusalDrain.maxBytes after the answer: a refused upload within it is read to its end', async () => {
+      const headers = { 'content-type': 'text/plain', 'x-event-token': 'wrong' }
+      const total = 4 * 1024 * 1024
+      const small = await startHost(factory, { token: 'right-token', refusalDrain: { maxBytes: 64 * 1024, maxMs: 60_000 } })
+      const large = await startHost(factory, { token: 'right-token', refusalDrain: { maxBytes: 2 * total, maxMs: 60_000 } })
+      try {
+        const cut = await slowUpload(`${small.url}/events/ingest`, { headers, total, intervalMs: 1 })
+        expect(cut).toMatchObject({ status: 401, closedEarly: true, timedOut: false })
+        expect(cut.headers.connection).toBe('close')
+        const whole = await slowUpload(`${large.url}/events/ingest`, { headers, total, intervalMs: 1 })
+        // All sent, and the server closed the connection once the body had ended (no client timeout).
+        expect(whole).toMatchObject({ status: 401, closedEarly: false, timedOut: false, sent: total })
+        expect(whole.headers.connection).toBe('close')
+      } finally {
+        await small.close()
+        await large.close()
+      }
+    })
+
+    it('reads and drops for at most refusalDrain.maxMs after the answer', async () => {
+      const slow = await startHost(factory, { token: 'right-token', refusalDrain: { maxBytes: 64 * 1024 * 1024, maxMs: 200 } })
+      try {
+        // 1 KiB every 5 ms: the 4 MiB would take 20 s; the server stops after 200 ms.
+        const outcome = await slowUpload(`${slow.url}/events/ingest`, { headers: { 'content-type': 'text/plain', 'x-event-token': 'wrong' }, total: 4 * 1024 * 1024, chunkBytes: 1024, intervalMs: 5, deadlineMs: 10_000 })
+        expect(outcome).toMatchObject({ status: 401, closedEarly: true, timedOut: false })
+      } finally {
+        await slow.close()
+      }
+    })
+
+    it('keeps the connection of a request it read whole', async () => {
+      const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json', 'x-event-token': 'right-token' }, body: '{"not":"an array"}' })
+      expect(res.status).toBe(400)
+      expect(res.headers.connection).not.toBe('close')
+    })
+  })
+
+  describe(`${label}: a body over the limit gets its 413 across`, () => {
+    let host: RunningHost
+    beforeAll(async () => {
+      host = await startHost(factory, { limits: { maxBodyBytes: 4096 } }, '/api')
+    })
+    afterAll(() => host.close())
+
+    // 64 pieces of 4 KiB, one a millisecond: still sending when the 413 comes, the whole body within
+    // the drain budget; text/plain, which no host body parser reads.
+    const piece = Buffer.alloc(4096, 0x20)
+    const pieces = 64
+    const tick = () => new Promise((resolve) => setTimeout(resolve, 1))
+
+    it('a client still sending when the 413 comes, and slow to read it, gets it', async () => {
+      const outcome = await busyClientUpload(`${host.url}/events/ingest`, {
+        headers: { 'content-type': 'text/plain' },
+        first: Buffer.alloc(8192, 0x20),
+        later: Buffer.alloc(64 * 1024, 0x20),
+        busyMs: 250,
+      })
+      expect(outcome, outcome.text.slice(0, 200)).toMatchObject({ status: 413 })
+      expect(outcome.text).toMatch(/\r\nconnection: close\r\n/i)
+      expect(outcome.text).toContain('"code":"body_too_large"')
+    })
+
+    it('every one of 20 chunked uploads with fetch reads the 413', async () => {
+      for (let attempt = 0; attempt < 20; attempt++) {
+        let sent = 0
+        const body = new ReadableStream<Uint8Array>({
+          async pull(controller) {
+            await tick()
+            if (sent++ < pieces) controller.enqueue(piece)
+            else controller.close()
+          },
+        })
+        const res = await fetch(`${host.url}/events/ingest`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body, duplex: 'half' } as RequestInit)
+        expect(res.status, `attempt ${attempt}`).toBe(413)
+        expect((await res.json()).code).toBe('body_too_large')
+      }
+    })
+
+    it('every one of 20 chunked uploads with http.request reads the 413', async () => {
+      for (let attempt = 0; attempt < 20; attempt++) {
+        const outcome = await new Promise<{ status?: number; error?: string; text?: string }>((resolve) => {
+          const req = httpRequest(`${host.url}/events/ingest`, { method: 'POST', headers: { 'content-type': 'text/plain' } }, (res) => {
+            let text = ''
+            res.on('data', (chunk) => (text += chunk))
+            res.on('end', () => resolve({ status: res.statusCode, text }))
+            res.on('error', (error) => resolve({ status: res.statusCode, error: error.message }))
+          })
+          req.on('error', (error) => resolve({ error: (error as NodeJS.ErrnoException).code ?? error.message }))
+          void (async () => {
+            for (let i = 0; i < pieces && !req.destroyed; i++) {
+              req.write(piece)
+              await tick()
+            }
+            req.end()
+          })()
+        })
+        expect(outcome, `attempt ${attempt}`).toMatchObject({ status: 413 })
+        expect(JSON.parse(outcome.text!).code).toBe('body_too_large')
+      }
+    })
+  })
+
+  describe(`${label}: a client that drops the connection mid-upload`, () => {
+    it('ends that request: nothing stored, nothing thrown to the host', async () => {
+      const host = await startHost(factory, {}, '/api')
+      try {
+        for (const type of ['text/plain', 'application/json']) {
+          // A host body parser in front reads JSON itself; its own handling of an abort is the host's.
+          if (type === 'application/json' && factory.hostReadsBody) continue
+          const before = (await host.ingest.stats()).failures.refusedByCode.request_aborted ?? 0
+          const outcome = await slowUpload(`${host.url}/events/ingest`, { headers: { 'content-type': type }, total: 1024 * 1024, chunkBytes: 1000, intervalMs: 5, deadlineMs: 100 })
+          expect(outcome.status).toBeUndefined()
+          // The request is over once the core counts it; until then, wait (bounded by the test's timeout).
+          while (((await host.ingest.stats()).failures.refusedByCode.request_aborted ?? 0) === before) await new Promise((r) => setTimeout(r, 20))
+        }
+        expect(host.errors).toEqual([])
+        expect((await host.ingest.events()).events).toEqual([])
       } finally {
         await host.close()
       }

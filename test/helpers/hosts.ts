@@ -1,5 +1,5 @@
 import { createServer } from 'node:http'
-import express from 'express'
+import express, { type ErrorRequestHandler } from 'express'
 import express4 from 'express4'
 import Koa from 'koa'
 import Koa2 from 'koa2'
@@ -24,9 +24,12 @@ type KoaClass = typeof Koa | typeof Koa2
 export const expressHost = (hostParser: boolean, major: 4 | 5 = 5): HostFactory => ({
   name: `${major === 5 ? 'express' : 'express 4'}${hostParser ? ' + express.json()' : ''}`,
   hostReadsBody: hostParser,
-  async start(ingest, { base }) {
+  async start(ingest, { base, guard, errors }) {
     const framework: ExpressModule = major === 5 ? express : express4
     const app = (framework as typeof express)()
+    if (guard) {
+      app.use((req, res, next) => (req.path.startsWith(`${base}/admin`) ? res.status(401).json({ host: 'login first' }) : next()))
+    }
     if (hostParser) app.use(framework.json({ limit: '10mb' }))
     app.post('/host/echo', framework.json(), (req, res) => {
       res.json({ echo: req.body })
@@ -35,6 +38,10 @@ export const expressHost = (hostParser: boolean, major: 4 | 5 = 5): HostFactory 
     app.use((_req, res) => {
       res.status(404).json({ host: 'not found' })
     })
+    app.use(((error, _req, res, _next) => {
+      errors.push(error)
+      res.status(500).json({ host: 'error' })
+    }) as ErrorRequestHandler)
     const server = createServer(app)
     const url = await listen(server)
     return { url: url + base, close: () => closeServer(server) }
@@ -46,10 +53,19 @@ export const koaHost = (hostParser: boolean, major: 2 | 3 = 3): HostFactory => (
   hostReadsBody: hostParser,
   // @koa/bodyparser throws its own 400 upstream of every later middleware.
   hostAnswersParseErrors: hostParser,
-  async start(ingest, { base }) {
+  async start(ingest, { base, guard, errors }) {
     const App: KoaClass = major === 3 ? Koa : Koa2
     const app = new (App as typeof Koa)()
     app.silent = true
+    app.on('error', (error) => errors.push(error))
+    app.use(async (ctx, next) => {
+      if (guard && ctx.path.startsWith(`${base}/admin`)) {
+        ctx.status = 401
+        ctx.body = { host: 'login first' }
+        return
+      }
+      await next()
+    })
     if (hostParser) app.use(bodyParser({ jsonLimit: '10mb' }))
     app.use(koaIngest(ingest, { base }))
     app.use(async (ctx, next) => {
@@ -77,8 +93,17 @@ export const koaHost = (hostParser: boolean, major: 2 | 3 = 3): HostFactory => (
 
 export const fastifyHost = (hostParser: boolean): HostFactory => ({
   name: hostParser ? 'fastify + custom JSON parser' : 'fastify',
-  async start(ingest, { base }) {
+  async start(ingest, { base, guard, errors }) {
     const app = Fastify()
+    app.setErrorHandler((error, _request, reply) => {
+      errors.push(error)
+      return reply.code(500).send({ host: 'error' })
+    })
+    if (guard) {
+      app.addHook('onRequest', async (request, reply) => {
+        if (request.url.startsWith(`${base}/admin`)) return reply.code(401).send({ host: 'login first' })
+      })
+    }
     if (hostParser) {
       // A host with its own JSON parser: the plugin's routes must not depend on it, and the host's routes keep it.
       app.removeContentTypeParser('application/json')
