@@ -108,7 +108,7 @@ function json(status: number, body: unknown, extra?: Record<string, string>): In
 }
 
 /** Errors answered before the request's body was read to its end. */
-const unreadBody: ReadonlySet<string> = new Set(['token_missing', 'token_invalid', 'unsupported_media_type', 'body_too_large', 'request_aborted'])
+const unreadBody: ReadonlySet<string> = new Set(['token_missing', 'token_invalid', 'unsupported_media_type', 'unsupported_encoding', 'body_too_large', 'request_aborted'])
 
 function errorResponse(error: IngestError, retryAfterSeconds: number): IngestHttpResponse {
   const extra: Record<string, string> = {}
