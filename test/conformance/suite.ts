@@ -533,6 +533,9 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json', 'x-event-token': 'right-token' }, body: '{"not":"an array"}' })
       expect(res.status).toBe(400)
       expect(res.headers.connection).not.toBe('close')
+      const schema = await rawRequest(`${host.url}/events/schema`, { method: 'GET' })
+      expect(schema.status).toBe(200)
+      expect(schema.headers.connection).not.toBe('close')
     })
   })
 
