@@ -243,7 +243,7 @@ async function expectOneWinnerPerKey(count: number, extra: (i: number) => string
       const winners = column.flatMap((result, i) => (result === null ? [i] : []))
       expect(winners, `claim:${k}`).toHaveLength(1)
       const winner = `p${winners[0]}`
-      expect(column.filter((result) => result !== null && result !== winner), `claim:${k}`).toEqual([])
+      if (extra(0)[0] !== 'replace') expect(column.filter((result) => result !== null && result !== winner), `claim:${k}`).toEqual([])
       expect(await storage.getItem(`claim:${k}`)).toBe(winner)
     }
   } finally {
@@ -461,6 +461,13 @@ describe('fsDriver: setIfAbsentAll', () => {
 
   it('has exactly one winner per key across 4 processes claiming overlapping batches', async () => {
     await expectOneWinnerPerKey(200, (i) => ['all', String(i * 25)])
+  })
+
+  it('replaceAll has exactly one winner per key across 4 processes replacing one stale value at once', async () => {
+    await claimsOf(storage).setIfAbsentAll(Array.from({ length: 200 }, (_, k) => `claim:${k}`), 'stale|1')
+    await expectOneWinnerPerKey(200, (i) => ['replace', String(i * 25), 'stale|1'])
+    // No lock is left behind.
+    expect(readdirSync(join(base, 'claim')).filter((name) => name.endsWith('.lock.tmp'))).toEqual([])
   })
 })
 

@@ -65,3 +65,24 @@ describe('README examples run as written', () => {
     expect(second).toBe('2026-11-02T14:03:11.000Z')
   })
 })
+
+describe('README promises', () => {
+  const section = (title: string) => readme.slice(readme.indexOf(`## ${title}`), readme.indexOf('\n## ', readme.indexOf(`## ${title}`) + 3))
+
+  it('says the same, true thing about a 503 in the contract table and in Guarantees: not acknowledged, maybe partly stored, safe to retry', () => {
+    const row = section('The HTTP contract').split('\n').find((line) => line.startsWith('| `POST /events/ingest`'))!
+    const guarantees = section('Guarantees')
+    // Events of a request answered 503 can be stored (a write landing late, a batch written whole
+    // before a later step failed): "nothing was stored" would be false.
+    expect(readme).not.toMatch(/nothing (of that request )?was stored/)
+    expect(row).toMatch(/503 .*not(hing of that request was)? acknowledged.*may have been stored.*retry is safe.*duplicates/)
+    expect(guarantees).toMatch(/A 503 means not acknowledged[^.]*may have been stored/)
+    expect(guarantees).toMatch(/retry is safe: those events come back as\s+duplicates/)
+  })
+
+  it('states the counts a crash can lose, and that stored events are not lost with them', () => {
+    const guarantees = section('Guarantees')
+    expect(guarantees).toMatch(/Stats can lose the last seconds of counts on a crash; events cannot/)
+    expect(guarantees).toMatch(/at most\s+`flushIntervalMs` of them/)
+  })
+})
