@@ -2,12 +2,14 @@ import { IngestError, limitError } from './errors'
 
 /**
  * A request body as an adapter hands it over: bytes, a stream of byte chunks (a Node request, a
- * web `ReadableStream`), or a value the host's own body parser already produced.
+ * web `ReadableStream`), a value the host's own body parser already produced, or the refusal a
+ * host's body parser met (mapped to the contract's error), answered and counted as the core's own.
  */
 export type BodySource =
   | { bytes: Uint8Array | string }
   | { stream: AsyncIterable<Uint8Array | string> }
   | { parsed: unknown }
+  | { refused: IngestError }
 
 function toBytes(chunk: Uint8Array | string): Uint8Array {
   return typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk

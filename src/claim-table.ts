@@ -77,6 +77,8 @@ export class ClaimTable {
   private count = 0
   private readonly entries: (Entry | undefined)[] = [undefined]
   private readonly freeRefs: number[] = []
+  // The entries holding each value (a batch claims in one call, and again after a wait or a take-over).
+  private readonly byValue = new Map<string, number[]>()
   // The hash of the id `find` looked up last, for `insert`.
   private lastHash = 0
   // What `hashAll` read, kept so the reads are not optimised away.
@@ -131,12 +133,42 @@ export class ClaimTable {
     }
   }
 
+  /**
+   * Compare-and-set: sets the claim of each id to `value` where it still holds `expected[i]`;
+   * returns, per id, whether it did.
+   */
+  replace(ids: readonly string[], expected: readonly string[], value: string): boolean[] {
+    const won = ids.map((id, i) => this.read(id) === expected[i])
+    // An id repeated in the call is set once.
+    const chosen = [...new Set(ids.filter((_, i) => won[i]))]
+    this.overwrite(chosen, value)
+    return won
+  }
+
   /** Removes the claims of `ids` that still hold `value`. */
   release(ids: readonly string[], value: string): void {
     for (const id of ids) {
       const slot = this.find(id)
       if (slot >= 0 && this.entries[this.slots[slot + 1]!]!.value === value) this.remove(slot)
     }
+  }
+
+  /** Removes every claim holding `value`; returns how many. */
+  forget(value: string): number {
+    const refs = this.byValue.get(value)
+    if (!refs) return 0
+    let removed = 0
+    for (const ref of [...refs]) {
+      const entry = this.entries[ref]!
+      for (let i = 0; i < entry.ends.length && this.entries[ref] === entry; i++) {
+        const slot = this.find(entry.ids.slice(i === 0 ? 0 : entry.ends[i - 1]!, entry.ends[i]!))
+        if (slot >= 0 && this.slots[slot + 1] === ref) {
+          this.remove(slot)
+          removed++
+        }
+      }
+    }
+    return removed
   }
 
   read(id: string): string | null {
@@ -294,6 +326,9 @@ export class ClaimTable {
     for (let i = 0; i < ids.length; i++) ends[i] = at += ids[i]!.length
     const ref = this.freeRefs.pop() ?? this.entries.length
     this.entries[ref] = { value, ids: ids.join(''), ends, live: 0 }
+    const refs = this.byValue.get(value)
+    if (refs) refs.push(ref)
+    else this.byValue.set(value, [ref])
     return ref
   }
 
@@ -303,6 +338,9 @@ export class ClaimTable {
     if (--entry.live === 0) {
       this.entries[ref] = undefined
       this.freeRefs.push(ref)
+      const refs = this.byValue.get(entry.value)!
+      if (refs.length === 1) this.byValue.delete(entry.value)
+      else refs.splice(refs.indexOf(ref), 1)
     }
   }
 }

@@ -11,16 +11,28 @@ import { idKey } from './keys'
  * Atomic where the driver allows it: Redis (`SET NX GET`, one round trip per batch), the memory
  * driver (a synchronous check-and-set), and event-ingest's fs driver (hard link, atomic across
  * processes). Other drivers get a read-then-write that is atomic only within one process.
+ *
+ * The same holds for `replace`, the compare-and-set that takes a stale claim over: a Lua script on
+ * Redis, a synchronous check on memory, a per-value lock file (hard link) on the fs driver, and a
+ * read, compare, then write elsewhere (two instances that take one claim over at the same moment
+ * can then both win it: see the README's Guarantees).
  */
 export interface ClaimStore {
+  /** `claim` is atomic across every process sharing the storage. */
   readonly atomic: boolean
   /**
    * Claims every key not held yet. A key repeated within one call is claimed at its first place;
    * the later places answer what that one holds then (`value` when it was just claimed).
    */
   claim(keys: readonly string[], value: string, ttlMs: number): Promise<(string | null)[]>
-  /** Overwrites keys (taking over stale claims). */
+  /** Overwrites keys, whatever they hold. */
   overwrite(keys: readonly string[], value: string, ttlMs: number): Promise<void>
+  /**
+   * Compare-and-set: sets each key to `value` only where it still holds `expected[i]` (taking a
+   * stale claim over). Resolves, per key, whether it was set: of several callers replacing one
+   * value at once, one wins.
+   */
+  replace(keys: readonly string[], expected: readonly string[], value: string, ttlMs: number): Promise<boolean[]>
   /** Removes keys that still hold `value`. */
   release(keys: readonly string[], value: string): Promise<void>
   read(keys: readonly string[]): Promise<(string | null)[]>
@@ -32,7 +44,7 @@ export interface ClaimStore {
 }
 
 interface RedisLike {
-  pipeline(): { set(...args: unknown[]): unknown; get(key: string): unknown; exec(): Promise<[Error | null, unknown][] | null> }
+  pipeline(): { set(...args: unknown[]): unknown; get(key: string): unknown; eval(...args: unknown[]): unknown; exec(): Promise<[Error | null, unknown][] | null> }
   eval(script: string, numKeys: number, ...args: unknown[]): Promise<unknown>
 }
 
@@ -55,6 +67,8 @@ function execResults(results: [Error | null, unknown][] | null): unknown[] {
 }
 
 const RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+// Compare-and-set in one step on the server: no other command runs between the GET and the SET.
+const REPLACE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 else return 0 end"
 
 /**
  * Claims keys one call each, all at once, with a repeated key claimed at its first place only: its
@@ -93,6 +107,12 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
         for (const key of keys) pipeline.set(full(key), value, 'PX', ttlMs)
         execResults(await pipeline.exec())
       },
+      async replace(keys, expected, value, ttlMs) {
+        if (keys.length === 0) return []
+        const pipeline = redis.pipeline()
+        keys.forEach((key, i) => pipeline.eval(REPLACE_SCRIPT, 1, full(key), expected[i], value, Math.max(1, Math.ceil(ttlMs))))
+        return execResults(await pipeline.exec()).map((v) => Number(v) === 1)
+      },
       async release(keys, value) {
         await Promise.all(keys.map((key) => redis.eval(RELEASE_SCRIPT, 1, full(key), value)))
       },
@@ -122,6 +142,15 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
       async overwrite(keys, value) {
         for (const key of keys) map.set(relative(key), value)
       },
+      async replace(keys, expected, value) {
+        return keys.map((key, i) => {
+          const k = relative(key)
+          const held = map.get(k)
+          if (held === undefined || held === null || String(held) !== expected[i]) return false
+          map.set(k, value)
+          return true
+        })
+      },
       async release(keys, value) {
         for (const key of keys) if (map.get(relative(key)) === value) map.delete(relative(key))
       },
@@ -146,7 +175,7 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
   }
 
   const fsInstance = driver.name === 'event-ingest-fs' && typeof driver.getInstance === 'function'
-    ? (driver.getInstance() as Pick<FsDriverInstance, 'setIfAbsentAll' | 'removeExpired'>)
+    ? (driver.getInstance() as Partial<Pick<FsDriverInstance, 'replaceAll' | 'removeAllHolding'>> & Pick<FsDriverInstance, 'setIfAbsentAll' | 'removeExpired'>)
     : undefined
 
   const generic: ClaimStore = {
@@ -161,6 +190,15 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     },
     async overwrite(keys, value, ttlMs) {
       await Promise.all(keys.map((key) => storage.setItem(key, value, { ttl: Math.ceil(ttlMs / 1000) })))
+    },
+    async replace(keys, expected, value, ttlMs) {
+      // A read, then a write: atomic only against other callers in this process that take turns
+      // (the event log lets one batch at a time take an id over); see the interface.
+      return Promise.all(keys.map(async (key, i) => {
+        if ((await storage.getItemRaw(key))?.toString() !== expected[i]) return false
+        await storage.setItem(key, value, { ttl: Math.ceil(ttlMs / 1000) })
+        return true
+      }))
     },
     async release(keys, value) {
       await Promise.all(keys.map(async (key) => {
@@ -188,9 +226,21 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
     },
   }
   if (!fsInstance) return generic
+  const { replaceAll, removeAllHolding } = fsInstance
   return {
     ...generic,
     atomic: true,
+    // Without `replaceAll` (a driver that only claims), a take-over is a read, then a write.
+    ...(typeof replaceAll === 'function' && {
+      replace: async (keys: readonly string[], expected: readonly string[], value: string) =>
+        keys.length === 0 ? [] : replaceAll.call(fsInstance, keys.map(relative), expected, value),
+    }),
+    // Under the lock `replaceAll` takes: a release never removes a claim just taken over.
+    ...(typeof removeAllHolding === 'function' && {
+      release: async (keys: readonly string[], value: string) => {
+        await removeAllHolding.call(fsInstance, [...new Set(keys)].map(relative), value)
+      },
+    }),
     // A batch's claims are one file: read once, not once per id.
     expire: (base, isExpired, signal) => fsInstance.removeExpired(relative(base), isExpired, signal),
     async claim(keys, value) {
@@ -219,6 +269,8 @@ export type IdClaims = Omit<ClaimStore, 'expire'> & {
   expire(isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
   /** Claims live in this process's memory: every call answers at once, with no I/O to time out. */
   readonly local?: boolean
+  /** Removes every claim holding `value` (memory only: claims of a batch dropped from memory). */
+  forget?(value: string): number
 }
 
 // Memory-driver claims, per driver instance and base: every log on one memory storage shares them.
@@ -242,8 +294,10 @@ export function createIdClaims(storage: Storage, base: string): IdClaims {
     return {
       atomic: true,
       local: true,
+      forget: (value) => claims.forget(value),
       claim: async (ids, value) => claims.claim(ids, value),
       overwrite: async (ids, value) => claims.overwrite(ids, value),
+      replace: async (ids, expected, value) => claims.replace(ids, expected, value),
       release: async (ids, value) => claims.release(ids, value),
       read: async (ids) => ids.map((id) => claims.read(id)),
       // A slice of the table per turn of the event loop: the table holds every id of the window.
@@ -256,6 +310,7 @@ export function createIdClaims(storage: Storage, base: string): IdClaims {
     atomic: store.atomic,
     claim: (ids, value, ttlMs) => store.claim(keysOf(ids), value, ttlMs),
     overwrite: (ids, value, ttlMs) => store.overwrite(keysOf(ids), value, ttlMs),
+    replace: (ids, expected, value, ttlMs) => store.replace(keysOf(ids), expected, value, ttlMs),
     release: (ids, value) => store.release(keysOf(ids), value),
     read: (ids) => store.read(keysOf(ids)),
     expire: (isExpired, signal) => store.expire(base, isExpired, signal),

@@ -9,6 +9,7 @@ export type IngestErrorCode =
   | 'event_too_large'
   | 'too_many_events'
   | 'unsupported_media_type'
+  | 'unsupported_encoding'
   | 'token_missing'
   | 'token_invalid'
   | 'admin_token_missing'
@@ -16,6 +17,7 @@ export type IngestErrorCode =
   | 'admin_forbidden'
   | 'admin_disabled'
   | 'invalid_query'
+  | 'invalid_request'
   | 'not_found'
   | 'method_not_allowed'
   | 'storage_unavailable'
@@ -27,6 +29,7 @@ export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
   not_an_array: 400,
   too_deep: 400,
   invalid_query: 400,
+  invalid_request: 400,
   token_missing: 401,
   token_invalid: 401,
   admin_token_missing: 401,
@@ -39,6 +42,7 @@ export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
   event_too_large: 413,
   too_many_events: 413,
   unsupported_media_type: 415,
+  unsupported_encoding: 415,
   storage_unavailable: 503,
   in_progress: 503,
 }

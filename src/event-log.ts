@@ -54,8 +54,15 @@ export interface EventLogOptions {
    * forwarder to drop once 4 storage timeouts have passed, or to forward if the record is there.
    */
   onUnstored?: (outboxKey: string, entry: OutboxEntry) => void
-  /** Told of failures of that background work (see `close`). */
+  /** Told of failures of that background work (see `close`), and once when `maxEvents` is first reached. */
   onError?: (error: unknown) => void
+  /**
+   * On a memory storage: most events kept from the batches this log stored. Past it, the oldest
+   * batches are dropped, with their outbox entries and their ids' dedupe claims (sent again, those
+   * ids are stored again), and counted in `dropped`. Ignored on other storages.
+   * @default Infinity
+   */
+  maxEvents?: number
 }
 
 /** What the outbox holds for one stored batch: delivery state lives with the forwarder. */
@@ -124,6 +131,8 @@ export interface EventLog {
   readonly corruptRecords: number
   /** Whether claims are atomic on this driver (true for memory, fs and Redis). */
   readonly atomicDedupe: boolean
+  /** Batches and events a memory storage dropped to stay within `maxEvents` (zeros elsewhere). */
+  readonly dropped: { batches: number; events: number }
   /**
    * Stops the background work on batches whose requests answered 503 with their writes sent
    * (finding out whether the record landed, writing its outbox entry): each makes one last attempt
@@ -282,6 +291,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const batchBase = `${prefix}:b`
   const onMemory = (key: string) => (storage.getMount(key) as { driver: { name?: string } }).driver.name === 'memory'
   const keepsBytes = onMemory(batchBase)
+  // The batches this log stored in memory, oldest first, with their event counts and claim values,
+  // while bounded (the claims go with the batch: the claim table is bounded by the same cap).
+  const maxEvents = keepsBytes && claims.forget ? (options.maxEvents ?? Infinity) : Infinity
+  const inMemory = new Map<string, { events: number; claim: string }>()
+  let keptEvents = 0
+  const dropped = { batches: 0, events: 0 }
   // Every batch write goes to the memory driver: a write is done when it returns, nothing to time.
   const localWrites = keepsBytes && (!options.outbox || onMemory(`${prefix}:o`))
   // Batches this process is writing right now, by key: a request that finds one of them holding
@@ -564,16 +579,18 @@ export function createEventLog(options: EventLogOptions): EventLog {
           // hour index may have gone with them, so this batch checks it again.
           indexedHour = ''
           // One flight of this process at a time takes an id over, and only while the claim still
-          // holds what was judged stale: another may have taken it over and stored it meanwhile.
+          // holds what was judged stale: another request, here or in another instance, may have
+          // taken it over and stored it meanwhile. The replace is a compare-and-set where the
+          // storage gives one (see ClaimStore), so of instances taking one claim over at once,
+          // one wins; the others answer in_progress, and their retries find the winner's record.
           const busy = takeover.find((id) => takingOver.has(id))
           if (busy !== undefined) throw idBusy(busy)
           for (const id of takeover) takingOver.set(id, flight)
           tookOver = takeover
-          const current = await withTimeout(claims.read(takeover), timeoutMs, 'read')
-          const changed = takeover.findIndex((_, i) => current[i] !== stale[i])
-          if (changed >= 0) throw idBusy(takeover[changed]!)
-          await withTimeout(claims.overwrite(takeover, claim, windowMs), timeoutMs, 'claim').catch(claimsFailed)
-          mine.push(...takeover)
+          const won = await withTimeout(claims.replace(takeover, stale, claim, windowMs), timeoutMs, 'claim').catch(claimsFailed)
+          for (let i = 0; i < takeover.length; i++) if (won[i]) mine.push(takeover[i]!)
+          const lost = won.indexOf(false)
+          if (lost >= 0) throw idBusy(takeover[lost]!)
         }
       }
       duplicateIndexes.sort((a, b) => a - b)
@@ -613,6 +630,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       // Writes to the memory driver are done when they return: no timer to race them against.
       const all: Promise<unknown> = writes.length === 1 ? write : Promise.all(writes)
       await (localWrites ? all : withTimeout(all, timeoutMs, 'write'))
+      if (maxEvents !== Infinity) keep(batchKey, storedCount, claim)
       return result
     } catch (error) {
       if (mine.length > 0 || claimsUnknown) {
@@ -658,6 +676,30 @@ export function createEventLog(options: EventLogOptions): EventLog {
       if (tookOver) for (const id of tookOver) if (takingOver.get(id) === flight) takingOver.delete(id)
       flight.done = true
       wake(flight)
+    }
+  }
+
+  /**
+   * Counts a batch stored in memory, then drops the oldest batches (never this one) until at most
+   * `maxEvents` events are kept, with their claims: a claim naming a batch that is gone would be
+   * taken over anyway (see `settledHere`), so keeping it would keep memory, not deduplication.
+   */
+  function keep(batchKey: string, events: number, claim: string): void {
+    inMemory.set(batchKey, { events, claim })
+    keptEvents += events
+    while (keptEvents > maxEvents && inMemory.size > 1) {
+      const [oldest, { events: count, claim: held }] = inMemory.entries().next().value as [string, { events: number; claim: string }]
+      inMemory.delete(oldest)
+      keptEvents -= count
+      claims.forget!(held)
+      if (dropped.batches === 0) {
+        options.onError?.(new Error(`the memory storage holds ${maxEvents} events (maxEvents): the oldest batches are dropped from now on, and counted; use fs or Redis storage to keep more`))
+      }
+      dropped.batches++
+      dropped.events += count
+      const removals = [storage.removeItem(oldest)]
+      if (options.outbox) removals.push(storage.removeItem(outboxKeyOf(oldest)))
+      void Promise.all(removals).catch((error: unknown) => options.onError?.(error))
     }
   }
 
@@ -817,6 +859,11 @@ export function createEventLog(options: EventLogOptions): EventLog {
           const pending = !signal?.aborted && options.outbox && await withTimeout(storage.hasItem(outboxKeyOf(key)), timeoutMs, 'read')
           if (!signal?.aborted && batchTime(key) < cutoff && !pending) {
             await withTimeout(storage.removeItem(key), timeoutMs, 'write')
+            const held = inMemory.get(key)
+            if (held) {
+              inMemory.delete(key)
+              keptEvents -= held.events
+            }
             batches++
           } else kept++
         })
@@ -852,6 +899,9 @@ export function createEventLog(options: EventLogOptions): EventLog {
       return corrupt
     },
     atomicDedupe: claims.atomic,
+    get dropped() {
+      return { ...dropped }
+    },
     close,
   }
 }

@@ -45,11 +45,15 @@ export interface SinkOptions {
   waitTimeoutMs?: number
 }
 
-/** A batch the sink refused for good (a 4xx other than 408, 425 and 429). */
+/**
+ * A batch the sink refused for good (a 4xx other than 408, 425 and 429), or the events of a batch
+ * that a 200 answer listed as rejected (`rejected`, the sink's reasons with them).
+ */
 export interface DeadLetter {
   /** Outbox id; pass it to `requeue`. */
   id: string
   batch: string
+  /** Events refused: the whole batch, or those in `rejected`. */
   events: number
   receivedAt: number
   status: number
@@ -57,6 +61,21 @@ export interface DeadLetter {
   body: string
   attempts: number
   failedAt: number
+  /**
+   * Only these events of the batch were refused, each with the sink's reasons: `index` is the
+   * event's position in the stored batch (not in the sink request). Absent: the whole batch was.
+   * `requeue` sends only these again.
+   */
+  rejected?: RefusedEvent[]
+}
+
+/** One event a sink listed as rejected in a 200 answer (event-ingest's `{accepted, duplicates, rejected}`). */
+export interface RefusedEvent {
+  /** Position in the stored batch. */
+  index: number
+  id?: string
+  /** The sink's reasons, as it sent them (event-ingest sends `[{ path, message }]`). */
+  errors: unknown
 }
 
 /** Delivery state for stats. */
@@ -74,7 +93,13 @@ export interface ForwardingState {
   nextAttemptInMs: number | null
 }
 
-interface Pending extends OutboxEntry {
+/** An outbox entry as the forwarder writes it: `only`, set by `requeue`, sends some events of the batch. */
+interface ForwardEntry extends OutboxEntry {
+  /** Positions in the stored batch of the events to send; absent: all of them. */
+  only?: number[]
+}
+
+interface Pending extends ForwardEntry {
   key: string
   /** The lease value this instance holds on it, if any. */
   lease?: string
@@ -87,6 +112,10 @@ interface Group {
   body: string
   events: number
   key: string
+  /** The events sent of each entry, parallel to `entries`, in request order. */
+  sent: unknown[][]
+  /** Their positions in each stored batch, where an entry sends only some (`only`). */
+  positions: (number[] | undefined)[]
 }
 
 /** The forwarder's public face. */
@@ -256,6 +285,8 @@ export function createForwarder(options: {
     const entries: Pending[] = []
     // Each batch is serialised once; the request body is the batches' events joined.
     const parts: string[] = []
+    const sent: unknown[][] = []
+    const positions: (number[] | undefined)[] = []
     let events = 0
     let bytes = 2
     // A copy: `enqueue` and adoption insert into the queue during the awaits below, and an entry
@@ -310,18 +341,23 @@ export function createForwarder(options: {
         }
         continue
       }
-      const part = JSON.stringify(record.events).slice(1, -1)
+      const stored = record.events as unknown[]
+      const picked = pending.only?.filter((index) => Number.isInteger(index) && index >= 0 && index < stored.length)
+      const chosen = picked ? picked.map((index) => stored[index]) : stored
+      const part = JSON.stringify(chosen).slice(1, -1)
       const size = Buffer.byteLength(part)
       if (entries.length > 0 && bytes + size > maxBytes) break
       bytes += size + 1
       entries.push(pending)
+      sent.push(chosen)
+      positions.push(picked)
       if (part) parts.push(part)
-      events += record.events.length
+      events += chosen.length
     }
     if (entries.length === 0) return undefined
     if (isolate > 0) isolate--
     const key = createHash('sha256').update(entries.map((e) => e.key).join(',')).digest('hex').slice(0, 32)
-    return { entries, body: `[${parts.join(',')}]`, events, key }
+    return { entries, body: `[${parts.join(',')}]`, events, key, sent, positions }
   }
 
   function drop(pending: Pending, delivered = false) {
@@ -343,11 +379,12 @@ export function createForwarder(options: {
     }
   }
 
-  async function settleGroup(current: Group, delivered: boolean) {
+  /** `refused`: entries with events refused in a 200 answer, which count as not delivered. */
+  async function settleGroup(current: Group, delivered: boolean, refused?: ReadonlyMap<Pending, unknown>) {
     for (const pending of current.entries) {
       await io(storage.removeItem(pending.key), 'write')
       if (pending.lease) await io(claims.release([`${prefix}:l:${idOf(pending.key)}`], pending.lease), 'lease').catch(() => {})
-      drop(pending, delivered)
+      drop(pending, delivered && !refused?.has(pending))
     }
     group = undefined
     attempts = 0
@@ -402,8 +439,23 @@ export function createForwarder(options: {
       inFlight = undefined
     }
     if (status >= 200 && status < 300) {
-      stats.recordForwarded(current.events, Date.now())
-      await settleGroup(current, true)
+      // A 200 may still list events the sink rejected (event-ingest's own answer does): those were
+      // not delivered, and become dead letters with the sink's reasons; the rest were.
+      const refused = refusedEvents(text, current)
+      let count = 0
+      for (const list of refused.values()) count += list.length
+      if (count < current.events) stats.recordForwarded(current.events - count, Date.now())
+      if (refused.size > 0) {
+        stats.recordForwardFailure('partial', Date.now())
+        const failedAt = Date.now()
+        for (const [pending, rejected] of refused) {
+          await writeDeadLetter({
+            id: idOf(pending.key), batch: pending.batch, events: rejected.length, receivedAt: pending.receivedAt,
+            status, body: text.slice(0, 2048), attempts: attempts + 1, failedAt, rejected,
+          })
+        }
+      }
+      await settleGroup(current, true, refused)
       return
     }
     attempts++
@@ -430,10 +482,57 @@ export function createForwarder(options: {
         id: idOf(pending.key), batch: pending.batch, events: pending.events, receivedAt: pending.receivedAt,
         status, body: text.slice(0, 2048), attempts, failedAt,
       }
-      await io(storage.setItem(`${prefix}:x:${letter.id}`, JSON.stringify(letter)), 'write')
-      deadLetterCount++
+      // A batch sent in part (a requeued partial dead letter) stays in part.
+      if (pending.only) letter.rejected = pending.only.map((index) => ({ index, errors: [] }))
+      await writeDeadLetter(letter)
     }
     await settleGroup(current, false)
+  }
+
+  async function writeDeadLetter(letter: DeadLetter) {
+    await io(storage.setItem(`${prefix}:x:${letter.id}`, JSON.stringify(letter)), 'write')
+    deadLetterCount++
+  }
+
+  /**
+   * The events a 2xx answer lists as rejected (`{ rejected: [{ index, id?, errors }] }`, `index`
+   * counted in the request), by entry, with their positions in the stored batch. An entry whose
+   * index is out of range is placed by its `id` where that names one event of the request; one
+   * that names neither cannot be placed and is left out (the event counts as delivered).
+   */
+  function refusedEvents(text: string, current: Group): Map<Pending, RefusedEvent[]> {
+    const refused = new Map<Pending, RefusedEvent[]>()
+    if (!text.includes('"rejected"')) return refused
+    const answer = safeParse(text) as { rejected?: unknown } | null
+    const listed = answer && typeof answer === 'object' && Array.isArray(answer.rejected) ? answer.rejected : []
+    if (listed.length === 0) return refused
+    // Request position -> [entry, position in its stored batch, the event's id].
+    const places: [number, number, unknown][] = []
+    current.sent.forEach((events, entry) => {
+      const positions = current.positions[entry]
+      events.forEach((event, i) => places.push([entry, positions ? positions[i]! : i, (event as { id?: unknown } | null)?.id]))
+    })
+    const seen = new Set<number>()
+    for (const item of listed) {
+      if (typeof item !== 'object' || item === null) continue
+      const { index, id, errors } = item as { index?: unknown; id?: unknown; errors?: unknown }
+      let at = Number.isInteger(index) && (index as number) >= 0 && (index as number) < places.length ? (index as number) : -1
+      if (at < 0 && typeof id === 'string') {
+        const matches = places.flatMap(([, , eventId], i) => (eventId === id ? [i] : []))
+        if (matches.length === 1) at = matches[0]!
+      }
+      if (at < 0 || seen.has(at)) continue
+      seen.add(at)
+      const [entry, position, eventId] = places[at]!
+      const pending = current.entries[entry]!
+      const event: RefusedEvent = { index: position, errors: errors ?? [] }
+      if (typeof eventId === 'string') event.id = eventId
+      const list = refused.get(pending)
+      if (list) list.push(event)
+      else refused.set(pending, [event])
+    }
+    for (const list of refused.values()) list.sort((a, b) => a.index - b.index)
+    return refused
   }
 
   // Before each retry of a group: keep its leases while they still hold what this instance wrote.
@@ -563,7 +662,8 @@ export function createForwarder(options: {
       const letters = (await this.deadLetters()).filter((l) => !ids || ids.includes(l.id))
       for (const letter of letters) {
         const key = `${outboxBase}:${letter.id}`
-        const entry: OutboxEntry = { batch: letter.batch, events: letter.events, receivedAt: letter.receivedAt }
+        const entry: ForwardEntry = { batch: letter.batch, events: letter.events, receivedAt: letter.receivedAt }
+        if (Array.isArray(letter.rejected)) entry.only = letter.rejected.map((event) => event.index)
         await io(storage.setItem(key, JSON.stringify(entry)), 'write')
         await io(storage.removeItem(`${prefix}:x:${letter.id}`), 'write')
         deadLetterCount = Math.max(0, deadLetterCount - 1)

@@ -26,10 +26,62 @@ export function toIngestRequest(event: H3Event, base = ''): IngestHttpRequest {
   const method = event.req.method
   let body: IngestHttpRequest['body']
   if (method === 'POST') {
-    if (node && !node.readableEnded) body = { stream: node }
+    const kept = keptBodies.get(event.req)
+    if (kept) body = { stream: keptStream(kept) }
+    else if (node && !node.readableEnded) body = { stream: node }
     else if (event.req.body && !event.req.bodyUsed) body = { stream: event.req.body as unknown as AsyncIterable<Uint8Array> }
   }
   return { method, path, query: event.url.search, headers: event.req.headers, body }
+}
+
+/** Bodies of ingest requests that a host middleware read before the handler ran, as bytes. */
+const keptBodies = new WeakMap<object, Promise<Uint8Array>>()
+
+const textDecoder = new TextDecoder()
+
+/**
+ * Lets a host middleware read the body of an ingest request and the handler read it after: h3 and
+ * srvx keep nothing of a body once read, so the request's `text()`, `json()`, `arrayBuffer()` and
+ * `bytes()` (what `readBody(event)` calls) are made to read it once, as bytes, which the handler
+ * then takes as sent (with every limit, the content encoding and the UTF-8 check). A body read
+ * from `event.req.body` directly is not kept.
+ */
+function keepBody(req: H3Event['req']): void {
+  const readBytes = req.arrayBuffer.bind(req)
+  let read: Promise<Uint8Array> | undefined
+  const once = (): Promise<Uint8Array> => {
+    if (!read) {
+      read = readBytes().then((buffer) => new Uint8Array(buffer))
+      keptBodies.set(req, read)
+    }
+    return read
+  }
+  // Each reader gets its own copy, as native bodies do; the text is decoded as `Request.text()` does.
+  Object.assign(req, {
+    arrayBuffer: () => once().then((bytes) => bytes.slice().buffer),
+    bytes: () => once().then((bytes) => bytes.slice()),
+    text: () => once().then((bytes) => textDecoder.decode(bytes)),
+    json: () => once().then((bytes) => JSON.parse(textDecoder.decode(bytes)) as unknown),
+  })
+}
+
+async function* keptStream(kept: Promise<Uint8Array>): AsyncGenerator<Uint8Array> {
+  yield await kept
+}
+
+/**
+ * Keeps the body of ingest requests to `path` for the handler, from the start of each request
+ * (h3's `onRequest` hook, which runs before any middleware, chained with the host's own).
+ */
+function keepIngestBodies(app: H3, path: string): void {
+  const hostHook = app.config.onRequest
+  app.config.onRequest = (event) => {
+    if (event.req.method === 'POST') {
+      const pathname = event.url.pathname
+      if (pathname === path || pathname === `${path}/`) keepBody(event.req)
+    }
+    return hostHook?.(event)
+  }
 }
 
 /** Turns the core's neutral response into a web `Response`. */
@@ -60,8 +112,11 @@ export function defineEventIngestHandler(ingest: EventIngest<any>, options: H3Ev
 }
 
 /**
- * An h3 plugin that mounts `POST /events/ingest`, `GET /events/schema`, `GET /admin/events/stats`
- * and `GET /admin/events` under `base`.
+ * An h3 plugin that mounts `POST /events/ingest`, `GET /events/schema`, `GET /admin/events/stats`,
+ * `GET /admin/events`, `GET /admin/events/dead-letters` and `POST /admin/events/requeue` under
+ * `base`. A host middleware may read an ingest body first
+ * (`readBody(event)`, `event.req.json()`, `text()`, `arrayBuffer()`, `bytes()`): the body it read
+ * is kept for the handler (through the app's `onRequest` hook, chained with any of the host's).
  *
  * @example
  * import { H3, serve } from 'h3'
@@ -77,6 +132,7 @@ export function eventIngestPlugin(ingest: EventIngest<any>, options: H3EventInge
   const handler = defineEventIngestHandler(ingest, options)
   return (app) => {
     for (const route of Object.values(routes)) app.all(`${base}${route}`, handler)
+    keepIngestBodies(app, `${base}${routes.ingest}`)
   }
 }
 

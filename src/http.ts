@@ -2,7 +2,8 @@ import { readBearer, createTokenCheck } from './auth'
 import { checkContentType, isNodeRequest, readBodyBytes, type BodySource } from './body'
 import { IngestError, limitError } from './errors'
 import { eventSources } from './model'
-import { parseBatchBytes, type ParsedBody } from './json'
+import { contentCodingDeclared, contentCodingOf, decodeBody } from './encoding'
+import { parseBatchBytes, parseBatchText, type ParsedBody } from './json'
 import type { EventQuery } from './event-log'
 import type { EventIngest, IngestResult } from './ingest'
 import type { BatchHints } from './validate'
@@ -17,7 +18,7 @@ export interface IngestHttpRequest {
   query?: string | URLSearchParams
   /** Request headers; names are matched case-insensitively. */
   headers: Headers | Record<string, string | string[] | undefined>
-  /** The body: raw bytes, a stream of chunks (read here, with the byte limit), or a value a host parser produced. */
+  /** The body: raw bytes, a stream of chunks (read here, with the byte limit and its Content-Encoding decoded), a value a host parser produced, or the refusal a host parser met. */
   body?: BodySource
 }
 
@@ -61,6 +62,8 @@ export const routes = {
   schema: '/events/schema',
   stats: '/admin/events/stats',
   events: '/admin/events',
+  deadLetters: '/admin/events/dead-letters',
+  requeue: '/admin/events/requeue',
 } as const
 
 const allowed: Record<string, string> = {
@@ -68,6 +71,8 @@ const allowed: Record<string, string> = {
   [routes.schema]: 'GET, HEAD, OPTIONS',
   [routes.stats]: 'GET, HEAD',
   [routes.events]: 'GET, HEAD',
+  [routes.deadLetters]: 'GET, HEAD',
+  [routes.requeue]: 'POST',
 }
 
 function corsHeaders(cors: CorsOptions | undefined, origin: string | undefined): Record<string, string> | undefined {
@@ -147,11 +152,11 @@ function parseQuery(query: IngestHttpRequest['query'], names: readonly string[])
  * Builds the neutral request handler: routes, auth, limits, status codes and JSON bodies, for any
  * adapter. Resolves `undefined` for paths that are not ours, so the host's routing continues.
  */
-export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats' | 'schema' | 'events'> & { model: { names: readonly string[]; limits: { maxBodyBytes: number; maxDepth: number; maxEventBytes: number } } }, options: HttpOptions) {
+export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats' | 'schema' | 'events' | 'deadLetters' | 'requeue'> & { model: { names: readonly string[]; limits: { maxBodyBytes: number; maxDepth: number; maxEventBytes: number; maxInflateRatio: number } } }, options: HttpOptions) {
   const tokenCheck = createTokenCheck(options.tokens)
   const adminCheck = createTokenCheck(options.adminTokens)
   const open = options.tokens.length === 0
-  const { maxBodyBytes, maxDepth, maxEventBytes } = core.model.limits
+  const { maxBodyBytes, maxDepth, maxEventBytes, maxInflateRatio } = core.model.limits
 
   async function admin(request: IngestHttpRequest): Promise<void> {
     const presented = readBearer(header(request.headers, 'authorization'))
@@ -167,6 +172,34 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     throw new IngestError('admin_token_invalid', 'authorization: the admin token is not valid')
   }
 
+  /**
+   * A body a host parser already read. Its Content-Encoding is not applied again: the parser
+   * decoded it (body-parser and @koa/bodyparser inflate gzip, deflate and br), so the body is
+   * measured as the parser left it when the Content-Length says nothing of its decoded size.
+   */
+  async function ingestParsed(request: IngestHttpRequest, value: unknown, declared: number | undefined): Promise<IngestResult> {
+    if (declared !== undefined && declared > maxBodyBytes) {
+      throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${declared} bytes`)
+    }
+    // express.json() and @koa/bodyparser leave `{}` for a request without a body.
+    if (isEmptyParse(value) && (declared === 0 || (declared === undefined && header(request.headers, 'transfer-encoding') === undefined))) {
+      throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
+    }
+    if (typeof value === 'string' || value instanceof Uint8Array) {
+      // A host parser that kept text (express.text()) or bytes (express.raw()): parsed here, with the scan.
+      const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length
+      if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
+      const parsed = typeof value === 'string' ? parseBatchText(value, maxDepth, maxEventBytes) : parseBatchBytes(value, maxDepth, maxEventBytes)
+      return core.ingest(parsed.value, { hints: parsed })
+    }
+    const encoded = contentCodingDeclared(header(request.headers, 'content-encoding'))
+    if ((declared === undefined || encoded) && value !== undefined) {
+      const size = Buffer.byteLength(JSON.stringify(value) ?? '')
+      if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
+    }
+    return core.ingest(value)
+  }
+
   async function ingestRoute(request: IngestHttpRequest): Promise<IngestHttpResponse> {
     if (!open) {
       const token = header(request.headers, 'x-event-token')
@@ -180,31 +213,20 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     let result: IngestResult
     if (body === undefined) {
       throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
+    } else if ('refused' in body) {
+      // A host parser's refusal, answered (and counted) as the core's own, after the token check.
+      throw body.refused
     } else if ('parsed' in body) {
-      if (declared !== undefined && declared > maxBodyBytes) {
-        throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${declared} bytes`)
-      }
-      const value = body.parsed
-      if (typeof value === 'string' || value instanceof Uint8Array) {
-        // A host parser that kept text (express.text(), a raw parser): parse it here, with the scan.
-        const parsed = parseBatchBytes(typeof value === 'string' ? Buffer.from(value) : value, maxDepth, maxEventBytes)
-        result = await core.ingest(parsed.value, { hints: parsed })
-      } else {
-        if (declared === undefined && value !== undefined) {
-          const size = Buffer.byteLength(JSON.stringify(value) ?? '')
-          if (size > maxBodyBytes) {
-            throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
-          }
-        }
-        result = await core.ingest(value)
-      }
+      result = await ingestParsed(request, body.parsed, declared)
     } else {
-      const bytes = await readBodyBytes(body, maxBodyBytes, declared)
+      const coding = contentCodingOf(header(request.headers, 'content-encoding'))
+      const source = coding === undefined ? body : decodeBody(body, coding, { maxBodyBytes, maxInflateRatio }, declared)
+      const bytes = await readBodyBytes(source, maxBodyBytes, coding === undefined ? declared : undefined)
       if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
       const parsed: ParsedBody & BatchHints = parseBatchBytes(bytes, maxDepth, maxEventBytes)
-      // Bytes read from a Node request (fresh buffers per read) or made from text here are this
-      // request's alone; bytes or chunks handed over by the caller stay the caller's.
-      parsed.bytesOwned = 'stream' in body ? isNodeRequest(body.stream) : typeof body.bytes === 'string'
+      // Bytes read from a Node request (fresh buffers per read), decoded here or made from text
+      // here are this request's alone; bytes or chunks handed over by the caller stay the caller's.
+      parsed.bytesOwned = coding !== undefined || ('stream' in body ? isNodeRequest(body.stream) : typeof body.bytes === 'string')
       result = await core.ingest(parsed.value, { hints: parsed })
     }
     // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less
@@ -257,6 +279,16 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
           if (method !== 'GET' && method !== 'HEAD') break
           await admin(request)
           return json(200, await storageRead(() => core.events(parseQuery(request.query, core.model.names))))
+        case routes.deadLetters:
+          if (method !== 'GET' && method !== 'HEAD') break
+          await admin(request)
+          return json(200, { deadLetters: await storageRead(() => core.deadLetters()) })
+        case routes.requeue: {
+          if (method !== 'POST') break
+          await admin(request)
+          const ids = await readRequeueIds(request)
+          return json(200, { requeued: await storageRead(() => core.requeue(ids)) })
+        }
       }
       return json(405, { code: 'method_not_allowed', message: `${method} is not allowed on ${path}; use ${allow}` }, { allow })
     } catch (error) {
@@ -265,7 +297,51 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     }
   }
 
+  /**
+   * The ids of `POST /admin/events/requeue`: `{ "ids": [...] }`, or every dead letter for an empty
+   * body or one without `ids`. Read after the admin check, within the body limit.
+   */
+  async function readRequeueIds(request: IngestHttpRequest): Promise<string[] | undefined> {
+    const body = request.body
+    let value: unknown
+    if (body === undefined) return undefined
+    if ('refused' in body) throw body.refused
+    if ('parsed' in body) {
+      value = body.parsed
+      if (typeof value === 'string' || value instanceof Uint8Array) value = parseRequeueText(Buffer.from(value).toString('utf8'))
+    } else {
+      const lengthHeader = header(request.headers, 'content-length')
+      const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
+      // Decoded as an ingest body is, within the same limits.
+      const coding = contentCodingOf(header(request.headers, 'content-encoding'))
+      const source = coding === undefined ? body : decodeBody(body, coding, { maxBodyBytes, maxInflateRatio }, declared)
+      const bytes = await readBodyBytes(source, maxBodyBytes, coding === undefined ? declared : undefined)
+      if (bytes.length > 0) checkContentType(header(request.headers, 'content-type'))
+      value = parseRequeueText(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8'))
+    }
+    // A host parser leaves `{}` (or nothing) for an empty body.
+    if (value === undefined || value === null) return undefined
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      throw new IngestError('invalid_request', `body must be a JSON object like {"ids": ["..."]}, got ${Array.isArray(value) ? 'an array' : typeof value}`)
+    }
+    const ids = (value as { ids?: unknown }).ids
+    if (ids === undefined) return undefined
+    if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) {
+      throw new IngestError('invalid_request', 'ids: expected an array of dead-letter ids (strings), as GET /admin/events/dead-letters lists them')
+    }
+    return ids
+  }
+
   return { handle, owns: (path: string) => allowed[normalisePath(path)] !== undefined }
+}
+
+function parseRequeueText(text: string): unknown {
+  if (text.trim() === '') return undefined
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new IngestError('invalid_json', `body is not valid JSON: ${(error as Error).message}`)
+  }
 }
 
 /** Admin reads answer 503 in the contract's format when storage fails, never an unknown 500. */
@@ -276,6 +352,15 @@ async function storageRead<T>(read: () => Promise<T>): Promise<T> {
     if (error instanceof IngestError) throw error
     throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
   }
+}
+
+/** What host parsers leave for a request without a body: nothing, `''`, no bytes, or `{}`. */
+function isEmptyParse(value: unknown): boolean {
+  if (value === undefined || value === '') return true
+  if (value instanceof Uint8Array) return value.length === 0
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false
+  for (const _ in value) return false
+  return Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null
 }
 
 function normalisePath(path: string): string {

@@ -88,7 +88,7 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
   /** CORS for browser producers on other origins (ingest and schema routes). Off by default. */
   cors?: CorsOptions
   /** Stats window settings. */
-  stats?: { windowMinutes?: number; futureToleranceMs?: number; flushIntervalMs?: number }
+  stats?: { windowMinutes?: number; futureToleranceMs?: number; pastToleranceMs?: number; flushIntervalMs?: number }
   /**
    * Told of background failures (stats flushes, forwarding heartbeats and adoption, a storage
    * that cannot start). Requests report their own failures in their answers.
@@ -196,6 +196,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   let unreachable = () => false
   // Storage given as text is checked now, so a typo fails at start, not on the first request.
   const storageOption = options.storage ?? env.EVENT_STORAGE
+  // EVENT_STORAGE too, naming the variable (the storage option is checked with the others).
   if (options.storage === undefined && env.EVENT_STORAGE !== undefined) checkEnv('EVENT_STORAGE', () => checkStorageOption(env.EVENT_STORAGE))
   const tokens = tokensFrom('token', options.token, env.EVENT_INGEST_TOKEN, 'EVENT_INGEST_TOKEN')
   const adminTokens = tokensFrom('adminToken', options.adminToken, env.EVENT_ADMIN_TOKEN, 'EVENT_ADMIN_TOKEN')
@@ -227,6 +228,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       dedupeWindowMs,
       timeoutMs,
       outbox: sink !== undefined,
+      maxEvents: resolved.maxEvents,
       // A batch whose request answered 503 but whose writes landed after all: stored, so counted
       // and forwarded.
       onLateWrite(result, events, receivedAt) {
@@ -462,6 +464,10 @@ function checkOptions(options: EventIngestOptions<any, any>): void {
     checkNumber('stats.windowMinutes', stats.windowMinutes, { integer: true })
     checkNumber('stats.futureToleranceMs', stats.futureToleranceMs, { zero: true })
     checkNumber('stats.flushIntervalMs', stats.flushIntervalMs, { zero: true, max: MAX_TIMER_MS })
+    const pastToleranceMs = stats.pastToleranceMs as unknown
+    if (pastToleranceMs !== undefined && !(typeof pastToleranceMs === 'number' && pastToleranceMs >= 0)) {
+      throw new (typeof pastToleranceMs === 'number' ? RangeError : TypeError)(`[event-ingest] stats.pastToleranceMs must be a number >= 0 (Infinity keeps every past event in lag), got ${shown(pastToleranceMs)}`)
+    }
   }
 }
 

@@ -24,7 +24,10 @@ const QUOTE = 0x22
 const BACKSLASH = 0x5c
 const COMMA = 0x2c
 
-const decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: false })
+// Fatal: invalid UTF-8 is refused, never rewritten to U+FFFD (two ids differing only in invalid
+// bytes would otherwise become one, and the second be dropped as a duplicate). A leading byte
+// order mark is dropped (RFC 8259 lets a parser ignore it; browsers and most JSON parsers do).
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false })
 
 /**
  * Parses a JSON body of bytes into a batch, then checks the nesting depth of every element and
@@ -40,10 +43,19 @@ const decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: false })
  * Element sizes (for `maxEventBytes`) are measured from the bytes only when the body is large
  * enough for one element to be over `maxEventBytes`; all of them when it is not given.
  *
+ * The bytes must be UTF-8: a body that is not is refused naming the offset of the first byte that
+ * is not (the offset is searched for only then). One leading byte order mark is dropped.
+ *
  * @throws IngestError `invalid_json`, `not_an_array` or `too_deep` (all 400)
  */
 export function parseBatchBytes(bytes: Uint8Array, maxDepth: number, maxEventBytes = 0): ParsedBody {
-  const text = decoder.decode(bytes)
+  let text: string
+  try {
+    text = decoder.decode(bytes)
+  } catch {
+    const offset = invalidUtf8Offset(bytes)
+    throw new IngestError('invalid_json', `body is not valid UTF-8 at byte ${offset}`, { offset })
+  }
   // The decoder drops a leading byte order mark; so do the bytes handed on as the text's UTF-8.
   const utf8 = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.subarray(3) : bytes
   let value: unknown
@@ -63,6 +75,82 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number, maxEventByt
   return sizes.length === value.length
     ? { value, sizes, sizeBound: sizes.reduce((a, b) => Math.max(a, b), 0), protoFree, text, bytes: utf8 }
     : { value, sizes: [], sizeBound: Infinity, protoFree, text, bytes: utf8 }
+}
+
+/**
+ * The offset of the first byte of `bytes` that does not belong to a well-formed UTF-8 sequence
+ * (Unicode table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF, no sequence cut
+ * short); -1 when every byte does. The start of the ill-formed sequence is what is named.
+ */
+function invalidUtf8Offset(bytes: Uint8Array): number {
+  const length = bytes.length
+  let i = 0
+  while (i < length) {
+    const lead = bytes[i]!
+    if (lead < 0x80) {
+      i++
+      continue
+    }
+    // The range of the second byte depends on the lead; the others are always 0x80-0xBF.
+    let count: number
+    let low = 0x80
+    let high = 0xbf
+    if (lead >= 0xc2 && lead <= 0xdf) count = 1
+    else if (lead >= 0xe0 && lead <= 0xef) {
+      count = 2
+      if (lead === 0xe0) low = 0xa0
+      else if (lead === 0xed) high = 0x9f
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+      count = 3
+      if (lead === 0xf0) low = 0x90
+      else if (lead === 0xf4) high = 0x8f
+    } else return i
+    if (i + count >= length) return i
+    const second = bytes[i + 1]!
+    if (second < low || second > high) return i
+    for (let k = 2; k <= count; k++) {
+      const next = bytes[i + k]!
+      if (next < 0x80 || next > 0xbf) return i
+    }
+    i += count + 1
+  }
+  return -1
+}
+
+/**
+ * Parses a batch a host body parser kept as text (`express.text()`). The host decoded the bytes
+ * already (body-parser turns invalid UTF-8 into U+FFFD, which cannot be undone here); what can
+ * still be told is half of a surrogate pair, which no UTF-8 carries and which would otherwise
+ * become U+FFFD on the way to bytes.
+ *
+ * @throws IngestError as {@link parseBatchBytes}
+ */
+export function parseBatchText(text: string, maxDepth: number, maxEventBytes = 0): ParsedBody {
+  const offset = loneSurrogateOffset(text)
+  if (offset >= 0) {
+    throw new IngestError('invalid_json', `body is not valid UTF-8 at character ${offset}: the text holds half of a surrogate pair`, { offset })
+  }
+  return parseBatchBytes(Buffer.from(text, 'utf8'), maxDepth, maxEventBytes)
+}
+
+/**
+ * The offset of the first character of a text that is half of a surrogate pair (which no UTF-8
+ * carries); -1 when there is none.
+ */
+function loneSurrogateOffset(text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i)
+    if (unit < 0xd800 || unit > 0xdfff) continue
+    if (unit <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1)
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        i++
+        continue
+      }
+    }
+    return i
+  }
+  return -1
 }
 
 /** Whether `Object.prototype` has an enumerable property, which `for...in` would visit on every object. */

@@ -1,10 +1,19 @@
 /** Every size and count limit. All are options; the defaults suit most hosts. */
 export interface Limits {
   /**
-   * Largest request body in bytes, enforced while reading (before it is buffered whole).
+   * Largest request body in bytes, enforced while reading (before it is buffered whole). A body
+   * sent with a `Content-Encoding` is held to it twice: as sent, and as decoded.
    * @default 1_048_576 (1 MiB)
    */
   maxBodyBytes: number
+  /**
+   * Most times larger than its encoded form a body sent with a `Content-Encoding` (gzip, deflate,
+   * br) may decode to; decoding stops as soon as it is over. Event batches compress 15-50 times
+   * with gzip and up to about 100 with br (a thousand near-identical events); a decompression bomb,
+   * a thousand times and more.
+   * @default 200
+   */
+  maxInflateRatio: number
   /**
    * Largest single event in bytes, as serialised JSON.
    * @default 32_768 (32 KiB)
@@ -35,6 +44,7 @@ export interface Limits {
 /** The default limits. */
 export const defaultLimits: Readonly<Limits> = Object.freeze({
   maxBodyBytes: 1_048_576,
+  maxInflateRatio: 200,
   maxEventBytes: 32_768,
   maxEvents: 1000,
   maxDepth: 32,

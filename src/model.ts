@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { type Limits, resolveLimits } from './limits'
 import { createBatchValidator, type BatchHints, type BatchResult, type EventResult } from './validate'
 import { describeModel, type ModelDescription } from './schema'
+import { withinYears } from './time'
 
 /** Where events come from. */
 export const eventSources = ['storefront', 'admin', 'api', 'bot', 'agent'] as const
@@ -222,13 +223,25 @@ function checkZod4Schema(name: string, schema: unknown): void {
   )
 }
 
+/** Why an `occurredAt` outside years 0000-9999 in UTC is refused (no path: the caller adds it). */
+function outOfYearsMessage(value: string): string {
+  const ms = Date.parse(value)
+  const utc = ms === ms ? `, which is ${new Date(ms).toISOString()}` : ''
+  return `must fall in years 0000-9999 once in UTC (0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z), got ${JSON.stringify(value)}${utc}`
+}
+
 /** The zod schema of the v1 envelope under the given limits. */
 export function createEnvelopeSchema(limits: Pick<Limits, 'maxIdLength' | 'maxRefLength'>) {
   return z.looseObject({
     id: z.string().min(1).max(limits.maxIdLength),
     name: z.string().min(1),
     schemaVersion: z.int().min(1),
-    occurredAt: z.iso.datetime({ offset: true }),
+    // An offset can carry a timestamp of year 0000 or 9999 outside the four-digit years once in UTC,
+    // where it has no ISO 8601 form this pattern accepts: it could never be sent on again.
+    occurredAt: z.iso.datetime({ offset: true }).refine((value) => {
+      const ms = Date.parse(value)
+      return ms !== ms || withinYears(ms)
+    }, { error: (issue) => outOfYearsMessage(issue.input as string) }),
     source: z.enum(eventSources),
     companyId: z.string().min(1).max(limits.maxRefLength).optional(),
     subjectId: z.string().min(1).max(limits.maxRefLength).optional(),

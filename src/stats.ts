@@ -34,6 +34,14 @@ export interface StatsOptions {
    */
   futureToleranceMs?: number
   /**
+   * Events whose `occurredAt` is earlier than `receivedAt` minus this are counted as `pastEvents` and
+   * kept out of lag: one event of year 0 would otherwise move the hour's average by centuries.
+   * Offline producers (mobile apps, agents back from a night without network) legitimately send
+   * events hours or days old, so the default keeps a week in lag. `Infinity` keeps every event.
+   * @default 604_800_000 (7 days)
+   */
+  pastToleranceMs?: number
+  /**
    * How often this instance's changed buckets are written. The timer is `unref()`'d; `0` disables it
    * (call `flush()` yourself).
    * @default 5000
@@ -78,7 +86,10 @@ export interface StatsWindow {
   recordRefused(code: string, receivedAt: number): void
   /** Counts events delivered to the forwarding sink. */
   recordForwarded(events: number, at: number): void
-  /** Counts a forward failure by kind: `timeout`, `network`, `5xx`, `408`, `425`, `429`, `rejected` (a permanent 4xx). */
+  /**
+   * Counts a forward failure by kind: `timeout`, `network`, `5xx`, `408`, `425`, `429`, `rejected` (a
+   * permanent 4xx), `partial` (a 2xx that listed rejected events).
+   */
   recordForwardFailure(kind: string, at: number): void
   /** Sums the window over every instance seen in it. */
   snapshot(): Promise<StatsSnapshot>
@@ -109,7 +120,10 @@ export interface StatsSnapshot {
   forwarded: number
   byName: Record<string, number>
   bySource: Record<string, number>
-  /** Lag of accepted events in ms. The average and max are exact, percentiles within 1% (see `Histogram`). */
+  /**
+   * Lag of accepted events, in whole ms (lags are whole ms; finer digits of the percentiles would be
+   * noise). The average and max are exact before rounding, percentiles within 1% (see `Histogram`).
+   */
   lag: {
     count: number
     averageMs: number | null
@@ -120,6 +134,8 @@ export interface StatsSnapshot {
   }
   /** Accepted events that claimed a time beyond `futureToleranceMs` after their receipt. */
   futureEvents: number
+  /** Accepted events that claimed a time more than `pastToleranceMs` before their receipt. */
+  pastEvents: number
   /** One entry per minute of the window, oldest first, zero-filled. */
   series: { minute: string; accepted: number; rejected: number; duplicates: number; byName: Record<string, number> }[]
 }
@@ -133,6 +149,7 @@ const counterFields = [
   'forwarded',
   'forwardFailures',
   'futureEvents',
+  'pastEvents',
 ] as const
 const mapFields = ['byName', 'bySource', 'refusedByCode', 'forwardByKind'] as const
 
@@ -160,6 +177,7 @@ export function createStatsWindow(options: StatsOptions): StatsWindow {
   const prefix = options.prefix ?? 'stats'
   const windowMinutes = options.windowMinutes ?? 60
   const futureToleranceMs = options.futureToleranceMs ?? 300_000
+  const pastToleranceMs = options.pastToleranceMs ?? 604_800_000
   const flushIntervalMs = options.flushIntervalMs ?? 5000
   const onError = options.onError ?? (() => {})
   const now = options.now ?? Date.now
@@ -171,6 +189,9 @@ export function createStatsWindow(options: StatsOptions): StatsWindow {
   }
   if (!(futureToleranceMs >= 0 && futureToleranceMs < Infinity)) {
     throw new RangeError(`futureToleranceMs must be a finite number >= 0, got ${futureToleranceMs}`)
+  }
+  if (typeof pastToleranceMs !== 'number' || !(pastToleranceMs >= 0)) {
+    throw new RangeError(`pastToleranceMs must be a number >= 0 (Infinity keeps every past event in lag), got ${pastToleranceMs}`)
   }
   if (!(flushIntervalMs >= 0 && flushIntervalMs < Infinity)) {
     throw new RangeError(`flushIntervalMs must be a finite number >= 0, got ${flushIntervalMs}`)
@@ -376,13 +397,14 @@ export function createStatsWindow(options: StatsOptions): StatsWindow {
       bySource: Object.fromEntries(total.bySource),
       lag: {
         count: lag.count,
-        averageMs: mean(lag),
-        p50Ms: quantile(lag, 0.5),
-        p95Ms: quantile(lag, 0.95),
-        p99Ms: quantile(lag, 0.99),
-        maxMs: lag.count === 0 ? null : lag.max,
+        averageMs: wholeMs(mean(lag)),
+        p50Ms: wholeMs(quantile(lag, 0.5)),
+        p95Ms: wholeMs(quantile(lag, 0.95)),
+        p99Ms: wholeMs(quantile(lag, 0.99)),
+        maxMs: lag.count === 0 ? null : wholeMs(lag.max),
       },
       futureEvents: total.futureEvents,
+      pastEvents: total.pastEvents,
       series,
     }
   }
@@ -400,7 +422,8 @@ export function createStatsWindow(options: StatsOptions): StatsWindow {
         bySource.set(event.source, (bySource.get(event.source) ?? 0) + 1)
         const known = timed ? times[i]! : Number.NaN
         const ms = receivedAt - (known === known ? known : timeOf(event.occurredAt))
-        if (ms >= 0) record(lag, ms)
+        if (ms > pastToleranceMs) bucket.pastEvents++
+        else if (ms >= 0) record(lag, ms)
         else if (ms >= -futureToleranceMs) record(lag, 0)
         else if (ms < 0) bucket.futureEvents++
         // NaN (an unparseable occurredAt) has no lag; validation should have refused it.
@@ -455,6 +478,7 @@ function emptyBucket(): Bucket {
     forwarded: 0,
     forwardFailures: 0,
     futureEvents: 0,
+    pastEvents: 0,
     byName: new Map(),
     bySource: new Map(),
     refusedByCode: new Map(),
@@ -483,6 +507,7 @@ function serialiseBucket(bucket: Bucket): StoredBucket {
     forwarded: bucket.forwarded,
     forwardFailures: bucket.forwardFailures,
     futureEvents: bucket.futureEvents,
+    pastEvents: bucket.pastEvents,
     byName: Object.fromEntries(bucket.byName),
     bySource: Object.fromEntries(bucket.bySource),
     refusedByCode: Object.fromEntries(bucket.refusedByCode),
@@ -519,6 +544,10 @@ function count(value: unknown): number {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function wholeMs(value: number | null): number | null {
+  return value === null ? null : Math.round(value)
 }
 
 /** The time of an `occurredAt`: the canonical form read by hand, anything else by `Date.parse`. */

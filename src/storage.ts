@@ -21,6 +21,21 @@ export interface RedisStorageOptions {
   [option: string]: unknown
 }
 
+/** Memory settings: the storage lives and dies with the process, so it is bounded. */
+export interface MemoryStorageOptions {
+  driver: 'memory'
+  /**
+   * Most events kept. Past it, the oldest batches are dropped, and their ids forgotten (sent
+   * again, they are stored again); `log.dropped` counts them. `Infinity` keeps everything, until
+   * the process runs out of memory.
+   * @default 100_000
+   */
+  maxEvents?: number
+}
+
+/** How many events a memory storage keeps by default (about 90 MB with events of 200 bytes and their claims). */
+export const DEFAULT_MEMORY_MAX_EVENTS = 100_000
+
 /**
  * Where the event log lives: a ready unstorage `Storage`, a connection string (`memory:`,
  * `fs:<dir>`, `redis://…`), or a driver by name with its options.
@@ -28,7 +43,7 @@ export interface RedisStorageOptions {
 export type StorageOption =
   | Storage
   | string
-  | { driver: 'memory' }
+  | MemoryStorageOptions
   | { driver: 'fs'; base: string; fsync?: boolean }
   | RedisStorageOptions
 
@@ -39,6 +54,8 @@ export interface ResolvedStorage {
   owned: boolean
   /** Whether the storage is known to be unreachable right now (it said so once, through `onUnreachable`). */
   unreachable(): boolean
+  /** The bound of a memory storage event-ingest created (a `Storage` given ready is not bounded). */
+  maxEvents?: number
 }
 
 /** What {@link resolveStorage} does besides building the storage. */
@@ -57,6 +74,21 @@ interface RedisClient {
   once(event: 'ready', listener: () => void): unknown
   off(event: 'error' | 'ready', listener: (...args: never[]) => void): unknown
   connect(): Promise<void>
+}
+
+/**
+ * The event bound of a memory storage option, checked: undefined for every other option.
+ * @throws TypeError naming `storage.maxEvents` when it is not a positive integer or Infinity.
+ */
+export function memoryMaxEvents(option: StorageOption | undefined): number | undefined {
+  if (isStorage(option)) return undefined
+  const spec = typeof option === 'string' ? parseStorageString(option) : (option ?? { driver: 'memory' as const })
+  if (spec.driver !== 'memory') return undefined
+  const max = (spec as MemoryStorageOptions).maxEvents ?? DEFAULT_MEMORY_MAX_EVENTS
+  if (max !== Infinity && !(Number.isSafeInteger(max) && max >= 1)) {
+    throw new TypeError(`[event-ingest] storage.maxEvents must be a positive integer or Infinity, got ${String(max)}`)
+  }
+  return max
 }
 
 function isStorage(value: unknown): value is Storage {
@@ -81,6 +113,7 @@ export function checkStorageOption(option: unknown): void {
   const spec = option as { driver?: unknown; base?: unknown; url?: unknown; fsync?: unknown }
   switch (spec.driver) {
     case 'memory':
+      memoryMaxEvents(option as StorageOption)
       return
     case 'fs':
       if (typeof spec.base !== 'string' || spec.base.trim() === '') throw new TypeError(`[event-ingest] storage { driver: "fs" } needs a base directory (a non-empty string), got ${JSON.stringify(spec.base)}`)
@@ -115,7 +148,7 @@ export async function resolveStorage(option: StorageOption | undefined, env: Rec
   const spec = typeof option === 'string' ? parseStorageString(option) : (option ?? { driver: 'memory' as const })
   switch (spec.driver) {
     case 'memory':
-      return { storage: createStorage({ driver: memoryDriver() }), driver: 'memory', owned: true, unreachable: reachable }
+      return { storage: createStorage({ driver: memoryDriver() }), driver: 'memory', owned: true, unreachable: reachable, maxEvents: memoryMaxEvents(spec) }
     case 'fs':
       await checkDirectory(spec.base)
       // Temp files a crash left behind are invisible to reads; sweep old ones in the background.

@@ -49,3 +49,17 @@ export function canonicalTime(s: string): number {
   const days = era * 146_097 + yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) + dayOfYear - 719_468
   return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + ms1 * 100 + ms2 * 10 + ms3
 }
+
+/** `0000-01-01T00:00:00.000Z`, the earliest instant an `occurredAt` may name once in UTC. */
+export const EARLIEST_TIME = -62_167_219_200_000
+/** `9999-12-31T23:59:59.999Z`, the latest instant an `occurredAt` may name once in UTC. */
+export const LATEST_TIME = 253_402_300_799_999
+
+/**
+ * Whether an instant (ms) has a four-digit year in UTC. Outside years 0000-9999 `toISOString()`
+ * writes six digits and a sign (`-000001-12-31T23:30:00.000Z`), which the timestamp pattern
+ * refuses: an event stored so could never be sent again, to this service or another.
+ */
+export function withinYears(ms: number): boolean {
+  return ms >= EARLIEST_TIME && ms <= LATEST_TIME
+}

@@ -2,7 +2,7 @@ import type { z } from 'zod'
 import { limitError, IngestError } from './errors'
 import { describeValue, inspectValue } from './json'
 import type { Limits } from './limits'
-import { canonicalTime } from './time'
+import { canonicalTime, withinYears } from './time'
 import type { EventDefinitions, SourcePolicy } from './model'
 import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, eventSources } from './model'
 
@@ -115,21 +115,16 @@ export function formatIssue(issue: z.core.$ZodIssue, input: unknown, prefix: rea
       message = value === undefined ? 'is required' : `expected ${expectedNames[issue.expected] ?? issue.expected}, got ${got}`
       break
     case 'too_small':
-      if (issue.origin === 'string') {
-        message = Number(issue.minimum) <= 1 ? 'must not be empty' : `must be at least ${issue.minimum} characters, got ${(value as string).length}`
-      } else {
-        message = `must be at least ${issue.minimum}, got ${got}`
-      }
-      break
     case 'too_big':
-      message = issue.origin === 'string'
-        ? `must be at most ${issue.maximum} characters, got ${(value as string).length}`
-        : `must be at most ${issue.maximum}, got ${got}`
+      message = boundMessage(issue, value, got)
       break
     case 'invalid_format':
       message = issue.format === 'datetime'
         ? `expected an ISO 8601 timestamp with Z or an offset (like 2026-01-31T12:00:00Z), got ${got}`
         : `expected ${issue.format}, got ${got}`
+      break
+    case 'not_multiple_of':
+      message = `must be a multiple of ${String(issue.divisor)}, got ${got}`
       break
     case 'invalid_value':
       message = `expected one of ${issue.values.map((v) => String(v)).join(', ')}, got ${got}`
@@ -138,6 +133,28 @@ export function formatIssue(issue: z.core.$ZodIssue, input: unknown, prefix: rea
       message = issue.message
   }
   return { path, message: path ? `${path}: ${message}` : message }
+}
+
+/**
+ * A length, size or value bound as a person reads it: `exactly`, `at least`/`at most` where the
+ * bound itself is allowed, `greater than`/`less than` where it is not (`positive()` with 0).
+ */
+function boundMessage(issue: z.core.$ZodIssueTooSmall | z.core.$ZodIssueTooBig, value: unknown, got: string): string {
+  const small = issue.code === 'too_small'
+  const limit = small ? issue.minimum : issue.maximum
+  const bound = issue.origin === 'date' ? new Date(Number(limit)).toISOString() : String(limit)
+  const inclusive = issue.inclusive !== false
+  const counted = issue.origin === 'string' ? 'characters' : issue.origin === 'array' || issue.origin === 'set' ? 'items' : undefined
+  if (counted) {
+    const size = typeof value === 'string' || Array.isArray(value) ? value.length : value instanceof Set ? value.size : undefined
+    if (issue.origin === 'string' && small && !issue.exact && inclusive && Number(bound) <= 1) return 'must not be empty'
+    const verb = counted === 'items' ? 'have' : 'be'
+    const how = issue.exact ? 'exactly' : small ? (inclusive ? 'at least' : 'more than') : inclusive ? 'at most' : 'fewer than'
+    return `must ${verb} ${how} ${bound} ${counted}${size === undefined ? '' : `, got ${size}`}`
+  }
+  const how = issue.exact ? 'exactly' : small ? (inclusive ? 'at least' : 'greater than') : inclusive ? 'at most' : 'less than'
+  const shown = value instanceof Date ? value.toISOString() : typeof value === 'bigint' ? String(value) : got
+  return `must be ${how} ${bound}, got ${shown}`
 }
 
 function readId(value: unknown): string | undefined {
@@ -165,7 +182,7 @@ export function createBatchValidator(config: ValidatorConfig) {
   }
 
   // Whether the last event `fast` accepted came out exactly as given, and the time of its
-  // occurredAt when it was in the canonical form (NaN otherwise).
+  // occurredAt in ms.
   let fastUnchanged = false
   let fastTime = Number.NaN
 
@@ -180,9 +197,14 @@ export function createBatchValidator(config: ValidatorConfig) {
     if (typeof name !== 'string' || !Object.hasOwn(definitions, name)) return undefined
     if (typeof schemaVersion !== 'number' || !Number.isInteger(schemaVersion) || !SUPPORTED_SCHEMA_VERSIONS.includes(schemaVersion)) return undefined
     if (typeof occurredAt !== 'string') return undefined
-    const time = canonicalTime(occurredAt)
+    let time = canonicalTime(occurredAt)
+    // The canonical form has four-digit years in UTC already; any other form may leave them.
     const canonical = time === time
-    if (!canonical && !datetime.test(occurredAt)) return undefined
+    if (!canonical) {
+      if (!datetime.test(occurredAt)) return undefined
+      time = Date.parse(occurredAt)
+      if (!withinYears(time)) return undefined
+    }
     if (typeof source !== 'string' || !sources.has(source)) return undefined
     const definition = definitions[name]!
     if (sourcePolicy === 'reject' && !definition.sources.includes(source as never)) return undefined
@@ -201,7 +223,7 @@ export function createBatchValidator(config: ValidatorConfig) {
     fastUnchanged = canonical && output === payload
     if (fastUnchanged) return record
     const event = { ...record }
-    if (!canonical) event.occurredAt = new Date(occurredAt).toISOString()
+    if (!canonical) event.occurredAt = new Date(time).toISOString()
     if (output !== payload) event.payload = output
     return event
   }

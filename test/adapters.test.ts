@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { defineConformanceSuite } from './conformance/suite'
+import { defineBodyDecodingSuite } from './conformance/body-decoding'
 import { expressHost, fastifyHost, koaHost } from './helpers/hosts'
 
 for (const host of [
@@ -15,6 +16,7 @@ for (const host of [
   fastifyHost(true),
 ]) {
   defineConformanceSuite(host)
+  defineBodyDecodingSuite(host)
 }
 
 describe("a host's own auth in front of the admin routes", () => {

@@ -39,6 +39,16 @@ class Reference {
   release(ids: readonly string[], value: string) {
     for (const id of ids) if (this.map.get(id) === value) this.map.delete(id)
   }
+  forget(value: string) {
+    let removed = 0
+    for (const [id, held] of this.map) if (held === value && this.map.delete(id)) removed++
+    return removed
+  }
+  replace(ids: readonly string[], expected: readonly string[], value: string) {
+    const won = ids.map((id, i) => this.map.get(id) === expected[i])
+    ids.forEach((id, i) => won[i] && this.map.set(id, value))
+    return won
+  }
   expire(isExpired: (value: string) => boolean) {
     let removed = 0
     for (const [id, value] of this.map) {
@@ -57,7 +67,7 @@ describe('memory claim table', () => {
     ['a hash of 10 bits (long probe runs, wrap-around)', weak(10), 3000],
     ['the real hash', hashId, 5000],
   ] as const) {
-    it(`answers like a Map through claims, take-overs, releases and expiry: ${label}`, async () => {
+    it(`answers like a Map through claims, overwrites, take-overs (compare-and-set), releases, forgetting a value and expiry: ${label}`, async () => {
       const next = random(label.length * 7919)
       const table = new ClaimTable(hash, 8)
       const reference = new Reference()
@@ -76,6 +86,15 @@ describe('memory claim table', () => {
           table.overwrite(ids, value)
           reference.overwrite(ids, value)
           values.push(value)
+        } else if (op < 0.8 && values.length > 0) {
+          // Take-overs: most expect what the id holds, some an older value (another took it first).
+          const expected = ids.map((id) => (next() < 0.7 ? reference.map.get(id) ?? values[0]! : values[Math.floor(next() * values.length)]!))
+          expect(table.replace(ids, expected, value), `replace at step ${step}`).toEqual(reference.replace(ids, expected, value))
+          values.push(value)
+        } else if (op < 0.85 && values.length > 0) {
+          // A batch dropped from memory: every claim holding its value goes.
+          const held = values[Math.floor(next() * values.length)]!
+          expect(table.forget(held), `forget at step ${step}`).toBe(reference.forget(held))
         } else if (op < 0.95 && values.length > 0) {
           const held = values[Math.floor(next() * values.length)]!
           table.release(ids, held)

@@ -54,7 +54,8 @@ async function countingTurns<T>(work: () => Promise<T>): Promise<{ result: T; tu
 
 describe('EventLog on memory, pruning', () => {
   it('lets the event loop turn while it expires many dedupe claims', async () => {
-    const ingest = createEventIngest({ env: {}, dedupeWindowMs: 300 })
+    // Past the default bound of 100,000 events, the oldest batches would be dropped with their claims.
+    const ingest = createEventIngest({ env: {}, dedupeWindowMs: 300, storage: { driver: 'memory', maxEvents: 200_000 } })
     try {
       // 200,000 claims: the claim table is walked a slice at a time.
       for (let b = 0; b < 2000; b++) await ingest.ingest(Array.from({ length: 100 }, (_, i) => makeEvent({ id: `many-${b}-${i}` })))

@@ -2,6 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createEventIngest, type EventIngest, type SinkOptions } from 'event-ingest'
 import { makeEvent } from './helpers/fixtures'
 import { startSink, waitFor } from './helpers/sink'
+import { h3Host, startHost } from './helpers/servers'
+import { postEvents } from './helpers/http'
+import { z } from 'zod'
 
 const open: { close(): Promise<void> }[] = []
 afterEach(async () => {
@@ -217,5 +220,153 @@ describe('close()', () => {
     open.push(reopened)
     await reopened.ready()
     expect(await reopened.log!.get('during-close')).toMatchObject({ id: 'during-close' })
+  })
+})
+
+describe("a sink's 200 that lists rejected events", () => {
+  it('dead-letters the events a downstream event-ingest rejects, with its reasons, and counts the rest delivered', async () => {
+    // The downstream checks refunds' payloads; the upstream takes any payload.
+    const downstream = await startHost(h3Host, {
+      token: 'down-token',
+      events: { RefundIssued: { sources: ['api'], payload: z.object({ orderId: z.string(), amount: z.number().positive() }) } },
+    })
+    open.push(downstream)
+    const ingest = await core(
+      { url: `${downstream.url}/events/ingest`, token: 'down-token', tokenHeader: 'x-event-token' },
+      { events: { RefundIssued: { sources: ['api'] } } },
+    )
+    const refund = (id: string, amount: number) => makeEvent({ id, name: 'RefundIssued', source: 'api', payload: { orderId: 'o1', amount } })
+    await ingest.ingest([refund('refund-ok', 5), refund('refund-zero', 0), makeEvent({ id: 'view-1' }), refund('refund-neg', -2)])
+    await waitFor(async () => (await ingest.deadLetters()).length === 1, 5000, 'a dead letter')
+    expect((await downstream.ingest.events()).events.map((e) => e.id).sort()).toEqual(['refund-ok', 'view-1'])
+    const [letter] = await ingest.deadLetters()
+    expect(letter).toMatchObject({
+      status: 200,
+      events: 2,
+      attempts: 1,
+      rejected: [
+        { index: 1, id: 'refund-zero', errors: [{ path: 'payload.amount', message: 'payload.amount: must be greater than 0, got 0' }] },
+        { index: 3, id: 'refund-neg', errors: [{ path: 'payload.amount', message: 'payload.amount: must be greater than 0, got -2' }] },
+      ],
+    })
+    await waitFor(async () => (await ingest.stats()).forwarding!.backlog === 0, 5000, 'an empty backlog')
+    const stats = await ingest.stats()
+    expect(stats.forwarded).toBe(2)
+    expect(stats.failures.forwardByKind.partial).toBe(1)
+    expect(stats.forwarding).toMatchObject({ deadLetters: 1, backlog: 0 })
+  })
+
+  it('places rejected events of a combined request in their own batches, and requeues only them', async () => {
+    let open503 = true
+    let refuse = true
+    const sink = await sinkOf((request) => {
+      if (open503) return { status: 503 }
+      const rejected = refuse
+        ? request.events.flatMap((e, index) => (String(e.id).startsWith('bad') ? [{ index, id: e.id, errors: [{ path: 'payload', message: `payload: no ${e.id}` }] }] : []))
+        : []
+      return { status: 200, body: JSON.stringify({ accepted: request.events.length - rejected.length, duplicates: 0, rejected }) }
+    })
+    // Three batches left in the outbox by a first run: the next one sends them in one request.
+    const { createStorage } = await import('unstorage')
+    const memory = (await import('unstorage/drivers/memory')).default
+    const storage = createStorage({ driver: memory() })
+    const first = createEventIngest({ env: {}, storage, sink: { url: sink.url, minBackoffMs: 20, maxBackoffMs: 100 } })
+    await first.ingest([makeEvent({ id: 'a-1' }), makeEvent({ id: 'bad-a' })])
+    await first.ingest([makeEvent({ id: 'b-1' })])
+    await first.ingest([makeEvent({ id: 'bad-c1' }), makeEvent({ id: 'c-2' }), makeEvent({ id: 'bad-c3' })])
+    await waitFor(() => sink.requests.length >= 1, 5000, 'a first attempt')
+    await first.close()
+    open503 = false
+    const ingest = await core({ url: sink.url }, { storage })
+    await waitFor(async () => (await ingest.deadLetters()).length === 2, 10_000, 'two dead letters')
+    // One request carried all three batches: positions in it are not positions in a batch.
+    expect(sink.stored).toHaveLength(1)
+    expect(sink.stored[0]!.events.map((e) => e.id)).toEqual(['a-1', 'bad-a', 'b-1', 'bad-c1', 'c-2', 'bad-c3'])
+    const letters = await ingest.deadLetters()
+    expect(letters.map((l) => ({ events: l.events, rejected: l.rejected }))).toEqual([
+      { events: 1, rejected: [{ index: 1, id: 'bad-a', errors: [{ path: 'payload', message: 'payload: no bad-a' }] }] },
+      {
+        events: 2,
+        rejected: [
+          { index: 0, id: 'bad-c1', errors: [{ path: 'payload', message: 'payload: no bad-c1' }] },
+          { index: 2, id: 'bad-c3', errors: [{ path: 'payload', message: 'payload: no bad-c3' }] },
+        ],
+      },
+    ])
+    await waitFor(async () => (await ingest.stats()).forwarding!.backlog === 0, 5000, 'an empty backlog')
+    expect((await ingest.stats()).forwarded).toBe(3)
+    expect((await ingest.stats()).forwarding).toMatchObject({ deadLetters: 2 })
+
+    refuse = false
+    expect(await ingest.requeue([letters[1]!.id])).toBe(1)
+    await waitFor(() => sink.stored.length === 2, 5000, 'the requeued events delivered')
+    expect(sink.stored[1]!.events.map((e) => e.id)).toEqual(['bad-c1', 'bad-c3'])
+    expect((await ingest.deadLetters()).map((l) => l.id)).toEqual([letters[0]!.id])
+    await waitFor(async () => (await ingest.stats()).forwarded === 5, 5000, 'the requeued events counted')
+    expect((await ingest.stats()).forwarding).toMatchObject({ deadLetters: 1, backlog: 0 })
+  })
+
+  it('keeps a requeued part of a batch a part across a restart', async () => {
+    const sink = await sinkOf((request) => ({
+      status: 200,
+      body: JSON.stringify({ rejected: request.events.flatMap((e, index) => (e.id === 'part-bad' ? [{ index, errors: ['no'] }] : [])) }),
+    }))
+    const { createStorage } = await import('unstorage')
+    const memory = (await import('unstorage/drivers/memory')).default
+    const storage = createStorage({ driver: memory() })
+    const first = createEventIngest({ env: {}, storage, sink: { url: sink.url, minBackoffMs: 20, maxBackoffMs: 100 } })
+    await first.ingest([makeEvent({ id: 'part-ok' }), makeEvent({ id: 'part-bad' })])
+    await waitFor(async () => (await first.deadLetters()).length === 1, 5000, 'a dead letter')
+    expect((await first.deadLetters())[0]!.rejected).toEqual([{ index: 1, id: 'part-bad', errors: ['no'] }])
+    sink.set(() => ({ status: 503 }))
+    await first.requeue()
+    await waitFor(() => sink.requests.length >= 2, 5000, 'a failed attempt')
+    await first.close()
+    sink.set(() => ({ status: 200 }))
+    await core({ url: sink.url }, { storage })
+    await waitFor(() => sink.stored.length === 2, 5000, 'delivery after restart')
+    expect(sink.stored[1]!.events.map((e) => e.id)).toEqual(['part-bad'])
+  })
+
+  it('counts every event delivered when the 200 lists none, or says nothing readable', async () => {
+    const answers = ['{"accepted":1,"duplicates":0,"rejected":[]}', 'ok', '{"rejected":[{"index":7},{"id":"nobody"},null]}']
+    const sink = await sinkOf((_r, attempt) => ({ status: 200, body: answers[attempt - 1] ?? '{}' }))
+    const ingest = await core({ url: sink.url })
+    for (const id of ['n-1', 'n-2', 'n-3']) {
+      await ingest.ingest([makeEvent({ id })])
+      await waitFor(() => sink.stored.some((r) => r.events[0]!.id === id), 5000, `delivery of ${id}`)
+    }
+    await waitFor(async () => (await ingest.stats()).forwarded === 3, 5000, 'three delivered')
+    expect(await ingest.deadLetters()).toEqual([])
+  })
+})
+
+describe('timestamps at the edge of years 0000-9999, through two event-ingests', () => {
+  it('refuses the ones outside over HTTP naming occurredAt, and forwards the edge ones, which the downstream accepts', async () => {
+    const downstream = await startHost(h3Host, {})
+    open.push(downstream)
+    const upstream = await startHost(h3Host, { sink: { url: `${downstream.url}/events/ingest`, minBackoffMs: 20, maxBackoffMs: 100 } })
+    open.push(upstream)
+    const events = [
+      makeEvent({ id: 'edge-first', occurredAt: '0000-01-01T00:00:00Z' }),
+      makeEvent({ id: 'edge-before', occurredAt: '0000-01-01T00:30:00+01:00' }),
+      makeEvent({ id: 'edge-last', occurredAt: '9999-12-31T23:59:59.999Z' }),
+      makeEvent({ id: 'edge-after', occurredAt: '9999-12-31T23:30:00-01:00' }),
+    ]
+    const response = await postEvents(upstream.url, events)
+    expect(response.status).toBe(200)
+    expect(response.body.accepted).toBe(2)
+    expect(response.body.rejected.map((r: { index: number; id: string; errors: { path: string; message: string }[] }) => [r.index, r.id, r.errors.map((e) => e.path)])).toEqual([
+      [1, 'edge-before', ['occurredAt']],
+      [3, 'edge-after', ['occurredAt']],
+    ])
+    expect(response.body.rejected[0].errors[0].message).toMatch(/^occurredAt: must fall in years 0000-9999 once in UTC .*-000001-12-31T23:30:00\.000Z$/)
+    await waitFor(async () => (await downstream.ingest.events()).events.length === 2, 5000, 'the edge events downstream')
+    expect((await downstream.ingest.events()).events.map((e) => [e.id, e.occurredAt]).sort()).toEqual([
+      ['edge-first', '0000-01-01T00:00:00.000Z'],
+      ['edge-last', '9999-12-31T23:59:59.999Z'],
+    ])
+    await waitFor(async () => (await upstream.ingest.stats()).forwarded === 2, 5000, 'two forwarded')
+    expect(await upstream.ingest.deadLetters()).toEqual([])
   })
 })

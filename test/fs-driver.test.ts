@@ -23,6 +23,8 @@ vi.mock('node:fs/promises', async (importOriginal) => {
     readdir: vi.fn(actual.readdir),
     readFile: vi.fn(actual.readFile),
     rename: vi.fn(actual.rename),
+    link: vi.fn(actual.link),
+    unlink: vi.fn(actual.unlink),
     open: vi.fn(async (...args: Parameters<typeof actual.open>) => {
       const handle = await actual.open(...args)
       openFiles.max = Math.max(openFiles.max, ++openFiles.now)
@@ -371,24 +373,59 @@ describe('fsDriver: setIfAbsentAll', () => {
   it('removeExpired keeps a name taken over just before it is removed', async () => {
     const fsp = await import('node:fs/promises')
     await claimsOf(storage).setIfAbsentAll(['d:a', 'd:b', 'd:c'], 'old|1')
-    const target = join(base, 'd', 'b')
-    const rename = vi.mocked(fsp.rename)
-    const actual = rename.getMockImplementation()!
-    // The moment removeExpired moves `d:b` aside, a takeover has just written a new claim there.
-    rename.mockImplementation(async (from, to) => {
-      if (String(from) === target) {
-        rename.mockImplementation(actual)
-        await storage.setItem('d:b', 'new|2')
+    const link = vi.mocked(fsp.link)
+    const actual = link.getMockImplementation()!
+    // The moment removeExpired locks `d:b` to remove it, a take-over has just replaced it.
+    link.mockImplementation(async (from, to) => {
+      if (/[\\/]\.b\.[0-9a-f]+\.lock\.tmp$/.test(String(to))) {
+        link.mockImplementation(actual)
+        expect(await claimsOf(storage).replaceAll(['d:b'], ['old|1'], 'new|2')).toEqual([true])
       }
       return actual(from, to)
     })
     try {
       expect(await claimsOf(storage).removeExpired('d', (value) => value.startsWith('old'))).toBe(2)
     } finally {
-      rename.mockImplementation(actual)
+      link.mockImplementation(actual)
     }
     expect(await storage.getKeys('d')).toEqual(['d:b'])
     expect(await storage.getItem('d:b')).toBe('new|2')
+  })
+
+  it('replaceAll sets only the keys that still hold the expected value, each under its lock', async () => {
+    await claimsOf(storage).setIfAbsentAll(['r:a', 'r:b', 'r:c'], 'old|1')
+    await storage.setItem('r:b', 'other|2')
+    expect(await claimsOf(storage).replaceAll(['r:a', 'r:b', 'r:c', 'r:missing'], ['old|1', 'old|1', 'old|1', 'old|1'], 'new|3')).toEqual([true, false, true, false])
+    expect(await storage.getItem('r:a')).toBe('new|3')
+    expect(await storage.getItem('r:b')).toBe('other|2')
+    expect(await storage.getItem('r:c')).toBe('new|3')
+    expect(await storage.hasItem('r:missing')).toBe(false)
+    // Replaced once: a second replace of the same old value finds it gone.
+    expect(await claimsOf(storage).replaceAll(['r:a'], ['old|1'], 'late|4')).toEqual([false])
+    // No lock is left behind, and none is a key.
+    expect(readdirSync(join(base, 'r')).filter((name) => name.endsWith('.tmp'))).toEqual([])
+    expect(sorted(await storage.getKeys('r'))).toEqual(['r:a', 'r:b', 'r:c'])
+  })
+
+  it('replaceAll waits out nobody: a fresh lock on the value makes it give up, one left by a dead process is broken once a minute old', async () => {
+    await claimsOf(storage).setIfAbsent('l:a', 'old|1')
+    const lock = join(base, 'l', `.a.${createHash('sha256').update('old|1').digest('hex').slice(0, 32)}.lock.tmp`)
+    await writeFile(lock, 'held')
+    expect(await claimsOf(storage).replaceAll(['l:a'], ['old|1'], 'new|2')).toEqual([false])
+    expect(await storage.getItem('l:a')).toBe('old|1')
+    const past = new Date(Date.now() - 61_000)
+    await utimes(lock, past, past)
+    expect(await claimsOf(storage).replaceAll(['l:a'], ['old|1'], 'new|2')).toEqual([true])
+    expect(await storage.getItem('l:a')).toBe('new|2')
+    expect(existsSync(lock)).toBe(false)
+  })
+
+  it('removeAllHolding removes only the keys that still hold the value', async () => {
+    await claimsOf(storage).setIfAbsentAll(['h:a', 'h:b'], 'mine|1')
+    await claimsOf(storage).replaceAll(['h:b'], ['mine|1'], 'theirs|2')
+    expect(await claimsOf(storage).removeAllHolding(['h:a', 'h:b', 'h:gone'], 'mine|1')).toEqual([true, false, false])
+    expect(sorted(await storage.getKeys('h'))).toEqual(['h:b'])
+    expect(readdirSync(join(base, 'h')).filter((name) => name.endsWith('.tmp'))).toEqual([])
   })
 
   it('removeExpired starts nothing after a failure, and has ended when it rejects', async () => {
@@ -397,23 +434,23 @@ describe('fsDriver: setIfAbsentAll', () => {
     const instance = claimsOf(quick)
     // 300 files, one per claim.
     for (let i = 0; i < 300; i++) await instance.setIfAbsent(`x:k${i}`, 'old|1')
-    const rename = vi.mocked(fsp.rename)
-    const actual = rename.getMockImplementation()!
+    const unlink = vi.mocked(fsp.unlink)
+    const actual = unlink.getMockImplementation()!
     const failing = join(base, 'quick', 'x', 'k5')
-    rename.mockImplementation(async (from, to) => {
-      if (String(from) === failing) throw Object.assign(new Error('EPERM: operation not permitted'), { code: 'EPERM' })
-      return actual(from, to)
+    unlink.mockImplementation(async (path) => {
+      if (String(path) === failing) throw Object.assign(new Error('EPERM: operation not permitted'), { code: 'EPERM' })
+      return actual(path)
     })
     try {
-      const before = rename.mock.calls.length
+      const before = unlink.mock.calls.length
       await expect(instance.removeExpired('x', () => true)).rejects.toThrow(/EPERM/)
-      const atRejection = rename.mock.calls.length
+      const atRejection = unlink.mock.calls.length
       await sleep(100)
-      expect(rename.mock.calls.length).toBe(atRejection)
-      // At most the 16 under way when it failed went on.
-      expect(atRejection - before).toBeLessThan(300)
+      expect(unlink.mock.calls.length).toBe(atRejection)
+      // At most the 16 under way when it failed went on (each removal unlinks its name and its lock).
+      expect(atRejection - before).toBeLessThan(2 * 300)
     } finally {
-      rename.mockImplementation(actual)
+      unlink.mockImplementation(actual)
       await quick.dispose()
     }
   })

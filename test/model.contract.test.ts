@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { describe, expect, it } from 'vitest'
-import { canonicalEvents, createEventModel, createEnvelopeSchema, defaultLimits } from 'event-ingest'
-import { fixtures } from './helpers/fixtures'
+import { canonicalEvents, createEventIngest, createEventModel, createEnvelopeSchema, defaultLimits } from 'event-ingest'
+import { fixtures, makeEvent } from './helpers/fixtures'
 
 describe('v1 contract: golden fixtures stay valid', () => {
   const model = createEventModel()
@@ -97,5 +97,21 @@ describe('published schema', () => {
     const model = createEventModel({ limits: { maxIdLength: 40 } })
     expect((model.describe().envelopeSchema as any).properties.id.maxLength).toBe(40)
     expect(model.describe().limits.maxIdLength).toBe(40)
+  })
+})
+
+describe('ids', () => {
+  it('are byte-exact: the NFC and NFD forms of one text are two events', async () => {
+    const ingest = createEventIngest({ env: {} })
+    try {
+      const nfc = 'caf\u00e9-1'
+      const nfd = 'cafe\u0301-1'
+      expect(nfc.normalize('NFC')).toBe(nfd.normalize('NFC'))
+      const result = await ingest.ingest([makeEvent({ id: nfc }), makeEvent({ id: nfd })])
+      expect(result).toMatchObject({ accepted: 2, duplicates: 0 })
+      expect((await ingest.events()).events.map((e) => e.id).sort()).toEqual([nfd, nfc].sort())
+    } finally {
+      await ingest.close()
+    }
   })
 })

@@ -362,3 +362,89 @@ describe('values parsed by a host', () => {
     expect(error.code).toBe('too_deep')
   })
 })
+
+describe('occurredAt within years 0000-9999 once in UTC', () => {
+  // Each lane of validation: one event, a batch of objects, and a batch of bytes (the ingest route's).
+  function lanes(occurredAt: string) {
+    const event = makeEvent({ id: `t-${occurredAt}`, occurredAt })
+    const bytes = parseBatchBytes(Buffer.from(JSON.stringify([event])), 32)
+    return [model.validateEvent(event), model.validateBatch([event]), model.validateBatch(bytes.value, bytes)] as const
+  }
+
+  it.each([
+    ['0000-01-01T00:00:00Z', '0000-01-01T00:00:00.000Z'],
+    ['0000-01-01T00:00:00.000Z', '0000-01-01T00:00:00.000Z'],
+    ['0000-01-01T01:00:00+01:00', '0000-01-01T00:00:00.000Z'],
+    ['9999-12-31T23:59:59.999Z', '9999-12-31T23:59:59.999Z'],
+    ['9999-12-31T22:59:59.999-01:00', '9999-12-31T23:59:59.999Z'],
+  ])('accepts %s at the edge of the range', (occurredAt, stored) => {
+    const [one, objects, bytes] = lanes(occurredAt)
+    expect(one.ok && one.event.occurredAt).toBe(stored)
+    expect(objects.events.map((e) => e.occurredAt)).toEqual([stored])
+    expect(bytes.events.map((e) => e.occurredAt)).toEqual([stored])
+  })
+
+  it.each([
+    ['0000-01-01T00:30:00+01:00', '-000001-12-31T23:30:00.000Z'],
+    ['0000-01-01T00:59:59.999+01:00', '-000001-12-31T23:59:59.999Z'],
+    ['9999-12-31T23:30:00-01:00', '+010000-01-01T00:30:00.000Z'],
+    ['9999-12-31T23:59:59.999-00:01', '+010000-01-01T00:00:59.999Z'],
+  ])('rejects %s, which is %s in UTC, naming occurredAt and why', (occurredAt, utc) => {
+    const [one, objects, bytes] = lanes(occurredAt)
+    expect(one.ok).toBe(false)
+    for (const batch of [objects, bytes]) {
+      expect(batch.events).toEqual([])
+      expect(batch.rejected).toEqual([{ index: 0, id: `t-${occurredAt}`, errors: [{ path: 'occurredAt', message: expect.any(String) }] }])
+      expect(batch.rejected[0]!.errors[0]!.message).toBe(
+        `occurredAt: must fall in years 0000-9999 once in UTC (0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z), got ${JSON.stringify(occurredAt)}, which is ${utc}`,
+      )
+    }
+  })
+})
+
+describe('bounds in payload schemas say whether the bound itself is allowed', () => {
+  const payload = z.object({
+    positive: z.number().positive().optional(),
+    nonNegative: z.number().nonnegative().optional(),
+    gt: z.number().gt(2).optional(),
+    gte: z.number().gte(2).optional(),
+    lt: z.number().lt(10).optional(),
+    lte: z.number().lte(10).optional(),
+    code: z.string().length(3).optional(),
+    word: z.string().min(2).max(4).optional(),
+    note: z.string().min(1).optional(),
+    tags: z.array(z.string()).min(2).max(3).optional(),
+    pair: z.array(z.number()).length(2).optional(),
+    even: z.number().multipleOf(2).optional(),
+  })
+  const host = createEventModel({ events: { Bounded: { sources: ['api'], payload } } })
+  const messageOf = (field: string, value: unknown) =>
+    errorsOf(makeEvent({ name: 'Bounded', source: 'api', payload: { [field]: value } }), host).map((e) => e.message)
+
+  it.each([
+    ['positive', 0, 'payload.positive: must be greater than 0, got 0'],
+    ['positive', -1, 'payload.positive: must be greater than 0, got -1'],
+    ['nonNegative', -1, 'payload.nonNegative: must be at least 0, got -1'],
+    ['gt', 2, 'payload.gt: must be greater than 2, got 2'],
+    ['gte', 1, 'payload.gte: must be at least 2, got 1'],
+    ['lt', 10, 'payload.lt: must be less than 10, got 10'],
+    ['lte', 11, 'payload.lte: must be at most 10, got 11'],
+    ['code', 'ab', 'payload.code: must be exactly 3 characters, got 2'],
+    ['code', 'abcd', 'payload.code: must be exactly 3 characters, got 4'],
+    ['word', 'a', 'payload.word: must be at least 2 characters, got 1'],
+    ['word', 'abcde', 'payload.word: must be at most 4 characters, got 5'],
+    ['note', '', 'payload.note: must not be empty'],
+    ['tags', ['a'], 'payload.tags: must have at least 2 items, got 1'],
+    ['tags', ['a', 'b', 'c', 'd'], 'payload.tags: must have at most 3 items, got 4'],
+    ['pair', [1], 'payload.pair: must have exactly 2 items, got 1'],
+    ['pair', [1, 2, 3], 'payload.pair: must have exactly 2 items, got 3'],
+    ['even', 3, 'payload.even: must be a multiple of 2, got 3'],
+  ])('%s given %j', (field, value, message) => {
+    expect(messageOf(field, value)).toEqual([message])
+  })
+
+  it('accepts each bound where it allows the bound itself', () => {
+    const ok = host.validateEvent(makeEvent({ name: 'Bounded', source: 'api', payload: { nonNegative: 0, gte: 2, lte: 10, code: 'abc', word: 'ab', tags: ['a', 'b'] } }))
+    expect(ok.ok).toBe(true)
+  })
+})

@@ -6,6 +6,8 @@ import { fileURLToPath } from 'node:url'
 import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPlayground, type RunningPlayground } from './helpers/playground-process'
+import { freePort } from './helpers/process'
+import { startSink } from './helpers/sink'
 
 const CHROMIUM = '/usr/bin/chromium'
 const artifacts = fileURLToPath(new URL('./.artifacts/', import.meta.url))
@@ -110,5 +112,87 @@ describe('playground dashboard in headless Chromium', () => {
     })
     await page.waitForSelector('#recent tr[data-id="evt_from_outside_1"]', { timeout: 5000 })
     expect(Number(await page.getAttribute('body', 'data-refreshes'))).toBeGreaterThan(before)
+  })
+})
+
+describe('playground dashboard: forwarding, dead letters and a restart', () => {
+  let sink: Awaited<ReturnType<typeof startSink>>
+  let playground: RunningPlayground | undefined
+  let profile: string
+  let context: BrowserContext
+  let page: Page
+  let port: number
+  const pageErrors: string[] = []
+  const env = () => ({ FRAMEWORK: 'express', PORT: String(port), EVENT_SINK_URL: sink.url })
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`)
+    profile = await mkdtemp(join(tmpdir(), 'playground-chromium-'))
+    // A sink of this test's own, so it can refuse and then accept.
+    sink = await startSink(() => ({ status: 422, body: '{"code":"schema_mismatch","message":"payload.sku: is required"}' }))
+    port = await freePort()
+    ;[playground, context] = await Promise.all([
+      startPlayground(env()),
+      chromium.launchPersistentContext(profile, {
+        executablePath: CHROMIUM,
+        headless: true,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+        viewport: { width: 1400, height: 1400 },
+      }),
+    ])
+    page = context.pages()[0] ?? (await context.newPage())
+    page.on('pageerror', (error) => pageErrors.push(error.message))
+  })
+
+  afterAll(async () => {
+    await context?.close()
+    await playground?.stop()
+    await sink?.close()
+    if (profile) await rm(profile, { recursive: true, force: true })
+  })
+
+  it('shows the outbox state and the dead letters, and requeues one with its button', async () => {
+    await page.goto(`${playground!.url}/`)
+    await page.waitForSelector('#forwarding-body:not([hidden]) [data-forwarding="backlog"]')
+    expect(await page.textContent('[data-forwarding="sink"]')).toContain('/sink')
+    expect(await page.textContent('#dead-letters tbody')).toContain('No dead letters')
+
+    const event = { id: 'evt_dead_1', name: 'OrderCreated', schemaVersion: 1, occurredAt: new Date().toISOString(), source: 'api', payload: { orderId: 'ord_1' } }
+    const posted = await fetch(`${playground!.url}/events/ingest`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify([event]) })
+    expect(posted.status).toBe(200)
+    const row = page.locator('#dead-letters tr[data-letter]')
+    await expect.poll(() => row.count(), { timeout: 10_000 }).toBe(1)
+    expect(await row.textContent()).toContain('422')
+    expect(await row.textContent()).toContain('payload.sku: is required')
+    await expect.poll(() => page.getAttribute('[data-forwarding="dead-letters"]', 'data-value')).toBe('1')
+    expect(await page.getAttribute('[data-forwarding="backlog"]', 'data-value')).toBe('0')
+    expect(await page.textContent('[data-forwarding="failures"]')).toContain('rejected 1')
+
+    sink.set(() => ({ status: 200 }))
+    await page.click('#dead-letters [data-requeue]')
+    await expect.poll(() => page.textContent('#requeue-result')).toBe('requeued 1')
+    await expect.poll(() => sink.storedIds(), { timeout: 10_000 }).toEqual(['evt_dead_1'])
+    await expect.poll(() => row.count(), { timeout: 5000 }).toBe(0)
+    await expect.poll(() => page.getAttribute('[data-forwarding="forwarded"]', 'data-value'), { timeout: 5000 }).toBe('1')
+    expect(await page.getAttribute('[data-forwarding="dead-letters"]', 'data-value')).toBe('0')
+    await mkdir(artifacts, { recursive: true })
+    await page.screenshot({ path: join(artifacts, 'playground-forwarding.png'), fullPage: true })
+    expect(pageErrors).toEqual([])
+  })
+
+  it('says the admin token changed, and to reload, after the playground restarts', async () => {
+    const before = playground!.devAdminToken
+    await playground!.stop()
+    playground = undefined
+    playground = await startPlayground(env())
+    expect(playground.devAdminToken).not.toBe(before)
+    const banner = page.locator('#errors[data-problem="token-changed"]')
+    await banner.waitFor({ timeout: 10_000 })
+    expect(await banner.textContent()).toMatch(/^The admin token changed \(the playground was restarted.*reload the page/)
+    expect(await banner.textContent()).not.toContain('401')
+    await page.click('#errors a')
+    await page.waitForSelector('[data-total="accepted"][data-value]')
+    await expect.poll(() => page.textContent('#errors'), { timeout: 5000 }).toBe('')
+    expect(await page.getAttribute('#errors', 'data-problem')).toBeNull()
   })
 })

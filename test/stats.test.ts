@@ -40,6 +40,12 @@ function expectWithinPrecision(actual: number | null, exact: number): void {
   expect(Math.abs(actual! - exact)).toBeLessThanOrEqual(QUANTILE_PRECISION * (exact + 1) + 1e-9)
 }
 
+/** A snapshot's lag figures are whole milliseconds: the histogram's answer, rounded. */
+function expectWholeMsWithinPrecision(actual: number | null, exact: number): void {
+  expect(Number.isInteger(actual)).toBe(true)
+  expect(Math.abs(actual! - exact)).toBeLessThanOrEqual(QUANTILE_PRECISION * (exact + 1) + 0.5)
+}
+
 function event(name: string, source: string, occurredAt: number) {
   return { name, source, occurredAt: new Date(occurredAt).toISOString() }
 }
@@ -204,11 +210,11 @@ describe('stats window: lag', () => {
     const { lag } = await stats.snapshot()
     const sorted = [...lags].sort((a, b) => a - b)
     expect(lag.count).toBe(10_000)
-    expect(lag.averageMs).toBe(lags.reduce((a, b) => a + b, 0) / lags.length)
+    expect(lag.averageMs).toBe(Math.round(lags.reduce((a, b) => a + b, 0) / lags.length))
     expect(lag.maxMs).toBe(sorted.at(-1))
-    expectWithinPrecision(lag.p50Ms, exactQuantile(sorted, 0.5))
-    expectWithinPrecision(lag.p95Ms, exactQuantile(sorted, 0.95))
-    expectWithinPrecision(lag.p99Ms, exactQuantile(sorted, 0.99))
+    expectWholeMsWithinPrecision(lag.p50Ms, exactQuantile(sorted, 0.5))
+    expectWholeMsWithinPrecision(lag.p95Ms, exactQuantile(sorted, 0.95))
+    expectWholeMsWithinPrecision(lag.p99Ms, exactQuantile(sorted, 0.99))
   })
 
   it('counts events beyond the future tolerance apart and keeps them out of lag; slightly ahead counts as 0', async () => {
@@ -228,15 +234,84 @@ describe('stats window: lag', () => {
     expect(snapshot.lag).toMatchObject({ count: 2, averageMs: 200, maxMs: 400, p50Ms: 0 })
   })
 
-  it('reads event times of years before 1000 as Date.parse does (Date.UTC would shift 0-99 to 1900-1999)', async () => {
+  it('answers lag figures in whole milliseconds', async () => {
     const stats = open({ storage: createStorage(), now: () => T0 })
+    // Lags of 1, 2 and 4 ms average 2.333... ms; 60 lags near 30 s fall inside histogram buckets.
+    stats.recordAccepted([1, 2, 4].map((lag) => event('OrderCreated', 'api', T0 - lag)), T0)
+    const first = (await stats.snapshot()).lag
+    expect(first).toEqual({ count: 3, averageMs: 2, p50Ms: 2, p95Ms: 4, p99Ms: 4, maxMs: 4 })
+    stats.recordAccepted(Array.from({ length: 60 }, (_, i) => event('OrderCreated', 'api', T0 - 28_000 - i * 37)), T0)
+    const { lag } = await stats.snapshot()
+    for (const figure of [lag.averageMs, lag.p50Ms, lag.p95Ms, lag.p99Ms, lag.maxMs]) expect(Number.isInteger(figure), String(figure)).toBe(true)
+  })
+
+  it('counts events older than the past tolerance apart and keeps them out of lag, at the boundary', async () => {
+    const stats = open({ storage: createStorage(), now: () => T0, pastToleranceMs: 3_600_000 })
+    stats.recordAccepted(
+      [
+        event('OrderCreated', 'api', T0 - 1000),
+        event('OrderCreated', 'api', T0 - 3_600_000), // exactly the tolerance: lag
+        event('OrderCreated', 'api', T0 - 3_600_001), // one over: apart
+        { name: 'OrderCreated', source: 'api', occurredAt: '0000-01-01T00:00:00.000Z' },
+      ],
+      T0,
+    )
+    const snapshot = await stats.snapshot()
+    expect(snapshot.totals.accepted).toBe(4)
+    expect(snapshot.pastEvents).toBe(2)
+    expect(snapshot.futureEvents).toBe(0)
+    expect(snapshot.lag).toMatchObject({ count: 2, averageMs: 1_800_500, maxMs: 3_600_000 })
+  })
+
+  it('keeps a week of past events in lag by default, and counts one year-0 event apart', async () => {
+    const stats = open({ storage: createStorage(), now: () => T0 })
+    const week = 7 * 24 * 60 * MINUTE
+    stats.recordAccepted([event('OrderCreated', 'api', T0 - 200), event('OrderCreated', 'api', T0 - week)], T0)
+    stats.recordAccepted([event('OrderCreated', 'api', T0 - week - 1)], T0)
+    stats.recordAccepted([{ name: 'OrderCreated', source: 'api', occurredAt: '0000-01-01T00:00:00.000Z' }], T0)
+    const snapshot = await stats.snapshot()
+    expect(snapshot.pastEvents).toBe(2)
+    expect(snapshot.lag).toMatchObject({ count: 2, maxMs: week, averageMs: Math.round((200 + week) / 2) })
+  })
+
+  it('takes pastToleranceMs: Infinity to keep every past event in lag, and refuses a bad one', async () => {
+    expect(() => open({ storage: createStorage(), now: () => T0, pastToleranceMs: -1 })).toThrow(/pastToleranceMs/)
+    expect(() => open({ storage: createStorage(), now: () => T0, pastToleranceMs: Number.NaN })).toThrow(/pastToleranceMs/)
+    const stats = open({ storage: createStorage(), now: () => T0, pastToleranceMs: Infinity })
+    stats.recordAccepted([{ name: 'OrderCreated', source: 'api', occurredAt: '0000-01-01T00:00:00.000Z' }], T0)
+    const snapshot = await stats.snapshot()
+    expect(snapshot.pastEvents).toBe(0)
+    expect(snapshot.lag.maxMs).toBe(T0 - Date.parse('0000-01-01T00:00:00.000Z'))
+  })
+
+  it('refuses a bad stats.pastToleranceMs when the core is created', async () => {
+    expect(() => createEventIngest({ env: {}, stats: { pastToleranceMs: -1 } })).toThrow(/^\[event-ingest\] stats\.pastToleranceMs must be a number >= 0 .*got -1$/)
+    expect(() => createEventIngest({ env: {}, stats: { pastToleranceMs: '5' as never } })).toThrow(/stats\.pastToleranceMs/)
+    await createEventIngest({ env: {}, stats: { pastToleranceMs: 0 } }).close()
+  })
+
+  it('takes stats.pastToleranceMs through createEventIngest', async () => {
+    const ingest = createEventIngest({ env: {}, stats: { flushIntervalMs: 3_600_000, pastToleranceMs: 60_000 } })
+    try {
+      const now = Date.now()
+      await ingest.ingest([makeEvent({ id: 'recent', occurredAt: new Date(now - 1000).toISOString() }), makeEvent({ id: 'old', occurredAt: new Date(now - 3_600_000).toISOString() })])
+      const snapshot = await ingest.stats()
+      expect(snapshot.pastEvents).toBe(1)
+      expect(snapshot.lag.count).toBe(1)
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('reads event times of years before 1000 as Date.parse does (Date.UTC would shift 0-99 to 1900-1999)', async () => {
+    const stats = open({ storage: createStorage(), now: () => T0, pastToleranceMs: Infinity })
     const occurredAt = '0050-06-01T00:00:00.000Z'
     stats.recordAccepted([{ name: 'OrderCreated', source: 'api', occurredAt } as never], T0)
     expect((await stats.snapshot()).lag.maxMs).toBe(T0 - Date.parse(occurredAt))
   })
 
   it('measures the lag of events ingested over HTTP in every timestamp form the model accepts', async () => {
-    const ingest = createEventIngest({ env: {}, stats: { flushIntervalMs: 3_600_000 } })
+    const ingest = createEventIngest({ env: {}, stats: { flushIntervalMs: 3_600_000, pastToleranceMs: Infinity } })
     try {
       const now = Date.now()
       const at = (lag: number) => new Date(now - lag)
@@ -256,7 +331,7 @@ describe('stats window: lag', () => {
       const lags = forms.map((form) => receivedAt - Date.parse(form))
       expect(lag.count).toBe(forms.length)
       expect(lag.maxMs).toBe(Math.max(...lags))
-      expect(lag.averageMs).toBeCloseTo(lags.reduce((a, b) => a + b, 0) / forms.length, 3)
+      expect(lag.averageMs).toBe(Math.round(lags.reduce((a, b) => a + b, 0) / forms.length))
     } finally {
       await ingest.close()
     }

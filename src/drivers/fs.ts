@@ -20,6 +20,13 @@ const MAX_CONCURRENT_OPS = 64
  */
 const EXPIRY_CONCURRENCY = 16
 
+/**
+ * A replace lock older than this is taken to be left by a process that died holding it, and is
+ * broken: a holder keeps one for a few file operations. The age {@link removeStaleTempFiles} is
+ * meant to be run with.
+ */
+const LOCK_STALE_MS = 60_000
+
 /** Options of {@link fsDriver}. */
 export interface FsDriverOptions {
   /** Directory holding the data; key `a:b:c` is the file `<base>/a/b/c`. Created on first write. */
@@ -49,11 +56,24 @@ export interface FsDriverInstance {
    */
   setIfAbsentAll(keys: readonly string[], value: string): Promise<(string | null)[]>
   /**
+   * Compare-and-set across processes on one local filesystem: sets each of several distinct keys
+   * to `value` only where it still holds `expected[i]`; resolves, per key, whether it did. Of
+   * several callers replacing one value at once, one wins (see {@link fsDriver} for how). The new
+   * value is complete and durable before it is visible, and one file under every key set.
+   */
+  replaceAll(keys: readonly string[], expected: readonly string[], value: string): Promise<boolean[]>
+  /**
+   * Removes each key that still holds `value`, under the same lock as `replaceAll`, so a key a
+   * replace has just set is never removed for the value it replaced. Resolves, per key, whether
+   * it removed it.
+   */
+  removeAllHolding(keys: readonly string[], value: string): Promise<boolean[]>
+  /**
    * Removes every key under `base` whose value `isExpired` says is over, reading each file once
    * however many keys name it (a batch's claims are one file under each id's name), and flushing
-   * each directory once. Each name is moved aside before it is checked, so a key overwritten
-   * meanwhile (a claim taken over) stays. `signal` stops it between two files. Resolves how many
-   * keys it removed.
+   * each directory once. Each name is removed under the lock of the value read (as
+   * `removeAllHolding`), so a key replaced meanwhile (a claim taken over) stays. `signal` stops it
+   * between two files. Resolves how many keys it removed.
    */
   removeExpired(base: string, isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
 }
@@ -62,6 +82,21 @@ export interface FsDriverInstance {
  * An unstorage driver that keeps one file per key and never serves a torn file: every write goes
  * to a temp file in the same directory, is fsynced, then renamed over the key's file. `getKeys` and
  * `clear` touch only the directory of the base they are given.
+ *
+ * `setIfAbsent` links a complete temp file to the key's name: link(2) fails when the name exists,
+ * so of several processes one creates it. `replaceAll` needs a compare-and-set, which no single
+ * file operation gives (rename replaces whatever is there), so it builds one from link(2): to
+ * replace value V of key K, a process first links its new file to a lock name made of K and V
+ * (`.<K>.<hash of V>.lock.tmp`); only one process at a time holds it. Holding it, it reads K, and
+ * only if K still holds V renames the new file over K, then removes the lock. Every value is
+ * replaced under the lock of that value, and a value, once replaced, never comes back (claim
+ * values name their batch and time), so a second process that gets the lock afterwards reads
+ * something else in K and gives up: V is replaced once. Removing K for holding V (a release, an
+ * expiry) takes the same lock, so it cannot remove what a replace of V has just put there.
+ * Creating K needs K absent, so it cannot meet a replace. A lock outlives its holder only when the holder dies between two file
+ * operations; it is broken once LOCK_STALE_MS old (and swept by {@link removeStaleTempFiles}).
+ * The one way two processes could then both replace V is a holder stalled longer than that between
+ * its read and its rename.
  *
  * @example
  * const storage = createStorage({ driver: fsDriver({ base: './data' }) })
@@ -307,6 +342,12 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
       // Tracked as a whole: its fallbacks start after its own operation has ended.
       return tracked(claimAll(keys, value))
     },
+    replaceAll(keys, expected, value) {
+      return tracked(replaceAll(keys, expected, value))
+    },
+    removeAllHolding(keys, value) {
+      return tracked(removeAllHolding(keys, value))
+    },
     removeExpired(base, isExpired, signal) {
       return tracked(removeExpired(base, isExpired, signal))
     },
@@ -318,8 +359,11 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     await walk(join(root, ...prefix), prefix, keys, undefined)
     const paths = keys.map(pathOf)
     const files = await groupByFile(paths, EXPIRY_CONCURRENCY, signal)
+    if (files.size === 0) return 0
     let removed = 0
     const dirs = new Set<string>()
+    const lockFile = await makeLockFile(join(root, ...prefix))
+    if (!lockFile) return 0
     try {
       await eachLimited([...files], EXPIRY_CONCURRENCY, async ([id, names]) => {
         if (signal?.aborted) return
@@ -328,30 +372,159 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
         for (let i = 0; value === undefined && i < names.length; i++) value = await limit(() => readIfSame(paths[names[i]!]!, id))
         if (value === undefined || !isExpired(value)) return
         for (const path of names.map((n) => paths[n]!)) {
-          // The name is moved aside first, atomically, and only then checked: a claim taken over
-          // meanwhile is a new file renamed over the name, which must stay.
-          const aside = join(dirname(path), tempName(basename(path)))
-          try {
-            await rename(path, aside)
-          } catch (error) {
-            if (isMissing(error)) continue
-            throw error
-          }
-          const info = await stat(aside).catch(() => undefined)
-          if (info && fileId(info) === id) {
+          // Under the lock of the value: a claim taken over meanwhile is another file, and stays.
+          if (await limit(() => removeHolding(path, value, lockFile, id))) {
             removed++
-          } else {
-            // Not the expired file: back under its name, unless a newer claim holds it already.
-            await link(aside, path).catch(ignoreCodes('EEXIST'))
+            dirs.add(dirname(path))
           }
-          await unlink(aside).catch(ignoreCodes('ENOENT'))
-          dirs.add(dirname(path))
         }
       })
     } finally {
+      await unlink(lockFile).catch(() => {})
       for (const dir of dirs) await limit(() => syncDir(dir))
     }
     return removed
+  }
+
+  /**
+   * An empty temp file in `dir` for locks to link to: a lock needs a file of its own to tell it
+   * from a fresh lock of another process. Undefined when `dir` does not exist (nothing to lock).
+   */
+  async function makeLockFile(dir: string): Promise<string | undefined> {
+    const path = join(dir, tempName('lock'))
+    try {
+      await (await open(path, 'wx')).close()
+      return path
+    } catch (error) {
+      if (isMissing(error)) return undefined
+      throw error
+    }
+  }
+
+  /**
+   * Removes `path` if it holds `value`, under the lock of that value (see {@link fsDriver}). With
+   * `id`, the file known to hold `value`, a `stat` tells whether the name still is that file (a
+   * replace makes a new one) without reading it again.
+   */
+  async function removeHolding(path: string, value: string, file: string, id?: string): Promise<boolean> {
+    const lock = join(dirname(path), lockName(basename(path), value))
+    // Held: a replace of this value is under way, after which the key no longer holds it.
+    if (!(await takeLock(file, lock))) return false
+    try {
+      let holds = false
+      try {
+        holds = id !== undefined ? fileId(await stat(path)) === id : (await readFile(path, 'utf8')) === value
+      } catch (error) {
+        if (!isMissing(error)) throw error
+      }
+      if (!holds) return false
+      await unlink(path).catch(ignoreCodes('ENOENT'))
+      return true
+    } finally {
+      await dropLock(file, lock)
+    }
+  }
+
+  async function removeAllHolding(keys: readonly string[], value: string): Promise<boolean[]> {
+    if (keys.length === 0) return []
+    const paths = keys.map(pathOf)
+    const lockFile = await limit(() => makeLockFile(dirname(paths[0]!)))
+    if (!lockFile) return keys.map(() => false)
+    try {
+      // One key after another: each read holds a descriptor.
+      const removed: boolean[] = []
+      for (const path of paths) removed.push(await limit(() => removeHolding(path, value, lockFile)))
+      for (const dir of new Set(paths.filter((_, i) => removed[i]).map((path) => dirname(path)))) await limit(() => syncDir(dir))
+      return removed
+    } finally {
+      await unlink(lockFile).catch(() => {})
+    }
+  }
+
+  /**
+   * Links `file` to `lock` unless another holds it; a lock older than LOCK_STALE_MS is moved aside
+   * and dropped first (if what was moved is the file found stale: a fresh lock taken meanwhile goes
+   * back). Resolves whether this call holds the lock.
+   */
+  async function takeLock(file: string, lock: string): Promise<boolean> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await link(file, lock)
+        return true
+      } catch (error) {
+        if (errorCode(error) !== 'EEXIST') throw error
+      }
+      const held = await stat(lock).catch(() => undefined)
+      // Let go of meanwhile: try again.
+      if (!held) continue
+      if (Date.now() - held.mtimeMs < LOCK_STALE_MS) return false
+      const aside = join(dirname(lock), tempName(basename(lock)))
+      try {
+        await rename(lock, aside)
+      } catch (error) {
+        if (isMissing(error)) continue
+        throw error
+      }
+      const moved = await stat(aside).catch(() => undefined)
+      const someoneElses = moved !== undefined && fileId(moved) !== fileId(held)
+      if (someoneElses) await link(aside, lock).catch(ignoreCodes('EEXIST'))
+      await unlink(aside).catch(ignoreCodes('ENOENT'))
+      if (someoneElses) return false
+    }
+    return false
+  }
+
+  /** Removes `lock` if it is still the link to `file` this process made. */
+  async function dropLock(file: string, lock: string): Promise<void> {
+    const [mine, held] = await Promise.all([stat(file).catch(() => undefined), stat(lock).catch(() => undefined)])
+    if (mine && held && fileId(mine) === fileId(held)) await unlink(lock).catch(ignoreCodes('ENOENT'))
+  }
+
+  /** Sets `path` to the content of `file` if it holds `expected`, under the lock of that value (see {@link fsDriver}). */
+  async function replaceOne(path: string, expected: string, file: string): Promise<boolean> {
+    const lock = join(dirname(path), lockName(basename(path), expected))
+    if (!(await takeLock(file, lock))) return false
+    try {
+      let current: string | undefined
+      try {
+        current = await readFile(path, 'utf8')
+      } catch (error) {
+        if (!isMissing(error)) throw error
+      }
+      if (current !== expected) return false
+      // A name of its own for the rename, so `file` stays for the other keys.
+      const staged = join(dirname(path), tempName(basename(path)))
+      await link(file, staged)
+      try {
+        await rename(staged, path)
+      } catch (error) {
+        await unlink(staged).catch(() => {})
+        throw error
+      }
+      return true
+    } finally {
+      await dropLock(file, lock)
+    }
+  }
+
+  async function replaceAll(keys: readonly string[], expected: readonly string[], value: string): Promise<boolean[]> {
+    if (keys.length === 0) return []
+    if (new Set(keys).size !== keys.length) throw driverError('replaceAll takes distinct keys')
+    const paths = keys.map(pathOf)
+    return limit(async () => {
+      // One file with the value, complete and flushed before any key names it.
+      const temp = await writeTemp(paths[0]!, value)
+      try {
+        // One key after another: each read holds a descriptor, and a call holds at most one.
+        const won: boolean[] = []
+        for (let i = 0; i < paths.length; i++) won.push(await replaceOne(paths[i]!, expected[i]!, temp))
+        // The new names are durable before the keys are reported set.
+        for (const dir of new Set(paths.filter((_, i) => won[i]).map((path) => dirname(path)))) await syncDir(dir)
+        return won
+      } finally {
+        await unlink(temp).catch(() => {})
+      }
+    })
   }
 
   async function claimAll(keys: readonly string[], value: string): Promise<(string | null)[]> {
@@ -544,6 +717,12 @@ function driverError(message: string): Error {
 
 function isTempName(name: string): boolean {
   return name.startsWith('.') && name.endsWith('.tmp')
+}
+
+/** The replace lock of `value` in key file `name` (a temp name: hidden from getKeys, swept when stale). */
+function lockName(name: string, value: string): string {
+  const stem = Buffer.byteLength(name) > 200 ? createHash('sha256').update(name).digest('hex').slice(0, 32) : name
+  return `.${stem}.${createHash('sha256').update(value).digest('hex').slice(0, 32)}.lock.tmp`
 }
 
 function tempName(name: string): string {

@@ -1,0 +1,163 @@
+import { createServer } from 'node:http'
+import { connect } from 'node:net'
+import { gzipSync } from 'node:zlib'
+import express from 'express'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createEventIngest, createEventModel, type EventIngest, type IngestHttpResponse } from '../src/index'
+import { eventIngest } from '../adapters/express'
+import { makeEvent } from './helpers/fixtures'
+import { rawRequest } from './helpers/http'
+import { closeServer, listen } from './helpers/servers'
+
+const open: { close(): Promise<void> }[] = []
+afterEach(async () => {
+  for (const item of open.splice(0)) await item.close()
+})
+
+async function core(options: Parameters<typeof createEventIngest>[0] = {}): Promise<EventIngest<any>> {
+  const ingest = createEventIngest({ env: {}, ...options })
+  await ingest.ready()
+  open.push(ingest)
+  return ingest
+}
+
+const post = (ingest: EventIngest<any>, body: Uint8Array | string, headers: Record<string, string> = {}) =>
+  ingest.handle({ method: 'POST', path: '/events/ingest', headers: { 'content-type': 'application/json', ...headers }, body: { bytes: body } })
+
+describe('maxInflateRatio', () => {
+  // One event padded with one repeated letter: it compresses about 60 times.
+  const body = Buffer.from(JSON.stringify([makeEvent({ id: 'ratio-1', payload: { pad: 'a'.repeat(8000) } })]))
+  const encoded = gzipSync(body)
+  const ratio = Math.ceil(body.length / encoded.length)
+
+  it('is 200 by default, published with the other limits, and must be a positive integer', () => {
+    expect(createEventModel().limits.maxInflateRatio).toBe(200)
+    expect(createEventModel().describe().limits.maxInflateRatio).toBe(200)
+    expect(() => createEventModel({ limits: { maxInflateRatio: 0 } })).toThrow(/limits.maxInflateRatio must be a positive integer/)
+    expect(() => createEventModel({ limits: { maxInflateRatio: 2.5 } })).toThrow(/limits.maxInflateRatio/)
+  })
+
+  it('passes a body that decodes to exactly the limit times its size, and refuses one over with 413 naming it', async () => {
+    expect(ratio).toBeGreaterThan(20)
+    const atLimit = await core({ limits: { maxInflateRatio: ratio } })
+    const ok = await post(atLimit, encoded, { 'content-encoding': 'gzip' })
+    expect(ok?.status, ok?.body).toBe(200)
+    const under = await core({ limits: { maxInflateRatio: ratio - 1 } })
+    const refused = await post(under, encoded, { 'content-encoding': 'gzip' })
+    expect(refused?.status).toBe(413)
+    expect(JSON.parse(refused!.body)).toMatchObject({ code: 'body_too_large', limit: 'maxInflateRatio', value: ratio - 1 })
+    expect((await under.events()).events).toEqual([])
+  })
+
+  it('does not apply to a body sent without an encoding', async () => {
+    const ingest = await core({ limits: { maxInflateRatio: 1 } })
+    expect((await post(ingest, body))?.status).toBe(200)
+  })
+})
+
+describe('bodies a host parser kept as text or bytes', () => {
+  const event = makeEvent({ id: 'kept-1' })
+
+  it('checks text for halves of surrogate pairs, which no UTF-8 carries', async () => {
+    const ingest = await core()
+    const text = `[{"id":"a\ud800b","name":"ProductViewed"}]`
+    const res = await ingest.handle({ method: 'POST', path: '/events/ingest', headers: { 'content-type': 'application/json' }, body: { parsed: text } })
+    expect(res?.status).toBe(400)
+    expect(JSON.parse(res!.body)).toMatchObject({ code: 'invalid_json', message: 'body is not valid UTF-8 at character 9: the text holds half of a surrogate pair', offset: 9 })
+    const ok = await ingest.handle({ method: 'POST', path: '/events/ingest', headers: { 'content-type': 'application/json' }, body: { parsed: JSON.stringify([{ ...event, id: 'kept-😀' }]) } })
+    expect(ok?.status).toBe(200)
+  })
+
+  it('express.raw() in front: invalid UTF-8 is refused naming the byte, a byte order mark is dropped', async () => {
+    const ingest = await core()
+    const app = express()
+    app.use(express.raw({ type: 'application/json' }))
+    app.use(eventIngest(ingest))
+    const server = createServer(app)
+    const url = await listen(server)
+    open.push({ close: () => closeServer(server) })
+    const invalid = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: Buffer.concat([Buffer.from('[{"id":"x'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}]')]) })
+    expect(invalid.status).toBe(400)
+    expect(invalid.json).toMatchObject({ code: 'invalid_json', message: 'body is not valid UTF-8 at byte 9' })
+    const bom = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify([event]))]) })
+    expect(bom.status, bom.text).toBe(200)
+    // body-parser inflated it: the encoding is not applied twice.
+    const gzipped = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: gzipSync(JSON.stringify([makeEvent({ id: 'kept-gz' })])) })
+    expect(gzipped.status, gzipped.text).toBe(200)
+    expect(gzipped.json.accepted).toBe(1)
+    const empty = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'application/json', 'content-length': '0' }, body: '' })
+    expect(empty.json).toMatchObject({ code: 'invalid_json', message: 'body is empty; send a JSON array of events' })
+  })
+
+  it('express.text() in front: a batch is taken, its size held to maxBodyBytes', async () => {
+    const ingest = await core({ limits: { maxBodyBytes: 1024 } })
+    const app = express()
+    app.use(express.text({ type: 'text/plain' }))
+    app.use(eventIngest(ingest))
+    const server = createServer(app)
+    const url = await listen(server)
+    open.push({ close: () => closeServer(server) })
+    const ok = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'text/plain' }, body: JSON.stringify([makeEvent({ id: 'text-é' })]) })
+    expect(ok.status, ok.text).toBe(200)
+    const big = JSON.stringify([makeEvent({ payload: { pad: 'x'.repeat(1200) } })])
+    const chunked = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'text/plain' }, chunks: [big.slice(0, 600), big.slice(600)] })
+    expect(chunked.status).toBe(413)
+    expect(chunked.json).toMatchObject({ code: 'body_too_large', limit: 'maxBodyBytes', value: 1024 })
+  })
+})
+
+describe('Express: a host parser refusal goes through the core', () => {
+  it('checks the token before answering the parser error, and counts what it refuses', async () => {
+    const ingest = await core({ token: 'tok', adminToken: 'adm' })
+    const app = express()
+    app.use(express.json())
+    app.use(eventIngest(ingest))
+    const server = createServer(app)
+    const url = await listen(server)
+    open.push({ close: () => closeServer(server) })
+    const noToken = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: '[{"id":' })
+    expect(noToken.status).toBe(401)
+    expect(noToken.json.code).toBe('token_missing')
+    const malformed = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'application/json', 'x-event-token': 'tok' }, body: '[{"id":' })
+    expect(malformed.status).toBe(400)
+    expect(malformed.json.code).toBe('invalid_json')
+    const unknown = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'application/json', 'x-event-token': 'tok', 'content-encoding': 'snappy' }, body: '[]' })
+    expect(unknown.status).toBe(415)
+    expect(unknown.json).toMatchObject({ code: 'unsupported_encoding', contentEncoding: 'snappy' })
+    const corrupt = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'application/json', 'x-event-token': 'tok', 'content-encoding': 'gzip' }, body: 'not gzip' })
+    expect(corrupt.status).toBe(400)
+    expect(corrupt.json.code).toBe('invalid_json')
+    const stats = await ingest.stats()
+    expect(stats.failures.refusedByCode).toEqual({ token_missing: 1, invalid_json: 2, unsupported_encoding: 1 })
+  })
+})
+
+describe('an encoded upload the client abandons', () => {
+  it('fails that request, stores nothing and keeps serving', async () => {
+    const ingest = await core()
+    const outcomes: Promise<IngestHttpResponse | undefined>[] = []
+    const server = createServer(async (req, res) => {
+      const outcome = ingest.handle({ method: req.method!, path: req.url!, headers: req.headers, body: { stream: req } })
+      outcomes.push(outcome)
+      try {
+        const response = (await outcome)!
+        res.writeHead(response.status, response.headers).end(response.body)
+      } catch {
+        res.destroy()
+      }
+    })
+    const url = await listen(server)
+    open.push({ close: () => closeServer(server) })
+    const body = gzipSync(JSON.stringify([makeEvent({ id: 'abandoned-gz', payload: { pad: 'x'.repeat(3000) } })]))
+    const socket = connect(Number(new URL(url).port), '127.0.0.1')
+    await new Promise<void>((resolve) => socket.once('connect', resolve))
+    socket.write(`POST /events/ingest HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: ${body.length}\r\n\r\n`)
+    socket.write(body.subarray(0, 20))
+    while (outcomes.length === 0) await new Promise((resolve) => setTimeout(resolve, 5))
+    socket.destroy()
+    await expect(outcomes[0]).rejects.toThrow(/aborted|closed|premature/i)
+    expect((await ingest.events()).events).toEqual([])
+    const next = await rawRequest(`${url}/events/ingest`, { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: gzipSync(JSON.stringify([makeEvent({ id: 'after-abandon' })])) })
+    expect(next.status).toBe(200)
+  })
+})
