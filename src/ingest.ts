@@ -190,13 +190,13 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   }
   // While the storage is known to be unreachable (said once, in one line), the failures it causes
   // in the background (stats flushes, prunes) are not repeated every few seconds.
+  let unreachable = () => false
   const reportBackground = (error: unknown) => {
     if (!unreachable()) report(error)
   }
-  let unreachable = () => false
-  // Storage given as text is checked now, so a typo fails at start, not on the first request.
+  // EVENT_STORAGE is checked now, naming the variable, so a typo fails at start, not on the first
+  // request (the storage option is checked with the others).
   const storageOption = options.storage ?? env.EVENT_STORAGE
-  // EVENT_STORAGE too, naming the variable (the storage option is checked with the others).
   if (options.storage === undefined && env.EVENT_STORAGE !== undefined) checkEnv('EVENT_STORAGE', () => checkStorageOption(env.EVENT_STORAGE))
   const tokens = tokensFrom('token', options.token, env.EVENT_INGEST_TOKEN, 'EVENT_INGEST_TOKEN')
   const adminTokens = tokensFrom('adminToken', options.adminToken, env.EVENT_ADMIN_TOKEN, 'EVENT_ADMIN_TOKEN')
