@@ -10,7 +10,7 @@ import type { Limits } from './limits'
 import { createEventModel, type CanonicalEvents, type EventDefinitions, type EventEnvelope, type EventModel, type EventOf, type MergeEvents, type SourcePolicy } from './model'
 import type { ModelDescription } from './schema'
 import { createStatsWindow, type StatsSnapshot, type StatsWindow } from './stats'
-import { checkStorageOption, memoryMaxEvents, resolveStorage, type StorageOption } from './storage'
+import { checkStorageOption, resolveStorage, type StorageOption } from './storage'
 import { checkFunction, checkNumber, checkObject, checkTokens, MAX_TIMER_MS, shown } from './option-checks'
 import { checkSinkOptions, createForwarder, type DeadLetter, type Forwarder, type ForwardingState, type SinkOptions } from './forwarder'
 import type { BatchHints, RejectedEvent } from './validate'
@@ -216,14 +216,14 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   }
   // While the storage is known to be unreachable (said once, in one line), the failures it causes
   // in the background (stats flushes, prunes) are not repeated every few seconds.
+  let unreachable = () => false
   const reportBackground = (error: unknown) => {
     if (!unreachable()) report(error)
   }
-  let unreachable = () => false
-  // Storage given as text is checked now, so a typo fails at start, not on the first request.
+  // EVENT_STORAGE is checked now, naming the variable, so a typo fails at start, not on the first
+  // request (the storage option is checked with the others).
   const storageOption = options.storage ?? env.EVENT_STORAGE
   if (options.storage === undefined && env.EVENT_STORAGE !== undefined) checkEnv('EVENT_STORAGE', () => checkStorageOption(env.EVENT_STORAGE))
-  memoryMaxEvents(storageOption)
   const tokens = tokensFrom('token', options.token, env.EVENT_INGEST_TOKEN, 'EVENT_INGEST_TOKEN')
   const adminTokens = tokensFrom('adminToken', options.adminToken, env.EVENT_ADMIN_TOKEN, 'EVENT_ADMIN_TOKEN')
   let storage: Storage | undefined
@@ -496,11 +496,11 @@ function checkOptions(options: EventIngestOptions<any, any>): void {
   if (stats) {
     checkNumber('stats.windowMinutes', stats.windowMinutes, { integer: true })
     checkNumber('stats.futureToleranceMs', stats.futureToleranceMs, { zero: true })
-    const past = stats.pastToleranceMs
-    if (past !== undefined && !(typeof past === 'number' && past >= 0)) {
-      throw new RangeError(`[event-ingest] stats.pastToleranceMs must be a number >= 0 (Infinity keeps every past event in lag), got ${shown(past)}`)
-    }
     checkNumber('stats.flushIntervalMs', stats.flushIntervalMs, { zero: true, max: MAX_TIMER_MS })
+    const pastToleranceMs = stats.pastToleranceMs as unknown
+    if (pastToleranceMs !== undefined && !(typeof pastToleranceMs === 'number' && pastToleranceMs >= 0)) {
+      throw new (typeof pastToleranceMs === 'number' ? RangeError : TypeError)(`[event-ingest] stats.pastToleranceMs must be a number >= 0 (Infinity keeps every past event in lag), got ${shown(pastToleranceMs)}`)
+    }
   }
 }
 

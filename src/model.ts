@@ -208,13 +208,6 @@ export function createEventModel<const E extends EventDefinitions = {}>(
   return model
 }
 
-/** Why an `occurredAt` outside years 0000-9999 in UTC is refused (no path: the caller adds it). */
-function outOfYearsMessage(value: string): string {
-  const ms = Date.parse(value)
-  const utc = ms === ms ? `, which is ${new Date(ms).toISOString()}` : ''
-  return `must fall in years 0000-9999 once in UTC (0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z), got ${JSON.stringify(value)}${utc}`
-}
-
 /**
  * Payload schemas are validated and published (as JSON Schema) with zod 4, a peer dependency: a
  * schema of another zod (zod 3 has `_def` and no `_zod`) would fail on the first event or the
@@ -228,6 +221,13 @@ function checkZod4Schema(name: string, schema: unknown): void {
     `[event-ingest] the payload schema of ${name} is not a zod 4 schema${zod3 ? ' (it looks like a zod 3 schema)' : ''}: ` +
       'event-ingest validates and publishes payloads with zod 4, its peer dependency; install zod@^4 and build the schema with it (import { z } from "zod")',
   )
+}
+
+/** Why an `occurredAt` outside years 0000-9999 in UTC is refused (no path: the caller adds it). */
+function outOfYearsMessage(value: string): string {
+  const ms = Date.parse(value)
+  const utc = ms === ms ? `, which is ${new Date(ms).toISOString()}` : ''
+  return `must fall in years 0000-9999 once in UTC (0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z), got ${JSON.stringify(value)}${utc}`
 }
 
 /** The zod schema of the v1 envelope under the given limits. */

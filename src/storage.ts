@@ -52,10 +52,10 @@ export interface ResolvedStorage {
   storage: Storage
   driver: string
   owned: boolean
-  /** The bound of a memory storage event-ingest created (a `Storage` given ready is not bounded). */
-  maxEvents?: number
   /** Whether the storage is known to be unreachable right now (it said so once, through `onUnreachable`). */
   unreachable(): boolean
+  /** The bound of a memory storage event-ingest created (a `Storage` given ready is not bounded). */
+  maxEvents?: number
 }
 
 /** What {@link resolveStorage} does besides building the storage. */
@@ -113,6 +113,7 @@ export function checkStorageOption(option: unknown): void {
   const spec = option as { driver?: unknown; base?: unknown; url?: unknown; fsync?: unknown }
   switch (spec.driver) {
     case 'memory':
+      memoryMaxEvents(option as StorageOption)
       return
     case 'fs':
       if (typeof spec.base !== 'string' || spec.base.trim() === '') throw new TypeError(`[event-ingest] storage { driver: "fs" } needs a base directory (a non-empty string), got ${JSON.stringify(spec.base)}`)

@@ -24,6 +24,8 @@ type KoaClass = typeof Koa | typeof Koa2
 export const expressHost = (hostParser: boolean, major: 4 | 5 = 5): HostFactory => ({
   name: `${major === 5 ? 'express' : 'express 4'}${hostParser ? ' + express.json()' : ''}`,
   hostReadsBody: hostParser,
+  // body-parser 1 (Express 4) has no brotli.
+  ...(hostParser && major === 4 ? { hostDecodes: ['gzip', 'deflate', 'identity'] } : {}),
   async start(ingest, { base, guard, errors }) {
     const framework: ExpressModule = major === 5 ? express : express4
     const app = (framework as typeof express)()

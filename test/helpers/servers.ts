@@ -36,6 +36,8 @@ export interface HostFactory {
   hostReadsBody?: boolean
   /** Malformed JSON is answered by the host's parser (its own 400), not by event-ingest. */
   hostAnswersParseErrors?: boolean
+  /** With `hostReadsBody`: the content encodings the host's parser inflates (others it refuses with 415). Unset: all that event-ingest does. */
+  hostDecodes?: readonly string[]
   start(ingest: EventIngest<any>, setup: HostSetup): Promise<{ url: string; close(): Promise<void> }>
 }
 
