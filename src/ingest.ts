@@ -11,7 +11,7 @@ import { createEventModel, type CanonicalEvents, type EventDefinitions, type Eve
 import type { ModelDescription } from './schema'
 import { createStatsWindow, type StatsSnapshot, type StatsWindow } from './stats'
 import { checkStorageOption, resolveStorage, type StorageOption } from './storage'
-import { checkFunction, checkNumber, checkObject, checkTokens, MAX_TIMER_MS, shown } from './option-checks'
+import { checkFunction, checkKeys, checkNumber, checkObject, checkTokens, MAX_TIMER_MS, shown } from './option-checks'
 import { checkSinkOptions, createForwarder, type DeadLetter, type Forwarder, type ForwardingState, type SinkOptions } from './forwarder'
 import type { BatchHints, RejectedEvent } from './validate'
 
@@ -440,8 +440,16 @@ function checkEnv(variable: string, check: () => void): void {
  * The model, limits and event definitions are checked by `createEventModel`, the sink by
  * `checkSinkOptions`.
  */
+/** The options {@link createEventIngest} knows, each checked below. */
+const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'token', 'adminToken', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
+
+// Every option of EventIngestOptions is in optionNames (a new option left out fails to compile).
+const everyOptionNamed: Record<Exclude<keyof EventIngestOptions, (typeof optionNames)[number]>, never> = {}
+void everyOptionNamed
+
 function checkOptions(options: EventIngestOptions<any, any>): void {
   checkObject('options', options)
+  checkKeys('options', options, optionNames)
   if (options.model !== undefined) {
     const model = options.model as Partial<EventModel<any>> | null
     if (typeof model !== 'object' || model === null || typeof model.validateBatch !== 'function' || typeof model.describe !== 'function') {
@@ -478,6 +486,7 @@ function checkOptions(options: EventIngestOptions<any, any>): void {
   }
   const cors = options.cors
   checkObject('cors', cors)
+  checkKeys('cors', cors, ['origin', 'maxAge'])
   if (cors) {
     const origin = cors.origin as unknown
     if (origin !== '*' && typeof origin !== 'function' && !(Array.isArray(origin) && origin.every((o) => typeof o === 'string'))) {
@@ -487,12 +496,14 @@ function checkOptions(options: EventIngestOptions<any, any>): void {
   }
   const drain = options.refusalDrain
   checkObject('refusalDrain', drain)
+  checkKeys('refusalDrain', drain, ['maxBytes', 'maxMs'])
   if (drain) {
     checkNumber('refusalDrain.maxBytes', drain.maxBytes)
     checkNumber('refusalDrain.maxMs', drain.maxMs, { max: MAX_TIMER_MS })
   }
   const stats = options.stats
   checkObject('stats', stats)
+  checkKeys('stats', stats, ['windowMinutes', 'futureToleranceMs', 'pastToleranceMs', 'flushIntervalMs'])
   if (stats) {
     checkNumber('stats.windowMinutes', stats.windowMinutes, { integer: true })
     checkNumber('stats.futureToleranceMs', stats.futureToleranceMs, { zero: true })

@@ -54,3 +54,28 @@ export function checkTokens(name: string, value: unknown): void {
     throw new TypeError(`[event-ingest] ${name} must be a string or an array of strings, got ${shown(value)}`)
   }
 }
+
+/**
+ * An options object whose every key is a known option: a misspelt name (`tokn`) would otherwise be
+ * ignored without a word, and leave, say, ingest open.
+ */
+export function checkKeys(name: string, value: object | undefined, known: readonly string[]): void {
+  if (value === undefined) return
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) {
+      const close = known.find((option) => distance(option.toLowerCase(), key.toLowerCase()) <= 2)
+      throw new TypeError(`[event-ingest] ${name === 'options' ? '' : `${name}.`}${key} is not an option${close ? ` (did you mean ${name === 'options' ? '' : `${name}.`}${close}?)` : ''}; known: ${known.join(', ')}`)
+    }
+  }
+}
+
+/** Edit distance (insertions, deletions, substitutions) between two short names. */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i]
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    row = next
+  }
+  return row[b.length]!
+}

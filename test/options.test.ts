@@ -75,6 +75,10 @@ describe('every option is checked when the core is created, naming it', () => {
   const sink = 'http://127.0.0.1:9/sink'
   const bad: [label: string, options: Record<string, unknown>, kind: typeof TypeError | typeof RangeError, message: RegExp][] = [
     ['options not an object', 5 as never, TypeError, /options must be an object/],
+    ['a misspelt option, which would leave ingest open', { tokn: 'secret' }, TypeError, /^\[event-ingest\] tokn is not an option \(did you mean token\?\); known: model, /],
+    ['an unknown stats option', { stats: { windowMinute: 5 } }, TypeError, /stats.windowMinute is not an option \(did you mean stats.windowMinutes\?\)/],
+    ['an unknown refusalDrain option', { refusalDrain: { maxByte: 5 } }, TypeError, /refusalDrain.maxByte is not an option/],
+    ['an unknown cors option', { cors: { origin: '*', origins: ['x'] } }, TypeError, /cors.origins is not an option/],
     ['model not made by createEventModel', { model: {} }, TypeError, /model must be made by createEventModel\(\), got an object/],
     ['events not an object', { events: [] }, TypeError, /events must be an object/],
     ['a payload schema that is not zod', { events: { RefundIssued: { sources: ['api'], payload: { parse: () => ({}) } } } }, TypeError, /the payload schema of RefundIssued is not a zod 4 schema/],
