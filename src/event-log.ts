@@ -63,6 +63,11 @@ export interface EventLogOptions {
    * @default Infinity
    */
   maxEvents?: number
+  /**
+   * On a memory storage: most bytes of stored batches kept, dropped as for `maxEvents`.
+   * @default Infinity
+   */
+  maxBytes?: number
 }
 
 /** What the outbox holds for one stored batch: delivery state lives with the forwarder. */
@@ -131,8 +136,10 @@ export interface EventLog {
   readonly corruptRecords: number
   /** Whether claims are atomic on this driver (true for memory, fs and Redis). */
   readonly atomicDedupe: boolean
-  /** Batches and events a memory storage dropped to stay within `maxEvents` (zeros elsewhere). */
+  /** Batches and events a memory storage dropped to stay within `maxEvents` and `maxBytes` (zeros elsewhere). */
   readonly dropped: { batches: number; events: number }
+  /** What a bounded memory storage holds now: batches, events and bytes of batches (zeros elsewhere). */
+  readonly kept: { batches: number; events: number; bytes: number }
   /**
    * Stops the background work on batches whose requests answered 503 with their writes sent
    * (finding out whether the record landed, writing its outbox entry): each makes one last attempt
@@ -293,9 +300,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const keepsBytes = onMemory(batchBase)
   // The batches this log stored in memory, oldest first, with their event counts and claim values,
   // while bounded (the claims go with the batch: the claim table is bounded by the same cap).
-  const maxEvents = keepsBytes && claims.forget ? (options.maxEvents ?? Infinity) : Infinity
-  const inMemory = new Map<string, { events: number; claim: string }>()
+  const bounded = keepsBytes && claims.forget !== undefined
+  const maxEvents = bounded ? (options.maxEvents ?? Infinity) : Infinity
+  const maxBytes = bounded ? (options.maxBytes ?? Infinity) : Infinity
+  const inMemory = new Map<string, { events: number; bytes: number; claim: string }>()
   let keptEvents = 0
+  let keptBytes = 0
   const dropped = { batches: 0, events: 0 }
   // Every batch write goes to the memory driver: a write is done when it returns, nothing to time.
   const localWrites = keepsBytes && (!options.outbox || onMemory(`${prefix}:o`))
@@ -609,6 +619,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
       // second serialisation on the hot path.
       const asSent = raw !== undefined && storedPositions === undefined
       let write: Promise<void>
+      // What the record holds, for the memory bound: its bytes, or its text's length.
+      let size: number
       if (asSent && raw.bytes && keepsBytes && Number.isSafeInteger(receivedAt) && receivedAt >= 0) {
         // The memory driver keeps the body's own bytes: off the JS heap, so stored events do not
         // add to the garbage collector's work, and with no copy when nothing else holds them. The
@@ -616,10 +628,13 @@ export function createEventLog(options: EventLogOptions): EventLog {
         const bytes = raw.bytes
         const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
         write = storage.setItemRaw(batchKey, raw.owned && whole ? bytes : Buffer.from(bytes))
+        size = bytes.byteLength
       } else {
-        write = storage.setItem(batchKey, asSent
+        const text = asSent
           ? `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instanceId)},"events":${raw.text}}`
-          : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions ? storedPositions.map((p) => events[p]!) : events as EventEnvelope[] } satisfies BatchRecord))
+          : JSON.stringify({ v: 1, receivedAt, instance: instanceId, events: storedPositions ? storedPositions.map((p) => events[p]!) : events as EventEnvelope[] } satisfies BatchRecord)
+        write = storage.setItem(batchKey, text)
+        size = text.length
       }
       writes = [write]
       if (outboxKey) {
@@ -630,7 +645,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       // Writes to the memory driver are done when they return: no timer to race them against.
       const all: Promise<unknown> = writes.length === 1 ? write : Promise.all(writes)
       await (localWrites ? all : withTimeout(all, timeoutMs, 'write'))
-      if (maxEvents !== Infinity) keep(batchKey, storedCount, claim)
+      if (maxEvents !== Infinity || maxBytes !== Infinity) keep(batchKey, storedCount, size, claim)
       return result
     } catch (error) {
       if (mine.length > 0 || claimsUnknown) {
@@ -681,19 +696,23 @@ export function createEventLog(options: EventLogOptions): EventLog {
 
   /**
    * Counts a batch stored in memory, then drops the oldest batches (never this one) until at most
-   * `maxEvents` events are kept, with their claims: a claim naming a batch that is gone would be
-   * taken over anyway (see `settledHere`), so keeping it would keep memory, not deduplication.
+   * `maxEvents` events and `maxBytes` bytes are kept, with their claims: a claim naming a batch
+   * that is gone would be taken over anyway (see `settledHere`), so keeping it would keep memory,
+   * not deduplication.
    */
-  function keep(batchKey: string, events: number, claim: string): void {
-    inMemory.set(batchKey, { events, claim })
+  function keep(batchKey: string, events: number, bytes: number, claim: string): void {
+    inMemory.set(batchKey, { events, bytes, claim })
     keptEvents += events
-    while (keptEvents > maxEvents && inMemory.size > 1) {
-      const [oldest, { events: count, claim: held }] = inMemory.entries().next().value as [string, { events: number; claim: string }]
+    keptBytes += bytes
+    while ((keptEvents > maxEvents || keptBytes > maxBytes) && inMemory.size > 1) {
+      const [oldest, { events: count, bytes: size, claim: held }] = inMemory.entries().next().value as [string, { events: number; bytes: number; claim: string }]
       inMemory.delete(oldest)
       keptEvents -= count
+      keptBytes -= size
       claims.forget!(held)
       if (dropped.batches === 0) {
-        options.onError?.(new Error(`the memory storage holds ${maxEvents} events (maxEvents): the oldest batches are dropped from now on, and counted; use fs or Redis storage to keep more`))
+        const bound = keptEvents + count > maxEvents ? `${maxEvents} events (maxEvents)` : `${maxBytes} bytes of batches (maxBytes)`
+        options.onError?.(new Error(`the memory storage holds ${bound}: the oldest batches are dropped from now on, and counted; use fs or Redis storage to keep more`))
       }
       dropped.batches++
       dropped.events += count
@@ -899,6 +918,9 @@ export function createEventLog(options: EventLogOptions): EventLog {
       return corrupt
     },
     atomicDedupe: claims.atomic,
+    get kept() {
+      return { batches: inMemory.size, events: keptEvents, bytes: keptBytes }
+    },
     get dropped() {
       return { ...dropped }
     },

@@ -29,7 +29,7 @@ export { createEventIngest, type EventIngest, type EventIngestOptions, type Inge
 export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneOptions, RawBatch, StoredEvent } from './event-log'
 export { routes, type CorsOptions, type HttpOptions, type IngestHttpRequest, type IngestHttpResponse } from './http'
 export type { BodySource } from './body'
-export { DEFAULT_MEMORY_MAX_EVENTS, parseStorageString, type MemoryStorageOptions, type RedisStorageOptions, type StorageOption } from './storage'
+export { DEFAULT_MEMORY_MAX_BYTES, DEFAULT_MEMORY_MAX_EVENTS, parseStorageString, type MemoryStorageOptions, type RedisStorageOptions, type StorageOption } from './storage'
 export type { StatsSnapshot } from './stats'
 export { fsDriver, removeStaleTempFiles, type FsDriverInstance, type FsDriverOptions } from './drivers/fs'
 export type { DeadLetter, ForwardingState, RefusedEvent, SinkOptions } from './forwarder'

@@ -255,6 +255,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       timeoutMs,
       outbox: sink !== undefined,
       maxEvents: resolved.maxEvents,
+      maxBytes: resolved.maxBytes,
       // A batch whose request answered 503 but whose writes landed after all: stored, so counted
       // and forwarded.
       onLateWrite(result, events, receivedAt) {

@@ -31,10 +31,20 @@ export interface MemoryStorageOptions {
    * @default 100_000
    */
   maxEvents?: number
+  /**
+   * Most bytes of stored batches kept (the bodies as received), whichever of this and `maxEvents`
+   * is reached first: large events reach it long before `maxEvents`. Past it, the oldest batches
+   * are dropped as above. `Infinity` turns this bound off.
+   * @default 134_217_728 (128 MiB)
+   */
+  maxBytes?: number
 }
 
 /** How many events a memory storage keeps by default (about 90 MB with events of 200 bytes and their claims). */
 export const DEFAULT_MEMORY_MAX_EVENTS = 100_000
+
+/** How many bytes of batches a memory storage keeps by default (128 MiB). */
+export const DEFAULT_MEMORY_MAX_BYTES = 134_217_728
 
 /**
  * Where the event log lives: a ready unstorage `Storage`, a connection string (`memory:`,
@@ -54,8 +64,9 @@ export interface ResolvedStorage {
   owned: boolean
   /** Whether the storage is known to be unreachable right now (it said so once, through `onUnreachable`). */
   unreachable(): boolean
-  /** The bound of a memory storage event-ingest created (a `Storage` given ready is not bounded). */
+  /** The bounds of a memory storage event-ingest created (a `Storage` given ready is not bounded). */
   maxEvents?: number
+  maxBytes?: number
 }
 
 /** What {@link resolveStorage} does besides building the storage. */
@@ -77,18 +88,21 @@ interface RedisClient {
 }
 
 /**
- * The event bound of a memory storage option, checked: undefined for every other option.
- * @throws TypeError naming `storage.maxEvents` when it is not a positive integer or Infinity.
+ * The bounds of a memory storage option, checked: undefined for every other option.
+ * @throws TypeError naming `storage.maxEvents` or `storage.maxBytes` when it is not a positive integer or Infinity.
  */
-export function memoryMaxEvents(option: StorageOption | undefined): number | undefined {
+export function memoryBounds(option: StorageOption | undefined): { maxEvents: number; maxBytes: number } | undefined {
   if (isStorage(option)) return undefined
   const spec = typeof option === 'string' ? parseStorageString(option) : (option ?? { driver: 'memory' as const })
   if (spec.driver !== 'memory') return undefined
-  const max = (spec as MemoryStorageOptions).maxEvents ?? DEFAULT_MEMORY_MAX_EVENTS
-  if (max !== Infinity && !(Number.isSafeInteger(max) && max >= 1)) {
-    throw new TypeError(`[event-ingest] storage.maxEvents must be a positive integer or Infinity, got ${String(max)}`)
+  const bound = (name: 'maxEvents' | 'maxBytes', fallback: number) => {
+    const max = (spec as MemoryStorageOptions)[name] ?? fallback
+    if (max !== Infinity && !(Number.isSafeInteger(max) && max >= 1)) {
+      throw new TypeError(`[event-ingest] storage.${name} must be a positive integer or Infinity, got ${String(max)}`)
+    }
+    return max
   }
-  return max
+  return { maxEvents: bound('maxEvents', DEFAULT_MEMORY_MAX_EVENTS), maxBytes: bound('maxBytes', DEFAULT_MEMORY_MAX_BYTES) }
 }
 
 function isStorage(value: unknown): value is Storage {
@@ -113,7 +127,7 @@ export function checkStorageOption(option: unknown): void {
   const spec = option as { driver?: unknown; base?: unknown; url?: unknown; fsync?: unknown }
   switch (spec.driver) {
     case 'memory':
-      memoryMaxEvents(option as StorageOption)
+      memoryBounds(option as StorageOption)
       return
     case 'fs':
       if (typeof spec.base !== 'string' || spec.base.trim() === '') throw new TypeError(`[event-ingest] storage { driver: "fs" } needs a base directory (a non-empty string), got ${JSON.stringify(spec.base)}`)
@@ -148,7 +162,7 @@ export async function resolveStorage(option: StorageOption | undefined, env: Rec
   const spec = typeof option === 'string' ? parseStorageString(option) : (option ?? { driver: 'memory' as const })
   switch (spec.driver) {
     case 'memory':
-      return { storage: createStorage({ driver: memoryDriver() }), driver: 'memory', owned: true, unreachable: reachable, maxEvents: memoryMaxEvents(spec) }
+      return { storage: createStorage({ driver: memoryDriver() }), driver: 'memory', owned: true, unreachable: reachable, ...memoryBounds(spec) }
     case 'fs':
       await checkDirectory(spec.base)
       // Temp files a crash left behind are invisible to reads; sweep old ones in the background.

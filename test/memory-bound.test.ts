@@ -46,6 +46,36 @@ describe('memory storage bound (storage.maxEvents)', () => {
     }
   })
 
+  it('keeps at most storage.maxBytes of batches: at the bound nothing is dropped, one batch over drops the oldest', async () => {
+    // Large events reach a byte bound long before the event bound.
+    const big = (prefix: string) => [makeEvent({ id: `${prefix}-0`, payload: { pad: 'x'.repeat(8000) } })]
+    const probe = createEventIngest({ env: {}, storage: { driver: 'memory', maxBytes: Infinity, maxEvents: 10 } })
+    await probe.ingest(big('p'))
+    const size = probe.log!.kept.bytes
+    await probe.close()
+    expect(size).toBeGreaterThan(8000)
+    const errors: string[] = []
+    const ingest = createEventIngest({ env: {}, storage: { driver: 'memory', maxBytes: 3 * size }, onError: (e) => errors.push((e as Error).message) })
+    try {
+      for (const prefix of ['a', 'b', 'c']) await ingest.ingest(big(prefix))
+      expect(ingest.log!.kept).toEqual({ batches: 3, events: 3, bytes: 3 * size })
+      expect(ingest.log!.dropped).toEqual({ batches: 0, events: 0 })
+      await ingest.ingest(big('d'))
+      expect(ingest.log!.dropped).toEqual({ batches: 1, events: 1 })
+      expect(ingest.log!.kept.bytes).toBe(3 * size)
+      expect(await listedIds(ingest)).toEqual(['b-0', 'c-0', 'd-0'])
+      expect(errors[0]).toMatch(new RegExp(`memory storage holds ${3 * size} bytes of batches \\(maxBytes\\)`))
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('refuses a maxBytes that is not a positive integer, naming it, when the core is created', () => {
+    for (const maxBytes of [0, -1, 1.5, Number.NaN]) {
+      expect(() => createEventIngest({ env: {}, storage: { driver: 'memory', maxBytes } }), String(maxBytes)).toThrow(/storage\.maxBytes must be a positive integer or Infinity/)
+    }
+  })
+
   it('forgets the ids of a dropped batch (sent again, they are stored again); ids still kept stay duplicates', async () => {
     const ingest = createEventIngest({ env: {}, storage: { driver: 'memory', maxEvents: 4 } })
     try {
