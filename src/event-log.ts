@@ -882,6 +882,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
             if (held) {
               inMemory.delete(key)
               keptEvents -= held.events
+              keptBytes -= held.bytes
             }
             batches++
           } else kept++

@@ -70,6 +70,20 @@ describe('memory storage bound (storage.maxEvents)', () => {
     }
   })
 
+  it('counts a pruned batch out of what the bound holds', async () => {
+    const ingest = createEventIngest({ env: {}, storage: { driver: 'memory', maxEvents: 100, maxBytes: 1_000_000 } })
+    try {
+      await ingest.ingest(batch('p1', 3))
+      await ingest.ingest(batch('p2', 2))
+      expect(ingest.log!.kept).toMatchObject({ batches: 2, events: 5 })
+      expect(ingest.log!.kept.bytes).toBeGreaterThan(0)
+      expect((await ingest.prune({ olderThan: Date.now() + 60_000 })).batches).toBe(2)
+      expect(ingest.log!.kept).toEqual({ batches: 0, events: 0, bytes: 0 })
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('refuses a maxBytes that is not a positive integer, naming it, when the core is created', () => {
     for (const maxBytes of [0, -1, 1.5, Number.NaN]) {
       expect(() => createEventIngest({ env: {}, storage: { driver: 'memory', maxBytes } }), String(maxBytes)).toThrow(/storage\.maxBytes must be a positive integer or Infinity/)
