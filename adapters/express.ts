@@ -59,11 +59,12 @@ export function eventIngest(ingest: EventIngest<any>): [RequestHandler, ErrorReq
     const mapped = hostParserError(error)
     const path = routePath(req)
     if (!mapped || path === undefined || !ingest.owns(path)) return next(error)
-    // A client that went away gets no answer, and the host's error middleware is not bothered.
-    if (mapped.code === 'request_aborted') return
+    const aborted = mapped.code === 'request_aborted'
     ingest
       .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, body: { refused: mapped } })
       .then((response: IngestHttpResponse | undefined) => {
+        // A client that went away is counted, gets no answer, and the host's error middleware is not bothered.
+        if (aborted) return
         if (!response) return next(error)
         // Closed only if the parser stopped reading part way; body-parser reads a refused body to its end.
         send(req, res, ingest.refusalDrain, response.status, response.headers, response.body)

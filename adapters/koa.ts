@@ -74,7 +74,7 @@ export function eventIngest(ingest: EventIngest<any>, options: KoaEventIngestOpt
  * Koa middleware answering, on event-ingest's routes, the errors of a body parser mounted after it
  * (`@koa/bodyparser`: malformed JSON, its own size limit, an encoding it does not know, a body that
  * does not inflate) as the core answers its own: after the token check, in the contract's JSON
- * format, counted in stats. A client that went away gets no answer. Any other error, and every
+ * format, counted in stats. A client that went away is counted and gets no answer. Any other error, and every
  * error on other paths, is rethrown untouched. Mount it first, with the same `base` as
  * {@link eventIngest}.
  *
@@ -101,11 +101,14 @@ export function eventIngestErrors(ingest: EventIngest<any>, options: KoaEventIng
     } catch (error) {
       const refused = hostParserError(error)
       if (!refused) throw error
+      const request = { method: ctx.method, path, query: ctx.querystring, headers: ctx.headers, body: { refused } }
+      // A client that went away is counted, and gets no answer.
       if (refused.code === 'request_aborted') {
         ctx.respond = false
+        await ingest.handle(request)
         return
       }
-      if (!(await answer(ingest, ctx, { method: ctx.method, path, query: ctx.querystring, headers: ctx.headers, body: { refused } }))) throw error
+      if (!(await answer(ingest, ctx, request))) throw error
     }
   }
 }
