@@ -21,7 +21,12 @@ export interface IngestHttpRequest {
   query?: string | URLSearchParams
   /** Request headers; names are matched case-insensitively. */
   headers: Headers | Record<string, string | string[] | undefined>
-  /** The body: raw bytes, a stream of chunks (read here, with the byte limit and its Content-Encoding decoded), a value a host parser produced, or the refusal a host parser met. */
+  /**
+   * The body: raw bytes, a stream of chunks (read here, with the byte limit and its Content-Encoding
+   * decoded), a value a host parser produced, or the refusal a host parser met. A refusal of a body
+   * left unread carries `connection: close`; for a parsed or refused one, the adapter adds it only
+   * if the request's stream did not reach its end.
+   */
   body?: BodySource
 }
 
