@@ -1,39 +1,11 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
-import { IngestError, type EventIngest, type IngestHttpResponse, type RefusalDrain } from '../src/index'
+import type { EventIngest, IngestHttpResponse, RefusalDrain } from '../src/index'
+import { hostParserError } from '../src/host-parser-errors'
 import { closeIfUnread, nodeBody, nodeQuery } from '../src/node-request'
 import { pathBelow } from '../src/request-path'
 
 function send(req: Request, res: Response, drain: Readonly<RefusalDrain>, status: number, headers: Record<string, string>, body: string): void {
   res.status(status).set(closeIfUnread(req, headers, drain)).send(body)
-}
-
-/**
- * Maps the errors of a host body parser (express.json(), express.text(), express.raw()) met on
- * event-ingest's routes to the contract. body-parser inflates gzip, deflate and br itself, so its
- * decoding failures are the body's too.
- */
-function parserError(error: unknown): IngestError | undefined {
-  const failure = error as { type?: string; status?: number; code?: unknown; encoding?: unknown; charset?: unknown } | null
-  const type = failure?.type
-  if (type === 'entity.parse.failed') return new IngestError('invalid_json', `body is not valid JSON: ${(error as Error).message}`)
-  if (type === 'entity.too.large') {
-    const limit = (error as { limit?: number }).limit ?? 0
-    return new IngestError('body_too_large', `the body is over the host body parser's limit of ${limit} bytes`, { limit: 'hostParserLimit', value: limit })
-  }
-  if (type === 'encoding.unsupported') {
-    const name = String(failure?.encoding ?? '')
-    return new IngestError('unsupported_encoding', `content-encoding ${JSON.stringify(name)} is not supported by the host body parser`, { contentEncoding: name })
-  }
-  if (type === 'charset.unsupported') {
-    const charset = String(failure?.charset ?? '')
-    return new IngestError('unsupported_media_type', `content-type charset ${JSON.stringify(charset)} is not supported; send UTF-8`, { charset })
-  }
-  // A body that does not inflate: zlib's error, given status 400 by body-parser.
-  if (failure?.status === 400 && typeof failure.code === 'string' && /^(Z_|ERR_BROTLI|ERR__)/.test(failure.code)) {
-    return new IngestError('invalid_json', `body is not valid data of its content-encoding: ${(error as Error).message}`)
-  }
-  if (type === 'request.aborted') return new IngestError('request_aborted', 'the request ended before its body was read')
-  return undefined
 }
 
 /**
@@ -84,17 +56,18 @@ export function eventIngest(ingest: EventIngest<any>): [RequestHandler, ErrorReq
   // The parser's refusal goes through the core like any of its own: the token is checked first,
   // and the refusal is answered in the contract's format and counted in stats.
   const errors: ErrorRequestHandler = (error, req, res, next) => {
-    const mapped = parserError(error)
+    const mapped = hostParserError(error)
     const path = routePath(req)
     if (!mapped || path === undefined || !ingest.owns(path)) return next(error)
-    // A client that went away gets no answer, and the host's error middleware is not bothered.
-    if (mapped.code === 'request_aborted') return
+    const aborted = mapped.code === 'request_aborted'
     ingest
       .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, body: { refused: mapped } })
       .then((response: IngestHttpResponse | undefined) => {
+        // A client that went away is counted, gets no answer, and the host's error middleware is not bothered.
+        if (aborted) return
         if (!response) return next(error)
-        // The parser may have stopped reading part way (an encoding it does not know): close.
-        send(req, res, ingest.refusalDrain, response.status, { ...response.headers, connection: 'close' }, response.body)
+        // Closed only if the parser stopped reading part way; body-parser reads a refused body to its end.
+        send(req, res, ingest.refusalDrain, response.status, response.headers, response.body)
       }, next)
   }
   return [handler, errors]

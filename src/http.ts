@@ -21,7 +21,12 @@ export interface IngestHttpRequest {
   query?: string | URLSearchParams
   /** Request headers; names are matched case-insensitively. */
   headers: Headers | Record<string, string | string[] | undefined>
-  /** The body: raw bytes, a stream of chunks (read here, with the byte limit and its Content-Encoding decoded), a value a host parser produced, or the refusal a host parser met. */
+  /**
+   * The body: raw bytes, a stream of chunks (read here, with the byte limit and its Content-Encoding
+   * decoded), a value a host parser produced, or the refusal a host parser met. A refusal of a body
+   * left unread carries `connection: close`; for a parsed or refused one, the adapter adds it only
+   * if the request's stream did not reach its end.
+   */
   body?: BodySource
 }
 
@@ -107,14 +112,22 @@ function json(status: number, body: unknown, extra?: Record<string, string>): In
   return { status, headers: extra ? { ...jsonHeaders, ...extra } : jsonHeaders, body: JSON.stringify(body) }
 }
 
-/** Errors answered before the request's body was read to its end. */
+/** Errors answered before the request's body was read to its end (when event-ingest reads it). */
 const unreadBody: ReadonlySet<string> = new Set(['token_missing', 'token_invalid', 'unsupported_media_type', 'unsupported_encoding', 'body_too_large', 'request_aborted'])
 
-function errorResponse(error: IngestError, retryAfterSeconds: number): IngestHttpResponse {
+/**
+ * A body a host parser read (`parsed`), or tried to (`refused`): not event-ingest's to leave
+ * unread. The adapter closes the connection only if the request's stream did not reach its end.
+ */
+function readByHost(body: IngestHttpRequest['body']): boolean {
+  return body !== undefined && ('parsed' in body || 'refused' in body)
+}
+
+function errorResponse(error: IngestError, retryAfterSeconds: number, bodyLeftUnread: boolean): IngestHttpResponse {
   const extra: Record<string, string> = {}
   if (error.status === 503) extra['retry-after'] = String(retryAfterSeconds)
   // Refused before its body was read: the rest is not read, and the connection closes.
-  if (unreadBody.has(error.code)) extra.connection = 'close'
+  if (bodyLeftUnread && unreadBody.has(error.code)) extra.connection = 'close'
   if (error.code === 'admin_token_missing' || error.code === 'admin_token_invalid') extra['www-authenticate'] = 'Bearer realm="event-ingest admin"'
   return json(error.status, error.toJSON(), extra)
 }
@@ -298,7 +311,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       }
       return json(405, { code: 'method_not_allowed', message: `${method} is not allowed on ${path}; use ${allow}` }, { allow })
     } catch (error) {
-      if (error instanceof IngestError) return errorResponse(error, options.retryAfterSeconds)
+      if (error instanceof IngestError) return errorResponse(error, options.retryAfterSeconds, !readByHost(request.body))
       throw error
     }
   }

@@ -5,7 +5,7 @@ import { H3, type H3Plugin } from 'h3'
 import { describe, expectTypeOf, it } from 'vitest'
 import { createEventIngest, type EventIngest } from 'event-ingest'
 import { eventIngest as expressIngest } from 'event-ingest/express'
-import { eventIngest as koaIngest, type KoaEventIngestOptions } from 'event-ingest/koa'
+import { eventIngest as koaIngest, eventIngestErrors as koaIngestErrors, type KoaEventIngestOptions } from 'event-ingest/koa'
 import { eventIngest as fastifyIngest, type FastifyEventIngestOptions } from 'event-ingest/fastify'
 import { eventIngestPlugin, createEventIngestApp, type H3EventIngestOptions } from 'event-ingest/h3'
 
@@ -24,6 +24,8 @@ describe('adapter types', () => {
     new Koa().use(koaIngest(ingest, { base: '/api' }))
     // @ts-expect-error base is a string
     koaIngest(ingest, { base: 1 })
+    expectTypeOf(koaIngestErrors(ingest)).toEqualTypeOf<Middleware>()
+    new Koa().use(koaIngestErrors(ingest, { base: '/api' }))
   })
 
   it('fastify: a plugin registered with a prefix and the core', async () => {

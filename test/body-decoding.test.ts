@@ -2,9 +2,12 @@ import { createServer } from 'node:http'
 import { connect } from 'node:net'
 import { gzipSync } from 'node:zlib'
 import express from 'express'
+import Koa from 'koa'
+import { bodyParser } from '@koa/bodyparser'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createEventIngest, createEventModel, type EventIngest, type IngestHttpResponse } from '../src/index'
 import { eventIngest } from '../adapters/express'
+import { eventIngest as koaIngest } from '../adapters/koa'
 import { makeEvent } from './helpers/fixtures'
 import { rawRequest } from './helpers/http'
 import { closeServer, listen } from './helpers/servers'
@@ -129,6 +132,40 @@ describe('Express: a host parser refusal goes through the core', () => {
     expect(corrupt.json.code).toBe('invalid_json')
     const stats = await ingest.stats()
     expect(stats.failures.refusedByCode).toEqual({ token_missing: 1, invalid_json: 2, unsupported_encoding: 1 })
+  })
+})
+
+describe('Koa: eventIngest() mounted before @koa/bodyparser', () => {
+  it('reads its own bodies with its own limits, and leaves every other request to the parser', async () => {
+    const ingest = await core({ token: 'tok', limits: { maxBodyBytes: 1024 } })
+    const app = new Koa()
+    app.use(koaIngest(ingest, { base: '/api' }))
+    app.use(bodyParser())
+    app.use((ctx) => {
+      ctx.body = { echo: (ctx.request as { body?: unknown }).body }
+    })
+    const server = createServer(app.callback())
+    const url = await listen(server)
+    open.push({ close: () => closeServer(server) })
+    const send = (body: string | Buffer, headers: Record<string, string> = {}) =>
+      rawRequest(`${url}/api/events/ingest`, { headers: { 'content-type': 'application/json', 'x-event-token': 'tok', ...headers }, body })
+    const ok = await send(JSON.stringify([makeEvent({ id: 'koa-first' })]))
+    expect(ok.json).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+    // Bytes a parser would have rewritten to U+FFFD, seen and refused here.
+    const latin1 = await send(Buffer.concat([Buffer.from('[{"id":"'), Buffer.from([0xff]), Buffer.from('"}]')]))
+    expect(latin1.json).toMatchObject({ code: 'invalid_json', message: 'body is not valid UTF-8 at byte 8', offset: 8 })
+    const corrupt = await send(Buffer.from('[not gzip at all]'), { 'content-encoding': 'gzip' })
+    expect(corrupt.status).toBe(400)
+    expect(corrupt.json).toMatchObject({ code: 'invalid_json', message: expect.stringContaining('not valid gzip data') })
+    const big = await send(JSON.stringify([makeEvent({ payload: { pad: 'x'.repeat(2000) } })]))
+    expect(big.status).toBe(413)
+    expect(big.json).toMatchObject({ code: 'body_too_large', limit: 'maxBodyBytes', value: 1024 })
+    const wrong = await send('[{"id":', { 'x-event-token': 'wrong' })
+    expect(wrong.status).toBe(401)
+    expect((await ingest.stats()).failures.refusedByCode).toEqual({ invalid_json: 2, body_too_large: 1, token_invalid: 1 })
+    // The host's own routes still get the parser.
+    const echo = await rawRequest(`${url}/other`, { headers: { 'content-type': 'application/json' }, body: '{"hello":"world"}' })
+    expect(echo.json).toEqual({ echo: { hello: 'world' } })
   })
 })
 

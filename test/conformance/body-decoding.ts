@@ -169,7 +169,6 @@ export function defineBodyDecodingSuite(factory: HostFactory) {
       for (const name of ['snappy', 'gzip, br']) {
         const res = await post(gzipSync('[]'), { 'content-encoding': name })
         expect(res.status, name).toBe(415)
-        if (factory.hostAnswersParseErrors) continue
         expect(res.json.code).toBe('unsupported_encoding')
         expect(res.json).toMatchObject({ contentEncoding: name, message: expect.stringContaining(`content-encoding ${JSON.stringify(name)}`) })
       }
@@ -181,14 +180,83 @@ export function defineBodyDecodingSuite(factory: HostFactory) {
       expect(res.json).toMatchObject({ code: 'invalid_json', message: 'body is empty; send a JSON array of events' })
     })
 
-    if (!factory.hostAnswersParseErrors) {
-      it("counts a refused body in stats whoever refused it, and checks the token first", async () => {
-        const before = (await getJson(`${host.url}/admin/events/stats`, { authorization: `Bearer ${ADMIN}` })).body.failures.refusedByCode.invalid_json ?? 0
-        const res = await post('[{"id":')
-        expect(res.status).toBe(400)
-        expect(res.json.code).toBe('invalid_json')
-        const after = (await getJson(`${host.url}/admin/events/stats`, { authorization: `Bearer ${ADMIN}` })).body.failures.refusedByCode.invalid_json
-        expect(after).toBe(before + 1)
+  })
+
+  // Whoever reads the body (event-ingest, or a host parser in front of it), its refusals keep the
+  // contract: the token first, then the refusal in the contract's format, counted in stats.
+  describe(`${factory.name}: body refusals keep the contract, whoever reads the body`, () => {
+    let host: RunningHost
+    beforeAll(async () => {
+      // A drain budget over the largest body sent: a refused upload is read to its end, so the
+      // client always finishes sending and reads its answer (body-parser reads it all anyway).
+      host = await startHost(factory, { token: 'tok', adminToken: ADMIN, limits: { maxBodyBytes: 4096 }, refusalDrain: { maxBytes: 64 * 1024 * 1024, maxMs: 60_000 } }, '/api')
+    })
+    afterAll(() => host.close())
+
+    const send = (headers: Record<string, string>, body: string | Buffer, token = 'tok') =>
+      rawRequest(`${host.url}/events/ingest`, { headers: { ...json, 'x-event-token': token, ...headers }, body })
+    const refused = async () => (await getJson(`${host.url}/admin/events/stats`, { authorization: `Bearer ${ADMIN}` })).body.failures.refusedByCode as Record<string, number>
+    // A body one byte over the limit that stops it first: the host parser's, or maxBodyBytes.
+    const overLimit = hostParser ? factory.hostParserLimit! : 4096
+    const tooLarge = (token = 'tok') => send({}, Buffer.alloc(overLimit + 1, 0x20), token)
+
+    it('answers a wrong token with 401 before any refusal of the body', async () => {
+      const before = await refused()
+      const answers = [
+        await send({}, '[{"id":', 'wrong'),
+        await send({ 'content-encoding': 'gzip' }, Buffer.from('[not gzip at all]'), 'wrong'),
+        await send({ 'content-encoding': 'compress' }, '[]', 'wrong'),
+        await tooLarge('wrong'),
+      ]
+      for (const res of answers) {
+        expect(res.status, res.text).toBe(401)
+        expect(res.json.code).toBe('token_invalid')
+      }
+      expect((await refused()).token_invalid).toBe((before.token_invalid ?? 0) + 4)
+    })
+
+    it('refuses malformed JSON with 400 invalid_json, counted', async () => {
+      const before = await refused()
+      const res = await send({}, '[{"id":')
+      expect(res.status, res.text).toBe(400)
+      expect(res.json).toMatchObject({ code: 'invalid_json', message: expect.stringMatching(/^body is not valid JSON/) })
+      expect((await refused()).invalid_json).toBe((before.invalid_json ?? 0) + 1)
+    })
+
+    it('refuses bytes that do not inflate with 400 invalid_json, counted', async () => {
+      const before = await refused()
+      const res = await send({ 'content-encoding': 'gzip' }, Buffer.from('[not gzip at all]'))
+      expect(res.status, res.text).toBe(400)
+      expect(res.json).toMatchObject({ code: 'invalid_json', message: expect.stringMatching(/^body is not valid /) })
+      expect((await refused()).invalid_json).toBe((before.invalid_json ?? 0) + 1)
+    })
+
+    it('refuses an unknown content encoding with 415 unsupported_encoding naming it, counted', async () => {
+      const before = await refused()
+      const res = await send({ 'content-encoding': 'compress' }, '[]')
+      expect(res.status, res.text).toBe(415)
+      expect(res.json).toMatchObject({ code: 'unsupported_encoding', contentEncoding: 'compress', message: expect.stringContaining('content-encoding "compress"') })
+      expect((await refused()).unsupported_encoding).toBe((before.unsupported_encoding ?? 0) + 1)
+    })
+
+    it('refuses a body over the limit that stops it first with 413 naming that limit, counted', async () => {
+      const before = await refused()
+      const res = await tooLarge()
+      expect(res.status, res.text).toBe(413)
+      expect(res.json).toMatchObject({ code: 'body_too_large', limit: hostParser ? 'hostParserLimit' : 'maxBodyBytes', value: overLimit })
+      expect(res.json.message).toContain(String(overLimit))
+      expect((await refused()).body_too_large).toBe((before.body_too_large ?? 0) + 1)
+    })
+
+    // A body the host parser read to its end leaves the connection clean for the next request.
+    if (hostParser) {
+      it('keeps the connection of a refused request whose body the host parser read whole', async () => {
+        const wrongToken = await send({}, JSON.stringify([makeEvent()]), 'wrong')
+        expect(wrongToken.status).toBe(401)
+        expect(wrongToken.headers.connection).not.toBe('close')
+        const malformed = await send({}, '[{"id":')
+        expect(malformed.status).toBe(400)
+        expect(malformed.headers.connection).not.toBe('close')
       })
     }
   })

@@ -6,7 +6,7 @@ import Koa2 from 'koa2'
 import { bodyParser } from '@koa/bodyparser'
 import Fastify from 'fastify'
 import { eventIngest as expressIngest } from '../../adapters/express'
-import { eventIngest as koaIngest } from '../../adapters/koa'
+import { eventIngest as koaIngest, eventIngestErrors as koaIngestErrors } from '../../adapters/koa'
 import { eventIngest as fastifyIngest } from '../../adapters/fastify'
 import { closeServer, h3Host, listen, type HostFactory } from './servers'
 
@@ -24,6 +24,7 @@ type KoaClass = typeof Koa | typeof Koa2
 export const expressHost = (hostParser: boolean, major: 4 | 5 = 5): HostFactory => ({
   name: `${major === 5 ? 'express' : 'express 4'}${hostParser ? ' + express.json()' : ''}`,
   hostReadsBody: hostParser,
+  hostParserLimit: 10 * 1024 * 1024,
   // body-parser 1 (Express 4) has no brotli.
   ...(hostParser && major === 4 ? { hostDecodes: ['gzip', 'deflate', 'identity'] } : {}),
   async start(ingest, { base, guard, errors }) {
@@ -53,13 +54,14 @@ export const expressHost = (hostParser: boolean, major: 4 | 5 = 5): HostFactory 
 export const koaHost = (hostParser: boolean, major: 2 | 3 = 3): HostFactory => ({
   name: `${major === 3 ? 'koa' : 'koa 2'}${hostParser ? ' + @koa/bodyparser' : ''}`,
   hostReadsBody: hostParser,
-  // @koa/bodyparser throws its own 400 upstream of every later middleware.
-  hostAnswersParseErrors: hostParser,
+  hostParserLimit: 10 * 1024 * 1024,
   async start(ingest, { base, guard, errors }) {
     const App: KoaClass = major === 3 ? Koa : Koa2
     const app = new (App as typeof Koa)()
     app.silent = true
     app.on('error', (error) => errors.push(error))
+    // @koa/bodyparser throws its refusals upstream of event-ingest: answered here, in the contract.
+    if (hostParser) app.use(koaIngestErrors(ingest, { base }))
     app.use(async (ctx, next) => {
       if (guard && ctx.path.startsWith(`${base}/admin`)) {
         ctx.status = 401

@@ -34,8 +34,8 @@ export interface HostFactory {
   name: string
   /** The host's own body parser reads the body before event-ingest sees it. */
   hostReadsBody?: boolean
-  /** Malformed JSON is answered by the host's parser (its own 400), not by event-ingest. */
-  hostAnswersParseErrors?: boolean
+  /** With `hostReadsBody`: the host parser's own body limit, in bytes. */
+  hostParserLimit?: number
   /** With `hostReadsBody`: the content encodings the host's parser inflates (others it refuses with 415). Unset: all that event-ingest does. */
   hostDecodes?: readonly string[]
   start(ingest: EventIngest<any>, setup: HostSetup): Promise<{ url: string; close(): Promise<void> }>
