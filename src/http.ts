@@ -1,7 +1,7 @@
 import { readBearer, createTokenCheck } from './auth'
 import { checkContentType, isNodeRequest, readBodyBytes, type BodySource } from './body'
 import { IngestError, limitError } from './errors'
-import { eventSources } from './model'
+import { eventSources } from './definitions'
 import { contentCodingDeclared, contentCodingOf, decodeBody } from './encoding'
 import { parseBatchBytes, parseBatchText, type ParsedBody } from './json'
 import type { EventQuery } from './event-log'

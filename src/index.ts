@@ -4,23 +4,25 @@ export {
   SCHEMA_VERSION,
   SUPPORTED_SCHEMA_VERSIONS,
   canonicalEvents,
-  createEnvelopeSchema,
-  createEventModel,
   defineEvents,
   eventSources,
   type CanonicalEvents,
   type EventDefinition,
   type EventDefinitions,
+  type EventSource,
+  type SourcePolicy,
+} from './definitions'
+export {
+  createEnvelopeSchema,
+  createEventModel,
   type EventEnvelope,
   type EventModel,
   type EventModelOptions,
   type EventOf,
-  type EventSource,
   type InferEvent,
   type InferPayload,
   type MergeEvents,
   type PayloadOf,
-  type SourcePolicy,
 } from './model'
 export type { BatchHints, BatchResult, EventResult, FieldError, RejectedEvent } from './validate'
 export type { ModelDescription } from './schema'
