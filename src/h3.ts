@@ -1,7 +1,7 @@
 import { H3, HTTPError, type H3Event, type H3Plugin } from 'h3'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { EventIngest } from './ingest'
-import { routes, type IngestHttpRequest, type IngestHttpResponse } from './http'
+import { routes } from './http'
+import type { EventIngest, IngestHttpRequest, IngestHttpResponse } from './types'
 import { closeIfUnread } from './node-request'
 import { normaliseBase, pathBelow } from './request-path'
 

@@ -1,41 +1,12 @@
 import { readBearer, createTokenCheck } from './auth'
-import { checkContentType, isNodeRequest, readBodyBytes, type BodySource } from './body'
+import { checkContentType, isNodeRequest, readBodyBytes } from './body'
 import { IngestError, limitError } from './errors'
-import { eventSources } from './model'
+import { eventSources } from './definitions'
 import { contentCodingDeclared, contentCodingOf, decodeBody } from './encoding'
 import { parseBatchBytes, parseBatchText, type ParsedBody } from './json'
 import type { EventQuery } from './event-log'
-import type { EventIngest, IngestResult } from './ingest'
+import type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
 import type { BatchHints } from './validate'
-
-/** A request as any adapter hands it to the core: no framework types. */
-export interface IngestHttpRequest {
-  /** HTTP method, any case. */
-  method: string
-  /**
-   * Path below the mount point, starting with `/`, as sent (not decoded): `/events/ingest`. Only
-   * the exact route path is served; any other spelling is not ours.
-   */
-  path: string
-  /** The query string (with or without `?`) or parsed parameters. */
-  query?: string | URLSearchParams
-  /** Request headers; names are matched case-insensitively. */
-  headers: Headers | Record<string, string | string[] | undefined>
-  /**
-   * The body: raw bytes, a stream of chunks (read here, with the byte limit and its Content-Encoding
-   * decoded), a value a host parser produced, or the refusal a host parser met. A refusal of a body
-   * left unread carries `connection: close`; for a parsed or refused one, the adapter adds it only
-   * if the request's stream did not reach its end.
-   */
-  body?: BodySource
-}
-
-/** What the adapter writes back. `body` is JSON text. */
-export interface IngestHttpResponse {
-  status: number
-  headers: Record<string, string>
-  body: string
-}
 
 /** Options of the HTTP contract. */
 export interface HttpOptions {
@@ -51,17 +22,6 @@ export interface HttpOptions {
   cors?: CorsOptions
   /** Told of every ingest request refused as a whole (400, 401, 413, 415), for stats. */
   onRefused?: (code: string) => void
-}
-
-/** CORS for browser producers on another origin (ingest and schema routes only; admin routes never). */
-export interface CorsOptions {
-  /** Allowed origins: `'*'`, a list of exact origins, or a predicate. */
-  origin: '*' | readonly string[] | ((origin: string) => boolean)
-  /**
-   * Seconds a browser may cache a preflight answer.
-   * @default 600
-   */
-  maxAge?: number
 }
 
 /** The routes of the contract, relative to the mount point. */

@@ -3,33 +3,20 @@ import { randomBytes } from 'node:crypto'
 import type { Storage } from 'unstorage'
 import { parseTokens } from './auth'
 import { IngestError } from './errors'
-import { createEventLog, type EventLog, type EventPage, type EventQuery, type PruneOptions } from './event-log'
+import { createEventLog, type EventLog, type EventQuery } from './event-log'
 import { withTimeout } from './timeout'
-import { createHttpHandler, type CorsOptions, type IngestHttpRequest, type IngestHttpResponse } from './http'
+import { createHttpHandler } from './http'
 import type { Limits } from './limits'
-import { createEventModel, type CanonicalEvents, type EventDefinitions, type EventEnvelope, type EventModel, type EventOf, type MergeEvents, type SourcePolicy } from './model'
-import type { ModelDescription } from './schema'
-import { createStatsWindow, type StatsSnapshot, type StatsWindow } from './stats'
+import type { EventDefinitions, SourcePolicy } from './definitions'
+import { createEventModel, type EventEnvelope, type EventModel, type MergeEvents } from './model'
+import { createStatsWindow, type StatsWindow } from './stats'
 import { checkStorageOption, resolveStorage, type StorageOption } from './storage'
 import { checkFunction, checkKeys, checkNumber, checkObject, checkTokens, MAX_TIMER_MS, shown } from './option-checks'
-import { checkSinkOptions, createForwarder, type DeadLetter, type Forwarder, type ForwardingState, type SinkOptions } from './forwarder'
-import type { BatchHints, RejectedEvent } from './validate'
+import { checkSinkOptions, createForwarder, type Forwarder, type SinkOptions } from './forwarder'
+import type { BatchHints } from './validate'
+import type { CorsOptions, EventIngest, IngestHttpRequest, IngestResult, RefusalDrain } from './types'
 
 /** Options of {@link createEventIngest}. Environment variables are defaults; options win. */
-/** The bound on reading a refused upload after its answer: whichever comes first ends it. */
-export interface RefusalDrain {
-  /**
-   * Body bytes read and dropped at most.
-   * @default 1_048_576 (1 MiB)
-   */
-  maxBytes: number
-  /**
-   * Milliseconds after the answer at most.
-   * @default 2000
-   */
-  maxMs: number
-}
-
 export interface EventIngestOptions<E extends EventDefinitions = {}, D extends EventDefinitions = any> {
   /** A ready model; its types flow to the core. Give either this or `events`/`sourcePolicy`/`limits`. */
   model?: EventModel<D>
@@ -120,61 +107,6 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    * @default process.env
    */
   env?: Record<string, string | undefined>
-}
-
-/** The outcome of one ingest call, as sent in the 200 body. */
-export interface IngestResult {
-  /** Events stored by this call. */
-  accepted: number
-  /** Events whose id was already stored (or repeated in the batch); not stored again. */
-  duplicates: number
-  /** Invalid events with their index, id and errors. */
-  rejected: RejectedEvent[]
-}
-
-/** The framework-agnostic core. */
-export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
-  readonly model: EventModel<D>
-  readonly instanceId: string
-  /** Resolves once storage is ready; every method waits for it by itself. */
-  ready(): Promise<void>
-  /**
-   * Validates and stores a batch. Valid events are stored even when others are not; resolves only
-   * after they are written.
-   * @throws IngestError for a refused batch (400/413) or unavailable storage (503: nothing was acknowledged).
-   */
-  ingest(input: unknown, context?: { receivedAt?: number; hints?: BatchHints }): Promise<IngestResult>
-  /** Last-window stats, with the forwarder's state when a sink is set. */
-  stats(): Promise<StatsSnapshot & { forwarding: ForwardingState | null }>
-  /** Batches the sink refused for good. */
-  deadLetters(): Promise<DeadLetter[]>
-  /** Moves dead letters (all, or those ids) back to the outbox; returns how many. */
-  requeue(ids?: readonly string[]): Promise<number>
-  /** The model description published by `GET /events/schema`. */
-  schema(): ModelDescription
-  /** Stored events, newest first. */
-  events(query?: EventQuery): Promise<EventPage<EventOf<D>>>
-  /**
-   * Deletes batches received before `olderThan` (not those still to forward) and expired dedupe
-   * claims. A `signal` stops it between two storage calls.
-   */
-  prune(options: PruneOptions): Promise<{ batches: number; claims: number }>
-  /** The neutral HTTP handler every adapter calls; `undefined` for paths that are not ours. */
-  handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined>
-  /** Whether a path (below the mount point, as sent) is one of the event-ingest routes. */
-  owns(path: string): boolean
-  /** The resolved `refusalDrain` option, which the adapters apply to refused uploads. */
-  readonly refusalDrain: Readonly<RefusalDrain>
-  /**
-   * Graceful shutdown: refuses new ingests (503), lets those under way finish, stops forwarding
-   * (the attempt in flight may finish; the rest stays in the outbox), stops the retention prune
-   * (between two storage calls), flushes stats and releases storage created here.
-   */
-  close(): Promise<void>
-  /** The storage in use (after `ready()`). */
-  readonly storage: Storage | undefined
-  /** The event log (after `ready()`). */
-  readonly log: EventLog | undefined
 }
 
 /**
@@ -346,34 +278,51 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     return { accepted: appended.stored, duplicates, rejected: batch.rejected }
   }
 
-  const core: EventIngest<D> = {
+  // The reads the HTTP contract serves, each once storage is ready.
+  async function readStats() {
+    await readyPromise
+    return { ...(await withTimeout(stats!.snapshot(), timeoutMs, 'stats read')), forwarding: forwarder?.state() ?? null }
+  }
+  async function deadLetters() {
+    await readyPromise
+    return forwarder ? forwarder.deadLetters() : []
+  }
+  async function requeue(ids?: readonly string[]) {
+    await readyPromise
+    return forwarder ? forwarder.requeue(ids) : 0
+  }
+  const schema = () => model.describe()
+  async function events(query?: EventQuery) {
+    await readyPromise
+    return log!.list(query) as never
+  }
+
+  // The HTTP contract is built from the parts of the core it serves, before the core itself.
+  const http = createHttpHandler({ model, ingest, stats: readStats, schema, events, deadLetters, requeue }, {
+    tokens,
+    adminTokens,
+    authorize: options.authorize,
+    retryAfterSeconds,
+    cors: options.cors,
+    onRefused: (code) => stats?.recordRefused(code, Date.now()),
+  })
+
+  return {
     model,
     instanceId,
     ready,
     ingest,
-    async stats() {
-      await readyPromise
-      return { ...(await withTimeout(stats!.snapshot(), timeoutMs, 'stats read')), forwarding: forwarder?.state() ?? null }
-    },
-    async deadLetters() {
-      await readyPromise
-      return forwarder ? forwarder.deadLetters() : []
-    },
-    async requeue(ids) {
-      await readyPromise
-      return forwarder ? forwarder.requeue(ids) : 0
-    },
-    schema: () => model.describe(),
-    async events(query) {
-      await readyPromise
-      return log!.list(query) as never
-    },
+    stats: readStats,
+    deadLetters,
+    requeue,
+    schema,
+    events,
     async prune(pruneOptions) {
       await readyPromise
       return log!.prune(pruneOptions)
     },
-    handle: undefined as never,
-    owns: undefined as never,
+    handle: http.handle,
+    owns: http.owns,
     refusalDrain,
     async close() {
       if (closed) return
@@ -397,17 +346,6 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       return log
     },
   }
-
-  const handler = createHttpHandler(core, {
-    tokens,
-    adminTokens,
-    authorize: options.authorize,
-    retryAfterSeconds,
-    cors: options.cors,
-    onRefused: (code) => stats?.recordRefused(code, Date.now()),
-  })
-  Object.assign(core, handler)
-  return core
 }
 
 /** The events of an appended batch that were stored: all but those at `duplicateIndexes`. */

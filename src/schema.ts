@@ -1,6 +1,5 @@
 import { z } from 'zod'
-import type { EventModel, EventSource } from './model'
-import { eventSources } from './model'
+import { eventSources, type EventDefinitions, type EventSource, type SourcePolicy } from './definitions'
 import type { Limits } from './limits'
 
 /** What `GET /events/schema` publishes. */
@@ -16,16 +15,26 @@ export interface ModelDescription {
   limits: Limits
 }
 
+/** What a model hands in to be described: its versions, definitions, policy, envelope and limits. */
+export interface DescribedModel {
+  readonly schemaVersion: number
+  readonly supportedVersions: readonly number[]
+  readonly events: Readonly<EventDefinitions>
+  readonly sourcePolicy: SourcePolicy
+  readonly envelope: z.ZodType
+  readonly limits: Readonly<Limits>
+}
+
 const anyObjectSchema = { type: 'object', additionalProperties: {} }
 
 /** Builds the published description of a model, JSON Schema included. */
-export function describeModel(model: EventModel<any>): ModelDescription {
+export function describeModel(model: DescribedModel): ModelDescription {
   return {
     schemaVersion: model.schemaVersion,
     supportedVersions: model.supportedVersions,
     sources: eventSources,
     sourcePolicy: model.sourcePolicy,
-    events: Object.entries(model.events as Record<string, { sources: readonly EventSource[]; payload?: z.ZodType; description?: string }>)
+    events: Object.entries(model.events)
       .map(([name, definition]) => ({
         name,
         sources: definition.sources,

@@ -3,8 +3,7 @@ import { limitError, IngestError } from './errors'
 import { describeValue, inspectValue } from './json'
 import type { Limits } from './limits'
 import { canonicalTime, withinYears } from './time'
-import type { EventDefinitions, SourcePolicy } from './model'
-import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, eventSources } from './model'
+import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, eventSources, type EventDefinitions, type SourcePolicy } from './definitions'
 
 /** One problem with one field: a dotted path and a message a person can act on. */
 export interface FieldError {
