@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage } from 'node:http'
 import { connect } from 'node:net'
+import { gzipSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createEventIngest, type EventIngest, type IngestHttpResponse } from '../src/index'
 import { makeEvent } from './helpers/fixtures'
@@ -52,6 +53,24 @@ describe('reading a Node request body', () => {
     const next = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: JSON.stringify([makeEvent({ id: 'after-abort' })]) })
     expect(next.status).toBe(200)
     expect(next.json.accepted).toBe(1)
+  })
+
+  it('ends an encoded upload the client abandons as request_aborted, stores nothing and keeps serving', async () => {
+    const host = await nodeHost()
+    open.push(host)
+    const body = gzipSync(JSON.stringify([makeEvent({ id: 'abandoned-gz', payload: { pad: 'x'.repeat(3000) } })]))
+    const socket = connect(Number(new URL(host.url).port), '127.0.0.1')
+    await new Promise<void>((resolve) => socket.once('connect', resolve))
+    socket.write(`POST /events/ingest HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: ${body.length}\r\n\r\n`)
+    socket.write(body.subarray(0, 20))
+    while (host.outcomes.length === 0) await new Promise((resolve) => setTimeout(resolve, 5))
+    socket.destroy()
+    const ended = (await host.outcomes[0])!
+    expect(ended.status).toBe(400)
+    expect(JSON.parse(ended.body).code).toBe('request_aborted')
+    expect((await host.ingest.events()).events).toEqual([])
+    const next = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: gzipSync(JSON.stringify([makeEvent({ id: 'after-abandon' })])) })
+    expect(next.status).toBe(200)
   })
 
   it('reads a request the host paused', async () => {
