@@ -78,7 +78,7 @@ describe('npm run bench -- --quick', () => {
     expect(report).toMatch(/\*\*Top functions by self time\*\*[\s\S]*\| 1 \| `/)
     expect(report).toMatch(/A minor page fault \(fresh memory touched for the first time\) costs [\d.,]+ µs here/)
     expect(report).toContain('**Memory kept per request (batch of 50).**')
-  }, 120_000)
+  }, 300_000)
 
   it('refuses a bad option value before running, naming the option', async () => {
     for (const [flag, value] of [['--settle', '-1'], ['--reps', '0'], ['--duration', 'soon']]) {
