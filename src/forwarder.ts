@@ -316,7 +316,17 @@ export function createForwarder(options: {
           }
           break
         }
-        await io(claims.overwrite([leaseKey], lease, leaseMs), 'lease')
+        // Expired (or this instance's own): taken over by compare-and-set, so that of several
+        // instances taking one expired lease at the same moment only one delivers the batch.
+        const [won] = await io(claims.replace([leaseKey], [holder], lease, leaseMs), 'lease')
+        if (!won) {
+          // Another instance took it over (or released it) since it was read: its batch is left alone.
+          if (entries.length === 0) {
+            pending.notBefore = Date.now() + Math.min(leaseMs, 5000)
+            continue
+          }
+          break
+        }
       }
       pending.lease = lease
       if ((await io(storage.getItem(pending.key), 'read')) === null) {
@@ -535,17 +545,18 @@ export function createForwarder(options: {
     return refused
   }
 
-  // Before each retry of a group: keep its leases while they still hold what this instance wrote.
-  // A lease that expired or changed hands meanwhile may have let another instance deliver the batch:
-  // then the group is built again, which claims afresh and skips entries gone from the outbox.
+  // Before each retry of a group: keep its leases while they still hold what this instance wrote,
+  // by compare-and-set (a lease taken over meanwhile is never overwritten). A lease that expired or
+  // changed hands meanwhile may have let another instance deliver the batch: then the group is
+  // built again, which claims afresh and skips entries gone from the outbox.
   async function renewLeases(current: Group): Promise<boolean> {
     const keys = current.entries.map((p) => `${prefix}:l:${idOf(p.key)}`)
-    const holders = await io(claims.read(keys), 'lease')
-    if (holders.some((holder, i) => holder !== current.entries[i]!.lease)) return false
     const lease = `${instanceId}|${Date.now() + leaseMs}`
-    await io(claims.overwrite(keys, lease, leaseMs), 'lease')
-    for (const pending of current.entries) pending.lease = lease
-    return true
+    const renewed = await io(claims.replace(keys, current.entries.map((p) => p.lease ?? ''), lease, leaseMs), 'lease')
+    current.entries.forEach((pending, i) => {
+      if (renewed[i]) pending.lease = lease
+    })
+    return renewed.every(Boolean)
   }
 
   function safeParse(text: string): { events?: unknown[] } | null {
