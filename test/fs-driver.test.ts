@@ -1,5 +1,5 @@
 import { createHash, randomInt } from 'node:crypto'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, utimesSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, sep } from 'node:path'
@@ -373,20 +373,20 @@ describe('fsDriver: setIfAbsentAll', () => {
   it('removeExpired keeps a name taken over just before it is removed', async () => {
     const fsp = await import('node:fs/promises')
     await claimsOf(storage).setIfAbsentAll(['d:a', 'd:b', 'd:c'], 'old|1')
-    const link = vi.mocked(fsp.link)
-    const actual = link.getMockImplementation()!
+    const open = vi.mocked(fsp.open)
+    const actual = open.getMockImplementation()!
     // The moment removeExpired locks `d:b` to remove it, a take-over has just replaced it.
-    link.mockImplementation(async (from, to) => {
-      if (/[\\/]\.b\.[0-9a-f]+\.lock\.tmp$/.test(String(to))) {
-        link.mockImplementation(actual)
+    open.mockImplementation(async (path, ...rest) => {
+      if (/[\\/]\.b\.[0-9a-f]+\.lock\.tmp$/.test(String(path))) {
+        open.mockImplementation(actual)
         expect(await claimsOf(storage).replaceAll(['d:b'], ['old|1'], 'new|2')).toEqual([true])
       }
-      return actual(from, to)
+      return actual(path, ...rest)
     })
     try {
       expect(await claimsOf(storage).removeExpired('d', (value) => value.startsWith('old'))).toBe(2)
     } finally {
-      link.mockImplementation(actual)
+      open.mockImplementation(actual)
     }
     expect(await storage.getKeys('d')).toEqual(['d:b'])
     expect(await storage.getItem('d:b')).toBe('new|2')
@@ -418,6 +418,39 @@ describe('fsDriver: setIfAbsentAll', () => {
     expect(await claimsOf(storage).replaceAll(['l:a'], ['old|1'], 'new|2')).toEqual([true])
     expect(await storage.getItem('l:a')).toBe('new|2')
     expect(existsSync(lock)).toBe(false)
+  })
+
+  it('a lock counts its age from when it was taken, not from the file it was made from: a long removeExpired keeps its locks', async () => {
+    const fsp = await import('node:fs/promises')
+    await claimsOf(storage).setIfAbsent('e:a', 'old|1')
+    const other = createStorage({ driver: fsDriver({ base }) })
+    const unlink = vi.mocked(fsp.unlink)
+    const actual = unlink.getMockImplementation()!
+    let taker: boolean[] | undefined
+    // The moment removeExpired holds the lock of `e:a` and removes it, another process tries to take the claim over.
+    unlink.mockImplementation(async (path) => {
+      if (String(path) === join(base, 'e', 'a')) {
+        unlink.mockImplementation(actual)
+        taker = await claimsOf(other).replaceAll(['e:a'], ['old|1'], 'new|2')
+      }
+      return actual(path)
+    })
+    try {
+      const removed = await claimsOf(storage).removeExpired('e', (value) => {
+        // As if the run had been going for over a minute: every temp file made so far is that old.
+        const past = new Date(Date.now() - 61_000)
+        for (const name of readdirSync(join(base, 'e'))) if (name.endsWith('.tmp')) utimesSync(join(base, 'e', name), past, past)
+        return value.startsWith('old')
+      })
+      expect(removed).toBe(1)
+    } finally {
+      unlink.mockImplementation(actual)
+      await other.dispose()
+    }
+    // The lock was taken a moment ago: the taker finds it held and gives up.
+    expect(taker).toEqual([false])
+    expect(await storage.hasItem('e:a')).toBe(false)
+    expect(readdirSync(join(base, 'e')).filter((name) => name.endsWith('.tmp'))).toEqual([])
   })
 
   it('removeAllHolding removes only the keys that still hold the value', async () => {
