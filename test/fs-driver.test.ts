@@ -23,6 +23,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
     readdir: vi.fn(actual.readdir),
     readFile: vi.fn(actual.readFile),
     rename: vi.fn(actual.rename),
+    stat: vi.fn(actual.stat),
     link: vi.fn(actual.link),
     unlink: vi.fn(actual.unlink),
     open: vi.fn(async (...args: Parameters<typeof actual.open>) => {
@@ -451,6 +452,72 @@ describe('fsDriver: setIfAbsentAll', () => {
     expect(taker).toEqual([false])
     expect(await storage.hasItem('e:a')).toBe(false)
     expect(readdirSync(join(base, 'e')).filter((name) => name.endsWith('.tmp'))).toEqual([])
+  })
+
+  it('a lock left by a dead process is broken once: whoever broke it holds it, and nobody breaks it again meanwhile', async () => {
+    const fsp = await import('node:fs/promises')
+    await claimsOf(storage).setIfAbsent('l:a', 'old|1')
+    const lock = join(base, 'l', `.a.${createHash('sha256').update('old|1').digest('hex').slice(0, 32)}.lock.tmp`)
+    await writeFile(lock, 'held')
+    const past = new Date(Date.now() - 61_000)
+    await utimes(lock, past, past)
+    const [a, b, c] = [0, 1, 2].map(() => createStorage({ driver: fsDriver({ base }) }))
+    const stat = vi.mocked(fsp.stat)
+    const readFile = vi.mocked(fsp.readFile)
+    const rename = vi.mocked(fsp.rename)
+    const actual = { stat: stat.getMockImplementation()!, readFile: readFile.getMockImplementation()!, rename: rename.getMockImplementation()! }
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let bHolds!: () => void
+    const holding = new Promise<void>((resolve) => (bHolds = resolve))
+    let cResult: Promise<boolean[]> | undefined
+    const runC = () => (cResult ??= claimsOf(c!).replaceAll(['l:a'], ['old|1'], 'c|4'))
+    let bResult: Promise<boolean[]> | undefined
+    // A finds the dead lock; before it acts on what it found, B breaks it and holds it, having read `l:a`.
+    stat.mockImplementation(async (path, ...rest) => {
+      const found = await actual.stat(path, ...rest)
+      if (String(path) === lock && !bResult) {
+        readFile.mockImplementation(async (file, ...more) => {
+          const text = await actual.readFile(file, ...more)
+          if (String(file) === join(base, 'l', 'a')) {
+            readFile.mockImplementation(actual.readFile)
+            bHolds()
+            await released
+          }
+          return text
+        })
+        bResult = claimsOf(b!).replaceAll(['l:a'], ['old|1'], 'b|3')
+        await holding
+        armed = true
+      }
+      return found
+    })
+    // C arrives at the worst moment: while A has B's lock out of the way, if it ever moves it.
+    let armed = false
+    rename.mockImplementation(async (from, to) => {
+      await actual.rename(from, to)
+      if (String(from) === lock && armed) {
+        armed = false
+        await runC()
+      }
+    })
+    try {
+      const aResult = await claimsOf(a!).replaceAll(['l:a'], ['old|1'], 'a|2')
+      stat.mockImplementation(actual.stat)
+      expect(aResult).toEqual([false])
+      // B still holds the lock it broke: C, arriving now, gives up too.
+      expect(await runC()).toEqual([false])
+      release()
+      expect(await bResult).toEqual([true])
+    } finally {
+      stat.mockImplementation(actual.stat)
+      readFile.mockImplementation(actual.readFile)
+      rename.mockImplementation(actual.rename)
+      release()
+      await Promise.all([a, b, c].map((each) => each!.dispose()))
+    }
+    expect(await storage.getItem('l:a')).toBe('b|3')
+    expect(readdirSync(join(base, 'l')).filter((name) => name.endsWith('.tmp'))).toEqual([])
   })
 
   it('removeAllHolding removes only the keys that still hold the value', async () => {
