@@ -85,8 +85,8 @@ export interface FsDriverInstance {
  *
  * `setIfAbsent` links a complete temp file to the key's name: link(2) fails when the name exists,
  * so of several processes one creates it. `replaceAll` needs a compare-and-set, which no single
- * file operation gives (rename replaces whatever is there), so it builds one from link(2): to
- * replace value V of key K, a process first links its new file to a lock name made of K and V
+ * file operation gives (rename replaces whatever is there), so it builds one from O_EXCL: to
+ * replace value V of key K, a process first creates a lock file named after K and V
  * (`.<K>.<hash of V>.lock.tmp`); only one process at a time holds it. Holding it, it reads K, and
  * only if K still holds V renames the new file over K, then removes the lock. Every value is
  * replaced under the lock of that value, and a value, once replaced, never comes back (claim
@@ -94,7 +94,8 @@ export interface FsDriverInstance {
  * something else in K and gives up: V is replaced once. Removing K for holding V (a release, an
  * expiry) takes the same lock, so it cannot remove what a replace of V has just put there.
  * Creating K needs K absent, so it cannot meet a replace. A lock outlives its holder only when the holder dies between two file
- * operations; it is broken once LOCK_STALE_MS old (and swept by {@link removeStaleTempFiles}).
+ * operations; it is broken, by one process, once LOCK_STALE_MS old, counted from when it was taken
+ * (see `takeLock`; and swept by {@link removeStaleTempFiles}).
  * The one way two processes could then both replace V is a holder stalled longer than that between
  * its read and its rename.
  *
@@ -422,24 +423,26 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
    * Creates `lock` unless another holds it; resolves the lock as taken (see {@link fileId}), or
    * undefined when another holds it or its directory is gone (then there is no key to lock).
    *
-   * The lock is a new empty file, made by this very call (O_EXCL: the name is taken only if it is
+   * The lock is a new empty file made by this very call (O_EXCL: the name is taken only if it is
    * free), so its mtime is the moment it was taken. (A lock linked to a file made earlier, the new
    * value's file or one file for a whole `removeExpired` run, would show that file's age: a live
    * lock could look stale at once.) The age compares that mtime, set by the kernel from the wall
-   * clock, with `Date.now()`, the same clock of the same machine (the directory is local). A coarse
-   * timestamp (1 s on some file systems, 2 s on FAT) makes a lock look older by at most that, far
-   * below `LOCK_STALE_MS`; a wall clock stepped forward by more than `LOCK_STALE_MS` makes every lock look
-   * stale, as any measure by that clock would, and one stepped back delays breaking dead locks.
+   * clock, with `Date.now()`, the same clock of the same machine (the directory is local). A
+   * coarse timestamp (1 s on some file systems, 2 s on FAT) makes a lock look older by at most
+   * that, far below LOCK_STALE_MS; a wall clock stepped forward by more than LOCK_STALE_MS makes
+   * every lock look stale, as any measure by that clock would, and one stepped back delays the
+   * breaking of dead locks.
    *
-   * A lock older than `LOCK_STALE_MS` is broken by one process only: the breaker first creates a marker
-   * named after that lock file's identity (dev, inode, mtime), with O_EXCL; whoever fails to create
-   * it leaves the lock alone and gives up. The one that creates it checks the lock is still the
-   * file it judged, unlinks it, drops the marker, then competes for the free name like anyone
-   * (O_EXCL again: one winner). Only the dead holder or the marker's creator could remove the
-   * stale file, so the unlink removes that file and never a fresh lock taken meanwhile; a marker
-   * created after the break finds another file (or none) under the name, and leaves it. A breaker
-   * that dies holding its marker leaves that lock unbreakable until both are swept by
-   * {@link removeStaleTempFiles}.
+   * A stale lock is broken by one process only: the breaker first creates, with O_EXCL, a marker
+   * named after that lock file's identity (device, inode, mtime); whoever fails to create it leaves
+   * the lock alone and gives up. The marker's creator checks that the lock is still the file it
+   * judged, unlinks it, drops the marker, then competes for the free name like anyone (O_EXCL
+   * again: one winner). Only the dead holder or the marker's creator removes the stale file, so
+   * that unlink removes it and never a fresh lock taken meanwhile; a marker created after the
+   * break finds another file (or none) under the name and leaves it. (Moving the lock aside and
+   * putting back what turned out fresh would leave the name free meanwhile: a third process could
+   * take it while the moved lock's owner still believes it holds it.) A breaker that dies holding
+   * its marker leaves that lock unbroken until both are swept by {@link removeStaleTempFiles}.
    */
   async function takeLock(lock: string): Promise<string | undefined> {
     for (let attempt = 0; attempt < 3; attempt++) {
