@@ -1,5 +1,5 @@
 import { createHash, randomInt } from 'node:crypto'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, utimesSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, sep } from 'node:path'
@@ -23,6 +23,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
     readdir: vi.fn(actual.readdir),
     readFile: vi.fn(actual.readFile),
     rename: vi.fn(actual.rename),
+    stat: vi.fn(actual.stat),
     link: vi.fn(actual.link),
     unlink: vi.fn(actual.unlink),
     open: vi.fn(async (...args: Parameters<typeof actual.open>) => {
@@ -373,20 +374,20 @@ describe('fsDriver: setIfAbsentAll', () => {
   it('removeExpired keeps a name taken over just before it is removed', async () => {
     const fsp = await import('node:fs/promises')
     await claimsOf(storage).setIfAbsentAll(['d:a', 'd:b', 'd:c'], 'old|1')
-    const link = vi.mocked(fsp.link)
-    const actual = link.getMockImplementation()!
+    const open = vi.mocked(fsp.open)
+    const actual = open.getMockImplementation()!
     // The moment removeExpired locks `d:b` to remove it, a take-over has just replaced it.
-    link.mockImplementation(async (from, to) => {
-      if (/[\\/]\.b\.[0-9a-f]+\.lock\.tmp$/.test(String(to))) {
-        link.mockImplementation(actual)
+    open.mockImplementation(async (path, ...rest) => {
+      if (/[\\/]\.b\.[0-9a-f]+\.lock\.tmp$/.test(String(path))) {
+        open.mockImplementation(actual)
         expect(await claimsOf(storage).replaceAll(['d:b'], ['old|1'], 'new|2')).toEqual([true])
       }
-      return actual(from, to)
+      return actual(path, ...rest)
     })
     try {
       expect(await claimsOf(storage).removeExpired('d', (value) => value.startsWith('old'))).toBe(2)
     } finally {
-      link.mockImplementation(actual)
+      open.mockImplementation(actual)
     }
     expect(await storage.getKeys('d')).toEqual(['d:b'])
     expect(await storage.getItem('d:b')).toBe('new|2')
@@ -418,6 +419,105 @@ describe('fsDriver: setIfAbsentAll', () => {
     expect(await claimsOf(storage).replaceAll(['l:a'], ['old|1'], 'new|2')).toEqual([true])
     expect(await storage.getItem('l:a')).toBe('new|2')
     expect(existsSync(lock)).toBe(false)
+  })
+
+  it('a lock counts its age from when it was taken, not from the file it was made from: a long removeExpired keeps its locks', async () => {
+    const fsp = await import('node:fs/promises')
+    await claimsOf(storage).setIfAbsent('e:a', 'old|1')
+    const other = createStorage({ driver: fsDriver({ base }) })
+    const unlink = vi.mocked(fsp.unlink)
+    const actual = unlink.getMockImplementation()!
+    let taker: boolean[] | undefined
+    // The moment removeExpired holds the lock of `e:a` and removes it, another process tries to take the claim over.
+    unlink.mockImplementation(async (path) => {
+      if (String(path) === join(base, 'e', 'a')) {
+        unlink.mockImplementation(actual)
+        taker = await claimsOf(other).replaceAll(['e:a'], ['old|1'], 'new|2')
+      }
+      return actual(path)
+    })
+    try {
+      const removed = await claimsOf(storage).removeExpired('e', (value) => {
+        // As if the run had been going for over a minute: every temp file made so far is that old.
+        const past = new Date(Date.now() - 61_000)
+        for (const name of readdirSync(join(base, 'e'))) if (name.endsWith('.tmp')) utimesSync(join(base, 'e', name), past, past)
+        return value.startsWith('old')
+      })
+      expect(removed).toBe(1)
+    } finally {
+      unlink.mockImplementation(actual)
+      await other.dispose()
+    }
+    // The lock was taken a moment ago: the taker finds it held and gives up.
+    expect(taker).toEqual([false])
+    expect(await storage.hasItem('e:a')).toBe(false)
+    expect(readdirSync(join(base, 'e')).filter((name) => name.endsWith('.tmp'))).toEqual([])
+  })
+
+  it('a lock left by a dead process is broken once: whoever broke it holds it, and nobody breaks it again meanwhile', async () => {
+    const fsp = await import('node:fs/promises')
+    await claimsOf(storage).setIfAbsent('l:a', 'old|1')
+    const lock = join(base, 'l', `.a.${createHash('sha256').update('old|1').digest('hex').slice(0, 32)}.lock.tmp`)
+    await writeFile(lock, 'held')
+    const past = new Date(Date.now() - 61_000)
+    await utimes(lock, past, past)
+    const [a, b, c] = [0, 1, 2].map(() => createStorage({ driver: fsDriver({ base }) }))
+    const stat = vi.mocked(fsp.stat)
+    const readFile = vi.mocked(fsp.readFile)
+    const rename = vi.mocked(fsp.rename)
+    const actual = { stat: stat.getMockImplementation()!, readFile: readFile.getMockImplementation()!, rename: rename.getMockImplementation()! }
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let bHolds!: () => void
+    const holding = new Promise<void>((resolve) => (bHolds = resolve))
+    let cResult: Promise<boolean[]> | undefined
+    const runC = () => (cResult ??= claimsOf(c!).replaceAll(['l:a'], ['old|1'], 'c|4'))
+    let bResult: Promise<boolean[]> | undefined
+    // A finds the dead lock; before it acts on what it found, B breaks it and holds it, having read `l:a`.
+    stat.mockImplementation(async (path, ...rest) => {
+      const found = await actual.stat(path, ...rest)
+      if (String(path) === lock && !bResult) {
+        readFile.mockImplementation(async (file, ...more) => {
+          const text = await actual.readFile(file, ...more)
+          if (String(file) === join(base, 'l', 'a')) {
+            readFile.mockImplementation(actual.readFile)
+            bHolds()
+            await released
+          }
+          return text
+        })
+        bResult = claimsOf(b!).replaceAll(['l:a'], ['old|1'], 'b|3')
+        await holding
+        armed = true
+      }
+      return found
+    })
+    // C arrives at the worst moment: while A has B's lock out of the way, if it ever moves it.
+    let armed = false
+    rename.mockImplementation(async (from, to) => {
+      await actual.rename(from, to)
+      if (String(from) === lock && armed) {
+        armed = false
+        await runC()
+      }
+    })
+    try {
+      const aResult = await claimsOf(a!).replaceAll(['l:a'], ['old|1'], 'a|2')
+      stat.mockImplementation(actual.stat)
+      expect(aResult).toEqual([false])
+      // B still holds the lock it broke: C, arriving now, gives up too.
+      expect(await runC()).toEqual([false])
+      release()
+      expect(await bResult).toEqual([true])
+    } finally {
+      stat.mockImplementation(actual.stat)
+      readFile.mockImplementation(actual.readFile)
+      rename.mockImplementation(actual.rename)
+      release()
+      await Promise.all([a, b, c].map((each) => each!.dispose()))
+    }
+    expect(await storage.getItem('l:a')).toBe('b|3')
+    expect(readdirSync(join(base, 'l')).filter((name) => name.endsWith('.tmp'))).toEqual([])
   })
 
   it('removeAllHolding removes only the keys that still hold the value', async () => {

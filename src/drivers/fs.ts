@@ -85,8 +85,8 @@ export interface FsDriverInstance {
  *
  * `setIfAbsent` links a complete temp file to the key's name: link(2) fails when the name exists,
  * so of several processes one creates it. `replaceAll` needs a compare-and-set, which no single
- * file operation gives (rename replaces whatever is there), so it builds one from link(2): to
- * replace value V of key K, a process first links its new file to a lock name made of K and V
+ * file operation gives (rename replaces whatever is there), so it builds one from O_EXCL: to
+ * replace value V of key K, a process first creates a lock file named after K and V
  * (`.<K>.<hash of V>.lock.tmp`); only one process at a time holds it. Holding it, it reads K, and
  * only if K still holds V renames the new file over K, then removes the lock. Every value is
  * replaced under the lock of that value, and a value, once replaced, never comes back (claim
@@ -94,7 +94,8 @@ export interface FsDriverInstance {
  * something else in K and gives up: V is replaced once. Removing K for holding V (a release, an
  * expiry) takes the same lock, so it cannot remove what a replace of V has just put there.
  * Creating K needs K absent, so it cannot meet a replace. A lock outlives its holder only when the holder dies between two file
- * operations; it is broken once LOCK_STALE_MS old (and swept by {@link removeStaleTempFiles}).
+ * operations; it is broken, by one process, once LOCK_STALE_MS old, counted from when it was taken
+ * (see `takeLock`; and swept by {@link removeStaleTempFiles}).
  * The one way two processes could then both replace V is a holder stalled longer than that between
  * its read and its rename.
  *
@@ -362,8 +363,6 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
     if (files.size === 0) return 0
     let removed = 0
     const dirs = new Set<string>()
-    const lockFile = await makeLockFile(join(root, ...prefix))
-    if (!lockFile) return 0
     try {
       await eachLimited([...files], EXPIRY_CONCURRENCY, async ([id, names]) => {
         if (signal?.aborted) return
@@ -373,32 +372,16 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
         if (value === undefined || !isExpired(value)) return
         for (const path of names.map((n) => paths[n]!)) {
           // Under the lock of the value: a claim taken over meanwhile is another file, and stays.
-          if (await limit(() => removeHolding(path, value, lockFile, id))) {
+          if (await limit(() => removeHolding(path, value, id))) {
             removed++
             dirs.add(dirname(path))
           }
         }
       })
     } finally {
-      await unlink(lockFile).catch(() => {})
       for (const dir of dirs) await limit(() => syncDir(dir))
     }
     return removed
-  }
-
-  /**
-   * An empty temp file in `dir` for locks to link to: a lock needs a file of its own to tell it
-   * from a fresh lock of another process. Undefined when `dir` does not exist (nothing to lock).
-   */
-  async function makeLockFile(dir: string): Promise<string | undefined> {
-    const path = join(dir, tempName('lock'))
-    try {
-      await (await open(path, 'wx')).close()
-      return path
-    } catch (error) {
-      if (isMissing(error)) return undefined
-      throw error
-    }
   }
 
   /**
@@ -406,10 +389,11 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
    * `id`, the file known to hold `value`, a `stat` tells whether the name still is that file (a
    * replace makes a new one) without reading it again.
    */
-  async function removeHolding(path: string, value: string, file: string, id?: string): Promise<boolean> {
+  async function removeHolding(path: string, value: string, id?: string): Promise<boolean> {
     const lock = join(dirname(path), lockName(basename(path), value))
     // Held: a replace of this value is under way, after which the key no longer holds it.
-    if (!(await takeLock(file, lock))) return false
+    const mine = await takeLock(lock)
+    if (mine === undefined) return false
     try {
       let holds = false
       try {
@@ -421,69 +405,80 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
       await unlink(path).catch(ignoreCodes('ENOENT'))
       return true
     } finally {
-      await dropLock(file, lock)
+      await dropLock(lock, mine)
     }
   }
 
   async function removeAllHolding(keys: readonly string[], value: string): Promise<boolean[]> {
     if (keys.length === 0) return []
     const paths = keys.map(pathOf)
-    const lockFile = await limit(() => makeLockFile(dirname(paths[0]!)))
-    if (!lockFile) return keys.map(() => false)
-    try {
-      // One key after another: each read holds a descriptor.
-      const removed: boolean[] = []
-      for (const path of paths) removed.push(await limit(() => removeHolding(path, value, lockFile)))
-      for (const dir of new Set(paths.filter((_, i) => removed[i]).map((path) => dirname(path)))) await limit(() => syncDir(dir))
-      return removed
-    } finally {
-      await unlink(lockFile).catch(() => {})
-    }
+    // One key after another: each read holds a descriptor.
+    const removed: boolean[] = []
+    for (const path of paths) removed.push(await limit(() => removeHolding(path, value)))
+    for (const dir of new Set(paths.filter((_, i) => removed[i]).map((path) => dirname(path)))) await limit(() => syncDir(dir))
+    return removed
   }
 
   /**
-   * Links `file` to `lock` unless another holds it; a lock older than LOCK_STALE_MS is moved aside
-   * and dropped first (if what was moved is the file found stale: a fresh lock taken meanwhile goes
-   * back). Resolves whether this call holds the lock.
+   * Creates `lock` unless another holds it; resolves the lock as taken (see {@link fileId}), or
+   * undefined when another holds it or its directory is gone (then there is no key to lock).
+   *
+   * The lock is a new empty file made by this very call (O_EXCL: the name is taken only if it is
+   * free), so its mtime is the moment it was taken. (A lock linked to a file made earlier, the new
+   * value's file or one file for a whole `removeExpired` run, would show that file's age: a live
+   * lock could look stale at once.) The age compares that mtime, set by the kernel from the wall
+   * clock, with `Date.now()`, the same clock of the same machine (the directory is local). A
+   * coarse timestamp (1 s on some file systems, 2 s on FAT) makes a lock look older by at most
+   * that, far below LOCK_STALE_MS; a wall clock stepped forward by more than LOCK_STALE_MS makes
+   * every lock look stale, as any measure by that clock would, and one stepped back delays the
+   * breaking of dead locks.
+   *
+   * A stale lock is broken by one process only: the breaker first creates, with O_EXCL, a marker
+   * named after that lock file's identity (device, inode, mtime); whoever fails to create it leaves
+   * the lock alone and gives up. The marker's creator checks that the lock is still the file it
+   * judged, unlinks it, drops the marker, then competes for the free name like anyone (O_EXCL
+   * again: one winner). Only the dead holder or the marker's creator removes the stale file, so
+   * that unlink removes it and never a fresh lock taken meanwhile; a marker created after the
+   * break finds another file (or none) under the name and leaves it. (Moving the lock aside and
+   * putting back what turned out fresh would leave the name free meanwhile: a third process could
+   * take it while the moved lock's owner still believes it holds it.) A breaker that dies holding
+   * its marker leaves that lock unbroken until both are swept by {@link removeStaleTempFiles}.
    */
-  async function takeLock(file: string, lock: string): Promise<boolean> {
+  async function takeLock(lock: string): Promise<string | undefined> {
     for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        await link(file, lock)
-        return true
-      } catch (error) {
-        if (errorCode(error) !== 'EEXIST') throw error
-      }
+      const taken = await createEmpty(lock)
+      if (taken !== 'exists') return taken
       const held = await stat(lock).catch(() => undefined)
       // Let go of meanwhile: try again.
       if (!held) continue
-      if (Date.now() - held.mtimeMs < LOCK_STALE_MS) return false
-      const aside = join(dirname(lock), tempName(basename(lock)))
+      if (Date.now() - held.mtimeMs < LOCK_STALE_MS) return undefined
+      const judged = fileId(held)
+      const marker = join(dirname(lock), `.${createHash('sha256').update(`${basename(lock)}\0${judged}`).digest('hex').slice(0, 32)}.break.tmp`)
+      const breaking = await createEmpty(marker)
+      // Another process is breaking it: the name is theirs to free.
+      if (breaking === 'exists' || breaking === undefined) return undefined
       try {
-        await rename(lock, aside)
-      } catch (error) {
-        if (isMissing(error)) continue
-        throw error
+        const still = await stat(lock).catch(() => undefined)
+        if (still && fileId(still) !== judged) return undefined
+        if (still) await unlink(lock).catch(ignoreCodes('ENOENT'))
+      } finally {
+        await unlink(marker).catch(ignoreCodes('ENOENT'))
       }
-      const moved = await stat(aside).catch(() => undefined)
-      const someoneElses = moved !== undefined && fileId(moved) !== fileId(held)
-      if (someoneElses) await link(aside, lock).catch(ignoreCodes('EEXIST'))
-      await unlink(aside).catch(ignoreCodes('ENOENT'))
-      if (someoneElses) return false
     }
-    return false
+    return undefined
   }
 
-  /** Removes `lock` if it is still the link to `file` this process made. */
-  async function dropLock(file: string, lock: string): Promise<void> {
-    const [mine, held] = await Promise.all([stat(file).catch(() => undefined), stat(lock).catch(() => undefined)])
-    if (mine && held && fileId(mine) === fileId(held)) await unlink(lock).catch(ignoreCodes('ENOENT'))
+  /** Removes `lock` if it is still the one this process took. */
+  async function dropLock(lock: string, mine: string): Promise<void> {
+    const held = await stat(lock).catch(() => undefined)
+    if (held && fileId(held) === mine) await unlink(lock).catch(ignoreCodes('ENOENT'))
   }
 
   /** Sets `path` to the content of `file` if it holds `expected`, under the lock of that value (see {@link fsDriver}). */
   async function replaceOne(path: string, expected: string, file: string): Promise<boolean> {
     const lock = join(dirname(path), lockName(basename(path), expected))
-    if (!(await takeLock(file, lock))) return false
+    const mine = await takeLock(lock)
+    if (mine === undefined) return false
     try {
       let current: string | undefined
       try {
@@ -503,7 +498,7 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
       }
       return true
     } finally {
-      await dropLock(file, lock)
+      await dropLock(lock, mine)
     }
   }
 
@@ -708,6 +703,29 @@ class Semaphore {
       this.#head = 0
     }
     next()
+  }
+}
+
+/**
+ * Creates an empty file at `path` if the name is free (O_EXCL); resolves its identity, 'exists'
+ * when the name is taken, or undefined when its directory is gone.
+ */
+async function createEmpty(path: string): Promise<string | 'exists' | undefined> {
+  let handle: FileHandle
+  try {
+    handle = await open(path, 'wx')
+  } catch (error) {
+    if (errorCode(error) === 'EEXIST') return 'exists'
+    if (isMissing(error)) return undefined
+    throw error
+  }
+  try {
+    return fileId(await handle.stat())
+  } catch (error) {
+    await unlink(path).catch(() => {})
+    throw error
+  } finally {
+    await handle.close()
   }
 }
 
