@@ -7,6 +7,7 @@ import { parseBatchBytes, parseBatchText, type ParsedBody } from './json'
 import type { EventQuery } from './event-log'
 import type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
 import type { BatchHints } from './validate'
+import { defaults } from './options'
 
 /** Options of the HTTP contract. */
 export interface HttpOptions {
@@ -233,7 +234,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       if (path === routes.ingest && options.cors && corsHeaders(options.cors, header(request.headers, 'origin'))) {
         headers['access-control-allow-methods'] = 'POST, OPTIONS'
         headers['access-control-allow-headers'] = 'content-type, x-event-token'
-        headers['access-control-max-age'] = String(options.cors.maxAge ?? 600)
+        headers['access-control-max-age'] = String(options.cors.maxAge ?? defaults.corsMaxAge)
       }
       return { status: 204, headers, body: '' }
     }
