@@ -7,7 +7,6 @@ import { parseBatchBytes, parseBatchText, type ParsedBody } from './json'
 import type { EventQuery } from './event-log'
 import type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
 import type { BatchHints } from './validate'
-import { defaults } from './options'
 
 /** Options of the HTTP contract. */
 export interface HttpOptions {
@@ -43,6 +42,9 @@ const allowed: Record<string, string> = {
   [routes.deadLetters]: 'GET, HEAD',
   [routes.requeue]: 'POST',
 }
+
+/** Seconds a browser may cache a preflight answer when `cors.maxAge` is unset. */
+export const DEFAULT_CORS_MAX_AGE = 600
 
 function corsHeaders(cors: CorsOptions | undefined, origin: string | undefined): Record<string, string> | undefined {
   if (!cors || !origin) return undefined
@@ -234,7 +236,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       if (path === routes.ingest && options.cors && corsHeaders(options.cors, header(request.headers, 'origin'))) {
         headers['access-control-allow-methods'] = 'POST, OPTIONS'
         headers['access-control-allow-headers'] = 'content-type, x-event-token'
-        headers['access-control-max-age'] = String(options.cors.maxAge ?? defaults.corsMaxAge)
+        headers['access-control-max-age'] = String(options.cors.maxAge ?? DEFAULT_CORS_MAX_AGE)
       }
       return { status: 204, headers, body: '' }
     }

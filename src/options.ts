@@ -2,6 +2,7 @@ import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { parseTokens } from './auth'
 import type { EventDefinitions, SourcePolicy } from './definitions'
+import { DEFAULT_CORS_MAX_AGE } from './http'
 import { resolveSinkOptions, sinkDefaults, type ResolvedSinkOptions, type SinkOptions } from './forwarder'
 import type { Limits } from './limits'
 import { createEventModel, type EventModel } from './model'
@@ -107,8 +108,9 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
 }
 
 /**
- * The default of every option of {@link createEventIngest} that has one, each written here once
- * (the limits' defaults are `defaultLimits`, the memory storage's bounds `DEFAULT_MEMORY_MAX_*`).
+ * The default of every option of {@link createEventIngest} that has one, each written here once,
+ * or referenced here from the module that applies it (the stats window's, the sink's, CORS's).
+ * The limits' defaults are `defaultLimits`, the memory storage's bounds `DEFAULT_MEMORY_MAX_*`.
  */
 export const defaults = Object.freeze({
   storage: 'memory:',
@@ -117,7 +119,7 @@ export const defaults = Object.freeze({
   storageTimeoutMs: 5000,
   retryAfterSeconds: 2,
   refusalDrain: Object.freeze({ maxBytes: 1_048_576, maxMs: 2000 }) satisfies Readonly<RefusalDrain>,
-  corsMaxAge: 600,
+  corsMaxAge: DEFAULT_CORS_MAX_AGE,
   stats: statsDefaults,
   sink: sinkDefaults,
 })

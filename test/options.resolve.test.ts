@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
-import { DEFAULT_MEMORY_MAX_BYTES, DEFAULT_MEMORY_MAX_EVENTS, createEventModel, resolveOptions } from 'event-ingest'
+import { DEFAULT_MEMORY_MAX_BYTES, DEFAULT_MEMORY_MAX_EVENTS, createEventIngest, createEventModel, resolveOptions } from 'event-ingest'
 
 const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8')
 const sink = 'http://127.0.0.1:9/sink'
@@ -100,7 +100,7 @@ describe('resolveOptions', () => {
     expect(first).not.toBe(second)
   })
 
-  it('resolves to the defaults the README documents', () => {
+  it('resolves to the defaults the README documents', async () => {
     const resolved = resolveOptions({}, {}, fixedId)
     const options = table('option')
     const default_ = (name: string) => options.get(name)![1]!
@@ -110,6 +110,13 @@ describe('resolveOptions', () => {
     expect(resolved.refusalDrain).toEqual(fields(default_('refusalDrain')))
     expect(resolved.stats).toEqual(fields(options.get('stats')![2]!))
     expect(resolveOptions({ cors: { origin: '*' } }, {}, fixedId).cors!.maxAge).toBe(fields(options.get('cors')![2]!).maxAge)
+    const ingest = createEventIngest({ env: {}, cors: { origin: '*' } })
+    try {
+      const preflight = await ingest.handle({ method: 'OPTIONS', path: '/events/ingest', headers: { origin: 'https://shop.example', 'access-control-request-method': 'POST' } })
+      expect(preflight?.headers['access-control-max-age']).toBe(String(fields(options.get('cors')![2]!).maxAge))
+    } finally {
+      await ingest.close()
+    }
     expect(resolved.model.sourcePolicy).toBe(value(default_('sourcePolicy')))
 
     const stats = table('`stats` field')
