@@ -103,11 +103,11 @@ describe('resolveOptions', () => {
   it('resolves to the defaults the README documents', async () => {
     const resolved = resolveOptions({}, {}, fixedId)
     const options = table('option')
-    const default_ = (name: string) => options.get(name)![1]!
+    const documented = (name: string) => options.get(name)![1]!
     for (const name of ['storage', 'dedupeWindowMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds'] as const) {
-      expect(resolved[name], name).toBe(value(default_(name)))
+      expect(resolved[name], name).toBe(value(documented(name)))
     }
-    expect(resolved.refusalDrain).toEqual(fields(default_('refusalDrain')))
+    expect(resolved.refusalDrain).toEqual(fields(documented('refusalDrain')))
     expect(resolved.stats).toEqual(fields(options.get('stats')![2]!))
     expect(resolveOptions({ cors: { origin: '*' } }, {}, fixedId).cors!.maxAge).toBe(fields(options.get('cors')![2]!).maxAge)
     const ingest = createEventIngest({ env: {}, cors: { origin: '*' } })
@@ -117,7 +117,7 @@ describe('resolveOptions', () => {
     } finally {
       await ingest.close()
     }
-    expect(resolved.model.sourcePolicy).toBe(value(default_('sourcePolicy')))
+    expect(resolved.model.sourcePolicy).toBe(value(documented('sourcePolicy')))
 
     const stats = table('`stats` field')
     expect(resolved.stats.futureToleranceMs).toBe(value(stats.get('futureToleranceMs')![0]!))
