@@ -132,8 +132,46 @@ export interface Forwarder {
 
 const RETRYABLE = new Set([408, 425, 429])
 
+/** The default of every sink field that has one (`leaseMs` follows `timeoutMs`: see {@link resolveSinkOptions}). */
+export const sinkDefaults = Object.freeze({
+  tokenHeader: 'authorization',
+  timeoutMs: 10_000,
+  minBackoffMs: 500,
+  maxBackoffMs: 60_000,
+  maxRetryAfterMs: 600_000,
+  maxBatchEvents: 1000,
+  maxBatchBytes: 1_048_576,
+  heartbeatMs: 10_000,
+  wait: false,
+  waitTimeoutMs: 10_000,
+})
+
+/** Sink options checked, with every default in place (`token` stays unset when none is given). */
+export type ResolvedSinkOptions = Readonly<Required<Omit<SinkOptions, 'token' | 'headers'>> & { token?: string; headers: Readonly<Record<string, string>> }>
+
+/**
+ * Checks sink options and fills in their defaults, into a new frozen object (the one given is
+ * never written to). `token` is used when the options carry none.
+ */
+export function resolveSinkOptions(sink: SinkOptions, token?: string): ResolvedSinkOptions {
+  const { leaseMs } = checkSinkOptions(sink)
+  return Object.freeze({
+    ...sinkDefaults,
+    ...definedFields(sink),
+    url: sink.url,
+    headers: Object.freeze({ ...sink.headers }),
+    token: sink.token ?? token,
+    leaseMs,
+  })
+}
+
+/** The fields that are set: a field given as `undefined` takes its default. */
+function definedFields<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, field]) => field !== undefined)) as Partial<T>
+}
+
 /** Checks sink options up front; returns the lease length in force. */
-export function checkSinkOptions(sink: SinkOptions): { leaseMs: number } {
+function checkSinkOptions(sink: SinkOptions): { leaseMs: number } {
   if (typeof sink.url !== 'string' || !/^https?:\/\//.test(sink.url) || !URL.canParse(sink.url)) {
     throw new TypeError(`[event-ingest] sink url must be an http(s) URL like https://sink.example/events, got ${JSON.stringify(sink.url)}`)
   }
@@ -150,7 +188,7 @@ export function checkSinkOptions(sink: SinkOptions): { leaseMs: number } {
   for (const [name, value] of Object.entries(sink.headers ?? {})) {
     if (typeof value !== 'string') throw new TypeError(`[event-ingest] sink.headers[${JSON.stringify(name)}] must be a string, got ${shown(value)}`)
   }
-  const timeoutMs = sink.timeoutMs ?? 10_000
+  const timeoutMs = sink.timeoutMs ?? sinkDefaults.timeoutMs
   const leaseMs = sink.leaseMs ?? timeoutMs * 3 + 5000
   if (leaseMs <= timeoutMs) {
     // An attempt that outlives its lease could be made again by another instance at the same time.
@@ -182,20 +220,13 @@ export function createForwarder(options: {
   storage: Storage
   prefix: string
   instanceId: string
-  sink: SinkOptions
+  sink: ResolvedSinkOptions
   stats: StatsWindow
   storageTimeoutMs: number
   onError?: (error: unknown) => void
 }): Forwarder {
   const { storage, prefix, instanceId, sink, stats } = options
-  const timeoutMs = sink.timeoutMs ?? 10_000
-  const minBackoff = sink.minBackoffMs ?? 500
-  const maxBackoff = sink.maxBackoffMs ?? 60_000
-  const maxRetryAfter = sink.maxRetryAfterMs ?? 600_000
-  const maxEvents = sink.maxBatchEvents ?? 1000
-  const maxBytes = sink.maxBatchBytes ?? 1_048_576
-  const leaseMs = checkSinkOptions(sink).leaseMs
-  const heartbeatMs = sink.heartbeatMs ?? 10_000
+  const { timeoutMs, minBackoffMs: minBackoff, maxBackoffMs: maxBackoff, maxRetryAfterMs: maxRetryAfter, maxBatchEvents: maxEvents, maxBatchBytes: maxBytes, leaseMs, heartbeatMs } = sink
   const storageTimeout = options.storageTimeoutMs
   const onError = options.onError ?? (() => {})
   const claims = createClaimStore(storage, prefix)
@@ -203,7 +234,7 @@ export function createForwarder(options: {
   const registryKey = `${prefix}:fwd`
   const headers: Record<string, string> = { 'content-type': 'application/json', ...sink.headers }
   if (sink.token) {
-    const name = (sink.tokenHeader ?? 'authorization').toLowerCase()
+    const name = sink.tokenHeader.toLowerCase()
     headers[name] = name === 'authorization' ? `Bearer ${sink.token}` : sink.token
   }
 
@@ -644,7 +675,7 @@ export function createForwarder(options: {
       void started.then(() => pump())
       if (!delivered) return false
       let timer: NodeJS.Timeout | undefined
-      const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), sink.waitTimeoutMs ?? 10_000)))
+      const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), sink.waitTimeoutMs)))
       return Promise.race([delivered, timedOut]).finally(() => clearTimeout(timer))
     },
     state() {

@@ -43,6 +43,9 @@ const allowed: Record<string, string> = {
   [routes.requeue]: 'POST',
 }
 
+/** Seconds a browser may cache a preflight answer when `cors.maxAge` is unset. */
+export const DEFAULT_CORS_MAX_AGE = 600
+
 function corsHeaders(cors: CorsOptions | undefined, origin: string | undefined): Record<string, string> | undefined {
   if (!cors || !origin) return undefined
   const allowedOrigin = cors.origin === '*' ? true : typeof cors.origin === 'function' ? cors.origin(origin) : cors.origin.includes(origin)
@@ -233,7 +236,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       if (path === routes.ingest && options.cors && corsHeaders(options.cors, header(request.headers, 'origin'))) {
         headers['access-control-allow-methods'] = 'POST, OPTIONS'
         headers['access-control-allow-headers'] = 'content-type, x-event-token'
-        headers['access-control-max-age'] = String(options.cors.maxAge ?? 600)
+        headers['access-control-max-age'] = String(options.cors.maxAge ?? DEFAULT_CORS_MAX_AGE)
       }
       return { status: 204, headers, body: '' }
     }

@@ -28,6 +28,7 @@ export type { BatchHints, BatchResult, EventResult, FieldError, RejectedEvent } 
 export type { ModelDescription } from './schema'
 export { parseBatchBytes, type ParsedBody } from './json'
 export { createEventIngest, type EventIngestOptions } from './ingest'
+export { resolveOptions, type ResolvedOptions } from './options'
 export type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from './types'
 export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneOptions, RawBatch, StoredEvent } from './event-log'
 export { routes, type HttpOptions } from './http'

@@ -16,6 +16,11 @@ export function shown(value: unknown): string {
   return String(value)
 }
 
+/** A message without its `[event-ingest] ` prefix, to be prefixed again once. */
+export function withoutPrefix(message: string): string {
+  return message.replace(/^\[event-ingest\] /, '')
+}
+
 /** A number option: finite, above 0 (or at least 0 with `zero`), an integer with `integer`, at most `max`. */
 export function checkNumber(name: string, value: unknown, rules: { integer?: boolean; zero?: boolean; max?: number } = {}): void {
   if (value === undefined) return

@@ -11,6 +11,15 @@ const REGISTRY_REFRESH_MS = MINUTE
  */
 const REGISTRY_GRACE_MS = 2 * MINUTE
 
+/** The default of every optional setting of {@link createStatsWindow}. */
+export const statsDefaults = Object.freeze({
+  prefix: 'stats',
+  windowMinutes: 60,
+  futureToleranceMs: 300_000,
+  pastToleranceMs: 604_800_000,
+  flushIntervalMs: 5000,
+})
+
 /** Options of {@link createStatsWindow}. */
 export interface StatsOptions {
   /** Where the per-minute buckets and the instance registry are persisted; may be shared by instances. */
@@ -174,11 +183,11 @@ type StoredBucket = { v: 1 } & Counters & Record<MapField, Record<string, number
  */
 export function createStatsWindow(options: StatsOptions): StatsWindow {
   const { storage, instanceId } = options
-  const prefix = options.prefix ?? 'stats'
-  const windowMinutes = options.windowMinutes ?? 60
-  const futureToleranceMs = options.futureToleranceMs ?? 300_000
-  const pastToleranceMs = options.pastToleranceMs ?? 604_800_000
-  const flushIntervalMs = options.flushIntervalMs ?? 5000
+  const prefix = options.prefix ?? statsDefaults.prefix
+  const windowMinutes = options.windowMinutes ?? statsDefaults.windowMinutes
+  const futureToleranceMs = options.futureToleranceMs ?? statsDefaults.futureToleranceMs
+  const pastToleranceMs = options.pastToleranceMs ?? statsDefaults.pastToleranceMs
+  const flushIntervalMs = options.flushIntervalMs ?? statsDefaults.flushIntervalMs
   const onError = options.onError ?? (() => {})
   const now = options.now ?? Date.now
 
