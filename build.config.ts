@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs'
 import { defineBuildConfig } from 'unbuild'
 
 // Adapter entries are built once their source exists, so the exports map is ready for them.
-const optional = ['adapters/express', 'adapters/koa', 'adapters/fastify', 'src/h3']
+const optional = ['adapters/express', 'adapters/koa', 'adapters/fastify', 'adapters/h3']
   .filter((entry) => existsSync(new URL(`${entry}.ts`, import.meta.url)))
 
 export default defineBuildConfig({

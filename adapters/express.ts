@@ -1,8 +1,8 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
 import type { EventIngest, IngestHttpResponse, RefusalDrain } from '../src/index'
-import { hostParserError } from '../src/host-parser-errors'
-import { closeIfUnread, nodeBody, nodeQuery } from '../src/node-request'
-import { pathBelow } from '../src/request-path'
+import { hostParserError } from '../src/http/host-parser-errors'
+import { closeIfUnread, nodeBody, nodeQuery } from '../src/http/node-request'
+import { pathBelow } from '../src/http/request-path'
 
 function send(req: Request, res: Response, drain: Readonly<RefusalDrain>, status: number, headers: Record<string, string>, body: string): void {
   res.status(status).set(closeIfUnread(req, headers, drain)).send(body)

@@ -1,8 +1,8 @@
 import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { EventIngest } from '../src/index'
 import { routes } from '../src/index'
-import { closeIfUnread } from '../src/node-request'
-import { pathBelow } from '../src/request-path'
+import { closeIfUnread } from '../src/http/node-request'
+import { pathBelow } from '../src/http/request-path'
 
 /** Options of the Fastify plugin (register it with a `prefix` to mount under a path). */
 export interface FastifyEventIngestOptions {

@@ -1,8 +1,8 @@
 import type { Context, Middleware } from 'koa'
 import type { EventIngest, IngestHttpRequest } from '../src/index'
-import { hostParserError } from '../src/host-parser-errors'
-import { closeIfUnread, nodeBody } from '../src/node-request'
-import { normaliseBase, pathBelow } from '../src/request-path'
+import { hostParserError } from '../src/http/host-parser-errors'
+import { closeIfUnread, nodeBody } from '../src/http/node-request'
+import { normaliseBase, pathBelow } from '../src/http/request-path'
 
 /** Options of the Koa middlewares. */
 export interface KoaEventIngestOptions {

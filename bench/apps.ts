@@ -108,7 +108,7 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
     case 'node':
       return listen(bareNode(ring, target.keepsBodies))
     case 'h3': {
-      const [{ H3 }, { toNodeHandler }, { eventIngestPlugin }] = await Promise.all([import('h3'), import('h3/node'), importBuilt<typeof import('../src/h3')>(buildDir, 'h3.mjs')])
+      const [{ H3 }, { toNodeHandler }, { eventIngestPlugin }] = await Promise.all([import('h3'), import('h3/node'), importBuilt<typeof import('../adapters/h3')>(buildDir, 'adapters/h3.mjs')])
       const app = new H3()
       if (target.kind === 'ours') {
         app.register(eventIngestPlugin(ingest!))

@@ -1,5 +1,5 @@
-export { IngestError, errorStatus, type IngestErrorCode } from './errors'
-export { defaultLimits, resolveLimits, type Limits } from './limits'
+export { IngestError, errorStatus, type IngestErrorCode } from './core/errors'
+export { defaultLimits, resolveLimits, type Limits } from './model/limits'
 export {
   SCHEMA_VERSION,
   SUPPORTED_SCHEMA_VERSIONS,
@@ -11,7 +11,7 @@ export {
   type EventDefinitions,
   type EventSource,
   type SourcePolicy,
-} from './definitions'
+} from './model/definitions'
 export {
   createEnvelopeSchema,
   createEventModel,
@@ -23,17 +23,17 @@ export {
   type InferPayload,
   type MergeEvents,
   type PayloadOf,
-} from './model'
-export type { BatchHints, BatchResult, EventResult, FieldError, RejectedEvent } from './validate'
-export type { ModelDescription } from './schema'
-export { parseBatchBytes, type ParsedBody } from './json'
-export { createEventIngest, type EventIngestOptions } from './ingest'
-export { resolveOptions, type ResolvedOptions } from './options'
-export type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from './types'
-export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneOptions, RawBatch, StoredEvent } from './event-log'
-export { routes, type HttpOptions } from './http'
-export type { BodySource } from './body'
-export { DEFAULT_MEMORY_MAX_BYTES, DEFAULT_MEMORY_MAX_EVENTS, parseStorageString, type MemoryStorageOptions, type RedisStorageOptions, type StorageOption } from './storage'
-export type { StatsSnapshot } from './stats'
-export { fsDriver, removeStaleTempFiles, type FsDriverInstance, type FsDriverOptions } from './drivers/fs'
-export type { DeadLetter, ForwardingState, RefusedEvent, SinkOptions } from './forwarder'
+} from './model/model'
+export type { BatchHints, BatchResult, EventResult, FieldError, RejectedEvent } from './model/validate'
+export type { ModelDescription } from './model/schema'
+export { parseBatchBytes, type ParsedBody } from './http/json'
+export { createEventIngest, type EventIngestOptions } from './core/ingest'
+export { resolveOptions, type ResolvedOptions } from './core/options'
+export type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from './core/types'
+export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneOptions, RawBatch, StoredEvent } from './log/event-log'
+export { routes, type HttpOptions } from './http/handler'
+export type { BodySource } from './http/body'
+export { DEFAULT_MEMORY_MAX_BYTES, DEFAULT_MEMORY_MAX_EVENTS, parseStorageString, type MemoryStorageOptions, type RedisStorageOptions, type StorageOption } from './storage/resolve'
+export type { StatsSnapshot } from './stats/stats'
+export { fsDriver, removeStaleTempFiles, type FsDriverInstance, type FsDriverOptions } from './storage/fs-driver'
+export type { DeadLetter, ForwardingState, RefusedEvent, SinkOptions } from './forward/forwarder'

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 // The memory driver's claim table is internal, but its collision handling cannot be reached through
 // the public API (it takes two ids with the same 32-bit hash), so it is tested here against a Map,
 // with hashes weak enough to collide all the time.
-import { ClaimTable, halfSipHash, keyedHash, type Hash } from '../src/claim-table'
+import { ClaimTable, halfSipHash, keyedHash, type Hash } from '../src/storage/claim-table'
 
 /** A seeded PRNG (mulberry32), so a failure can be replayed. */
 function random(seed: number): () => number {

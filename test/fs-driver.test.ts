@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { createStorage, type Storage } from 'unstorage'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { fsDriver, removeStaleTempFiles, type FsDriverInstance } from '../src/drivers/fs'
+import { fsDriver, removeStaleTempFiles, type FsDriverInstance } from '../src/storage/fs-driver'
 import { startTs } from './helpers/process'
 
 const openFiles = vi.hoisted(() => ({ now: 0, max: 0 }))

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createStorage, type Driver, type Storage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
-import { createHistogram, merge, quantile, record, QUANTILE_PRECISION, type Histogram } from '../src/histogram'
-import { createStatsWindow, type StatsOptions, type StatsWindow } from '../src/stats'
+import { createHistogram, merge, quantile, record, QUANTILE_PRECISION, type Histogram } from '../src/stats/histogram'
+import { createStatsWindow, type StatsOptions, type StatsWindow } from '../src/stats/stats'
 import { createEventIngest } from '../src/index'
 import { makeEvent } from './helpers/fixtures'
 

@@ -9,7 +9,7 @@
 import { createServer } from 'node:http'
 import { H3, toNodeHandler } from 'h3'
 import { createEventIngest } from '../../src/index'
-import { eventIngestPlugin } from '../../src/h3'
+import { eventIngestPlugin } from '../../adapters/h3'
 import { listen } from './servers'
 
 const [dir, instanceId] = process.argv.slice(2)

@@ -15,7 +15,7 @@ import { createServer } from 'node:http'
 import { createInterface } from 'node:readline'
 import { H3, toNodeHandler } from 'h3'
 import { createEventIngest, type EventIngestOptions } from '../../src/index'
-import { eventIngestPlugin } from '../../src/h3'
+import { eventIngestPlugin } from '../../adapters/h3'
 import { closeServer, listen } from './servers'
 
 const [config] = process.argv.slice(2)

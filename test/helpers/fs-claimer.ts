@@ -10,7 +10,7 @@
  * Usage: node --import tsx test/helpers/fs-claimer.ts <base> <id> <count> [all|replace <offset> [<expected>]]
  */
 import { once } from 'node:events'
-import { fsDriver, type FsDriverInstance } from '../../src/drivers/fs'
+import { fsDriver, type FsDriverInstance } from '../../src/storage/fs-driver'
 
 const [base, id, count, mode, offset] = process.argv.slice(2)
 if (!base || !id || !count) throw new Error('usage: fs-claimer.ts <base> <id> <count>')

@@ -8,7 +8,7 @@
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto'
 import { createStorage } from 'unstorage'
-import { fsDriver } from '../../src/drivers/fs'
+import { fsDriver } from '../../src/storage/fs-driver'
 
 const [base, run] = process.argv.slice(2)
 if (!base || !run) throw new Error('usage: fs-crash-writer.ts <base> <run>')

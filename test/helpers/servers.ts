@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { H3, toNodeHandler } from 'h3'
 import { createEventIngest, type EventIngest, type EventIngestOptions } from '../../src/index'
-import { createEventIngestApp, eventIngestPlugin } from '../../src/h3'
+import { createEventIngestApp, eventIngestPlugin } from '../../adapters/h3'
 
 /** A running host app with event-ingest mounted, on a real loopback port. */
 export interface RunningHost {

@@ -1,4 +1,4 @@
-import { IngestError } from './errors'
+import { IngestError } from '../core/errors'
 
 /** The fields host body parsers put on their errors (body-parser, raw-body, co-body, inflation). */
 interface ParserFailure {

@@ -1,6 +1,6 @@
 import type { z } from 'zod'
-import { limitError, IngestError } from './errors'
-import { describeValue, inspectValue } from './json'
+import { limitError, IngestError } from '../core/errors'
+import { describeValue, inspectValue } from '../http/json'
 import type { Limits } from './limits'
 import { canonicalTime, withinYears } from './time'
 import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, eventSources, type EventDefinitions, type SourcePolicy } from './definitions'

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto'
 import { ofetch } from 'ofetch'
 import type { Storage } from 'unstorage'
-import { createClaimStore } from './claims'
-import { parseRecord, type OutboxEntry } from './event-log'
-import { withTimeout } from './timeout'
-import type { StatsWindow } from './stats'
-import { checkBoolean, checkNumber, checkObject, checkString, MAX_TIMER_MS, shown } from './option-checks'
+import { createClaimStore } from '../storage/claims'
+import { parseRecord, type OutboxEntry } from '../log/event-log'
+import { withTimeout } from '../core/timeout'
+import type { StatsWindow } from '../stats/stats'
+import { checkBoolean, checkNumber, checkObject, checkString, MAX_TIMER_MS, shown } from '../core/option-checks'
 
 /** Where and how accepted batches are forwarded. Every field but `url` has a default. */
 export interface SinkOptions {

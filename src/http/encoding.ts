@@ -1,7 +1,7 @@
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
 import type { Transform } from 'node:stream'
 import type { BodySource } from './body'
-import { IngestError, limitError } from './errors'
+import { IngestError, limitError } from '../core/errors'
 
 /** The content codings a body may be sent with (besides `identity`, which is none). */
 export type ContentCoding = 'gzip' | 'deflate' | 'br'

@@ -1,8 +1,8 @@
 import type { Storage } from 'unstorage'
 import { ClaimTable } from './claim-table'
-import type { FsDriverInstance } from './drivers/fs'
-import { eachLimited, nextTurn } from './each'
-import { idKey } from './keys'
+import type { FsDriverInstance } from './fs-driver'
+import { eachLimited, nextTurn } from '../core/each'
+import { idKey } from './layout'
 
 /**
  * Set-if-absent over a storage: the primitive that makes ingest idempotent by id. Each call returns,

@@ -1,6 +1,6 @@
 import { normalizeKey, type Storage } from 'unstorage'
 import { createHistogram, mean, merge, quantile, record, type Histogram } from './histogram'
-import { canonicalTime } from './time'
+import { canonicalTime } from '../model/time'
 
 const MINUTE = 60_000
 /** How stale this instance's registry entry may get before it is rewritten. */

@@ -1,12 +1,12 @@
 import { readBearer, createTokenCheck } from './auth'
 import { checkContentType, isNodeRequest, readBodyBytes } from './body'
-import { IngestError, limitError } from './errors'
-import { eventSources } from './definitions'
+import { IngestError, limitError } from '../core/errors'
+import { eventSources } from '../model/definitions'
 import { contentCodingDeclared, contentCodingOf, decodeBody } from './encoding'
 import { parseBatchBytes, parseBatchText, type ParsedBody } from './json'
-import type { EventQuery } from './event-log'
-import type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
-import type { BatchHints } from './validate'
+import type { EventQuery } from '../log/event-log'
+import type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult } from '../core/types'
+import type { BatchHints } from '../model/validate'
 
 /** Options of the HTTP contract. */
 export interface HttpOptions {

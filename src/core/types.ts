@@ -1,12 +1,12 @@
 import type { Storage } from 'unstorage'
-import type { BodySource } from './body'
-import type { CanonicalEvents, EventDefinitions } from './definitions'
-import type { EventLog, EventPage, EventQuery, PruneOptions } from './event-log'
-import type { DeadLetter, ForwardingState } from './forwarder'
-import type { EventModel, EventOf } from './model'
-import type { ModelDescription } from './schema'
-import type { StatsSnapshot } from './stats'
-import type { BatchHints, RejectedEvent } from './validate'
+import type { BodySource } from '../http/body'
+import type { CanonicalEvents, EventDefinitions } from '../model/definitions'
+import type { EventLog, EventPage, EventQuery, PruneOptions } from '../log/event-log'
+import type { DeadLetter, ForwardingState } from '../forward/forwarder'
+import type { EventModel, EventOf } from '../model/model'
+import type { ModelDescription } from '../model/schema'
+import type { StatsSnapshot } from '../stats/stats'
+import type { BatchHints, RejectedEvent } from '../model/validate'
 
 // The shapes the core, its HTTP contract and every host adapter share. Types only: nothing here
 // runs, so any module may import them without depending on the core or on the HTTP handler.

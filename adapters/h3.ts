@@ -1,9 +1,9 @@
 import { H3, HTTPError, type H3Event, type H3Plugin } from 'h3'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { routes } from './http'
-import type { EventIngest, IngestHttpRequest, IngestHttpResponse } from './types'
-import { closeIfUnread } from './node-request'
-import { normaliseBase, pathBelow } from './request-path'
+import { routes } from '../src/http/handler'
+import type { EventIngest, IngestHttpRequest, IngestHttpResponse } from '../src/core/types'
+import { closeIfUnread } from '../src/http/node-request'
+import { normaliseBase, pathBelow } from '../src/http/request-path'
 
 /** Options of the h3 handlers. */
 export interface H3EventIngestOptions {

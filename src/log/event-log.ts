@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto'
 import type { Storage } from 'unstorage'
-import { createIdClaims, type IdClaims } from './claims'
-import { eachLimited, nextTurn } from './each'
-import { IngestError } from './errors'
-import { hourBucket } from './keys'
-import { withTimeout } from './timeout'
-import type { EventEnvelope } from './model'
+import { createIdClaims, type IdClaims } from '../storage/claims'
+import { eachLimited, nextTurn } from '../core/each'
+import { IngestError } from '../core/errors'
+import { hourBucket } from '../storage/layout'
+import { withTimeout } from '../core/timeout'
+import type { EventEnvelope } from '../model/model'
 
 /** An event as stored: the normalised envelope plus when it was received. */
 export type StoredEvent<E extends EventEnvelope = EventEnvelope> = E & {

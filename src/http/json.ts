@@ -1,4 +1,4 @@
-import { IngestError, limitError } from './errors'
+import { IngestError, limitError } from '../core/errors'
 
 /** A batch body parsed from bytes, with what parsing learned so validation need not walk it again. */
 export interface ParsedBody {

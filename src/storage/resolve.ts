@@ -3,7 +3,7 @@ import { mkdir, unlink, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { createStorage, type Storage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
-import { fsDriver, removeStaleTempFiles } from './drivers/fs'
+import { fsDriver, removeStaleTempFiles } from './fs-driver'
 
 /** Redis settings; every ioredis option is accepted too. Defaults make Redis fail fast. */
 export interface RedisStorageOptions {
