@@ -1,0 +1,88 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { afterAll, describe, expect, it } from 'vitest'
+import { makeEvent } from '../helpers/fixtures'
+import { freePort } from '../helpers/redis'
+import { waitFor } from '../helpers/sink'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+const readme = readFileSync(`${root}README.md`, 'utf8')
+const outDir = `${root}test/.artifacts/readme/`
+mkdirSync(outDir, { recursive: true })
+
+/** The README's runnable examples: each fenced block right after `<!-- example: name -->`. */
+const examples = new Map([...readme.matchAll(/<!-- example: (\w+) -->\s*```ts\n([\s\S]*?)```/g)].map((m) => [m[1]!, m[2]!]))
+
+const children: ChildProcess[] = []
+afterAll(() => {
+  for (const child of children) child.kill('SIGKILL')
+})
+
+function run(name: string, env: Record<string, string> = {}) {
+  const file = `${outDir}${name}.ts`
+  writeFileSync(file, examples.get(name)!)
+  // tsx resolves `event-ingest` through tsconfig paths to this checkout's sources.
+  const child = spawn(process.execPath, ['--import', 'tsx', file], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  children.push(child)
+  let output = ''
+  child.stdout!.on('data', (chunk) => (output += chunk))
+  child.stderr!.on('data', (chunk) => (output += chunk))
+  return { child, output: () => output }
+}
+
+describe('README examples run as written', () => {
+  it('has an example for h3, Express, Koa, Fastify and the core', () => {
+    expect([...examples.keys()].sort()).toEqual(['core', 'express', 'fastify', 'h3', 'koa'])
+  })
+
+  for (const name of ['h3', 'express', 'koa', 'fastify']) {
+    it(`${name}: serves the routes under /api`, async () => {
+      const port = await freePort()
+      const { child, output } = run(name, { PORT: String(port) })
+      const url = `http://127.0.0.1:${port}/api`
+      await waitFor(async () => {
+        if (child.exitCode !== null) throw new Error(`the example exited: ${output()}`)
+        return fetch(`${url}/events/schema`).then((r) => r.ok, () => false)
+      }, 20_000, `the ${name} example to listen`)
+      const response = await fetch(`${url}/events/ingest`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify([makeEvent()]) })
+      expect(response.status).toBe(200)
+      expect(await response.json()).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      child.kill('SIGKILL')
+    })
+  }
+
+  it('core: prints what the README says', async () => {
+    const { child, output } = run('core')
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+    expect(code, output()).toBe(0)
+    const [first, second] = output().trim().split('\n')
+    expect(JSON.parse(first!)).toEqual({
+      accepted: 1,
+      duplicates: 0,
+      rejected: [{ index: 1, id: 'evt_2', errors: [{ path: 'occurredAt', message: 'occurredAt: expected an ISO 8601 timestamp with Z or an offset (like 2026-01-31T12:00:00Z), got "yesterday"' }] }],
+    })
+    expect(second).toBe('2026-11-02T14:03:11.000Z')
+  })
+})
+
+describe('README promises', () => {
+  const section = (title: string) => readme.slice(readme.indexOf(`## ${title}`), readme.indexOf('\n## ', readme.indexOf(`## ${title}`) + 3))
+
+  it('says the same, true thing about a 503 in the contract table and in Guarantees: not acknowledged, maybe partly stored, safe to retry', () => {
+    const row = section('The HTTP contract').split('\n').find((line) => line.startsWith('| `POST /events/ingest`'))!
+    const guarantees = section('Guarantees')
+    // Events of a request answered 503 can be stored (a write landing late, a batch written whole
+    // before a later step failed): "nothing was stored" would be false.
+    expect(readme).not.toMatch(/nothing (of that request )?was stored/)
+    expect(row).toMatch(/503 .*not(hing of that request was)? acknowledged.*may have been stored.*retry is safe.*duplicates/)
+    expect(guarantees).toMatch(/A 503 means not acknowledged[^.]*may have been stored/)
+    expect(guarantees).toMatch(/retry is safe: those events come back as\s+duplicates/)
+  })
+
+  it('states the counts a crash can lose, and that stored events are not lost with them', () => {
+    const guarantees = section('Guarantees')
+    expect(guarantees).toMatch(/Stats can lose the last seconds of counts on a crash; events cannot/)
+    expect(guarantees).toMatch(/at most\s+`flushIntervalMs` of them/)
+  })
+})

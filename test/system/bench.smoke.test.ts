@@ -1,0 +1,90 @@
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, describe, expect, it } from 'vitest'
+import { targets } from '../../bench/targets'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+const dir = mkdtempSync(join(tmpdir(), 'ei-bench-smoke-'))
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+function runBench(args: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk))
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk))
+    child.once('error', reject)
+    child.once('exit', (code) => resolve({ code, output }))
+  })
+}
+
+/** The data rows of the Markdown table under `heading`, split into trimmed cells. */
+function tableRows(report: string, heading: string): string[][] {
+  const section = report.split(`## ${heading}`)[1]?.split('\n## ')[0] ?? ''
+  return section
+    .split('\n')
+    .filter((line) => line.startsWith('| ') && !line.startsWith('| ---') && !line.startsWith('| Target |'))
+    .map((line) => line.slice(1, -1).split('|').map((cell) => cell.trim()))
+}
+
+const ratio = /^\d+\.\d\d\b/
+
+describe('npm run bench -- --quick', () => {
+  it('runs every target, phase and baseline, and writes a report with numeric ratios to the path it is given', async () => {
+    const out = join(dir, 'RESULTS.md')
+    const { code, output } = await runBench(['--quick', '--out', out, '--artifacts', dir])
+    expect(code, output).toBe(0)
+    const report = readFileSync(out, 'utf8')
+
+    for (const heading of ['Ingest: batch of 50 events', 'Ingest: one event per request']) {
+      const rows = tableRows(report, heading)
+      for (const target of targets) {
+        const row = rows.find((cells) => cells[0]!.startsWith(target.label))
+        expect(row, `${heading}: a row for ${target.label}`).toBeDefined()
+        const [, rps, , , , , cpuPerRequest, faultsPerRequest, vsNode, vsBare] = row!
+        expect(rps).toMatch(/^[\d,]+/)
+        expect(cpuPerRequest, `${target.label}: CPU per request`).toMatch(/^[\d,]+/)
+        expect(faultsPerRequest, `${target.label}: page faults per request`).toMatch(/^-?[\d,]+\.\d\b/)
+        if (target.id !== 'node') expect(vsNode, `${target.label} / bare node`).toMatch(ratio)
+        if (target.kind === 'ours') expect(vsBare, `${target.label} / its bare route`).toMatch(ratio)
+      }
+    }
+    const keeping = tableRows(report, 'Against baselines that keep what they receive')
+    for (const target of targets.filter((t) => t.kind === 'ours' && t.storage === 'memory')) {
+      const row = keeping.find((cells) => cells[0] === target.label)
+      expect(row, `a row for ${target.label} against the keeping baselines`).toBeDefined()
+      expect(row![1], `${target.label} / node-keep, batch`).toMatch(ratio)
+      expect(row![2], `${target.label} / node-keep, one event`).toMatch(ratio)
+      expect(row![3], `${target.label} / its framework keeping, batch`).toMatch(ratio)
+      expect(row![4], `${target.label} / its framework keeping, one event`).toMatch(ratio)
+    }
+    // Every throughput goal checked against both sets of baselines, with a verdict.
+    const goals = tableRows(report, 'Targets')
+    for (const framework of ['h3', 'Express', 'Fastify', 'Koa']) {
+      for (const baseline of [`${framework} bare route (batch of 50)`, `${framework} bare route keeping every body (batch of 50)`]) {
+        const row = goals.find((cells) => cells[0]!.startsWith(`${framework} + event-ingest (memory) / ${baseline}`))
+        expect(row, `a goal row against the ${baseline}`).toBeDefined()
+        expect(row![2]).toMatch(ratio)
+        expect(row![3]).toMatch(/^(yes|\*\*no\*\* — \d+% below the goal)/)
+      }
+    }
+    expect(report).toMatch(/Throughput goals missed: \d of 5 against the bare servers as specified, \d of 5 against the same servers keeping every body\./)
+    expect(report).toContain('## Stats and schema latency against stored events')
+    expect(report).toContain('## Heap and RSS over a long ingest run')
+    expect(report).toMatch(/\*\*Top functions by self time\*\*[\s\S]*\| 1 \| `/)
+    expect(report).toMatch(/A minor page fault \(fresh memory touched for the first time\) costs [\d.,]+ µs here/)
+    expect(report).toContain('**Memory kept per request (batch of 50).**')
+  }, 300_000)
+
+  it('refuses a bad option value before running, naming the option', async () => {
+    for (const [flag, value] of [['--settle', '-1'], ['--reps', '0'], ['--duration', 'soon']]) {
+      const { code, output } = await runBench([`${flag}=${value}`])
+      expect(code, output).not.toBe(0)
+      expect(output).toContain(`${flag}: expected a number >=`)
+    }
+  }, 60_000)
+})
