@@ -1,0 +1,154 @@
+import { createHistogram, merge, record, type Histogram } from './histogram'
+import { canonicalTime } from '../model/time'
+
+export const MINUTE = 60_000
+
+const counterFields = [
+  'accepted',
+  'duplicates',
+  'rejected',
+  'storageFailures',
+  'refused',
+  'forwarded',
+  'forwardFailures',
+  'futureEvents',
+  'pastEvents',
+] as const
+const mapFields = ['byName', 'bySource', 'refusedByCode', 'forwardByKind'] as const
+
+/** A plain count of a bucket (not one of its maps). */
+export type CounterField = (typeof counterFields)[number]
+type Counters = Record<CounterField, number>
+type MapField = (typeof mapFields)[number]
+
+/** One minute of one instance, in memory. */
+export type Bucket = Counters & Record<MapField, Map<string, number>> & { lag: Histogram }
+
+/** One minute of one instance, as stored. */
+export type StoredBucket = { v: 1 } & Counters & Record<MapField, Record<string, number>> & { lag: Histogram }
+
+/** The fields of an accepted event that stats read. */
+export interface StatsEvent {
+  name: string
+  source: string
+  /** ISO 8601 UTC. */
+  occurredAt: string
+}
+
+/** Where an event's lag counts: within the tolerances, or as a future or a past event. */
+export interface LagTolerances {
+  futureToleranceMs: number
+  pastToleranceMs: number
+}
+
+export function emptyBucket(): Bucket {
+  return {
+    accepted: 0,
+    duplicates: 0,
+    rejected: 0,
+    storageFailures: 0,
+    refused: 0,
+    forwarded: 0,
+    forwardFailures: 0,
+    futureEvents: 0,
+    pastEvents: 0,
+    byName: new Map(),
+    bySource: new Map(),
+    refusedByCode: new Map(),
+    forwardByKind: new Map(),
+    lag: createHistogram(),
+  }
+}
+
+export function addBucket(into: Bucket, from: Bucket): void {
+  for (const field of counterFields) into[field] += from[field]
+  for (const field of mapFields) {
+    const map = into[field]
+    for (const [key, count] of from[field]) map.set(key, (map.get(key) ?? 0) + count)
+  }
+  merge(into.lag, from.lag)
+}
+
+/** Adds one to `key` of a bucket's map. */
+export function addTo(map: Map<string, number>, key: string): void {
+  map.set(key, (map.get(key) ?? 0) + 1)
+}
+
+/**
+ * Counts accepted events in a bucket: by name and source, and their lag `receivedAt - occurredAt`.
+ * `times`, when given, holds each event's `occurredAt` in ms (NaN where not known).
+ */
+export function addAccepted(bucket: Bucket, events: readonly StatsEvent[], receivedAt: number, times: readonly number[] | undefined, tolerances: LagTolerances): void {
+  const { futureToleranceMs, pastToleranceMs } = tolerances
+  bucket.accepted += events.length
+  const { byName, bySource, lag } = bucket
+  const timed = times !== undefined && times.length === events.length
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i]!
+    byName.set(event.name, (byName.get(event.name) ?? 0) + 1)
+    bySource.set(event.source, (bySource.get(event.source) ?? 0) + 1)
+    const known = timed ? times[i]! : Number.NaN
+    const ms = receivedAt - (known === known ? known : timeOf(event.occurredAt))
+    if (ms > pastToleranceMs) bucket.pastEvents++
+    else if (ms >= 0) record(lag, ms)
+    else if (ms >= -futureToleranceMs) record(lag, 0)
+    else if (ms < 0) bucket.futureEvents++
+    // NaN (an unparseable occurredAt) has no lag; validation should have refused it.
+  }
+}
+
+export function serialiseBucket(bucket: Bucket): StoredBucket {
+  return {
+    v: 1,
+    accepted: bucket.accepted,
+    duplicates: bucket.duplicates,
+    rejected: bucket.rejected,
+    storageFailures: bucket.storageFailures,
+    refused: bucket.refused,
+    forwarded: bucket.forwarded,
+    forwardFailures: bucket.forwardFailures,
+    futureEvents: bucket.futureEvents,
+    pastEvents: bucket.pastEvents,
+    byName: Object.fromEntries(bucket.byName),
+    bySource: Object.fromEntries(bucket.bySource),
+    refusedByCode: Object.fromEntries(bucket.refusedByCode),
+    forwardByKind: Object.fromEntries(bucket.forwardByKind),
+    lag: { ...bucket.lag, buckets: { ...bucket.lag.buckets } },
+  }
+}
+
+/** Another instance (or version) wrote it: keep what is well-formed, never throw. */
+export function parseBucket(value: unknown): Bucket | undefined {
+  if (!isRecord(value) || value.v !== 1) return undefined
+  const bucket = emptyBucket()
+  for (const field of counterFields) bucket[field] = count(value[field])
+  for (const field of mapFields) {
+    const counts = value[field]
+    if (isRecord(counts)) for (const [key, n] of Object.entries(counts)) if (count(n) > 0) bucket[field].set(key, count(n))
+  }
+  const lag = value.lag
+  if (isRecord(lag) && isRecord(lag.buckets)) {
+    for (const [index, n] of Object.entries(lag.buckets)) {
+      if (/^\d+$/.test(index) && count(n) > 0) bucket.lag.buckets[index] = count(n)
+    }
+    bucket.lag.count = count(lag.count)
+    bucket.lag.sum = typeof lag.sum === 'number' && lag.sum >= 0 ? lag.sum : 0
+    bucket.lag.min = typeof lag.min === 'number' && lag.min >= 0 ? lag.min : 0
+    bucket.lag.max = typeof lag.max === 'number' && lag.max >= 0 ? lag.max : 0
+  }
+  return bucket
+}
+
+function count(value: unknown): number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value > 0 ? value : 0
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** The time of an `occurredAt`: the canonical form read by hand, anything else by `Date.parse`. */
+function timeOf(iso: string): number {
+  const time = canonicalTime(iso)
+  return time === time ? time : Date.parse(iso)
+}

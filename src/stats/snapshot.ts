@@ -1,0 +1,136 @@
+import { normalizeKey, type Storage } from 'unstorage'
+import { addBucket, emptyBucket, MINUTE, parseBucket, type Bucket } from './bucket'
+import { mean, quantile } from './histogram'
+
+/** What `GET /admin/events/stats` answers: the window summed over all instances. JSON-serialisable. */
+export interface StatsSnapshot {
+  windowMinutes: number
+  /** Start of the oldest minute of the window. */
+  from: string
+  /** The moment of the snapshot. */
+  to: string
+  /** Instances counted: this one and every other seen in the window. */
+  instances: number
+  totals: { accepted: number; duplicates: number; rejected: number }
+  failures: {
+    rejected: number
+    storage: number
+    forward: number
+    forwardByKind: Record<string, number>
+    refusedRequests: number
+    refusedByCode: Record<string, number>
+  }
+  forwarded: number
+  byName: Record<string, number>
+  bySource: Record<string, number>
+  /**
+   * Lag of accepted events, in whole ms (lags are whole ms; finer digits of the percentiles would be
+   * noise). The average and max are exact before rounding, percentiles within 1% (see `Histogram`).
+   */
+  lag: {
+    count: number
+    averageMs: number | null
+    p50Ms: number | null
+    p95Ms: number | null
+    p99Ms: number | null
+    maxMs: number | null
+  }
+  /** Accepted events that claimed a time beyond `futureToleranceMs` after their receipt. */
+  futureEvents: number
+  /** Accepted events that claimed a time more than `pastToleranceMs` before their receipt. */
+  pastEvents: number
+  /** One entry per minute of the window, oldest first, zero-filled. */
+  series: { minute: string; accepted: number; rejected: number; duplicates: number; byName: Record<string, number> }[]
+}
+
+/** Where the buckets of every instance are kept, and how many minutes the window holds. */
+export interface BucketPlace {
+  storage: Storage
+  prefix: string
+  windowMinutes: number
+}
+
+/** The storage key of one instance's bucket of one minute. */
+export function bucketKey(place: BucketPlace, id: string, minute: number): string {
+  return `${place.prefix}:b:${id}:${minute}`
+}
+
+/** The window's buckets of each instance (minute to bucket), in one `getItems` call. */
+export async function readBuckets(place: BucketPlace, ids: readonly string[], oldest: number): Promise<Map<number, Bucket>[]> {
+  const found = ids.map(() => new Map<number, Bucket>())
+  if (ids.length === 0) return found
+  const wanted = new Map<string, { instance: number; minute: number }>()
+  for (const [instance, id] of ids.entries()) {
+    for (let minute = oldest; minute < oldest + place.windowMinutes; minute++) {
+      wanted.set(bucketKey(place, id, minute), { instance, minute })
+    }
+  }
+  // unstorage answers with normalised keys (`/` becomes `:`), possibly in another order.
+  const byKey = new Map<string, { instance: number; minute: number }>()
+  for (const [key, where] of wanted) byKey.set(normalizeKey(key), where)
+  for (const { key, value } of await place.storage.getItems([...wanted.keys()])) {
+    const where = byKey.get(normalizeKey(key))
+    const bucket = parseBucket(value)
+    if (where && bucket) found[where.instance]?.set(where.minute, bucket)
+  }
+  return found
+}
+
+/**
+ * Sums the buckets of every instance (each a map of minute to bucket) over the window that starts
+ * at minute `oldest`, into the snapshot taken at `at`.
+ */
+export function summarise(windowMinutes: number, oldest: number, at: number, instances: readonly ReadonlyMap<number, Bucket>[]): StatsSnapshot {
+  const total = emptyBucket()
+  const series: StatsSnapshot['series'] = []
+  for (let minute = oldest; minute < oldest + windowMinutes; minute++) {
+    const sum = emptyBucket()
+    for (const buckets of instances) {
+      const bucket = buckets.get(minute)
+      if (bucket) addBucket(sum, bucket)
+    }
+    addBucket(total, sum)
+    series.push({
+      minute: new Date(minute * MINUTE).toISOString(),
+      accepted: sum.accepted,
+      rejected: sum.rejected,
+      duplicates: sum.duplicates,
+      byName: Object.fromEntries(sum.byName),
+    })
+  }
+
+  const lag = total.lag
+  return {
+    windowMinutes,
+    from: new Date(oldest * MINUTE).toISOString(),
+    to: new Date(at).toISOString(),
+    instances: instances.length,
+    totals: { accepted: total.accepted, duplicates: total.duplicates, rejected: total.rejected },
+    failures: {
+      rejected: total.rejected,
+      storage: total.storageFailures,
+      forward: total.forwardFailures,
+      forwardByKind: Object.fromEntries(total.forwardByKind),
+      refusedRequests: total.refused,
+      refusedByCode: Object.fromEntries(total.refusedByCode),
+    },
+    forwarded: total.forwarded,
+    byName: Object.fromEntries(total.byName),
+    bySource: Object.fromEntries(total.bySource),
+    lag: {
+      count: lag.count,
+      averageMs: wholeMs(mean(lag)),
+      p50Ms: wholeMs(quantile(lag, 0.5)),
+      p95Ms: wholeMs(quantile(lag, 0.95)),
+      p99Ms: wholeMs(quantile(lag, 0.99)),
+      maxMs: lag.count === 0 ? null : wholeMs(lag.max),
+    },
+    futureEvents: total.futureEvents,
+    pastEvents: total.pastEvents,
+    series,
+  }
+}
+
+function wholeMs(value: number | null): number | null {
+  return value === null ? null : Math.round(value)
+}

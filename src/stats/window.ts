@@ -1,0 +1,220 @@
+import { addAccepted, addBucket, addTo, emptyBucket, MINUTE, serialiseBucket, type Bucket, type CounterField, type StatsEvent } from './bucket'
+import { REGISTRY_GRACE_MS, REGISTRY_REFRESH_MS, readRegistry, register } from './registry'
+import { bucketKey, readBuckets, summarise, type BucketPlace, type StatsSnapshot } from './snapshot'
+
+/**
+ * Last-hour counters of the ingest service, kept in per-minute buckets per instance. Recording is
+ * synchronous and O(1) per event; reading costs a fixed number of storage calls per instance,
+ * whatever the volume. Counts are bucketed by the minute they were received (or forwarded).
+ */
+export interface StatsWindow {
+  /** Counts accepted events by name and source, and their lag `receivedAt - occurredAt`. */
+  /** `times`, when given, holds each event's `occurredAt` in ms (NaN where not known). */
+  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[]): void
+  /** Counts invalid events inside accepted requests. */
+  recordRejected(count: number, receivedAt: number): void
+  /** Counts events already stored before (same id). */
+  recordDuplicates(count: number, receivedAt: number): void
+  /** Counts the events of a request that failed with 503 because storage failed. */
+  recordStorageFailure(events: number, receivedAt: number): void
+  /** Counts a whole request refused (401, 413, 400...) under its error code. */
+  recordRefused(code: string, receivedAt: number): void
+  /** Counts events delivered to the forwarding sink. */
+  recordForwarded(events: number, at: number): void
+  /**
+   * Counts a forward failure by kind: `timeout`, `network`, `5xx`, `408`, `425`, `429`, `rejected` (a
+   * permanent 4xx), `partial` (a 2xx that listed rejected events).
+   */
+  recordForwardFailure(kind: string, at: number): void
+  /** Sums the window over every instance seen in it. */
+  snapshot(): Promise<StatsSnapshot>
+  /** Writes this instance's changed buckets now. */
+  flush(): Promise<void>
+  /** Stops the flush timer and flushes. */
+  close(): Promise<void>
+}
+
+/** The settings of one instance's window, every default applied and checked. */
+export interface WindowSettings extends BucketPlace {
+  instanceId: string
+  futureToleranceMs: number
+  pastToleranceMs: number
+  flushIntervalMs: number
+  onError: (error: unknown) => void
+  now: () => number
+}
+
+/**
+ * The stats window of one instance, in memory: its buckets of the window's minutes, which of them
+ * changed since the last write, and the flush that writes them.
+ */
+export class InstanceWindow implements StatsWindow {
+  private readonly buckets = new Map<number, Bucket>()
+  /** Minutes counted since their last write. */
+  private readonly dirty = new Set<number>()
+  /** The minute counted last and its bucket: nearly every count falls in the same minute. */
+  private currentMinute = Number.NaN
+  private current: Bucket | undefined
+  /** This instance's stored minutes, loaded once. */
+  private restored: Promise<void> | undefined
+  /** When the registry last held this instance. */
+  private registeredAt = Number.NEGATIVE_INFINITY
+  /** The flush under way (or the last one), so the next waits for it. */
+  private flushing: Promise<void> = Promise.resolve()
+  private timer: ReturnType<typeof setInterval> | undefined
+  private readonly registryKey: string
+  private readonly ttl: number
+
+  constructor(private readonly settings: Readonly<WindowSettings>) {
+    this.registryKey = `${settings.prefix}:instances`
+    this.ttl = settings.windowMinutes * 60 * 2
+    if (settings.flushIntervalMs > 0) {
+      this.timer = setInterval(() => this.flush().catch(settings.onError), settings.flushIntervalMs)
+      this.timer.unref()
+    }
+  }
+
+  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[]): void {
+    if (events.length === 0) return
+    addAccepted(this.bucketAt(receivedAt), events, receivedAt, times, this.settings)
+  }
+
+  recordRejected(count: number, receivedAt: number): void {
+    this.addCount(receivedAt, 'rejected', count)
+  }
+
+  recordDuplicates(count: number, receivedAt: number): void {
+    this.addCount(receivedAt, 'duplicates', count)
+  }
+
+  recordStorageFailure(events: number, receivedAt: number): void {
+    this.addCount(receivedAt, 'storageFailures', events)
+  }
+
+  recordRefused(code: string, receivedAt: number): void {
+    const bucket = this.bucketAt(receivedAt)
+    bucket.refused++
+    addTo(bucket.refusedByCode, code)
+  }
+
+  recordForwarded(events: number, at: number): void {
+    this.addCount(at, 'forwarded', events)
+  }
+
+  recordForwardFailure(kind: string, at: number): void {
+    const bucket = this.bucketAt(at)
+    bucket.forwardFailures++
+    addTo(bucket.forwardByKind, kind)
+  }
+
+  async snapshot(): Promise<StatsSnapshot> {
+    await this.restore()
+    const { instanceId, windowMinutes } = this.settings
+    const at = this.settings.now()
+    const oldest = this.oldestMinute(at)
+    const registry = await readRegistry(this.settings.storage, this.registryKey)
+    const own = registry[instanceId]
+    if (own === undefined || at - own >= REGISTRY_REFRESH_MS) this.registeredAt = Number.NEGATIVE_INFINITY
+    const seenSince = oldest * MINUTE - REGISTRY_GRACE_MS
+    const others = Object.entries(registry)
+      .filter(([id, lastSeen]) => id !== instanceId && lastSeen >= seenSince)
+      .map(([id]) => id)
+    const theirs = await readBuckets(this.settings, others, oldest)
+    this.prune()
+    return summarise(windowMinutes, oldest, at, [this.buckets, ...theirs])
+  }
+
+  flush(): Promise<void> {
+    // One flush at a time: an older write landing after a newer one would lose counts.
+    const write = () => this.writeDirty()
+    const run = this.flushing.then(write, write)
+    this.flushing = run.catch(() => {})
+    return run
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+    await this.flush()
+  }
+
+  private oldestMinute(at: number): number {
+    return Math.floor(at / MINUTE) - this.settings.windowMinutes + 1
+  }
+
+  private bucketAt(at: number): Bucket {
+    const minute = Math.floor(at / MINUTE)
+    if (minute === this.currentMinute && this.current) {
+      this.dirty.add(minute)
+      return this.current
+    }
+    let bucket = this.buckets.get(minute)
+    if (!bucket) {
+      if (!Number.isFinite(minute)) throw new RangeError(`the time of a count must be a finite number of ms, got ${at}`)
+      this.prune()
+      bucket = emptyBucket()
+      this.buckets.set(minute, bucket)
+    }
+    this.currentMinute = minute
+    this.current = bucket
+    this.dirty.add(minute)
+    return bucket
+  }
+
+  /** Memory drivers ignore the TTL, so drop our own expired minutes here. */
+  private prune(): void {
+    const oldest = this.oldestMinute(this.settings.now())
+    for (const minute of this.buckets.keys()) {
+      if (minute < oldest) {
+        this.buckets.delete(minute)
+        this.dirty.delete(minute)
+        if (minute === this.currentMinute) this.current = undefined
+      }
+    }
+  }
+
+  private addCount(at: number, field: CounterField, count: number): void {
+    if (!Number.isSafeInteger(count) || count < 0) throw new RangeError(`count must be an integer >= 0, got ${count}`)
+    if (count > 0) this.bucketAt(at)[field] += count
+  }
+
+  /** Loads this instance's stored minutes once, so a restart neither loses nor doubles counts. */
+  private restore(): Promise<void> {
+    this.restored ??= (async () => {
+      const [stored] = await readBuckets(this.settings, [this.settings.instanceId], this.oldestMinute(this.settings.now()))
+      for (const [minute, found] of stored ?? []) {
+        let bucket = this.buckets.get(minute)
+        if (!bucket) this.buckets.set(minute, (bucket = emptyBucket()))
+        addBucket(bucket, found)
+      }
+    })().catch((error: unknown) => {
+      this.restored = undefined
+      throw error
+    })
+    return this.restored
+  }
+
+  private async writeDirty(): Promise<void> {
+    await this.restore()
+    this.prune()
+    if (this.dirty.size === 0) return
+    const { storage, instanceId, windowMinutes } = this.settings
+    const at = this.settings.now()
+    if (at - this.registeredAt >= REGISTRY_REFRESH_MS) {
+      this.registeredAt = await register(storage, this.registryKey, instanceId, at, windowMinutes * MINUTE)
+    }
+    // Serialised before the write, so counts recorded meanwhile mark the minute dirty again.
+    const minutes = [...this.dirty]
+    this.dirty.clear()
+    const items = minutes.flatMap((minute) => {
+      const bucket = this.buckets.get(minute)
+      return bucket ? [{ key: bucketKey(this.settings, instanceId, minute), value: serialiseBucket(bucket), options: { ttl: this.ttl } }] : []
+    })
+    try {
+      await storage.setItems(items)
+    } catch (error) {
+      for (const minute of minutes) if (this.buckets.has(minute)) this.dirty.add(minute)
+      throw error
+    }
+  }
+}
