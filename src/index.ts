@@ -24,12 +24,13 @@ export {
   type MergeEvents,
   type PayloadOf,
 } from './model/model'
-export type { BatchHints, BatchResult, EventResult, FieldError, RejectedEvent } from './model/validate'
+export type { BatchResult, EventResult, FieldError, RejectedEvent } from './model/validate'
+export type { BatchHints, ParsedBody, ReceivedBody } from './model/received'
 export type { ModelDescription } from './model/schema'
-export { parseBatchBytes, type ParsedBody } from './http/json'
+export { parseBatchBytes } from './http/json'
 export { createEventIngest, type EventIngestOptions } from './core/ingest'
 export { resolveOptions, type ResolvedOptions } from './core/options'
-export type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from './core/types'
+export type { CorsOptions, EventIngest, IngestContext, IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from './core/types'
 export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneOptions, RawBatch, StoredEvent } from './log/event-log'
 export { routes, type HttpOptions } from './http/handler'
 export type { BodySource } from './http/body'

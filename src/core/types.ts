@@ -6,7 +6,8 @@ import type { DeadLetter, ForwardingState } from '../forward/forwarder'
 import type { EventModel, EventOf } from '../model/model'
 import type { ModelDescription } from '../model/schema'
 import type { StatsSnapshot } from '../stats/stats'
-import type { BatchHints, RejectedEvent } from '../model/validate'
+import type { RejectedEvent } from '../model/validate'
+import type { ReceivedBody } from '../model/received'
 
 // The shapes the core, its HTTP contract and every host adapter share. Types only: nothing here
 // runs, so any module may import them without depending on the core or on the HTTP handler.
@@ -75,6 +76,14 @@ export interface IngestResult {
   rejected: RejectedEvent[]
 }
 
+/** What is known of a batch besides its events, when {@link EventIngest.ingest} is called. */
+export interface IngestContext {
+  /** When the batch was received (ms). @default Date.now() */
+  receivedAt?: number
+  /** The body the input was parsed from (`parseBatchBytes`), which spares validation a second walk and storage a second serialisation. */
+  hints?: ReceivedBody
+}
+
 /** The framework-agnostic core. */
 export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
   readonly model: EventModel<D>
@@ -86,7 +95,7 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
    * after they are written.
    * @throws IngestError for a refused batch (400/413) or unavailable storage (503: nothing was acknowledged).
    */
-  ingest(input: unknown, context?: { receivedAt?: number; hints?: BatchHints }): Promise<IngestResult>
+  ingest(input: unknown, context?: IngestContext): Promise<IngestResult>
   /** Last-window stats, with the forwarder's state when a sink is set. */
   stats(): Promise<StatsSnapshot & { forwarding: ForwardingState | null }>
   /** Batches the sink refused for good. */

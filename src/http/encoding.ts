@@ -1,6 +1,6 @@
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
 import type { Transform } from 'node:stream'
-import type { BodySource } from './body'
+import { isNodeRequest, readBodyBytes, type BodySource } from './body'
 import { IngestError, limitError } from '../core/errors'
 
 /** The content codings a body may be sent with (besides `identity`, which is none). */
@@ -72,6 +72,28 @@ export function decodeBody(
     throw limitError('body_too_large', 'maxBodyBytes', limits.maxBodyBytes, `a body of ${declaredLength} bytes`)
   }
   return { stream: decoded(encodedChunks(source), coding, limits) }
+}
+
+/**
+ * Reads a body to its end, decoded by its `Content-Encoding` header, within the limits (see
+ * {@link decodeBody} and `readBodyBytes`). `owned`: the bytes are this request's alone, as bytes
+ * read from a Node request (fresh buffers per read), decoded here or made from text here are;
+ * bytes or chunks handed over by the caller stay the caller's.
+ *
+ * @throws IngestError `unsupported_encoding` (415) before a byte is read, or as `readBodyBytes` and {@link decodeBody}
+ */
+export async function readRequestBody(
+  source: Exclude<BodySource, { parsed: unknown } | { refused: IngestError }>,
+  contentEncoding: string | undefined,
+  limits: DecodeLimits,
+  declaredLength: number | undefined,
+): Promise<{ bytes: Uint8Array; owned: boolean }> {
+  const coding = contentCodingOf(contentEncoding)
+  if (coding !== undefined) {
+    return { bytes: await readBodyBytes(decodeBody(source, coding, limits, declaredLength), limits.maxBodyBytes, undefined), owned: true }
+  }
+  const bytes = await readBodyBytes(source, limits.maxBodyBytes, declaredLength)
+  return { bytes, owned: 'stream' in source ? isNodeRequest(source.stream) : typeof source.bytes === 'string' }
 }
 
 function createDecoder(coding: ContentCoding): Transform {

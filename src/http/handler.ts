@@ -1,12 +1,11 @@
 import { readBearer, createTokenCheck } from './auth'
-import { checkContentType, isNodeRequest, readBodyBytes } from './body'
+import { checkContentType } from './body'
 import { IngestError, limitError } from '../core/errors'
 import { eventSources } from '../model/definitions'
-import { contentCodingDeclared, contentCodingOf, decodeBody } from './encoding'
-import { parseBatchBytes, parseBatchText, type ParsedBody } from './json'
+import { contentCodingDeclared, readRequestBody } from './encoding'
+import { parseBatchBytes, parseBatchText } from './json'
 import type { EventQuery } from '../log/event-log'
 import type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult } from '../core/types'
-import type { BatchHints } from '../model/validate'
 
 /** Options of the HTTP contract. */
 export interface HttpOptions {
@@ -139,6 +138,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
   const adminCheck = createTokenCheck(options.adminTokens)
   const open = options.tokens.length === 0
   const { maxBodyBytes, maxDepth, maxEventBytes, maxInflateRatio } = core.model.limits
+  const decodeLimits = { maxBodyBytes, maxInflateRatio }
 
   async function admin(request: IngestHttpRequest): Promise<void> {
     const presented = readBearer(header(request.headers, 'authorization'))
@@ -201,15 +201,10 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
     } else if ('parsed' in body) {
       result = await ingestParsed(request, body.parsed, declared)
     } else {
-      const coding = contentCodingOf(header(request.headers, 'content-encoding'))
-      const source = coding === undefined ? body : decodeBody(body, coding, { maxBodyBytes, maxInflateRatio }, declared)
-      const bytes = await readBodyBytes(source, maxBodyBytes, coding === undefined ? declared : undefined)
+      const { bytes, owned } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
       if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
-      const parsed: ParsedBody & BatchHints = parseBatchBytes(bytes, maxDepth, maxEventBytes)
-      // Bytes read from a Node request (fresh buffers per read), decoded here or made from text
-      // here are this request's alone; bytes or chunks handed over by the caller stay the caller's.
-      parsed.bytesOwned = coding !== undefined || ('stream' in body ? isNodeRequest(body.stream) : typeof body.bytes === 'string')
-      result = await core.ingest(parsed.value, { hints: parsed })
+      const received = parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
+      result = await core.ingest(received.value, { hints: received })
     }
     // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less
     // (the conformance suite checks that it carries every field of the core's result).
@@ -295,9 +290,7 @@ export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats
       const lengthHeader = header(request.headers, 'content-length')
       const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
       // Decoded as an ingest body is, within the same limits.
-      const coding = contentCodingOf(header(request.headers, 'content-encoding'))
-      const source = coding === undefined ? body : decodeBody(body, coding, { maxBodyBytes, maxInflateRatio }, declared)
-      const bytes = await readBodyBytes(source, maxBodyBytes, coding === undefined ? declared : undefined)
+      const { bytes } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
       if (bytes.length > 0) checkContentType(header(request.headers, 'content-type'))
       value = parseRequeueText(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8'))
     }

@@ -1,20 +1,5 @@
 import { IngestError, limitError } from '../core/errors'
-
-/** A batch body parsed from bytes, with what parsing learned so validation need not walk it again. */
-export interface ParsedBody {
-  /** The parsed JSON value (an array when parsing succeeded). */
-  value: unknown
-  /** Byte size of each top-level element, as sent; empty when they were not measured (see `sizeBound`). */
-  sizes: number[]
-  /** No element is larger than this many bytes (the body less its brackets when `sizes` is empty). */
-  sizeBound: number
-  /** True when no object of the body has a key named `__proto__` or `constructor`, so no walk is needed for them. */
-  protoFree: boolean
-  /** The body as text: the JSON of the whole array. */
-  text: string
-  /** The UTF-8 of `text`: the body as given, without a leading byte order mark. */
-  bytes: Uint8Array
-}
+import type { ReceivedBody } from '../model/received'
 
 const OPEN_BRACE = 0x7b
 const CLOSE_BRACE = 0x7d
@@ -46,9 +31,11 @@ const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false })
  * The bytes must be UTF-8: a body that is not is refused naming the offset of the first byte that
  * is not (the offset is searched for only then). One leading byte order mark is dropped.
  *
+ * `owned`: nothing else holds `bytes` or will change them (see {@link ReceivedBody.owned}).
+ *
  * @throws IngestError `invalid_json`, `not_an_array` or `too_deep` (all 400)
  */
-export function parseBatchBytes(bytes: Uint8Array, maxDepth: number, maxEventBytes = 0): ParsedBody {
+export function parseBatchBytes(bytes: Uint8Array, maxDepth: number, maxEventBytes = 0, owned = false): ReceivedBody {
   let text: string
   try {
     text = decoder.decode(bytes)
@@ -69,12 +56,12 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number, maxEventByt
   }
   const protoFree = checkElements(value, maxDepth - 1)
   const bound = Math.max(0, utf8.length - 2)
-  if (maxEventBytes > 0 && bound <= maxEventBytes) return { value, sizes: [], sizeBound: bound, protoFree, text, bytes: utf8 }
+  if (maxEventBytes > 0 && bound <= maxEventBytes) return { value, text, bytes: utf8, owned, sizes: [], sizeBound: bound, protoFree }
   const sizes = measureElements(utf8)
   // Sizes come from the bytes; trust them only when they line up with what JSON.parse produced.
   return sizes.length === value.length
-    ? { value, sizes, sizeBound: sizes.reduce((a, b) => Math.max(a, b), 0), protoFree, text, bytes: utf8 }
-    : { value, sizes: [], sizeBound: Infinity, protoFree, text, bytes: utf8 }
+    ? { value, text, bytes: utf8, owned, sizes, sizeBound: sizes.reduce((a, b) => Math.max(a, b), 0), protoFree }
+    : { value, text, bytes: utf8, owned, sizes: [], sizeBound: Infinity, protoFree }
 }
 
 /**
@@ -125,7 +112,7 @@ function invalidUtf8Offset(bytes: Uint8Array): number {
  *
  * @throws IngestError as {@link parseBatchBytes}
  */
-export function parseBatchText(text: string, maxDepth: number, maxEventBytes = 0): ParsedBody {
+export function parseBatchText(text: string, maxDepth: number, maxEventBytes = 0): ReceivedBody {
   const offset = loneSurrogateOffset(text)
   if (offset >= 0) {
     throw new IngestError('invalid_json', `body is not valid UTF-8 at character ${offset}: the text holds half of a surrogate pair`, { offset })

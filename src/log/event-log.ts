@@ -6,6 +6,7 @@ import { IngestError } from '../core/errors'
 import { hourBucket } from '../storage/layout'
 import { withTimeout } from '../core/timeout'
 import type { EventEnvelope } from '../model/model'
+import type { ReceivedBody } from '../model/received'
 
 /** An event as stored: the normalised envelope plus when it was received. */
 export type StoredEvent<E extends EventEnvelope = EventEnvelope> = E & {
@@ -158,16 +159,7 @@ export interface PruneOptions {
 }
 
 /** A batch's JSON text as received: the array of its events. */
-export interface RawBatch {
-  text: string
-  /** The UTF-8 of `text`. */
-  bytes?: Uint8Array
-  /**
-   * Nothing else holds `bytes` or will change them (the body of a Node request): a memory
-   * storage may then keep them without a copy.
-   */
-  owned?: boolean
-}
+export type RawBatch = Pick<ReceivedBody, 'text'> & Partial<Pick<ReceivedBody, 'bytes' | 'owned'>>
 
 export interface BatchRecord {
   v: 1

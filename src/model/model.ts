@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { type Limits, resolveLimits } from './limits'
-import { createBatchValidator, type BatchHints, type BatchResult, type EventResult } from './validate'
+import { createBatchValidator, type BatchResult, type EventResult } from './validate'
+import type { ReceivedBody } from './received'
 import { describeModel, type ModelDescription } from './schema'
 import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, canonicalEvents, eventSources, type CanonicalEvents, type EventDefinitions, type EventSource, type SourcePolicy } from './definitions'
 import { withinYears } from './time'
@@ -69,12 +70,13 @@ export interface EventModel<D extends EventDefinitions = CanonicalEvents> {
   readonly envelope: z.ZodType
   /**
    * Validates a batch. Returns the valid events, normalised, and for each invalid one its index,
-   * its id when readable and errors naming the field. With the hints of `parseBatchBytes`, a valid
-   * event with nothing to normalise is returned as the parsed object itself, not a copy.
+   * its id when readable and errors naming the field. With the body `parseBatchBytes` made of the
+   * input (`received`), a valid event with nothing to normalise is returned as the parsed object
+   * itself, not a copy, and a batch kept exactly as sent carries that body on (`received`).
    * @throws IngestError when the batch as a whole is refused: `not_an_array`, `too_many_events`,
    * `event_too_large`, `too_deep`.
    */
-  validateBatch(input: unknown, hints?: BatchHints): BatchResult<EventOf<D>>
+  validateBatch(input: unknown, received?: ReceivedBody): BatchResult<EventOf<D>>
   /** Validates one event. */
   validateEvent(input: unknown): EventResult<EventOf<D>>
   /** The model as published by `GET /events/schema`, JSON Schema included. */

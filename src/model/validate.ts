@@ -2,6 +2,7 @@ import type { z } from 'zod'
 import { limitError, IngestError } from '../core/errors'
 import { describeValue, inspectValue } from '../http/json'
 import type { Limits } from './limits'
+import type { ReceivedBody } from './received'
 import { canonicalTime, withinYears } from './time'
 import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, eventSources, type EventDefinitions, type SourcePolicy } from './definitions'
 
@@ -30,42 +31,19 @@ export interface BatchResult<E> {
   indexes: number[]
   rejected: RejectedEvent[]
   /**
-   * The batch's JSON text, when every event was valid and stored exactly as sent (so a store may
-   * keep the text instead of serialising the events again).
-   */
-  raw?: string
-  /**
    * The time of each event's `occurredAt` in ms, parallel to `events`, where validation read it
    * (NaN where it did not), so counting the batch need not parse the timestamps again.
    */
   times?: number[]
-  /** The UTF-8 bytes of `raw`, when the batch was parsed from bytes. */
-  rawBytes?: Uint8Array
-  /** Nothing else holds `rawBytes` (see {@link BatchHints.bytesOwned}). */
-  rawBytesOwned?: boolean
+  /**
+   * The body the batch was parsed from, as given, when every event was valid and stored exactly as
+   * sent (so a store may keep its text or bytes instead of serialising the events again).
+   */
+  received?: ReceivedBody
 }
 
 /** The outcome of validating one event. */
 export type EventResult<E> = { ok: true; event: E } | { ok: false; id?: string; errors: FieldError[] }
-
-/** Facts already known about a batch parsed from bytes, which spare validation a second walk. */
-export interface BatchHints {
-  /** Byte size of each element as sent. */
-  sizes?: number[]
-  /** No element is larger than this many bytes: with a bound within `maxEventBytes`, sizes are not needed. */
-  sizeBound?: number
-  /** The raw body held no prototype key and depth was already checked. */
-  protoFree?: boolean
-  /** The body's JSON text, with `sizes`. */
-  text?: string
-  /** The body's bytes: the UTF-8 of `text`. */
-  bytes?: Uint8Array
-  /**
-   * Nothing else holds `bytes` or will change them (the body of a Node request), so a
-   * store may keep them without a copy.
-   */
-  bytesOwned?: boolean
-}
 
 interface ValidatorConfig {
   definitions: EventDefinitions
@@ -306,19 +284,20 @@ export function createBatchValidator(config: ValidatorConfig) {
     return check(input, false, found)
   }
 
-  function validateBatch(input: unknown, hints: BatchHints = {}): BatchResult<unknown> {
+  /** `received`: the body `input` was parsed from, whose facts spare a second walk. */
+  function validateBatch(input: unknown, received?: ReceivedBody): BatchResult<unknown> {
     if (!Array.isArray(input)) {
       throw new IngestError('not_an_array', `body must be a JSON array of events, got ${describeValue(input)}`)
     }
     if (input.length > limits.maxEvents) {
       throw limitError('too_many_events', 'maxEvents', limits.maxEvents, `a batch of ${input.length} events`)
     }
-    const sizes = hints.sizes && hints.sizes.length === input.length ? hints.sizes : undefined
+    const sizes = received?.sizes && received.sizes.length === input.length ? received.sizes : undefined
     // Every element is known to be within the limit: none needs measuring.
-    const fits = sizes === undefined && hints.sizeBound !== undefined && hints.sizeBound <= limits.maxEventBytes
-    const protoFree = hints.protoFree === true
+    const fits = sizes === undefined && received?.sizeBound !== undefined && received.sizeBound <= limits.maxEventBytes
+    const protoFree = received?.protoFree === true
     const result: BatchResult<unknown> = { events: [], indexes: [], rejected: [], times: [] }
-    let unchanged = (sizes !== undefined || fits) && typeof hints.text === 'string'
+    let unchanged = (sizes !== undefined || fits) && typeof received?.text === 'string'
     for (let index = 0; index < input.length; index++) {
       const item = input[index]
       // Depth first: measuring a value nested too deeply would overflow the stack.
@@ -348,13 +327,7 @@ export function createBatchValidator(config: ValidatorConfig) {
         result.rejected.push(outcome.id === undefined ? { index, errors: outcome.errors } : { index, id: outcome.id, errors: outcome.errors })
       }
     }
-    if (unchanged && result.rejected.length === 0 && input.length > 0) {
-      result.raw = hints.text
-      if (hints.bytes) {
-        result.rawBytes = hints.bytes
-        result.rawBytesOwned = hints.bytesOwned === true
-      }
-    }
+    if (unchanged && result.rejected.length === 0 && input.length > 0) result.received = received
     return result
   }
 

@@ -149,6 +149,34 @@ describe('EventLog edge cases', () => {
     }
   })
 
+  it('hands the body it received to a memory storage as is: its own bytes when owned, a copy when not', async () => {
+    const storage = createStorage({ driver: memoryDriver() })
+    const ingest = createEventIngest({ env: {}, storage })
+    try {
+      const stored = async () => {
+        const keys = (await storage.getKeys('events:b')).filter((key) => !keys0.has(key))
+        for (const key of keys) keys0.add(key)
+        expect(keys).toHaveLength(1)
+        return storage.getItemRaw(keys[0]!)
+      }
+      const keys0 = new Set<string>()
+      // Buffers of their own (not slices of Node's pool), as a request's body would be.
+      const ownedBytes = new TextEncoder().encode(JSON.stringify([makeEvent({ id: 'own-1' }), makeEvent({ id: 'own-2' })]))
+      const owned = parseBatchBytes(ownedBytes, 32, 0, true)
+      expect(await ingest.ingest(owned.value, { hints: owned })).toMatchObject({ accepted: 2 })
+      expect(await stored()).toBe(ownedBytes)
+      const lentBytes = new TextEncoder().encode(JSON.stringify([makeEvent({ id: 'lent-1' })]))
+      const lent = parseBatchBytes(lentBytes, 32)
+      expect(await ingest.ingest(lent.value, { hints: lent })).toMatchObject({ accepted: 1 })
+      const copy = await stored()
+      expect(copy).not.toBe(lentBytes)
+      expect(Buffer.from(copy as Uint8Array).equals(Buffer.from(lentBytes))).toBe(true)
+      expect((await ingest.events()).events.map((e) => e.id).sort()).toEqual(['lent-1', 'own-1', 'own-2'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('never stores a second copy when a slow write times out and the client retries', async () => {
     const ingest = createEventIngest({ env: {}, storage: createStorage({ driver: slowNextBatchWrite(300) }), storageTimeoutMs: 100 })
     try {

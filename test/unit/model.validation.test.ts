@@ -448,3 +448,36 @@ describe('bounds in payload schemas say whether the bound itself is allowed', ()
     expect(ok.ok).toBe(true)
   })
 })
+
+describe('the received body, from parsing to storage', () => {
+  const body = (events: Record<string, unknown>[]) => Buffer.from(JSON.stringify(events))
+
+  it('is what parsing made of the bytes: their text, the bytes and whether they are owned', () => {
+    const events = [makeEvent({ id: 'rb-1' }), makeEvent({ id: 'rb-2' })]
+    const bytes = body(events)
+    const received = parseBatchBytes(bytes, 32)
+    expect(received.text).toBe(JSON.stringify(events))
+    expect(received.bytes).toBe(bytes)
+    expect(received.owned).toBe(false)
+    expect(received.sizes).toEqual(events.map((e) => Buffer.byteLength(JSON.stringify(e))))
+    expect(received.protoFree).toBe(true)
+    expect(parseBatchBytes(bytes, 32, 0, true).owned).toBe(true)
+  })
+
+  it('is carried on by validation as given when every event is kept exactly as sent', () => {
+    const received = parseBatchBytes(body([makeEvent({ id: 'rb-3' }), makeEvent({ id: 'rb-4' })]), 32, 0, true)
+    const batch = model.validateBatch(received.value, received)
+    expect(batch.events.map((e) => e.id)).toEqual(['rb-3', 'rb-4'])
+    expect(batch.received).toBe(received)
+  })
+
+  it('is not carried on when an event is rejected, normalised, or the input was not parsed here', () => {
+    const rejected = parseBatchBytes(body([makeEvent({ id: 'rb-5' }), makeEvent({ id: 'rb-6', source: 'web' })]), 32)
+    expect(model.validateBatch(rejected.value, rejected).received).toBeUndefined()
+    const normalised = parseBatchBytes(body([makeEvent({ id: 'rb-7', occurredAt: '2026-11-02T11:00:00+01:00' })]), 32)
+    const batch = model.validateBatch(normalised.value, normalised)
+    expect(batch.events[0]!.occurredAt).toBe('2026-11-02T10:00:00.000Z')
+    expect(batch.received).toBeUndefined()
+    expect(model.validateBatch([makeEvent({ id: 'rb-8' })]).received).toBeUndefined()
+  })
+})

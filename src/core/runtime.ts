@@ -1,0 +1,81 @@
+import type { Storage } from 'unstorage'
+import { createEventLog, type EventLog } from '../log/event-log'
+import { createStatsWindow, type StatsWindow } from '../stats/stats'
+import { resolveStorage } from '../storage/resolve'
+import { createForwarder, type Forwarder } from '../forward/forwarder'
+import { withTimeout } from './timeout'
+import type { ResolvedOptions } from './options'
+
+/**
+ * What the core works with once its storage is ready, made in one place ({@link openRuntime}) and
+ * never changed after.
+ */
+export interface Runtime {
+  readonly storage: Storage
+  /** The storage was created here, so closing releases it. */
+  readonly owned: boolean
+  readonly log: EventLog
+  readonly stats: StatsWindow
+  /** Set when a sink is configured. */
+  readonly forwarder: Forwarder | undefined
+  /**
+   * Reports a failure of background work (stats flushes, prunes), unless the storage is known to
+   * be unreachable: that was said once, in one line, and is not repeated every few seconds.
+   */
+  readonly reportBackground: (error: unknown) => void
+}
+
+/**
+ * Opens the storage, then the stats window, the forwarder (with a sink) and the event log on it.
+ * `report` is told of failures; one that throws must not take the process down.
+ */
+export async function openRuntime(resolved: ResolvedOptions, report: (error: unknown) => void): Promise<Runtime> {
+  const { instanceId, sink } = resolved
+  const timeoutMs = resolved.storageTimeoutMs
+  const opened = await resolveStorage(resolved.storage, resolved.env, { onUnreachable: report })
+  const { storage } = opened
+  const reportBackground = (error: unknown) => {
+    if (!opened.unreachable()) report(error)
+  }
+  const stats = createStatsWindow({ ...resolved.stats, storage, instanceId, onError: reportBackground })
+  const forwarder = sink ? createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError: resolved.onError }) : undefined
+  const log = createEventLog({
+    storage,
+    instanceId,
+    dedupeWindowMs: resolved.dedupeWindowMs,
+    timeoutMs,
+    outbox: sink !== undefined,
+    maxEvents: opened.maxEvents,
+    maxBytes: opened.maxBytes,
+    // A batch whose request answered 503 but whose writes landed after all: stored, so counted
+    // and forwarded.
+    onLateWrite(result, events, receivedAt) {
+      if (forwarder && result.outboxKey) void forwarder.enqueue(result.outboxKey, { batch: result.batchKey, events: result.stored, receivedAt }).catch(report)
+      stats.recordAccepted(storedOf(events, result.duplicateIndexes), receivedAt)
+    },
+    // Its outbox entry is the forwarder's to drop (or to forward, should the record land).
+    onUnstored(outboxKey, entry) {
+      if (forwarder) void forwarder.enqueue(outboxKey, entry).catch(report)
+    },
+    onError: reportBackground,
+  })
+  return { storage, owned: opened.owned, log, stats, forwarder, reportBackground }
+}
+
+/**
+ * Closes what {@link openRuntime} opened, once no ingest is under way: batches stored after their
+ * request answered 503 get a last attempt at their outbox entry, forwarding stops, stats are
+ * flushed (within `timeoutMs`) and storage created here is released.
+ */
+export async function closeRuntime(runtime: Runtime, timeoutMs: number): Promise<void> {
+  await runtime.log.close()
+  await runtime.forwarder?.close()
+  await withTimeout(runtime.stats.close(), timeoutMs, 'flush').catch(() => {})
+  if (runtime.owned) await runtime.storage.dispose().catch(() => {})
+}
+
+/** The events of an appended batch that were stored: all but those at `duplicateIndexes`. */
+export function storedOf<T>(events: readonly T[], duplicateIndexes: readonly number[]): T[] {
+  const skip = new Set(duplicateIndexes)
+  return events.filter((_, i) => !skip.has(i))
+}
