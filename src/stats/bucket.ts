@@ -1,5 +1,4 @@
-import { createHistogram, merge, record, type Histogram } from './histogram'
-import { canonicalTime } from '../model/time'
+import { createHistogram, merge, type Histogram } from './histogram'
 
 export const MINUTE = 60_000
 
@@ -26,20 +25,6 @@ export type Bucket = Counters & Record<MapField, Map<string, number>> & { lag: H
 
 /** One minute of one instance, as stored. */
 export type StoredBucket = { v: 1 } & Counters & Record<MapField, Record<string, number>> & { lag: Histogram }
-
-/** The fields of an accepted event that stats read. */
-export interface StatsEvent {
-  name: string
-  source: string
-  /** ISO 8601 UTC. */
-  occurredAt: string
-}
-
-/** Where an event's lag counts: within the tolerances, or as a future or a past event. */
-export interface LagTolerances {
-  futureToleranceMs: number
-  pastToleranceMs: number
-}
 
 export function emptyBucket(): Bucket {
   return {
@@ -72,29 +57,6 @@ export function addBucket(into: Bucket, from: Bucket): void {
 /** Adds one to `key` of a bucket's map. */
 export function addTo(map: Map<string, number>, key: string): void {
   map.set(key, (map.get(key) ?? 0) + 1)
-}
-
-/**
- * Counts accepted events in a bucket: by name and source, and their lag `receivedAt - occurredAt`.
- * `times`, when given, holds each event's `occurredAt` in ms (NaN where not known).
- */
-export function addAccepted(bucket: Bucket, events: readonly StatsEvent[], receivedAt: number, times: readonly number[] | undefined, tolerances: LagTolerances): void {
-  const { futureToleranceMs, pastToleranceMs } = tolerances
-  bucket.accepted += events.length
-  const { byName, bySource, lag } = bucket
-  const timed = times !== undefined && times.length === events.length
-  for (let i = 0; i < events.length; i++) {
-    const event = events[i]!
-    byName.set(event.name, (byName.get(event.name) ?? 0) + 1)
-    bySource.set(event.source, (bySource.get(event.source) ?? 0) + 1)
-    const known = timed ? times[i]! : Number.NaN
-    const ms = receivedAt - (known === known ? known : timeOf(event.occurredAt))
-    if (ms > pastToleranceMs) bucket.pastEvents++
-    else if (ms >= 0) record(lag, ms)
-    else if (ms >= -futureToleranceMs) record(lag, 0)
-    else if (ms < 0) bucket.futureEvents++
-    // NaN (an unparseable occurredAt) has no lag; validation should have refused it.
-  }
 }
 
 export function serialiseBucket(bucket: Bucket): StoredBucket {
@@ -145,10 +107,4 @@ function count(value: unknown): number {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-/** The time of an `occurredAt`: the canonical form read by hand, anything else by `Date.parse`. */
-function timeOf(iso: string): number {
-  const time = canonicalTime(iso)
-  return time === time ? time : Date.parse(iso)
 }

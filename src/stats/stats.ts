@@ -1,9 +1,8 @@
 import type { Storage } from 'unstorage'
 import { InstanceWindow, type StatsWindow } from './window'
 
-export type { StatsEvent } from './bucket'
 export type { StatsSnapshot } from './snapshot'
-export type { StatsWindow } from './window'
+export type { StatsEvent, StatsWindow } from './window'
 
 /** The default of every optional setting of {@link createStatsWindow}. */
 export const statsDefaults = Object.freeze({

@@ -1,6 +1,16 @@
-import { addAccepted, addBucket, addTo, emptyBucket, MINUTE, serialiseBucket, type Bucket, type CounterField, type StatsEvent } from './bucket'
+import { addBucket, addTo, emptyBucket, MINUTE, serialiseBucket, type Bucket, type CounterField } from './bucket'
+import { record } from './histogram'
+import { canonicalTime } from '../model/time'
 import { REGISTRY_GRACE_MS, REGISTRY_REFRESH_MS, readRegistry, register } from './registry'
 import { bucketKey, readBuckets, summarise, type BucketPlace, type StatsSnapshot } from './snapshot'
+
+/** The fields of an accepted event that stats read. */
+export interface StatsEvent {
+  name: string
+  source: string
+  /** ISO 8601 UTC. */
+  occurredAt: string
+}
 
 /**
  * Last-hour counters of the ingest service, kept in per-minute buckets per instance. Recording is
@@ -76,7 +86,23 @@ export class InstanceWindow implements StatsWindow {
 
   recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[]): void {
     if (events.length === 0) return
-    addAccepted(this.bucketAt(receivedAt), events, receivedAt, times, this.settings)
+    const { futureToleranceMs, pastToleranceMs } = this.settings
+    const bucket = this.bucketAt(receivedAt)
+    bucket.accepted += events.length
+    const { byName, bySource, lag } = bucket
+    const timed = times !== undefined && times.length === events.length
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i]!
+      byName.set(event.name, (byName.get(event.name) ?? 0) + 1)
+      bySource.set(event.source, (bySource.get(event.source) ?? 0) + 1)
+      const known = timed ? times[i]! : Number.NaN
+      const ms = receivedAt - (known === known ? known : timeOf(event.occurredAt))
+      if (ms > pastToleranceMs) bucket.pastEvents++
+      else if (ms >= 0) record(lag, ms)
+      else if (ms >= -futureToleranceMs) record(lag, 0)
+      else if (ms < 0) bucket.futureEvents++
+      // NaN (an unparseable occurredAt) has no lag; validation should have refused it.
+    }
   }
 
   recordRejected(count: number, receivedAt: number): void {
@@ -217,4 +243,10 @@ export class InstanceWindow implements StatsWindow {
       throw error
     }
   }
+}
+
+/** The time of an `occurredAt`: the canonical form read by hand, anything else by `Date.parse`. */
+function timeOf(iso: string): number {
+  const time = canonicalTime(iso)
+  return time === time ? time : Date.parse(iso)
 }
