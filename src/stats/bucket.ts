@@ -1,5 +1,7 @@
 import { createHistogram, merge, type Histogram } from './histogram'
 
+// One minute of one instance's counts: in memory, as stored, and summed.
+
 export const MINUTE = 60_000
 
 const counterFields = [
@@ -26,6 +28,7 @@ export type Bucket = Counters & Record<MapField, Map<string, number>> & { lag: H
 /** One minute of one instance, as stored. */
 export type StoredBucket = { v: 1 } & Counters & Record<MapField, Record<string, number>> & { lag: Histogram }
 
+/** A bucket with every count at zero. */
 export function emptyBucket(): Bucket {
   return {
     accepted: 0,
@@ -45,6 +48,7 @@ export function emptyBucket(): Bucket {
   }
 }
 
+/** Adds every count of `from` (an instance's minute, or a sum of them) into `into`. */
 export function addBucket(into: Bucket, from: Bucket): void {
   for (const field of counterFields) into[field] += from[field]
   for (const field of mapFields) {
@@ -59,6 +63,7 @@ export function addTo(map: Map<string, number>, key: string): void {
   map.set(key, (map.get(key) ?? 0) + 1)
 }
 
+/** The bucket as stored: plain objects, versioned. */
 export function serialiseBucket(bucket: Bucket): StoredBucket {
   return {
     v: 1,
