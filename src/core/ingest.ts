@@ -67,6 +67,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
       outbox: sink !== undefined,
       maxEvents: opened.maxEvents,
       maxBytes: opened.maxBytes,
+      store: resolved.store,
       // A batch whose request answered 503 but whose writes landed after all: stored, so counted
       // and forwarded.
       onLateWrite(result, events, receivedAt) {
@@ -135,9 +136,11 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
     let appended
     try {
-      appended = await log!.append(batch.events as EventEnvelope[], receivedAt, batch.raw === undefined
+      const answer = log!.appendNow(batch.events as EventEnvelope[], receivedAt, batch.raw === undefined
         ? undefined
         : { text: batch.raw, bytes: batch.rawBytes, owned: batch.rawBytesOwned })
+      // On memory the log answers at once: nothing to wait for, not even a turn of the microtask queue.
+      appended = answer instanceof Promise ? await answer : answer
     } catch (error) {
       // Contention between requests (`in_progress`) is not a storage failure.
       if (error instanceof IngestError && error.code === 'storage_unavailable') stats!.recordStorageFailure(batch.events.length, receivedAt)

@@ -1,80 +1,12 @@
-import type { Storage } from 'unstorage'
-import { IngestError } from '../core/errors'
 import { withTimeout } from '../core/timeout'
 import type { EventEnvelope } from '../model/model'
-import type { IdClaims } from '../storage/claims'
-import { hourBucket, parseBatchKey, parseClaim } from '../storage/layout'
-import type { BatchKeys, BatchNames } from './batch-keys'
+import { parseBatchKey, parseClaim } from '../storage/layout'
+import { STALE_AFTER_TIMEOUTS, type Attempt, type ClaimAppendContext, type ClaimRound, type Conflicts } from './claim-attempt'
+import { ClaimWrite } from './claim-write'
 import { batchBusy, idBusy, wake, whenSettled, type Flight } from './flights'
-import type { HourIndex } from './hours'
-import { recordBytes, recordText, type RecordReader } from './record'
-import type { LateSettling } from './settle'
-import type { AppendResult, EventLogOptions, OutboxEntry, RawBatch } from './types'
+import type { AppendResult, RawBatch } from './types'
 
-/**
- * A claim is stale, and taken over when its batch is not stored, once it is this many storage
- * timeouts old: its batch's writes were sent within one timeout of claiming and are waited for two
- * more (the write, then its outcome); one more is a margin for a late event loop, writes queued in
- * a client, and clocks that differ between instances. A request may answer 200 later still, but
- * only for a record it has read back, which no take-over can follow (it needs the record absent).
- */
-export const STALE_AFTER_TIMEOUTS = 4
-
-/** What the claim protocol needs of the log. */
-export interface ClaimAppendContext {
-  storage: Storage
-  instanceId: string
-  windowMs: number
-  timeoutMs: number
-  now: () => number
-  claims: IdClaims
-  keys: BatchKeys
-  hours: HourIndex
-  records: RecordReader
-  settling: LateSettling
-  /** The driver keeps a record's bytes as given. */
-  keepsBytes: boolean
-  /** Every batch write is done when it returns: nothing to time. */
-  localWrites: boolean
-  onUnstored: EventLogOptions['onUnstored']
-}
-
-/** One append under the claim protocol: the batch, its keys, and what it holds so far. */
-interface Attempt extends BatchNames {
-  readonly events: readonly EventEnvelope[]
-  readonly ids: readonly string[]
-  readonly receivedAt: number
-  readonly raw?: RawBatch
-  readonly flight: Flight
-  /** Ids this append holds a claim on. */
-  readonly mine: string[]
-  /** Positions that are duplicates: repeated in the batch, or stored by another batch. */
-  readonly duplicateIndexes: number[]
-  /** Whether it waited for others of this process (running out of time is then theirs). */
-  waited: boolean
-  /** Ids it registered in `takingOver`. */
-  tookOver?: string[]
-  /** A claim call failed: it may have claimed some of its ids before it did. */
-  claimsUnknown: boolean
-  /** The batch writes, once sent, and the answer they give. */
-  writes?: Promise<void>[]
-  result?: AppendResult
-  outboxEntry?: OutboxEntry
-}
-
-/** Ids another batch holds, by position, with the claim values found on them. */
-interface Conflicts {
-  positions: number[]
-  held: string[]
-}
-
-/** One claim call of the loop: the positions it asked for (all when undefined) and what it found. */
-interface ClaimRound {
-  asked?: number[]
-  /** Releases counted before the call: a holder that let go after it is not waited on. */
-  releasesSeen: number
-  found: (string | null)[]
-}
+export type { ClaimAppendContext } from './claim-attempt'
 
 /**
  * The claim protocol of docs/design/dedupe.md, for drivers with no one-step batch write (the fs
@@ -94,9 +26,11 @@ export class ClaimAppend {
   private readonly claiming: Map<string, Flight> | undefined
   // Ids a flight of this process is taking over from a stale claim: two must not both take one.
   private readonly takingOver = new Map<string, Flight>()
+  private readonly writer: ClaimWrite
 
   constructor(private readonly context: ClaimAppendContext) {
     this.claiming = context.claims.atomic ? undefined : new Map()
+    this.writer = new ClaimWrite(context)
   }
 
   async append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch): Promise<AppendResult> {
@@ -109,9 +43,9 @@ export class ClaimAppend {
       if (this.claiming) await this.takeTurn(attempt)
       const conflicts = await this.claimAll(attempt)
       if (conflicts) await this.judge(attempt, conflicts)
-      return await this.write(attempt)
+      return await this.writer.write(attempt)
     } catch (error) {
-      return await this.fail(attempt, error)
+      return await this.writer.fail(attempt, error)
     } finally {
       this.finish(attempt)
     }
@@ -125,12 +59,6 @@ export class ClaimAppend {
    */
   private settledHere(claim: { batch: string }): boolean {
     return this.context.keys.mine(claim.batch) && !this.flights.has(claim.batch) && !this.context.settling.busy(claim.batch)
-  }
-
-  /** Lets go of `ids` where they still hold `claim`, bounded by the storage timeout (the release itself may run on). */
-  private releaseClaims(ids: readonly string[], claim: string, batchKey: string): Promise<void> {
-    const { claims, settling, timeoutMs } = this.context
-    return withTimeout(settling.track(batchKey, claims.release(ids, claim)), timeoutMs, 'release')
   }
 
   /** Time left of this append's storage timeout, counted from its claim; 503 once there is none. */
@@ -241,7 +169,7 @@ export class ClaimAppend {
   /** Wait-die against an older holder: lets go of every claim, waits for it, and claims all again. */
   private async dieFor(attempt: Attempt, older: Flight, round: ClaimRound): Promise<ClaimRound> {
     if (attempt.mine.length > 0) {
-      await this.releaseClaims(attempt.mine, attempt.claim, attempt.batchKey)
+      await this.writer.releaseClaims(attempt.mine, attempt.claim, attempt.batchKey)
       attempt.mine.length = 0
       attempt.flight.releasedAt = ++this.releases
       wake(attempt.flight)
@@ -318,95 +246,6 @@ export class ClaimAppend {
     for (let i = 0; i < takeover.length; i++) if (won[i]) attempt.mine.push(takeover[i]!)
     const lost = won.indexOf(false)
     if (lost >= 0) throw idBusy(takeover[lost]!)
-  }
-
-  /** Writes the record of the events not found duplicates, and the outbox entry (T4). */
-  private async write(attempt: Attempt): Promise<AppendResult> {
-    const { storage, now, timeoutMs } = this.context
-    const { events, receivedAt, raw, batchKey, outboxKey, duplicateIndexes } = attempt
-    duplicateIndexes.sort((a, b) => a - b)
-    const storedPositions = duplicateIndexes.length === 0 ? undefined : events.map((_, p) => p).filter((p) => !duplicateIndexes.includes(p))
-    if (storedPositions && storedPositions.length === 0) return { stored: 0, duplicateIndexes }
-    const storedCount = storedPositions ? storedPositions.length : events.length
-    await this.context.hours.ensure(hourBucket(receivedAt))
-    // Another request may take these claims over once they are stale (STALE_AFTER_TIMEOUTS):
-    // writing after timeoutMs could then put a second copy next to its own.
-    if (now() - attempt.claimedAt > timeoutMs) {
-      if (attempt.waited) throw batchBusy()
-      throw new IngestError('storage_unavailable', `storage is too slow: claiming took over ${timeoutMs} ms`)
-    }
-    // The memory driver keeps the body's own bytes: off the JS heap, so stored events do not add
-    // to the garbage collector's work, and with no copy when nothing else holds them.
-    const bytes = this.context.keepsBytes ? recordBytes(receivedAt, raw, storedPositions) : undefined
-    const write = bytes
-      ? storage.setItemRaw(batchKey, bytes)
-      : storage.setItem(batchKey, recordText(receivedAt, this.context.instanceId, raw, events, storedPositions))
-    const writes = (attempt.writes = [write])
-    if (outboxKey) {
-      attempt.outboxEntry = { batch: batchKey, events: storedCount, receivedAt }
-      writes.push(storage.setItem(outboxKey, JSON.stringify(attempt.outboxEntry)))
-    }
-    const result = (attempt.result = { stored: storedCount, duplicateIndexes, batchKey, outboxKey })
-    // Writes to the memory driver are done when they return: no timer to race them against.
-    const all: Promise<unknown> = writes.length === 1 ? write : Promise.all(writes)
-    await (this.context.localWrites ? all : withTimeout(all, timeoutMs, 'write'))
-    return result
-  }
-
-  /** After a failure: releases what is safe to release (T3, T5), or settles in the background (T6). */
-  private async fail(attempt: Attempt, error: unknown): Promise<AppendResult> {
-    const { mine, claim, batchKey } = attempt
-    if (attempt.claimsUnknown) {
-      // A claim call failed part way: every id this batch may hold goes (a release removes
-      // only claims that still name this batch), in the background, since the storage that
-      // just failed may still be failing and the request answers now. On Redis it runs after
-      // the claim's own commands, so it also clears claims that land late.
-      void this.releaseClaims(attempt.ids, claim, batchKey).catch(() => {})
-    } else if (mine.length > 0 && !attempt.writes) {
-      // Nothing was sent: the claims go.
-      await this.releaseClaims(mine, claim, batchKey).catch(() => {})
-    } else if (mine.length > 0) {
-      const stored = await this.settleWrites(attempt)
-      if (stored) return stored
-    }
-    if (error instanceof IngestError) throw error
-    // The storage may have lost data meanwhile (a Redis restarted empty): check the hour index again.
-    this.context.hours.forget()
-    throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
-  }
-
-  /**
-   * Once sent, the writes are waited for, and a record that landed is never removed: another
-   * request that read it meanwhile answered "duplicate", and a removal after that would lose an
-   * acknowledged event. Resolves the result when the batch turns out stored, whole.
-   */
-  private async settleWrites(attempt: Attempt): Promise<AppendResult | undefined> {
-    const { settling, timeoutMs } = this.context
-    const { batchKey, outboxKey, outboxEntry } = attempt
-    const written = Promise.allSettled(attempt.writes!)
-    const outcome = await withTimeout(written, timeoutMs, 'write').catch(() => undefined)
-    const there = outcome && await settling.recordLanded(outcome, batchKey)
-    // Written, only late: stored, and acknowledged as such.
-    if (there && await this.outboxWritten(outcome, outboxKey, outboxEntry)) return attempt.result!
-    if (there === false) {
-      // Not stored: the claims go. A record landing after this makes at worst a second copy,
-      // never a loss. The outbox entry stays: the forwarder drops an entry with no record
-      // behind it, and forwards one whose record lands after all.
-      await this.releaseClaims(attempt.mine, attempt.claim, batchKey).catch(() => {})
-      if (outboxKey) this.context.onUnstored?.(outboxKey, outboxEntry!)
-      return undefined
-    }
-    // Stored without its outbox entry, still unsettled, or not readable back: the claims stay (a
-    // retry is told duplicates once the record is there) and the rest is settled in the background.
-    const late = { result: { ...attempt.result!, batchKey }, events: attempt.events, receivedAt: attempt.receivedAt, outboxKey, entry: outboxEntry }
-    settling.settleWrites(late, written, there)
-    return undefined
-  }
-
-  /** Whether the outbox entry is written (tried again once, here, when its write failed). */
-  private async outboxWritten(outcome: PromiseSettledResult<void>[], outboxKey?: string, entry?: OutboxEntry): Promise<boolean> {
-    if (!outboxKey || outcome[1]!.status === 'fulfilled') return true
-    return (await this.context.settling.writeOutbox(outboxKey, entry!)) === undefined
   }
 
   private finish(attempt: Attempt): void {
