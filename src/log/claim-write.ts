@@ -108,5 +108,4 @@ export class ClaimWrite {
     if (!outboxKey || outcome[1]!.status === 'fulfilled') return true
     return (await this.context.settling.writeOutbox(outboxKey, entry!)) === undefined
   }
-
 }
