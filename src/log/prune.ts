@@ -1,6 +1,6 @@
 import { eachLimited, nextTurn } from '../core/each'
 import { withTimeout } from '../core/timeout'
-import { batchBase, batchTime, hourBucket, hoursKey, outboxKey, parseClaim } from '../storage/layout'
+import { batchTime, hourBase, hourBucket, hoursKey, outboxKey, parseClaim } from '../storage/layout'
 import type { LogContext } from './context'
 import { toMs } from './query'
 import type { PruneOptions } from './types'
@@ -33,7 +33,7 @@ export async function pruneLog(context: LogContext, { olderThan, signal }: Prune
 /** Removes the batches of one hour bucket received before `cutoff`; counts those removed and kept. */
 async function pruneHour(context: LogContext, hour: string, cutoff: number, signal: AbortSignal | undefined): Promise<{ removed: number; kept: number }> {
   const { storage, timeoutMs } = context
-  const keys = await withTimeout(storage.getKeys(`${batchBase(context.prefix)}:${hour}`), timeoutMs, 'list')
+  const keys = await withTimeout(storage.getKeys(hourBase(context.prefix, hour)), timeoutMs, 'list')
   let removed = 0
   let kept = 0
   // A few at a time: one by one, each removal would wait for its own flush on some drivers.
@@ -57,13 +57,12 @@ async function pruneHour(context: LogContext, hour: string, cutoff: number, sign
 /** Takes hours a prune emptied out of the index, if they are still empty. */
 async function unindex(context: LogContext, emptied: readonly string[]): Promise<void> {
   const { storage, timeoutMs } = context
-  const base = batchBase(context.prefix)
   await context.hours.update(async () => {
     // Still empty? An append that had the hour indexed already may have written into it since
     // it was listed (a batch given an old receive time).
     const empty: string[] = []
     for (const hour of emptied) {
-      if ((await withTimeout(storage.getKeys(`${base}:${hour}`), timeoutMs, 'list')).length === 0) empty.push(hour)
+      if ((await withTimeout(storage.getKeys(hourBase(context.prefix, hour)), timeoutMs, 'list')).length === 0) empty.push(hour)
     }
     if (empty.length === 0) return
     await withTimeout(storage.setItem(hoursKey(context.prefix), (await context.hours.read()).filter((h) => !empty.includes(h))), timeoutMs, 'write')

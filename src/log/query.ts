@@ -1,6 +1,6 @@
 import { IngestError } from '../core/errors'
 import { withTimeout } from '../core/timeout'
-import { batchBase, batchTime, hourBucket, parseClaim } from '../storage/layout'
+import { batchBase, batchTime, hourBase, hourBucket, parseClaim } from '../storage/layout'
 import type { LogContext } from './context'
 import type { EventPage, EventQuery, StoredEvent } from './types'
 
@@ -38,7 +38,7 @@ export async function listEvents(context: LogContext, query: EventQuery = {}): P
   const events: StoredEvent[] = []
   const cursors: string[] = []
   for (const hour of hours) {
-    const keys = (await withTimeout(storage.getKeys(`${base}:${hour}`), timeoutMs, 'list')).sort(newestFirst)
+    const keys = (await withTimeout(storage.getKeys(hourBase(context.prefix, hour)), timeoutMs, 'list')).sort(newestFirst)
     for (const key of keys) {
       if (after && newestFirst(key, after.key) < 0) continue
       const time = batchTime(key)

@@ -39,6 +39,7 @@ function pad(n: number): string {
  * The event log's keys, each shape written and parsed here only:
  *
  *   batch record   <prefix>:b:<YYYYMMDDHH>:<time36>-<instance>-<logToken><seq36>
+ *                  (an hour's records share the base <prefix>:b:<YYYYMMDDHH>)
  *   outbox entry   <prefix>:o:<instance>:<time36>-<instance>-<logToken><seq36>
  *   hour index     <prefix>:hours
  *   dedupe claim   <prefix>:d:<idKey(id)>, holding `<batch key>|<claimed at, ms>`
@@ -47,6 +48,11 @@ function pad(n: number): string {
 /** The base of every batch record: `<prefix>:b`. */
 export function batchBase(prefix: string): string {
   return `${prefix}:b`
+}
+
+/** The base of one hour bucket's batch records: `<prefix>:b:<YYYYMMDDHH>`. */
+export function hourBase(prefix: string, hour: string): string {
+  return `${batchBase(prefix)}:${hour}`
 }
 
 /** The base of every dedupe claim: `<prefix>:d`. */
@@ -72,7 +78,7 @@ export function claimKey(base: string, id: string): string {
  */
 export function batchKey(prefix: string, receivedAt: number, instance: string, token: string, sequence: number): string {
   const id = `${receivedAt.toString(36).padStart(9, '0')}-${instance}-${token}${sequence.toString(36).padStart(6, '0')}`
-  return `${batchBase(prefix)}:${hourBucket(receivedAt)}:${id}`
+  return `${hourBase(prefix, hourBucket(receivedAt))}:${id}`
 }
 
 /** What a batch key names. */
