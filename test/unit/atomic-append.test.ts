@@ -56,7 +56,7 @@ describe('the one-step append, against a scripted store', () => {
 
   it('hands the store each id once: repeats within the batch are duplicates at their later places', async () => {
     const storage = createStorage({ driver: memoryDriver() })
-    const store = new ScriptedStore((_, call) => ({ duplicates: call === 0 ? [] : [0] }))
+    const store = new ScriptedStore((_, call) => ({ duplicates: [[], [0], [1]][call]! }))
     const log = logOn(storage, store)
     const batch = events('a', 'b', 'a', 'c', 'b')
     expect(await log.append(batch, Date.now())).toMatchObject({ stored: 3, duplicateIndexes: [2, 4] })
@@ -66,6 +66,9 @@ describe('the one-step append, against a scripted store', () => {
     expect(record?.events.map((e) => e.id)).toEqual(['a', 'b', 'c'])
     // Held by another batch, `a` is a duplicate at every place it appears.
     expect(await log.append(batch, Date.now())).toMatchObject({ stored: 2, duplicateIndexes: [0, 2, 4] })
+    // The store's positions count distinct ids: its 1 is `b`, at position 2 of this batch.
+    expect(await log.append(events('a', 'a', 'b', 'c'), Date.now())).toMatchObject({ stored: 2, duplicateIndexes: [1, 2] })
+    expect(store.batches[2]!.ids).toEqual(['a', 'b', 'c'])
   })
 
   it('gives the store the text as received when every event is new and none repeats', async () => {
