@@ -45,6 +45,14 @@ export function checkString(name: string, value: unknown): void {
   if (value !== undefined && typeof value !== 'string') throw new TypeError(`[event-ingest] ${name} must be a string, got ${shown(value)}`)
 }
 
+/** A batch store of the host's own: an object with an `append(batch)` method (see AtomicBatchStore). */
+export function checkStore(name: string, value: unknown): void {
+  if (value === undefined) return
+  if (typeof value !== 'object' || value === null || typeof (value as { append?: unknown }).append !== 'function') {
+    throw new TypeError(`[event-ingest] ${name} must be a batch store, an object with an append(batch) method, got ${shown(value)}`)
+  }
+}
+
 /** An options object (not an array, not null). */
 export function checkObject(name: string, value: unknown): void {
   if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) {

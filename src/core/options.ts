@@ -6,9 +6,10 @@ import { DEFAULT_CORS_MAX_AGE } from '../http/handler'
 import { resolveSinkOptions, sinkDefaults, type ResolvedSinkOptions, type SinkOptions } from '../forward/forwarder'
 import type { Limits } from '../model/limits'
 import { createEventModel, type EventModel } from '../model/model'
-import { checkFunction, checkKeys, checkNumber, checkObject, checkTokens, MAX_TIMER_MS, shown, withoutPrefix } from './option-checks'
+import { checkFunction, checkKeys, checkNumber, checkObject, checkStore, checkTokens, MAX_TIMER_MS, shown, withoutPrefix } from './option-checks'
 import { statsDefaults } from '../stats/stats'
 import { checkStorageOption, type StorageOption } from '../storage/resolve'
+import type { AtomicBatchStore } from '../log/atomic'
 import type { CorsOptions, IngestHttpRequest, RefusalDrain } from './types'
 
 // The options of the core, resolved once: every check, every environment variable and every
@@ -29,6 +30,12 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    * @default process.env.EVENT_STORAGE ?? 'memory:'
    */
   storage?: StorageOption
+  /**
+   * Your own one-step batch write (a SQL transaction, a Redis script), in place of the one
+   * event-ingest picks for `storage`; records, outbox entries and claims are read back through
+   * `storage`. See the README's "Your own store".
+   */
+  store?: AtomicBatchStore
   /**
    * Token(s) required in `x-event-token` on ingest; several allow rotation. Unset: ingest is open.
    * @default process.env.EVENT_INGEST_TOKEN (comma-separated)
@@ -137,6 +144,8 @@ export interface ResolvedOptions<D extends EventDefinitions = any> {
   readonly model: EventModel<D>
   /** The storage option in force: the option, else `EVENT_STORAGE`, else `'memory:'`. */
   readonly storage: StorageOption
+  /** Unset: the log picks the write strategy the storage allows. */
+  readonly store: AtomicBatchStore | undefined
   /** Ingest tokens; empty: ingest is open. */
   readonly tokens: readonly string[]
   /** Admin tokens; empty: admin routes need `authorize`. */
@@ -204,6 +213,7 @@ export function resolveOptions<D extends EventDefinitions = any>(
   return Object.freeze({
     model,
     storage,
+    store: options.store,
     tokens: Object.freeze(tokens),
     adminTokens: Object.freeze(adminTokens),
     authorize: options.authorize,
@@ -255,7 +265,7 @@ function checkEnv<T>(variable: string, check: () => T): T {
 }
 
 /** The options {@link createEventIngest} knows, each checked below. */
-const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'token', 'adminToken', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
+const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
 
 // Every option of EventIngestOptions is in optionNames (a new option left out fails to compile).
 const everyOptionNamed: Record<Exclude<keyof EventIngestOptions, (typeof optionNames)[number]>, never> = {}
@@ -282,6 +292,7 @@ function checkOptions(options: EventIngestOptions<any, any>): void {
   checkObject('events', options.events)
   checkObject('limits', options.limits)
   checkStorageOption(options.storage)
+  checkStore('store', options.store)
   checkTokens('token', options.token)
   checkTokens('adminToken', options.adminToken)
   checkFunction('authorize', options.authorize)

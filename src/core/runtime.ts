@@ -47,6 +47,7 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
     outbox: sink !== undefined,
     maxEvents: opened.maxEvents,
     maxBytes: opened.maxBytes,
+    store: resolved.store,
     // A batch whose request answered 503 but whose writes landed after all: stored, so counted
     // and forwarded.
     onLateWrite(result, events, receivedAt) {

@@ -1,16 +1,16 @@
 import type { Storage } from 'unstorage'
-import { ClaimTable } from './claim-table'
-import type { FsDriverInstance } from './fs-driver'
+import { claimBackend, memoryClaimTable } from './capabilities'
 import { eachLimited, nextTurn } from '../core/each'
-import { idKey } from './layout'
+import { claimKey } from './layout'
 
 /**
  * Set-if-absent over a storage: the primitive that makes ingest idempotent by id. Each call returns,
  * per key, `null` when this caller now holds the key, or the value already there.
  *
- * Atomic where the driver allows it: Redis (`SET NX GET`, one round trip per batch), the memory
- * driver (a synchronous check-and-set), and event-ingest's fs driver (hard link, atomic across
- * processes). Other drivers get a read-then-write that is atomic only within one process.
+ * Atomic where the driver allows it (see src/storage/capabilities.ts): Redis (`SET NX GET`, one
+ * round trip per batch), the memory driver (a synchronous check-and-set), and event-ingest's fs
+ * driver (hard link, atomic across processes). Other drivers get a read-then-write that is atomic
+ * only within one process.
  *
  * The same holds for `replace`, the compare-and-set that takes a stale claim over: a Lua script on
  * Redis, a synchronous check on memory, a per-value lock file (hard link) on the fs driver, and a
@@ -48,16 +48,6 @@ interface RedisLike {
   eval(script: string, numKeys: number, ...args: unknown[]): Promise<unknown>
 }
 
-interface MountedDriver {
-  name?: string
-  options?: { base?: string }
-  getInstance?: () => unknown
-}
-
-function joinKey(...parts: (string | undefined)[]): string {
-  return parts.filter((part) => part).join(':')
-}
-
 function execResults(results: [Error | null, unknown][] | null): unknown[] {
   if (!results) throw new Error('[event-ingest] redis pipeline was aborted')
   return results.map(([error, value]) => {
@@ -86,99 +76,96 @@ function claimEach(keys: readonly string[], value: string, claimOne: (key: strin
   }))
 }
 
-/** Picks the best claim strategy for the driver mounted at `prefix`. */
+/** Picks the best claim strategy for the driver mounted at `prefix` (see claimBackend). */
 export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
-  const mount = storage.getMount(prefix) as { base: string; driver: MountedDriver }
-  const driver = mount.driver
-  const relative = (key: string) => key.slice(mount.base.length)
+  const backend = claimBackend(storage, prefix)
+  if (backend.kind === 'redis') return redisClaims(backend.client as RedisLike, backend.fullKey)
+  if (backend.kind === 'memory') return mapClaims(backend.map, backend.relative)
+  const generic = genericClaims(storage)
+  return backend.kind === 'fs' ? fsClaims(generic, backend.instance, backend.relative) : generic
+}
 
-  if (driver.name === 'redis' && typeof driver.getInstance === 'function') {
-    const redis = driver.getInstance() as RedisLike
-    const full = (key: string) => joinKey(driver.options?.base?.replace(/:$/, ''), relative(key))
-    return {
-      atomic: true,
-      async claim(keys, value, ttlMs) {
-        const pipeline = redis.pipeline()
-        for (const key of keys) pipeline.set(full(key), value, 'PX', ttlMs, 'NX', 'GET')
-        return execResults(await pipeline.exec()).map((v) => (v === null || v === undefined ? null : String(v)))
-      },
-      async overwrite(keys, value, ttlMs) {
-        const pipeline = redis.pipeline()
-        for (const key of keys) pipeline.set(full(key), value, 'PX', ttlMs)
-        execResults(await pipeline.exec())
-      },
-      async replace(keys, expected, value, ttlMs) {
-        if (keys.length === 0) return []
-        const pipeline = redis.pipeline()
-        keys.forEach((key, i) => pipeline.eval(REPLACE_SCRIPT, 1, full(key), expected[i], value, Math.max(1, Math.ceil(ttlMs))))
-        return execResults(await pipeline.exec()).map((v) => Number(v) === 1)
-      },
-      async release(keys, value) {
-        await Promise.all(keys.map((key) => redis.eval(RELEASE_SCRIPT, 1, full(key), value)))
-      },
-      async read(keys) {
-        const pipeline = redis.pipeline()
-        for (const key of keys) pipeline.get(full(key))
-        return execResults(await pipeline.exec()).map((v) => (v === null || v === undefined ? null : String(v)))
-      },
-      // Every claim carries a TTL in Redis.
-      expire: async () => 0,
-    }
+function redisClaims(redis: RedisLike, full: (key: string) => string): ClaimStore {
+  return {
+    atomic: true,
+    async claim(keys, value, ttlMs) {
+      const pipeline = redis.pipeline()
+      for (const key of keys) pipeline.set(full(key), value, 'PX', ttlMs, 'NX', 'GET')
+      return execResults(await pipeline.exec()).map((v) => (v === null || v === undefined ? null : String(v)))
+    },
+    async overwrite(keys, value, ttlMs) {
+      const pipeline = redis.pipeline()
+      for (const key of keys) pipeline.set(full(key), value, 'PX', ttlMs)
+      execResults(await pipeline.exec())
+    },
+    async replace(keys, expected, value, ttlMs) {
+      if (keys.length === 0) return []
+      const pipeline = redis.pipeline()
+      keys.forEach((key, i) => pipeline.eval(REPLACE_SCRIPT, 1, full(key), expected[i], value, Math.max(1, Math.ceil(ttlMs))))
+      return execResults(await pipeline.exec()).map((v) => Number(v) === 1)
+    },
+    async release(keys, value) {
+      await Promise.all(keys.map((key) => redis.eval(RELEASE_SCRIPT, 1, full(key), value)))
+    },
+    async read(keys) {
+      const pipeline = redis.pipeline()
+      for (const key of keys) pipeline.get(full(key))
+      return execResults(await pipeline.exec()).map((v) => (v === null || v === undefined ? null : String(v)))
+    },
+    // Every claim carries a TTL in Redis.
+    expire: async () => 0,
   }
+}
 
-  if (driver.name === 'memory' && typeof driver.getInstance === 'function') {
-    const map = driver.getInstance() as Map<string, unknown>
-    return {
-      atomic: true,
-      async claim(keys, value) {
-        return keys.map((key) => {
-          const k = relative(key)
-          const existing = map.get(k)
-          if (existing !== undefined && existing !== null) return String(existing)
-          map.set(k, value)
-          return null
-        })
-      },
-      async overwrite(keys, value) {
-        for (const key of keys) map.set(relative(key), value)
-      },
-      async replace(keys, expected, value) {
-        return keys.map((key, i) => {
-          const k = relative(key)
-          const held = map.get(k)
-          if (held === undefined || held === null || String(held) !== expected[i]) return false
-          map.set(k, value)
-          return true
-        })
-      },
-      async release(keys, value) {
-        for (const key of keys) if (map.get(relative(key)) === value) map.delete(relative(key))
-      },
-      async read(keys) {
-        return keys.map((key) => {
-          const v = map.get(relative(key))
-          return v === undefined || v === null ? null : String(v)
-        })
-      },
-      async expire(base, isExpired) {
-        const start = relative(`${base}:`)
-        let removed = 0
-        for (const [key, value] of map) {
-          if (key.startsWith(start) && isExpired(String(value))) {
-            map.delete(key)
-            removed++
-          }
+function mapClaims(map: Map<string, unknown>, relative: (key: string) => string): ClaimStore {
+  return {
+    atomic: true,
+    async claim(keys, value) {
+      return keys.map((key) => {
+        const k = relative(key)
+        const existing = map.get(k)
+        if (existing !== undefined && existing !== null) return String(existing)
+        map.set(k, value)
+        return null
+      })
+    },
+    async overwrite(keys, value) {
+      for (const key of keys) map.set(relative(key), value)
+    },
+    async replace(keys, expected, value) {
+      return keys.map((key, i) => {
+        const k = relative(key)
+        const held = map.get(k)
+        if (held === undefined || held === null || String(held) !== expected[i]) return false
+        map.set(k, value)
+        return true
+      })
+    },
+    async release(keys, value) {
+      for (const key of keys) if (map.get(relative(key)) === value) map.delete(relative(key))
+    },
+    async read(keys) {
+      return keys.map((key) => {
+        const v = map.get(relative(key))
+        return v === undefined || v === null ? null : String(v)
+      })
+    },
+    async expire(base, isExpired) {
+      const start = relative(`${base}:`)
+      let removed = 0
+      for (const [key, value] of map) {
+        if (key.startsWith(start) && isExpired(String(value))) {
+          map.delete(key)
+          removed++
         }
-        return removed
-      },
-    }
+      }
+      return removed
+    },
   }
+}
 
-  const fsInstance = driver.name === 'event-ingest-fs' && typeof driver.getInstance === 'function'
-    ? (driver.getInstance() as Partial<Pick<FsDriverInstance, 'replaceAll' | 'removeAllHolding'>> & Pick<FsDriverInstance, 'setIfAbsentAll' | 'removeExpired'>)
-    : undefined
-
-  const generic: ClaimStore = {
+function genericClaims(storage: Storage): ClaimStore {
+  return {
     atomic: false,
     async claim(keys, value, ttlMs) {
       return claimEach(keys, value, async (key) => {
@@ -225,7 +212,12 @@ export function createClaimStore(storage: Storage, prefix: string): ClaimStore {
       return removed
     },
   }
-  if (!fsInstance) return generic
+}
+
+type FsClaimInstance = Extract<ReturnType<typeof claimBackend>, { kind: 'fs' }>['instance']
+
+/** The generic store with the fs driver's atomic primitives where it has them. */
+function fsClaims(generic: ClaimStore, fsInstance: FsClaimInstance, relative: (key: string) => string): ClaimStore {
   const { replaceAll, removeAllHolding } = fsInstance
   return {
     ...generic,
@@ -273,39 +265,30 @@ export type IdClaims = Omit<ClaimStore, 'expire'> & {
   forget?(value: string): number
 }
 
-// Memory-driver claims, per driver instance and base: every log on one memory storage shares them.
-const memoryClaims = new WeakMap<object, Map<string, ClaimTable>>()
-
 /**
  * Dedupe claims by event id under `base` (`events:d`). On a storage driver each id is one key,
- * `<base>:<idKey(id)>`. On the memory driver the claims live beside the driver's map in a
- * {@link ClaimTable} keyed by the id itself: no key encoding, and no heap object per id.
+ * `claimKey(base, id)`. On the memory driver the claims live beside the driver's map in a
+ * {@link ClaimTable} keyed by the id itself (see memoryClaimTable), unless `keyed` asks for keys
+ * (a store of the host's own writes its claims as keys, wherever the storage is).
  */
-export function createIdClaims(storage: Storage, base: string): IdClaims {
-  const mount = storage.getMount(base) as { base: string; driver: MountedDriver }
-  const driver = mount.driver
-  if (driver.name === 'memory' && typeof driver.getInstance === 'function') {
-    const instance = driver.getInstance() as object
-    let byBase = memoryClaims.get(instance)
-    if (!byBase) memoryClaims.set(instance, (byBase = new Map()))
-    let table = byBase.get(base)
-    if (!table) byBase.set(base, (table = new ClaimTable()))
-    const claims = table
+export function createIdClaims(storage: Storage, base: string, options: { keyed?: boolean } = {}): IdClaims {
+  const table = options.keyed ? undefined : memoryClaimTable(storage, base)
+  if (table) {
     return {
       atomic: true,
       local: true,
-      forget: (value) => claims.forget(value),
-      claim: async (ids, value) => claims.claim(ids, value),
-      overwrite: async (ids, value) => claims.overwrite(ids, value),
-      replace: async (ids, expected, value) => claims.replace(ids, expected, value),
-      release: async (ids, value) => claims.release(ids, value),
-      read: async (ids) => ids.map((id) => claims.read(id)),
+      forget: (value) => table.forget(value),
+      claim: async (ids, value) => table.claim(ids, value),
+      overwrite: async (ids, value) => table.overwrite(ids, value),
+      replace: async (ids, expected, value) => table.replace(ids, expected, value),
+      release: async (ids, value) => table.release(ids, value),
+      read: async (ids) => ids.map((id) => table.read(id)),
       // A slice of the table per turn of the event loop: the table holds every id of the window.
-      expire: (isExpired, signal) => claims.expire(isExpired, nextTurn, signal),
+      expire: (isExpired, signal) => table.expire(isExpired, nextTurn, signal),
     }
   }
   const store = createClaimStore(storage, base)
-  const keysOf = (ids: readonly string[]) => ids.map((id) => `${base}:${idKey(id)}`)
+  const keysOf = (ids: readonly string[]) => ids.map((id) => claimKey(base, id))
   return {
     atomic: store.atomic,
     claim: (ids, value, ttlMs) => store.claim(keysOf(ids), value, ttlMs),

@@ -34,3 +34,108 @@ export function hourBucket(ms: number): string {
 function pad(n: number): string {
   return n < 10 ? `0${n}` : String(n)
 }
+
+/*
+ * The event log's keys, each shape written and parsed here only:
+ *
+ *   batch record   <prefix>:b:<YYYYMMDDHH>:<time36>-<instance>-<logToken><seq36>
+ *                  (an hour's records share the base <prefix>:b:<YYYYMMDDHH>)
+ *   outbox entry   <prefix>:o:<instance>:<time36>-<instance>-<logToken><seq36>
+ *   hour index     <prefix>:hours
+ *   dedupe claim   <prefix>:d:<idKey(id)>, holding `<batch key>|<claimed at, ms>`
+ */
+
+/** The base of every batch record: `<prefix>:b`. */
+export function batchBase(prefix: string): string {
+  return `${prefix}:b`
+}
+
+/** The base of one hour bucket's batch records: `<prefix>:b:<YYYYMMDDHH>`. */
+export function hourBase(prefix: string, hour: string): string {
+  return `${batchBase(prefix)}:${hour}`
+}
+
+/** The base of every dedupe claim: `<prefix>:d`. */
+export function claimBase(prefix: string): string {
+  return `${prefix}:d`
+}
+
+/** The key of the hour index: `<prefix>:hours`. */
+export function hoursKey(prefix: string): string {
+  return `${prefix}:hours`
+}
+
+/** The storage key of an id's dedupe claim under `base` (`<prefix>:d`): `<base>:<idKey(id)>`. */
+export function claimKey(base: string, id: string): string {
+  return `${base}:${idKey(id)}`
+}
+
+/**
+ * The key of a batch record: `<prefix>:b:<hour>:<time36>-<instance>-<token><seq36>`. The time is
+ * fixed-width first, so keys sort in acceptance order within an instance; the sequence, after a
+ * token of the log that made it, tells a batch of this log from one of an earlier process with
+ * the same instance id.
+ */
+export function batchKey(prefix: string, receivedAt: number, instance: string, token: string, sequence: number): string {
+  const id = `${receivedAt.toString(36).padStart(9, '0')}-${instance}-${token}${sequence.toString(36).padStart(6, '0')}`
+  return `${hourBase(prefix, hourBucket(receivedAt))}:${id}`
+}
+
+/** What a batch key names. */
+export interface BatchKeyParts {
+  /** When the batch was received (ms). */
+  receivedAt: number
+  instance: string
+  /** The log token and sequence, as one segment. */
+  sequence: string
+}
+
+/**
+ * The receive time, instance and sequence a batch key names (`…:<time36>-<instance>-<sequence>`);
+ * null when the key is not a batch key.
+ */
+export function parseBatchKey(key: string): BatchKeyParts | null {
+  const id = key.slice(key.lastIndexOf(':') + 1)
+  const first = id.indexOf('-')
+  const last = id.lastIndexOf('-')
+  if (first <= 0 || last <= first + 1) return null
+  const receivedAt = Number.parseInt(id.slice(0, first), 36)
+  return Number.isSafeInteger(receivedAt) ? { receivedAt, instance: id.slice(first + 1, last), sequence: id.slice(last + 1) } : null
+}
+
+/** The receive time a batch key names; 0 when it names none. */
+export function batchTime(key: string): number {
+  const id = key.slice(key.lastIndexOf(':') + 1)
+  const ms = Number.parseInt(id.slice(0, id.indexOf('-')), 36)
+  return Number.isFinite(ms) ? ms : 0
+}
+
+/** Whether a batch key was made by the log of `token` (its sequence is the token and six digits). */
+export function madeBy(key: string, instance: string, token: string): boolean {
+  const parts = parseBatchKey(key)
+  return parts !== null && parts.instance === instance && parts.sequence.length === token.length + 6 && parts.sequence.startsWith(token)
+}
+
+/** The outbox entry of a batch: `<prefix>:o:<instance>:<batch id>`, the id being `<time>-<instance>-<seq>`. */
+export function outboxKey(prefix: string, batch: string): string {
+  const batchId = batch.slice(batch.lastIndexOf(':') + 1)
+  return `${prefix}:o:${batchId.split('-')[1]}:${batchId}`
+}
+
+/** A dedupe claim's value: `<batch key>|<claimed at, ms>`. */
+export function claimValue(batch: string, at: number): string {
+  return `${batch}|${at}`
+}
+
+/** The batch and time a claim value names (time 0 when it has none). */
+export function parseClaim(value: string): { batch: string; at: number } {
+  const split = value.lastIndexOf('|')
+  if (split < 0) return { batch: value, at: 0 }
+  const at = Number(value.slice(split + 1))
+  return { batch: value.slice(0, split), at: Number.isFinite(at) ? at : 0 }
+}
+
+/** The base of every outbox entry: `<prefix>:o`. */
+export function outboxBase(prefix: string): string {
+  return `${prefix}:o`
+}

@@ -9,6 +9,7 @@ const storages = new Map<string, Storage>()
 
 defineEventLogSuite({
   name: 'memory',
+  oneStep: true,
   storage(key) {
     // The memory driver lives in the process: a "restart" reuses the same Storage object.
     if (!storages.has(key)) storages.set(key, createStorage({ driver: memoryDriver() }))

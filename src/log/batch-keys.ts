@@ -1,0 +1,39 @@
+import { randomBytes } from 'node:crypto'
+import { batchKey, claimValue, madeBy, outboxKey } from '../storage/layout'
+
+/** The keys of one batch. */
+export interface BatchNames {
+  /** Its place among this log's batches (orders them by age). */
+  seq: number
+  batchKey: string
+  /** Its claim value: names the batch and when it was claimed (`claimedAt`). */
+  claim: string
+  claimedAt: number
+  outboxKey?: string
+}
+
+/**
+ * Names the batches of one log. A token of the log is part of every batch key's sequence: a key
+ * with it was made here, not by an earlier process with the same instance id, whatever the clocks
+ * did meanwhile.
+ */
+export class BatchKeys {
+  private readonly token = randomBytes(3).toString('hex')
+  private sequence = 0
+
+  constructor(private readonly prefix: string, private readonly instanceId: string, private readonly outbox: boolean, private readonly now: () => number) {}
+
+  /** The keys of the next batch, received at `receivedAt`, claimed now. */
+  next(receivedAt: number): BatchNames {
+    const key = batchKey(this.prefix, receivedAt, this.instanceId, this.token, this.sequence++)
+    // A claim names its batch and when it was taken: its age, not the batch's receivedAt, decides
+    // whether it is still in progress, stale or expired.
+    const claimedAt = this.now()
+    return { seq: this.sequence, batchKey: key, claim: claimValue(key, claimedAt), claimedAt, outboxKey: this.outbox ? outboxKey(this.prefix, key) : undefined }
+  }
+
+  /** Whether this log made `key`. */
+  mine(key: string): boolean {
+    return madeBy(key, this.instanceId, this.token)
+  }
+}

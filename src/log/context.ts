@@ -1,0 +1,20 @@
+import type { Storage } from 'unstorage'
+import type { IdClaims } from '../storage/claims'
+import type { HourIndex } from './hours'
+import type { RecordReader } from './record'
+
+/** What the reading and pruning parts of the log share: set once by createEventLog. */
+export interface LogContext {
+  readonly storage: Storage
+  readonly prefix: string
+  readonly windowMs: number
+  readonly timeoutMs: number
+  readonly now: () => number
+  /** Whether batches have outbox entries (a prune keeps batches still in the outbox). */
+  readonly outbox: boolean
+  readonly claims: IdClaims
+  readonly hours: HourIndex
+  readonly records: RecordReader
+  /** Told of each batch a prune removed (the memory bound counts it out). */
+  readonly onRemoved?: (batchKey: string) => void
+}

@@ -1,0 +1,155 @@
+import type { AtomicBatch, AtomicBatchStore, AtomicResult } from '../log/atomic'
+import type { ClaimTable } from './claim-table'
+import { outboxKey, parseClaim } from './layout'
+
+/** The memory driver's Map, and how a storage key maps to its key there. */
+export interface DriverMap {
+  map: Map<string, unknown>
+  relative(key: string): string
+}
+
+/** Options of {@link MemoryBatchStore}. */
+export interface MemoryBatchStoreOptions {
+  /** The log's key prefix (the outbox entry of a dropped batch is found from it). */
+  prefix: string
+  /** The memory driver's Map the records and outbox entries go to. */
+  local: DriverMap
+  /** The driver's dedupe claims. */
+  claims: ClaimTable
+  /** The dedupe window, in ms: an older claim is taken over. */
+  windowMs: number
+  /** @default Infinity */
+  maxEvents?: number
+  /** @default Infinity */
+  maxBytes?: number
+  /** Told once, when the bound is first reached. */
+  onError?: (error: unknown) => void
+}
+
+/** A batch this store keeps, for the bound. */
+interface Kept {
+  events: number
+  bytes: number
+  claim: string
+  outbox: boolean
+}
+
+/**
+ * The one-step batch write on unstorage's memory driver: claims checked and set in the
+ * {@link ClaimTable}, the record and outbox entry put into the driver's Map, in one synchronous
+ * call, so no other request runs in between and nothing is left half done. A claim whose batch
+ * record is gone (pruned, cleared, dropped by the bound) or that is past the window is taken over.
+ *
+ * It also owns the memory bound: past `maxEvents` events or `maxBytes` bytes of records, the oldest
+ * batches go, with their claims (a claim naming a batch that is gone would be taken over anyway, so
+ * keeping it would keep memory, not deduplication) and outbox entries.
+ */
+export class MemoryBatchStore implements AtomicBatchStore {
+  private readonly map: Map<string, unknown>
+  private readonly relative: (key: string) => string
+  private readonly claims: ClaimTable
+  private readonly windowMs: number
+  private readonly prefix: string
+  private readonly maxEvents: number
+  private readonly maxBytes: number
+  private readonly onError?: (error: unknown) => void
+  // The batches stored here, oldest first, while bounded.
+  private readonly held = new Map<string, Kept>()
+  private keptEvents = 0
+  private keptBytes = 0
+  private readonly drops = { batches: 0, events: 0 }
+
+  constructor(options: MemoryBatchStoreOptions) {
+    this.map = options.local.map
+    this.relative = options.local.relative
+    this.claims = options.claims
+    this.windowMs = options.windowMs
+    this.prefix = options.prefix
+    this.maxEvents = options.maxEvents ?? Infinity
+    this.maxBytes = options.maxBytes ?? Infinity
+    this.onError = options.onError
+  }
+
+  append(batch: AtomicBatch): AtomicResult {
+    const at = parseClaim(batch.claim).at
+    const found = this.claims.claim(batch.ids, batch.claim)
+    const duplicates: number[] = []
+    let takeOver: string[] | undefined
+    for (let i = 0; i < found.length; i++) {
+      const held = found[i]
+      if (held === null || held === undefined) continue
+      if (this.isFree(held, at)) (takeOver ??= []).push(batch.ids[i]!)
+      else duplicates.push(i)
+    }
+    if (duplicates.length === batch.ids.length) return { duplicates }
+    if (takeOver) this.claims.overwrite(takeOver, batch.claim)
+    const stored = batch.ids.length - duplicates.length
+    const record = batch.record(duplicates.length === 0 ? undefined : positionsBut(batch.ids.length, duplicates))
+    this.map.set(this.relative(batch.batchKey), record)
+    if (batch.outbox) this.map.set(this.relative(batch.outbox.key), batch.outbox.entry(stored))
+    if (this.bounded) this.keep(batch.batchKey, stored, typeof record === 'string' ? record.length : record.byteLength, batch.claim, batch.outbox !== undefined)
+    return { duplicates }
+  }
+
+  /** Whether a claim found held no longer dedupes: past the window, or its record is gone. */
+  private isFree(held: string, at: number): boolean {
+    const claim = parseClaim(held)
+    return at - claim.at >= this.windowMs || !this.map.has(this.relative(claim.batch))
+  }
+
+  private get bounded(): boolean {
+    return this.maxEvents !== Infinity || this.maxBytes !== Infinity
+  }
+
+  /** What the bound holds now. */
+  get kept(): { batches: number; events: number; bytes: number } {
+    return { batches: this.held.size, events: this.keptEvents, bytes: this.keptBytes }
+  }
+
+  /** What the bound dropped so far. */
+  get dropped(): { batches: number; events: number } {
+    return { ...this.drops }
+  }
+
+  /** Counts a batch removed from the storage by someone else (a prune) out of the bound. */
+  removed(batchKey: string): void {
+    const held = this.held.get(batchKey)
+    if (!held) return
+    this.held.delete(batchKey)
+    this.keptEvents -= held.events
+    this.keptBytes -= held.bytes
+  }
+
+  /** Counts a batch, then drops the oldest (never this one) until the bound holds again. */
+  private keep(batchKey: string, events: number, bytes: number, claim: string, outbox: boolean): void {
+    this.held.set(batchKey, { events, bytes, claim, outbox })
+    this.keptEvents += events
+    this.keptBytes += bytes
+    while ((this.keptEvents > this.maxEvents || this.keptBytes > this.maxBytes) && this.held.size > 1) {
+      const [oldest, kept] = this.held.entries().next().value as [string, Kept]
+      this.removed(oldest)
+      this.claims.forget(kept.claim)
+      if (this.drops.batches === 0) this.tellBound(kept.events)
+      this.drops.batches++
+      this.drops.events += kept.events
+      this.map.delete(this.relative(oldest))
+      if (kept.outbox) this.map.delete(this.relative(outboxKey(this.prefix, oldest)))
+    }
+  }
+
+  private tellBound(count: number): void {
+    const bound = this.keptEvents + count > this.maxEvents ? `${this.maxEvents} events (maxEvents)` : `${this.maxBytes} bytes of batches (maxBytes)`
+    this.onError?.(new Error(`the memory storage holds ${bound}: the oldest batches are dropped from now on, and counted; use fs or Redis storage to keep more`))
+  }
+}
+
+/** The positions 0 … `length - 1` but those in `skip` (sorted). */
+function positionsBut(length: number, skip: readonly number[]): number[] {
+  const positions: number[] = []
+  let next = 0
+  for (let p = 0; p < length; p++) {
+    if (next < skip.length && skip[next] === p) next++
+    else positions.push(p)
+  }
+  return positions
+}
