@@ -103,9 +103,10 @@ export class AtomicAppend {
       return this.unknown(prepared, error)
     }
     if (!isPromiseLike(answer)) return this.result(prepared, answer)
-    return withTimeout(Promise.resolve(answer), this.context.timeoutMs, 'write').then(
+    const answered = Promise.resolve(answer)
+    return withTimeout(answered, this.context.timeoutMs, 'write').then(
       (result) => this.result(prepared, result),
-      (error: unknown) => this.unknown(prepared, error),
+      (error: unknown) => this.unknown(prepared, error, answered.then((result) => this.result(prepared, result))),
     )
   }
 
@@ -118,10 +119,10 @@ export class AtomicAppend {
   }
 
   /** The outcome is unknown: 503 now, and late settling finds out. */
-  private unknown(prepared: Prepared, error: unknown): never {
+  private unknown(prepared: Prepared, error: unknown, answered?: Promise<AppendResult>): never {
     const { batchKey, outboxKey, events, receivedAt } = prepared
     const guess: AppendResult & { batchKey: string } = { stored: prepared.ids.length, duplicateIndexes: prepared.repeats, batchKey, outboxKey }
-    this.context.settling.settleOneStep({ result: guess, events, receivedAt, outboxKey }, (key) => this.storedIn(prepared, key))
+    this.context.settling.settleOneStep({ result: guess, events, receivedAt, outboxKey }, (key) => this.storedIn(prepared, key), answered)
     return this.failed(error)
   }
 

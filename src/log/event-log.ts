@@ -5,6 +5,7 @@ import { MemoryBatchStore } from '../storage/memory-store'
 import { AtomicAppend } from './atomic-append'
 import { BatchKeys } from './batch-keys'
 import { ClaimAppend } from './claim-append'
+import { STALE_AFTER_TIMEOUTS } from './claim-attempt'
 import type { LogContext } from './context'
 import { HourIndex } from './hours'
 import { pruneLog } from './prune'
@@ -29,7 +30,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const timeoutMs = options.timeoutMs ?? 5000
   const now = options.now ?? Date.now
   const outbox = options.outbox ?? false
-  const store = options.store ?? atomicBatchStore(storage, { prefix, outbox, windowMs, maxEvents: options.maxEvents, maxBytes: options.maxBytes, onError: options.onError })
+  const store = options.store ?? atomicBatchStore(storage, { prefix, outbox, windowMs, maxEvents: options.maxEvents, maxBytes: options.maxBytes, onError: options.onError, staleAfterMs: timeoutMs * STALE_AFTER_TIMEOUTS })
   // The bound of a memory storage, kept by its store.
   const memory = store instanceof MemoryBatchStore ? store : undefined
   // A host's store writes its claims as keys, wherever the storage is: the log reads them there.

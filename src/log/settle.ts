@@ -111,10 +111,19 @@ export class LateSettling {
    * finds out, with the same backoff, whether the record is there; if so the batch was stored
    * whole, outbox entry included, and is reported like any late write. Not there: nothing was
    * stored, and nothing is left to undo. `stored` says, from the record, which events it holds.
+   * `answered` is the store's own call: when it still answers (a late reply of a call that timed
+   * out), that answer is the outcome, with no read.
    */
-  settleOneStep(late: LateBatch, stored: (batchKey: string) => Promise<AppendResult | undefined>): void {
+  settleOneStep(late: LateBatch, stored: (batchKey: string) => Promise<AppendResult | undefined>, answered?: Promise<AppendResult>): void {
     const { storage, timeoutMs, options } = this.context
     this.run(late.result.batchKey, async () => {
+      if (answered) {
+        const reply = await Promise.race([answered.then((result) => ({ result }), () => undefined), this.retryLater(0).then(() => undefined)])
+        if (reply) {
+          if (reply.result.stored > 0) options.onLateWrite?.({ ...reply.result, batchKey: late.result.batchKey }, late.events, late.receivedAt)
+          return
+        }
+      }
       for (let attempt = 0; ; attempt++) {
         if (!(await this.retryLater(attempt)) && attempt > 0) return
         const there = await withTimeout(storage.hasItem(late.result.batchKey), timeoutMs, 'read').catch(() => undefined)

@@ -5,6 +5,7 @@ import { ClaimTable } from './claim-table'
 import type { FsDriverInstance } from './fs-driver'
 import { batchBase, claimBase, hoursKey, outboxBase } from './layout'
 import { MemoryBatchStore, type DriverMap } from './memory-store'
+import { redisBatchStore } from './redis-store'
 
 /**
  * What the driver mounted at a key can do, decided here and nowhere else: the event log and the
@@ -120,6 +121,8 @@ export interface BatchStoreOptions {
   maxEvents?: number
   maxBytes?: number
   onError?: (error: unknown) => void
+  /** Age at which a claim with no record behind it is free (the claim protocol's stale age). */
+  staleAfterMs?: number
 }
 
 /**
@@ -134,7 +137,7 @@ export function atomicBatchStore(storage: Storage, options: BatchStoreOptions): 
   if (local && maps.every((m) => m?.map === local.map)) {
     return new MemoryBatchStore({ ...options, local, claims: memoryClaimTable(storage, claimBase(prefix))! })
   }
-  // Redis, one script per batch (src/storage/redis-store.ts), plugs in on the next line:
-  // return redisBatchStore(storage, prefix)
-  return undefined
+  // Redis: one script per batch. A claim with no record behind it (left by an instance of an
+  // earlier version that used the claim protocol) is free once the claim protocol would take it over.
+  return redisBatchStore(storage, prefix, { staleAfterMs: options.staleAfterMs })
 }

@@ -104,7 +104,8 @@ function expectBoundedAnswers(attempts: Attempt[]) {
     expect(a.elapsed, `${a.label} answered ${a.status} after ${Math.round(a.elapsed)} ms`).toBeLessThan(ANSWER_BOUND_MS)
     if (a.status === 503) {
       expect(a.retryAfter, a.label).toBe(String(RETRY_AFTER_S))
-      expect(['storage_unavailable', 'in_progress'], a.label).toContain(a.body?.code)
+      // Never in_progress: no request waits for another's claims on Redis.
+      expect(a.body?.code, a.label).toBe('storage_unavailable')
     } else {
       expect(a.body, a.label).toEqual({ accepted: a.ids.length, duplicates: 0, rejected: [] })
     }
@@ -134,8 +135,8 @@ async function expectListedOnce(host: RunningHost, ids: string[]) {
  * Retries every batch that got a 503 once Redis is healthy. A 503 acknowledged nothing: the retry
  * is accepted in full, except for ids the test reads back as stored *before* retrying (a write
  * that reached Redis after its request had already timed out): only those may come back as
- * duplicates. `strict` batches never sent a write (their claim already failed), so they must be
- * accepted in full.
+ * duplicates. `strict` batches never sent a write (Redis was down), so they must be accepted in
+ * full.
  */
 async function retryFailed(host: RunningHost, failed: Attempt[], strict: Set<Attempt>) {
   const outcomes = await Promise.all(failed.map(async (attempt) => {
@@ -147,12 +148,9 @@ async function retryFailed(host: RunningHost, failed: Attempt[], strict: Set<Att
   for (const { attempt, storedEarlier, final, attempts } of outcomes) {
     if (strict.has(attempt)) expect(storedEarlier, `${attempt.label} sent no write, yet something was stored`).toEqual([])
     expect(final.body, `retry of ${attempt.label}`).toEqual({ accepted: attempt.ids.length - storedEarlier.length, duplicates: storedEarlier.length, rejected: [] })
-    // 503s on the way are allowed (in_progress while a claim the timed-out request left behind
-    // ages out), but each must still be a proper 503.
-    for (const a of attempts.slice(0, -1)) {
-      expect(a.status).toBe(503)
-      expect(a.retryAfter).toBe(String(RETRY_AFTER_S))
-    }
+    // Redis is healthy again and a batch is one step (no claim is ever left without its record
+    // for a retry to wait on): every retry is answered at once.
+    expect(attempts.map((a) => a.status), `retries of ${attempt.label}`).toEqual([200])
   }
   return outcomes
 }
@@ -172,13 +170,14 @@ async function waitForRecovery(url: string, label: string, withinMs: number) {
 
 /**
  * A plain TCP relay in front of a real redis-server that can stall the link: once `holdWrites()`
- * is armed, the first client chunk carrying `SET <base>:events:b:…` (a batch record; the claims are
- * `SET <base>:events:d:…`) and everything after it on that connection is held back, as a stalled
- * network would, until `release()`. Replies flow untouched. This puts the fault exactly between
- * the claim and the batch write, which SIGSTOP cannot hit on purpose.
+ * is armed, the first client chunk carrying the batch write (the script call, EVAL or EVALSHA,
+ * naming `<base>:events:b:…`, the batch record, with the claims and the outbox entry) and
+ * everything after it on that connection is held back, as a stalled network would, until
+ * `release()`. Replies flow untouched. This puts the fault exactly on the batch write, which
+ * SIGSTOP cannot hit on purpose.
  */
 async function startStallingRelay(target: { port: number }, base: string) {
-  const marker = new RegExp(`\\r\\nSET\\r\\n\\$\\d+\\r\\n${base}:events:b:`, 'i') // ioredis sends `set` in lower case
+  const marker = new RegExp(`\\r\\nEVAL(?:SHA)?\\r\\n[\\s\\S]*\\r\\n${base}:events:b:`, 'i') // ioredis sends `evalsha` in lower case
   const sockets = new Set<Socket>()
   const gates: { held: Buffer[] | undefined; upstream: Socket }[] = []
   let armed = false
@@ -297,9 +296,12 @@ describe('Redis faults: a stalled or dead Redis fails fast with 503 and recovers
     const acknowledged = all.filter((a) => a.status === 200)
     await expectReadable(host, acknowledged.flatMap((a) => a.ids))
 
-    // A 503 acknowledged nothing: retry every failed batch now that Redis is back.
+    // A 503 acknowledged nothing: retry every failed batch now that Redis is back. A batch is one
+    // command (the script writes claims and record together), sent even into the paused server,
+    // which runs it once resumed: a batch of the burst may so be stored late, and its retry is
+    // then told duplicates; none is strict.
     const failed = all.filter((a) => a.status === 503)
-    const retried = await retryFailed(host, failed, new Set(burst))
+    const retried = await retryFailed(host, failed, new Set())
     const allIds = [...acknowledged, ...failed].flatMap((a) => a.ids)
     await expectReadable(host, allIds)
     await expectListedOnce(host, allIds)
@@ -392,6 +394,10 @@ describe('Redis faults: a stalled or dead Redis fails fast with 503 and recovers
       const acknowledged = [before, ...recovery.attempts.filter((a) => a.status === 200)]
       await expectReadable(host, [...acknowledged, stalled].flatMap((a) => a.ids))
       await expectListedOnce(host, [...acknowledged, stalled].flatMap((a) => a.ids))
+      // The batch that landed after its 503 is found stored in the background and counted
+      const counted = acknowledged.reduce((sum, a) => sum + a.body.accepted, 0) + retry!.final.body.accepted + retry!.storedEarlier.length
+      // (in the background: with backoff, so it may come a few storage timeouts after the retry).
+      await expect.poll(async () => (await host!.ingest.stats()).totals.accepted, { timeout: 15_000, interval: 200 }).toBe(counted)
     } finally {
       await host?.close()
       host = undefined

@@ -8,6 +8,11 @@
  * The dead instance is played by a core in this process whose batch writes never finish (a
  * storage with a black hole mounted under the batch records): its claims stay behind, as after a
  * kill -9 between claim and write. Three child processes then ingest the same ids together.
+ *
+ * On Redis a batch is one script (claims, record and outbox entry together), so no such claim is
+ * left there by a kill (test/system/redis-crash.processes.test.ts); the dead core here, whose
+ * records are on another driver, uses the claim protocol, as an instance of an earlier version
+ * would, and the children's script takes its stale claims over.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'

@@ -258,6 +258,18 @@ export function defineEventLogSuite(setup: StorageSetup) {
       const event = makeEvent({ id: 'pr-1' })
       await log.ingest([event], { receivedAt: now - 5 * HOUR })
       expect(await log.prune({ olderThan: now - 3 * HOUR })).toMatchObject({ batches: 1 })
+      if (setup.name === 'redis') {
+        // On Redis a batch is stored in one step, claims with the record, and a held claim means a
+        // duplicate until it is stale (4 storage timeouts) with no record behind it: for every
+        // process alike, since no process waits on another's claim there. (Retention is at least
+        // the window: only a batch received long before it was claimed, like this one, is pruned
+        // while its claims count.)
+        const other = await make('pruned-retry')
+        expect(await other.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+        expect(await log.ingest([event])).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+        expect(await log.log!.get('pr-1')).toBeNull()
+        return
+      }
       // The claim is fresh and its batch is gone. Another process cannot tell a deleted batch from
       // one still being written: it answers 503 until the claim is stale.
       const other = await make('pruned-retry')
