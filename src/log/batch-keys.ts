@@ -32,6 +32,11 @@ export class BatchKeys {
     return { seq: this.sequence, batchKey: key, claim: claimValue(key, claimedAt), claimedAt, outboxKey: this.outbox ? outboxKey(this.prefix, key) : undefined }
   }
 
+  /** A key of this log's naming, with no batch behind it (it names the log). */
+  sample(): string {
+    return batchKey(this.prefix, 0, this.instanceId, this.token, 0)
+  }
+
   /** Whether this log made `key`. */
   mine(key: string): boolean {
     return madeBy(key, this.instanceId, this.token)

@@ -40,6 +40,9 @@ export class ClaimAppend {
     this.flights.set(names.batchKey, flight)
     const attempt: Attempt = { ...names, events, ids: events.map((e) => e.id), receivedAt, raw, flight, mine: [], duplicateIndexes: [], waited: false, claimsUnknown: false }
     try {
+      // Before the first claim of this log, its process's identity is written (see ProcessOwners).
+      const announced = this.context.owners?.announce()
+      if (announced) await announced
       if (this.claiming) await this.takeTurn(attempt)
       const conflicts = await this.claimAll(attempt)
       if (conflicts) await this.judge(attempt, conflicts)
@@ -199,6 +202,23 @@ export class ClaimAppend {
       if (!check) seen.set(key, (check = this.context.records.read(key).then((record) => record !== null)))
       return check
     }
+    const ended = new Map<string, Promise<boolean>>()
+    // Whether the process that claimed for `batch` has certainly ended: its batch is never written.
+    const gone = (batch: string) => {
+      const { owners } = this.context
+      if (!owners) return Promise.resolve(false)
+      let check = ended.get(batch)
+      if (!check) ended.set(batch, (check = owners.gone(batch)))
+      return check
+    }
+    const reread = new Map<string, Promise<boolean>>()
+    // The record of a batch whose process has ended, read once more: it may have written the
+    // record after the first read and before it ended; now nothing can land it any more.
+    const existsAfterEnd = (key: string) => {
+      let check = reread.get(key)
+      if (!check) reread.set(key, (check = this.context.records.read(key).then((record) => record !== null)))
+      return check
+    }
     await Promise.all(conflicts.positions.map(async (position, i) => {
       const id = attempt.ids[position]!
       const other = parseClaim(conflicts.held[i]!)
@@ -208,8 +228,10 @@ export class ClaimAppend {
       const final = this.settledHere(other)
       if (other.batch && age < windowMs && (await exists(other.batch))) {
         attempt.duplicateIndexes.push(position)
-      } else if (other.batch && age < windowMs && age < timeoutMs * STALE_AFTER_TIMEOUTS && !final) {
+      } else if (other.batch && age < windowMs && age < timeoutMs * STALE_AFTER_TIMEOUTS && !final && !(await gone(other.batch))) {
         throw idBusy(id)
+      } else if (other.batch && age < windowMs && age < timeoutMs * STALE_AFTER_TIMEOUTS && !final && (await existsAfterEnd(other.batch))) {
+        attempt.duplicateIndexes.push(position)
       } else if (taken.has(id)) {
         attempt.duplicateIndexes.push(position)
       } else {

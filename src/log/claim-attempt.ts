@@ -4,6 +4,7 @@ import type { EventEnvelope } from '../model/model'
 import type { BatchKeys, BatchNames } from './batch-keys'
 import type { Flight } from './flights'
 import type { HourIndex } from './hours'
+import type { ProcessOwners } from './owners'
 import type { RecordReader } from './record'
 import type { LateSettling } from './settle'
 import type { AppendResult, EventLogOptions, OutboxEntry, RawBatch } from './types'
@@ -29,6 +30,8 @@ export interface ClaimAppendContext {
   hours: HourIndex
   records: RecordReader
   settling: LateSettling
+  /** The processes behind claims, where a process's end is final (see ProcessOwners). */
+  owners?: ProcessOwners
   /** The driver keeps a record's bytes as given. */
   keepsBytes: boolean
   /** Every batch write is done when it returns: nothing to time. */

@@ -1,6 +1,7 @@
 import type { Storage } from 'unstorage'
 import type { IdClaims } from '../storage/claims'
 import type { HourIndex } from './hours'
+import type { ProcessOwners } from './owners'
 import type { RecordReader } from './record'
 
 /** What the reading and pruning parts of the log share: set once by createEventLog. */
@@ -15,6 +16,8 @@ export interface LogContext {
   readonly claims: IdClaims
   readonly hours: HourIndex
   readonly records: RecordReader
+  /** The processes behind claims, where a claim's process ending is final (the fs driver). */
+  readonly owners?: ProcessOwners
   /** Told of each batch a prune removed (the memory bound counts it out). */
   readonly onRemoved?: (batchKey: string) => void
 }

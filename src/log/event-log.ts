@@ -1,6 +1,6 @@
-import { atomicBatchStore, keepsBytes, localMap } from '../storage/capabilities'
+import { atomicBatchStore, keepsBytes, localMap, writesEndWithProcess } from '../storage/capabilities'
 import { createIdClaims } from '../storage/claims'
-import { batchBase, claimBase, hoursKey, outboxBase } from '../storage/layout'
+import { batchBase, claimBase, hoursKey, outboxBase, processBase } from '../storage/layout'
 import { MemoryBatchStore } from '../storage/memory-store'
 import { AtomicAppend } from './atomic-append'
 import { BatchKeys } from './batch-keys'
@@ -8,6 +8,7 @@ import { ClaimAppend } from './claim-append'
 import { STALE_AFTER_TIMEOUTS } from './claim-attempt'
 import type { LogContext } from './context'
 import { HourIndex } from './hours'
+import { ProcessOwners } from './owners'
 import { pruneLog } from './prune'
 import { getEvent, listEvents } from './query'
 import { RecordReader } from './record'
@@ -39,13 +40,16 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const hours = new HourIndex(storage, hoursKey(prefix), timeoutMs, now, options.store ? undefined : localMap(storage, hoursKey(prefix)))
   const settling = new LateSettling({ storage, timeoutMs, records, options })
   const keys = new BatchKeys(prefix, instanceId, outbox, now)
-  const context: LogContext = { storage, prefix, windowMs, timeoutMs, now, outbox, claims, hours, records, onRemoved: memory && ((key) => memory.removed(key)) }
+  // On the fs driver a claim whose process has ended is taken over at once (see ProcessOwners).
+  const ownerKeys = [batchBase(prefix), claimBase(prefix), processBase(prefix), ...(outbox ? [outboxBase(prefix)] : [])]
+  const owners = !store && !options.store && writesEndWithProcess(storage, ownerKeys) ? new ProcessOwners(storage, prefix, keys.sample(), timeoutMs, now) : undefined
+  const context: LogContext = { storage, prefix, windowMs, timeoutMs, now, outbox, claims, hours, records, owners, onRemoved: memory && ((key) => memory.removed(key)) }
 
   const bytes = !options.store && keepsBytes(storage, batchBase(prefix))
   const strategy = store
     ? new AtomicAppend({ store, instanceId, windowMs, timeoutMs, keys, hours, records, settling, keepsBytes: bytes })
     : new ClaimAppend({
-        storage, instanceId, windowMs, timeoutMs, now, claims, keys, hours, records, settling,
+        storage, instanceId, windowMs, timeoutMs, now, claims, keys, hours, records, settling, owners,
         keepsBytes: bytes,
         // Every batch write goes to the memory driver: a write is done when it returns, nothing to time.
         localWrites: localMap(storage, batchBase(prefix)) !== undefined && (!outbox || localMap(storage, outboxBase(prefix)) !== undefined),

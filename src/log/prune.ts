@@ -27,6 +27,8 @@ export async function pruneLog(context: LogContext, { olderThan, signal }: Prune
   // Dedupe claims past the window go too (Redis expires them by itself).
   const claimCutoff = context.now() - context.windowMs
   const expired = await context.claims.expire((value) => parseClaim(value).at < claimCutoff, signal)
+  // With them, the identities of processes that ended a window ago or more.
+  if (context.owners && !signal?.aborted) await context.owners.sweep(claimCutoff, signal)
   return { batches, claims: expired }
 }
 

@@ -14,7 +14,9 @@ import { redisBatchStore } from './redis-store'
  * - a one-step batch write ({@link AtomicBatchStore}): the memory driver (one synchronous call);
  * - claims atomic across processes: event-ingest's fs driver (hard links), Redis (`SET NX`,
  *   scripts); atomic in the one process there is: the memory driver;
- * - writes that are done when they return, with nothing to time out: the memory driver.
+ * - writes that are done when they return, with nothing to time out: the memory driver;
+ * - writes that end with the process that makes them (so a dead process's claims can be taken
+ *   over at once): event-ingest's fs driver.
  */
 
 interface MountedDriver {
@@ -105,6 +107,15 @@ export function localMap(storage: Storage, key: string): DriverMap | undefined {
   const mount = mountOf(storage, key)
   if (!isPlainMemory(mount.driver)) return undefined
   return { map: memoryMap(mount.driver)!, relative: relativeTo(mount) }
+}
+
+/**
+ * Whether every write to the drivers at `keys` is a system call of this process (event-ingest's fs
+ * driver): once the process has ended, nothing it sent can land later. A network store may still
+ * apply a command its sender sent just before it died.
+ */
+export function writesEndWithProcess(storage: Storage, keys: readonly string[]): boolean {
+  return keys.every((key) => mountOf(storage, key).driver.name === 'event-ingest-fs')
 }
 
 /** Whether the driver at `key` keeps a record's bytes as given (so a body is stored without a copy to text). */

@@ -43,6 +43,7 @@ function pad(n: number): string {
  *   outbox entry   <prefix>:o:<instance>:<time36>-<instance>-<logToken><seq36>
  *   hour index     <prefix>:hours
  *   dedupe claim   <prefix>:d:<idKey(id)>, holding `<batch key>|<claimed at, ms>`
+ *   process        <prefix>:p:<instance>-<logToken>, the identity of the process of one log
  */
 
 /** The base of every batch record: `<prefix>:b`. */
@@ -138,4 +139,16 @@ export function parseClaim(value: string): { batch: string; at: number } {
 /** The base of every outbox entry: `<prefix>:o`. */
 export function outboxBase(prefix: string): string {
   return `${prefix}:o`
+}
+
+/** The base of every process identity: `<prefix>:p`. */
+export function processBase(prefix: string): string {
+  return `${prefix}:p`
+}
+
+/** The key of the identity of the process whose log made `batch` (`<prefix>:p:<instance>-<token>`); null for a key that is not a batch key. */
+export function processKeyOf(prefix: string, batch: string): string | null {
+  const parts = parseBatchKey(batch)
+  if (!parts || parts.sequence.length <= 6) return null
+  return `${processBase(prefix)}:${parts.instance}-${parts.sequence.slice(0, -6)}`
 }
