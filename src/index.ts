@@ -1,4 +1,4 @@
-export { IngestError, errorStatus, type IngestErrorCode } from './core/errors'
+export { IngestError, errorStatus, type IngestErrorCode } from './base/errors'
 export { defaultLimits, resolveLimits, type Limits } from './model/limits'
 export {
   SCHEMA_VERSION,
@@ -27,12 +27,12 @@ export {
 export type { BatchResult, EventResult, FieldError, RejectedEvent } from './model/validate'
 export type { BatchHints, ParsedBody, ReceivedBody } from './model/received'
 export type { ModelDescription } from './model/schema'
-export { parseBatchBytes } from './http/json'
+export { parseBatchBytes } from './model/json'
 export { createEventIngest, type EventIngestOptions } from './core/ingest'
 export { resolveOptions, type ResolvedOptions } from './core/options'
 export type { CorsOptions, EventIngest, IngestContext, IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from './core/types'
 export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneOptions, RawBatch, StoredEvent } from './log/event-log'
-export type { AtomicBatch, AtomicBatchStore, AtomicResult } from './log/atomic'
+export type { AtomicBatch, AtomicBatchStore, AtomicResult } from './storage/atomic'
 export { claimKey } from './storage/layout'
 export { routes, type HttpOptions } from './http/handler'
 export type { BodySource } from './http/body'

@@ -6,10 +6,10 @@ import { DEFAULT_CORS_MAX_AGE } from '../http/handler'
 import { resolveSinkOptions, sinkDefaults, type ResolvedSinkOptions, type SinkOptions } from '../forward/forwarder'
 import type { Limits } from '../model/limits'
 import { createEventModel, type EventModel } from '../model/model'
-import { checkFunction, checkKeys, checkNumber, checkObject, checkStore, checkTokens, MAX_TIMER_MS, shown, withoutPrefix } from './option-checks'
+import { checkFunction, checkKeys, checkNumber, checkObject, checkStore, checkTokens, MAX_TIMER_MS, shown, withoutPrefix } from '../base/option-checks'
 import { statsDefaults } from '../stats/stats'
 import { checkStorageOption, type StorageOption } from '../storage/resolve'
-import type { AtomicBatchStore } from '../log/atomic'
+import type { AtomicBatchStore } from '../storage/atomic'
 import type { CorsOptions, IngestHttpRequest, RefusalDrain } from './types'
 
 // The options of the core, resolved once: every check, every environment variable and every

@@ -1,5 +1,5 @@
 import type { EventLog } from '../log/event-log'
-import { withTimeout } from './timeout'
+import { withTimeout } from '../base/timeout'
 
 /** What the retention prune needs: the log it prunes, how old a batch may get, how often to run. */
 export interface RetentionSettings {

@@ -3,7 +3,7 @@ import { createEventLog, type EventLog } from '../log/event-log'
 import { createStatsWindow, type StatsWindow } from '../stats/stats'
 import { resolveStorage } from '../storage/resolve'
 import { createForwarder, type Forwarder } from '../forward/forwarder'
-import { withTimeout } from './timeout'
+import { withTimeout } from '../base/timeout'
 import type { ResolvedOptions } from './options'
 
 /**

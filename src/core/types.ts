@@ -1,80 +1,16 @@
 import type { Storage } from 'unstorage'
-import type { BodySource } from '../http/body'
 import type { CanonicalEvents, EventDefinitions } from '../model/definitions'
 import type { EventLog, EventPage, EventQuery, PruneOptions } from '../log/event-log'
 import type { DeadLetter, ForwardingState } from '../forward/forwarder'
 import type { EventModel, EventOf } from '../model/model'
 import type { ModelDescription } from '../model/schema'
 import type { StatsSnapshot } from '../stats/stats'
-import type { RejectedEvent } from '../model/validate'
 import type { ReceivedBody } from '../model/received'
 
-// The shapes the core, its HTTP contract and every host adapter share. Types only: nothing here
-// runs, so any module may import them without depending on the core or on the HTTP handler.
+// The shapes the core and its callers share. Types only: nothing here runs.
 
-/** A request as any adapter hands it to the core: no framework types. */
-export interface IngestHttpRequest {
-  /** HTTP method, any case. */
-  method: string
-  /**
-   * Path below the mount point, starting with `/`, as sent (not decoded): `/events/ingest`. Only
-   * the exact route path is served; any other spelling is not ours.
-   */
-  path: string
-  /** The query string (with or without `?`) or parsed parameters. */
-  query?: string | URLSearchParams
-  /** Request headers; names are matched case-insensitively. */
-  headers: Headers | Record<string, string | string[] | undefined>
-  /**
-   * The body: raw bytes, a stream of chunks (read here, with the byte limit and its Content-Encoding
-   * decoded), a value a host parser produced, or the refusal a host parser met. A refusal of a body
-   * left unread carries `connection: close`; for a parsed or refused one, the adapter adds it only
-   * if the request's stream did not reach its end.
-   */
-  body?: BodySource
-}
-
-/** What the adapter writes back. `body` is JSON text. */
-export interface IngestHttpResponse {
-  status: number
-  headers: Record<string, string>
-  body: string
-}
-
-/** CORS for browser producers on another origin (ingest and schema routes only; admin routes never). */
-export interface CorsOptions {
-  /** Allowed origins: `'*'`, a list of exact origins, or a predicate. */
-  origin: '*' | readonly string[] | ((origin: string) => boolean)
-  /**
-   * Seconds a browser may cache a preflight answer.
-   * @default 600
-   */
-  maxAge?: number
-}
-
-/** The bound on reading a refused upload after its answer: whichever comes first ends it. */
-export interface RefusalDrain {
-  /**
-   * Body bytes read and dropped at most.
-   * @default 1_048_576 (1 MiB)
-   */
-  maxBytes: number
-  /**
-   * Milliseconds after the answer at most.
-   * @default 2000
-   */
-  maxMs: number
-}
-
-/** The outcome of one ingest call, as sent in the 200 body. */
-export interface IngestResult {
-  /** Events stored by this call. */
-  accepted: number
-  /** Events whose id was already stored (or repeated in the batch); not stored again. */
-  duplicates: number
-  /** Invalid events with their index, id and errors. */
-  rejected: RejectedEvent[]
-}
+export type { CorsOptions, IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from '../http/types'
+import type { IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from '../http/types'
 
 /** What is known of a batch besides its events, when {@link EventIngest.ingest} is called. */
 export interface IngestContext {

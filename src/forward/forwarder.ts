@@ -3,9 +3,9 @@ import { ofetch } from 'ofetch'
 import type { Storage } from 'unstorage'
 import { createClaimStore } from '../storage/claims'
 import { parseRecord, type OutboxEntry } from '../log/event-log'
-import { withTimeout } from '../core/timeout'
+import { withTimeout } from '../base/timeout'
 import type { StatsWindow } from '../stats/stats'
-import { checkBoolean, checkNumber, checkObject, checkString, MAX_TIMER_MS, shown } from '../core/option-checks'
+import { checkBoolean, checkNumber, checkObject, checkString, MAX_TIMER_MS, shown } from '../base/option-checks'
 
 /** Where and how accepted batches are forwarded. Every field but `url` has a default. */
 export interface SinkOptions {

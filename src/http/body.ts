@@ -1,4 +1,4 @@
-import { IngestError, limitError } from '../core/errors'
+import { IngestError, limitError } from '../base/errors'
 
 /**
  * A request body as an adapter hands it over: bytes, a stream of byte chunks (a Node request, a

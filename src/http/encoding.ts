@@ -1,7 +1,7 @@
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
 import type { Transform } from 'node:stream'
 import { isNodeRequest, readBodyBytes, type BodySource } from './body'
-import { IngestError, limitError } from '../core/errors'
+import { IngestError, limitError } from '../base/errors'
 
 /** The content codings a body may be sent with (besides `identity`, which is none). */
 export type ContentCoding = 'gzip' | 'deflate' | 'br'

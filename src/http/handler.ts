@@ -1,11 +1,11 @@
 import { readBearer, createTokenCheck } from './auth'
 import { checkContentType } from './body'
-import { IngestError, limitError } from '../core/errors'
+import { IngestError, limitError } from '../base/errors'
 import { eventSources } from '../model/definitions'
 import { contentCodingDeclared, readRequestBody } from './encoding'
-import { parseBatchBytes, parseBatchText } from './json'
+import { parseBatchBytes, parseBatchText } from '../model/json'
 import type { EventQuery } from '../log/event-log'
-import type { CorsOptions, EventIngest, IngestHttpRequest, IngestHttpResponse, IngestResult } from '../core/types'
+import type { CorsOptions, HandledCore, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
 
 /** Options of the HTTP contract. */
 export interface HttpOptions {
@@ -133,7 +133,7 @@ function parseQuery(query: IngestHttpRequest['query'], names: readonly string[])
  * Builds the neutral request handler: routes, auth, limits, status codes and JSON bodies, for any
  * adapter. Resolves `undefined` for paths that are not ours, so the host's routing continues.
  */
-export function createHttpHandler(core: Pick<EventIngest<any>, 'ingest' | 'stats' | 'schema' | 'events' | 'deadLetters' | 'requeue'> & { model: { names: readonly string[]; limits: { maxBodyBytes: number; maxDepth: number; maxEventBytes: number; maxInflateRatio: number } } }, options: HttpOptions) {
+export function createHttpHandler(core: HandledCore, options: HttpOptions) {
   const tokenCheck = createTokenCheck(options.tokens)
   const adminCheck = createTokenCheck(options.adminTokens)
   const open = options.tokens.length === 0

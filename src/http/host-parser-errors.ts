@@ -1,4 +1,4 @@
-import { IngestError } from '../core/errors'
+import { IngestError } from '../base/errors'
 
 /** The fields host body parsers put on their errors (body-parser, raw-body, co-body, inflation). */
 interface ParserFailure {

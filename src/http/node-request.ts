@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { BodySource } from './body'
-import type { RefusalDrain } from '../core/types'
+import type { RefusalDrain } from './types'
 
 /**
  * The body of a Node request as the core wants it: the raw stream when nobody has read it yet, or

@@ -1,4 +1,4 @@
-import { withTimeout } from '../core/timeout'
+import { withTimeout } from '../base/timeout'
 import type { EventEnvelope } from '../model/model'
 import { parseBatchKey, parseClaim } from '../storage/layout'
 import { STALE_AFTER_TIMEOUTS, type Attempt, type ClaimAppendContext, type ClaimRound, type Conflicts } from './claim-attempt'

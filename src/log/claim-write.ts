@@ -1,5 +1,5 @@
-import { IngestError } from '../core/errors'
-import { withTimeout } from '../core/timeout'
+import { IngestError } from '../base/errors'
+import { withTimeout } from '../base/timeout'
 import { hourBucket } from '../storage/layout'
 import type { Attempt, ClaimAppendContext } from './claim-attempt'
 import { batchBusy } from './flights'

@@ -1,4 +1,4 @@
-import { IngestError } from '../core/errors'
+import { IngestError } from '../base/errors'
 
 /**
  * A batch being written by this process under the claim protocol. `seq` orders batches by age;

@@ -1,5 +1,5 @@
 import type { Storage } from 'unstorage'
-import { withTimeout } from '../core/timeout'
+import { withTimeout } from '../base/timeout'
 import type { DriverMap } from '../storage/memory-store'
 
 /** How long an instance trusts that its current hour is still in the index, in ms. */

@@ -1,5 +1,5 @@
 import type { Storage } from 'unstorage'
-import { withTimeout } from '../core/timeout'
+import { withTimeout } from '../base/timeout'
 import { processBase, processKeyOf } from '../storage/layout'
 import { isGone, parseIdentity, processIdentity } from '../storage/process-identity'
 

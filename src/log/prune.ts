@@ -1,5 +1,5 @@
-import { eachLimited, nextTurn } from '../core/each'
-import { withTimeout } from '../core/timeout'
+import { eachLimited, nextTurn } from '../base/each'
+import { withTimeout } from '../base/timeout'
 import { batchTime, hourBase, hourBucket, hoursKey, outboxKey, parseClaim } from '../storage/layout'
 import type { LogContext } from './context'
 import { toMs } from './query'

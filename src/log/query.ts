@@ -1,5 +1,5 @@
-import { IngestError } from '../core/errors'
-import { withTimeout } from '../core/timeout'
+import { IngestError } from '../base/errors'
+import { withTimeout } from '../base/timeout'
 import { batchBase, batchTime, hourBase, hourBucket, parseClaim } from '../storage/layout'
 import type { LogContext } from './context'
 import type { EventPage, EventQuery, StoredEvent } from './types'

@@ -1,5 +1,5 @@
 import type { Storage } from 'unstorage'
-import { withTimeout } from '../core/timeout'
+import { withTimeout } from '../base/timeout'
 import type { EventEnvelope } from '../model/model'
 import type { RecordReader } from './record'
 import type { AppendResult, EventLogOptions, OutboxEntry } from './types'

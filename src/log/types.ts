@@ -1,6 +1,6 @@
 import type { Storage } from 'unstorage'
 import type { EventEnvelope } from '../model/model'
-import type { AtomicBatchStore } from './atomic'
+import type { AtomicBatchStore } from '../storage/atomic'
 import type { ReceivedBody } from '../model/received'
 
 /** An event as stored: the normalised envelope plus when it was received. */

@@ -1,6 +1,6 @@
 import type { z } from 'zod'
-import { limitError, IngestError } from '../core/errors'
-import { describeValue, inspectValue } from '../http/json'
+import { limitError, IngestError } from '../base/errors'
+import { describeValue, inspectValue } from './json'
 import type { Limits } from './limits'
 import type { ReceivedBody } from './received'
 import { canonicalTime, withinYears } from './time'

@@ -1,6 +1,6 @@
 import { normalizeKey, type Storage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
-import type { AtomicBatchStore } from '../log/atomic'
+import type { AtomicBatchStore } from './atomic'
 import { ClaimTable } from './claim-table'
 import type { FsDriverInstance } from './fs-driver'
 import { batchBase, claimBase, hoursKey, outboxBase } from './layout'

@@ -1,6 +1,6 @@
 import type { Storage } from 'unstorage'
 import { claimBackend, memoryClaimTable } from './capabilities'
-import { eachLimited, nextTurn } from '../core/each'
+import { eachLimited, nextTurn } from '../base/each'
 import { claimKey } from './layout'
 
 /**

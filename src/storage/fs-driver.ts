@@ -3,7 +3,7 @@ import type { Dirent } from 'node:fs'
 import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { defineDriver, type Driver } from 'unstorage'
-import { eachLimited } from '../core/each'
+import { eachLimited } from '../base/each'
 
 const DRIVER_NAME = 'event-ingest-fs'
 

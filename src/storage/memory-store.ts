@@ -1,4 +1,4 @@
-import type { AtomicBatch, AtomicBatchStore, AtomicResult } from '../log/atomic'
+import type { AtomicBatch, AtomicBatchStore, AtomicResult } from './atomic'
 import type { ClaimTable } from './claim-table'
 import { outboxKey, parseClaim } from './layout'
 

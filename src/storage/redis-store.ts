@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { Storage } from 'unstorage'
-import type { AtomicBatch, AtomicBatchStore, AtomicResult } from '../log/atomic'
+import type { AtomicBatch, AtomicBatchStore, AtomicResult } from './atomic'
 import { idKey } from './layout'
 
 /**

@@ -55,6 +55,19 @@ function findCycles(graph: Map<string, string[]>): string[][] {
   return cycles
 }
 
+/**
+ * The layers of docs/design/architecture.md, lowest first: a module imports modules of its own
+ * layer or of layers below it, never above (type-only imports included).
+ */
+const layers = ['base', 'model', 'storage', 'log', 'stats', 'forward', 'http', 'core', 'index', 'adapters'] as const
+
+/** The layer of a file: its folder under src/, `index` for src/index.ts, `adapters` for adapters/. */
+function layerOf(file: string): string {
+  if (file.startsWith('adapters/')) return 'adapters'
+  const parts = file.split('/')
+  return parts.length > 2 ? parts[1]! : 'index'
+}
+
 describe('module structure', () => {
   const files = sourceFiles()
   const graph = new Map(files.map((file) => [file, importsOf(file)]))
@@ -62,12 +75,23 @@ describe('module structure', () => {
   it('reads the import graph of src/ and adapters/', () => {
     // The parser sees the imports it must see: an empty graph would have no cycle either.
     expect(files).toContain('src/index.ts')
-    expect(graph.get('src/index.ts')).toEqual(expect.arrayContaining(['src/core/ingest.ts', 'src/model/model.ts', 'src/core/errors.ts']))
+    expect(graph.get('src/index.ts')).toEqual(expect.arrayContaining(['src/core/ingest.ts', 'src/model/model.ts', 'src/base/errors.ts']))
     expect(graph.get('adapters/express.ts')).toEqual(expect.arrayContaining(['src/index.ts', 'src/http/node-request.ts']))
   })
 
   it('has no import cycle, type-only imports included', () => {
     const cycles = findCycles(graph).map((cycle) => cycle.join(' -> '))
     expect(cycles, `import cycles:\n${cycles.join('\n')}`).toEqual([])
+  })
+
+  it('places every source folder in a layer', () => {
+    const unplaced = [...new Set(files.map(layerOf))].filter((layer) => !(layers as readonly string[]).includes(layer))
+    expect(unplaced, 'folders missing from the layer table (and from docs/design/architecture.md)').toEqual([])
+  })
+
+  it('imports only from its own layer or the layers below', () => {
+    const rank = (file: string) => (layers as readonly string[]).indexOf(layerOf(file))
+    const upward = [...graph].flatMap(([file, targets]) => targets.filter((target) => rank(target) > rank(file)).map((target) => `${file} (${layerOf(file)}) -> ${target} (${layerOf(target)})`))
+    expect(upward, `imports of a higher layer:\n${upward.join('\n')}`).toEqual([])
   })
 })

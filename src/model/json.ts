@@ -1,5 +1,5 @@
-import { IngestError, limitError } from '../core/errors'
-import type { ReceivedBody } from '../model/received'
+import { IngestError, limitError } from '../base/errors'
+import type { ReceivedBody } from './received'
 
 const OPEN_BRACE = 0x7b
 const CLOSE_BRACE = 0x7d
