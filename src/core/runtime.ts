@@ -1,6 +1,6 @@
 import type { Storage } from 'unstorage'
 import { createEventLog, type EventLog } from '../log/event-log'
-import { createStatsWindow, type StatsWindow } from '../stats/stats'
+import { createStatsWindow, statsDefaults, type StatsWindow } from '../stats/stats'
 import { resolveStorage } from '../storage/resolve'
 import { createForwarder, type Forwarder } from '../forward/forwarder'
 import { withTimeout } from '../base/timeout'
@@ -37,8 +37,8 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
   const reportBackground = (error: unknown) => {
     if (!opened.unreachable()) report(error)
   }
-  const stats = createStatsWindow({ ...resolved.stats, storage, instanceId, onError: reportBackground })
-  const forwarder = sink ? createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError: resolved.onError }) : undefined
+  // The log is made first: whether its batch write counts stored events decides where the stats
+  // read them. Its callbacks reach the stats and the forwarder only once a batch is written.
   const log = createEventLog({
     storage,
     instanceId,
@@ -48,6 +48,8 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
     maxEvents: opened.maxEvents,
     maxBytes: opened.maxBytes,
     store: resolved.store,
+    // Where the store can, the batch write counts the events it stores (two windows, as buckets).
+    counts: { prefix: statsDefaults.prefix, ttlMs: resolved.stats.windowMinutes * 60_000 * 2 },
     // A batch whose request answered 503 but whose writes landed after all: stored, so counted
     // and forwarded.
     onLateWrite(result, events, receivedAt) {
@@ -60,6 +62,8 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
     },
     onError: reportBackground,
   })
+  const stats = createStatsWindow({ ...resolved.stats, storage, instanceId, onError: reportBackground, exactAccepted: log.countsAccepted })
+  const forwarder = sink ? createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError: resolved.onError }) : undefined
   return { storage, owned: opened.owned, log, stats, forwarder, reportBackground }
 }
 

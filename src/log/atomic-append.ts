@@ -1,7 +1,7 @@
 import { IngestError } from '../base/errors'
 import { withTimeout } from '../base/timeout'
 import type { EventEnvelope } from '../model/model'
-import { hourBucket } from '../storage/layout'
+import { acceptedCountKey, hourBucket } from '../storage/layout'
 import type { AtomicBatch, AtomicBatchStore, AtomicResult } from '../storage/atomic'
 import type { BatchKeys, BatchNames } from './batch-keys'
 import type { HourIndex } from './hours'
@@ -21,6 +21,8 @@ export interface AtomicAppendContext {
   settling: LateSettling
   /** The store keeps a record's bytes as given (the memory driver). */
   keepsBytes: boolean
+  /** The minute counters the store increments (see EventLogOptions.counts). */
+  counts?: { prefix: string; ttlMs: number }
 }
 
 /** A batch ready for the store: each id once, and where in the batch each came from. */
@@ -78,7 +80,7 @@ export class AtomicAppend {
   /** The batch as the store sees it. */
   private batchOf(prepared: Prepared): AtomicBatch {
     const { events, receivedAt, raw, batchKey, outboxKey } = prepared
-    const { instanceId, keepsBytes } = this.context
+    const { instanceId, keepsBytes, counts } = this.context
     return {
       ids: prepared.ids,
       claim: prepared.claim,
@@ -92,6 +94,7 @@ export class AtomicAppend {
         return bytes ?? recordText(receivedAt, instanceId, asSent ? raw : undefined, events, at)
       },
       outbox: outboxKey === undefined ? undefined : { key: outboxKey, entry: (count) => JSON.stringify({ batch: batchKey, events: count, receivedAt } satisfies OutboxEntry) },
+      counts: counts && { key: acceptedCountKey(counts.prefix, Math.floor(receivedAt / 60_000)), ttlMs: counts.ttlMs },
     }
   }
 

@@ -31,7 +31,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const timeoutMs = options.timeoutMs ?? 5000
   const now = options.now ?? Date.now
   const outbox = options.outbox ?? false
-  const store = options.store ?? atomicBatchStore(storage, { prefix, outbox, windowMs, maxEvents: options.maxEvents, maxBytes: options.maxBytes, onError: options.onError, staleAfterMs: timeoutMs * STALE_AFTER_TIMEOUTS })
+  const store = options.store ?? atomicBatchStore(storage, { prefix, outbox, windowMs, maxEvents: options.maxEvents, maxBytes: options.maxBytes, onError: options.onError, staleAfterMs: timeoutMs * STALE_AFTER_TIMEOUTS, countsBase: options.counts?.prefix })
   // The bound of a memory storage, kept by its store.
   const memory = store instanceof MemoryBatchStore ? store : undefined
   // A host's store writes its claims as keys, wherever the storage is: the log reads them there.
@@ -47,7 +47,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
 
   const bytes = !options.store && keepsBytes(storage, batchBase(prefix))
   const strategy = store
-    ? new AtomicAppend({ store, instanceId, windowMs, timeoutMs, keys, hours, records, settling, keepsBytes: bytes })
+    ? new AtomicAppend({ store, instanceId, windowMs, timeoutMs, keys, hours, records, settling, keepsBytes: bytes, counts: store.countsAccepted ? options.counts : undefined })
     : new ClaimAppend({
         storage, instanceId, windowMs, timeoutMs, now, claims, keys, hours, records, settling, owners,
         keepsBytes: bytes,
@@ -74,6 +74,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
       return records.corrupt
     },
     atomicDedupe: store !== undefined || claims.atomic,
+    countsAccepted: store?.countsAccepted === true && options.counts !== undefined,
     get kept() {
       return memory?.kept ?? { batches: 0, events: 0, bytes: 0 }
     },

@@ -72,6 +72,12 @@ export interface EventLogOptions {
    * `claimKey('<prefix>:d', id)`, where `storage` reads them.
    */
   store?: AtomicBatchStore
+  /**
+   * Exact counts of stored events: the minute counters at `acceptedCountKey(prefix, minute)`
+   * (src/storage/layout.ts), living `ttlMs`, incremented in the batch write by a store that can
+   * (Redis; see `countsAccepted`).
+   */
+  counts?: { prefix: string; ttlMs: number }
 }
 
 /** What the outbox holds for one stored batch: delivery state lives with the forwarder. */
@@ -146,6 +152,8 @@ export interface EventLog {
   readonly corruptRecords: number
   /** Whether claims are atomic on this driver (true for memory, fs and Redis). */
   readonly atomicDedupe: boolean
+  /** Whether the batch write counts the events it stores in the `counts` minute counters. */
+  readonly countsAccepted: boolean
   /** Batches and events a memory storage dropped to stay within `maxEvents` and `maxBytes` (zeros elsewhere). */
   readonly dropped: { batches: number; events: number }
   /** What a bounded memory storage holds now: batches, events and bytes of batches (zeros elsewhere). */

@@ -1,5 +1,6 @@
 import { normalizeKey, type Storage } from 'unstorage'
 import { addBucket, emptyBucket, MINUTE, parseBucket, type Bucket } from './bucket'
+import { acceptedCountKey } from '../storage/layout'
 import { mean, quantile } from './histogram'
 
 /** What `GET /admin/events/stats` answers: the window summed over all instances. JSON-serialisable. */
@@ -133,4 +134,25 @@ export function summarise(windowMinutes: number, oldest: number, at: number, ins
 
 function wholeMs(value: number | null): number | null {
   return value === null ? null : Math.round(value)
+}
+
+/**
+ * The exact counts of stored events of each minute of the window, from the minute counters the
+ * batch write increments (see `acceptedCountKey`), in one `getItems` call: index 0 is `oldest`.
+ */
+export async function readExactAccepted(place: BucketPlace, oldest: number): Promise<number[]> {
+  const keys = Array.from({ length: place.windowMinutes }, (_, i) => acceptedCountKey(place.prefix, oldest + i))
+  const byKey = new Map<string, number>()
+  for (const { key, value } of await place.storage.getItems(keys)) {
+    const count = Number(value)
+    if (Number.isSafeInteger(count) && count > 0) byKey.set(normalizeKey(key), count)
+  }
+  return keys.map((key) => byKey.get(normalizeKey(key)) ?? 0)
+}
+
+/** The snapshot with its accepted counts (totals and series) taken from the exact minute counts. */
+export function withExactAccepted(snapshot: StatsSnapshot, counts: readonly number[]): StatsSnapshot {
+  const series = snapshot.series.map((minute, i) => ({ ...minute, accepted: counts[i] ?? 0 }))
+  const accepted = series.reduce((sum, minute) => sum + minute.accepted, 0)
+  return { ...snapshot, totals: { ...snapshot.totals, accepted }, series }
 }

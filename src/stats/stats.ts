@@ -55,6 +55,14 @@ export interface StatsOptions {
    */
   onError?: (error: unknown) => void
   /**
+   * Whether the event log's batch write counts the events it stores, per minute, at
+   * `${prefix}:a:<minute>` (on Redis: in the same script as the batch). Then `totals.accepted`
+   * and each minute's `accepted` are read from those counts: exact across instances, a crash
+   * included. By name, source and lag still come from the instances' buckets.
+   * @default false
+   */
+  exactAccepted?: boolean
+  /**
    * The clock, for tests.
    * @default Date.now
    */
@@ -96,7 +104,7 @@ export function createStatsWindow(options: StatsOptions): StatsWindow {
     throw new RangeError(`flushIntervalMs must be a finite number >= 0, got ${flushIntervalMs}`)
   }
 
-  return new InstanceWindow({ storage, instanceId, prefix, windowMinutes, futureToleranceMs, pastToleranceMs, flushIntervalMs, onError, now })
+  return new InstanceWindow({ storage, instanceId, prefix, windowMinutes, futureToleranceMs, pastToleranceMs, flushIntervalMs, onError, now, exactAccepted: options.exactAccepted === true })
 }
 
 /** A `?` would cut the key short and `.`/`..` segments are refused by unstorage. */

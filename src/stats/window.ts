@@ -2,7 +2,7 @@ import { addBucket, addTo, emptyBucket, MINUTE, serialiseBucket, type Bucket, ty
 import { record } from './histogram'
 import { canonicalTime } from '../model/time'
 import { REGISTRY_GRACE_MS, REGISTRY_REFRESH_MS, readRegistry, register } from './registry'
-import { bucketKey, readBuckets, summarise, type BucketPlace, type StatsSnapshot } from './snapshot'
+import { bucketKey, readBuckets, readExactAccepted, summarise, withExactAccepted, type BucketPlace, type StatsSnapshot } from './snapshot'
 
 /** The fields of an accepted event that stats read. */
 export interface StatsEvent {
@@ -52,6 +52,8 @@ export interface WindowSettings extends BucketPlace {
   flushIntervalMs: number
   onError: (error: unknown) => void
   now: () => number
+  /** The batch write counts stored events exactly (see StatsOptions.exactAccepted). */
+  exactAccepted: boolean
 }
 
 /**
@@ -145,9 +147,10 @@ export class InstanceWindow implements StatsWindow {
     const others = Object.entries(registry)
       .filter(([id, lastSeen]) => id !== instanceId && lastSeen >= seenSince)
       .map(([id]) => id)
-    const theirs = await readBuckets(this.settings, others, oldest)
+    const [theirs, exact] = await Promise.all([readBuckets(this.settings, others, oldest), this.settings.exactAccepted ? readExactAccepted(this.settings, oldest) : undefined])
     this.prune()
-    return summarise(windowMinutes, oldest, at, [this.buckets, ...theirs])
+    const snapshot = summarise(windowMinutes, oldest, at, [this.buckets, ...theirs])
+    return exact ? withExactAccepted(snapshot, exact) : snapshot
   }
 
   flush(): Promise<void> {

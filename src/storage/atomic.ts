@@ -20,6 +20,11 @@ export interface AtomicBatch {
   record(positions?: readonly number[]): string | Uint8Array
   /** The outbox entry to write beside the record, when the log keeps an outbox. */
   readonly outbox?: { readonly key: string; entry(stored: number): string }
+  /**
+   * The counter of events stored in the batch's minute, for a store that {@link AtomicBatchStore.countsAccepted counts}:
+   * incremented by the number of events stored, in the same step, living `ttlMs`.
+   */
+  readonly counts?: { readonly key: string; readonly ttlMs: number }
 }
 
 /** What one atomic write did. */
@@ -36,4 +41,9 @@ export interface AtomicBatchStore {
    * means the outcome is unknown: the write may still have happened, whole.
    */
   append(batch: AtomicBatch): AtomicResult | Promise<AtomicResult>
+  /**
+   * Whether the store increments `batch.counts` in its batch write: then the number of events
+   * stored is counted exactly, whatever happens to the instance that wrote them.
+   */
+  readonly countsAccepted?: boolean
 }

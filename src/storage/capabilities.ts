@@ -134,6 +134,8 @@ export interface BatchStoreOptions {
   onError?: (error: unknown) => void
   /** Age at which a claim with no record behind it is free (the claim protocol's stale age). */
   staleAfterMs?: number
+  /** Where the minute counters of stored events live, for a store that can count in its batch write. */
+  countsBase?: string
 }
 
 /**
@@ -150,5 +152,5 @@ export function atomicBatchStore(storage: Storage, options: BatchStoreOptions): 
   }
   // Redis: one script per batch. A claim with no record behind it (left by an instance of an
   // earlier version that used the claim protocol) is free once the claim protocol would take it over.
-  return redisBatchStore(storage, prefix, { staleAfterMs: options.staleAfterMs })
+  return redisBatchStore(storage, prefix, { staleAfterMs: options.staleAfterMs, countsBase: options.countsBase })
 }

@@ -141,6 +141,14 @@ export function outboxBase(prefix: string): string {
   return `${prefix}:o`
 }
 
+/**
+ * The exact count of events stored in one minute, where the store counts them in its batch write:
+ * `<stats prefix>:a:<minute since the epoch>`, a number.
+ */
+export function acceptedCountKey(statsPrefix: string, minute: number): string {
+  return `${statsPrefix}:a:${minute}`
+}
+
 /** The base of every process identity: `<prefix>:p`. */
 export function processBase(prefix: string): string {
   return `${prefix}:p`

@@ -4,11 +4,12 @@ import type { AtomicBatch, AtomicBatchStore, AtomicResult } from './atomic'
 import { idKey } from './layout'
 
 /**
- * The batch write as one Lua script. KEYS: the record, the outbox entry when there is one, then
- * one claim per id. ARGV: where the claims start in KEYS, the claim value, the window in ms, the
- * record, the outbox entry; then, for judging a claim without a record, the age past which it is
- * free (0: never), now (ms), and the prefix of record keys as the storage names them and as Redis
- * does. Redis runs a script with no other command in between, so checking every claim and then
+ * The batch write as one Lua script. KEYS: the record, the outbox entry when there is one, the
+ * minute's counter of stored events when counted, then one claim per id. ARGV: where the claims
+ * start in KEYS, the claim value, the window in ms, the record, the outbox entry; then, for judging
+ * a claim without a record, the age past which it is free (0: never), now (ms), and the prefix of
+ * record keys as the storage names them and as Redis does; then whether there is an outbox entry
+ * (1 or 0) and the counter's time to live in ms (0: not counted). Redis runs a script with no other command in between, so checking every claim and then
  * writing them with the record is one step: if any claim is held, the script writes nothing and
  * answers their places (0-based, among the claims); else it writes all and answers an empty array.
  *
@@ -35,7 +36,15 @@ end
 if #held > 0 then return held end
 for i = first, #KEYS do redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3]) end
 redis.call('SET', KEYS[1], ARGV[4])
-if first == 3 then redis.call('SET', KEYS[2], ARGV[5]) end
+local counter = 2
+if ARGV[10] == '1' then
+  redis.call('SET', KEYS[2], ARGV[5])
+  counter = 3
+end
+if tonumber(ARGV[11]) > 0 then
+  redis.call('INCRBY', KEYS[counter], #KEYS - first + 1)
+  redis.call('PEXPIRE', KEYS[counter], ARGV[11])
+end
 return held`
 
 /** Options of {@link redisBatchStore}. */
@@ -47,6 +56,11 @@ export interface RedisBatchStoreOptions {
    * @default undefined
    */
   staleAfterMs?: number
+  /**
+   * Where the minute counters of stored events live (the stats prefix): with it, and when that
+   * prefix is on the same Redis, the store counts the events it stores (`countsAccepted`).
+   */
+  countsBase?: string
 }
 
 // Named after the script's text, so a client shared by two versions of this module runs each its own.
@@ -127,11 +141,17 @@ export function redisBatchStore(storage: Storage, base: string, options: RedisBa
   const records = `${normalizeKey(base)}:b:`
   const recordsInRedis = redisKey(`${base}:b:_`).slice(0, -1)
   const staleAfterMs = options.staleAfterMs === undefined ? 0 : Math.max(1, Math.ceil(options.staleAfterMs))
+  // Counted only when the counters are on this very Redis: the script must reach every key.
+  const counting = options.countsBase !== undefined && (storage.getMount(`${options.countsBase}:a`) as { driver: MountedRedis }).driver === driver
 
   return {
+    countsAccepted: counting,
     async append(batch: AtomicBatch): Promise<AtomicResult> {
       const recordKey = redisKey(batch.batchKey)
       const outboxKey = batch.outbox && redisKey(batch.outbox.key)
+      const counts = counting ? batch.counts : undefined
+      const counterKey = counts && redisKey(counts.key)
+      const counterTtl = counts ? Math.max(1, Math.ceil(counts.ttlMs)) : 0
       const claims = batch.ids.map(claimKey)
       // The claim names its time: the age of a claim found held is counted to it.
       const now = Number(batch.claim.slice(batch.claim.lastIndexOf('|') + 1)) || 0
@@ -142,10 +162,10 @@ export function redisBatchStore(storage: Storage, base: string, options: RedisBa
         const tried = positions ?? batch.ids.map((_, p) => p)
         if (tried.length === 0) break
         const record = batch.record(positions)
-        const keys = [recordKey, ...(outboxKey ? [outboxKey] : []), ...tried.map((p) => claims[p]!)]
-        const first = outboxKey ? 3 : 2
+        const keys = [recordKey, ...(outboxKey ? [outboxKey] : []), ...(counterKey ? [counterKey] : []), ...tried.map((p) => claims[p]!)]
+        const first = keys.length - tried.length + 1
         const entry = batch.outbox ? batch.outbox.entry(tried.length) : ''
-        const answer = await run(keys.length, ...keys, first, batch.claim, Math.max(1, Math.ceil(batch.windowMs)), toArgument(record), entry, staleAfterMs, now, records, recordsInRedis)
+        const answer = await run(keys.length, ...keys, first, batch.claim, Math.max(1, Math.ceil(batch.windowMs)), toArgument(record), entry, staleAfterMs, now, records, recordsInRedis, outboxKey ? 1 : 0, counterTtl)
         const held = heldPlaces(answer)
         if (held.length === 0) break
         const heldSet = new Set(held)

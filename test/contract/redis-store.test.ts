@@ -136,6 +136,35 @@ describe('redisBatchStore', () => {
     expect(await storage.getItem(`events:d:${idKey('c')}`)).toBe(second.claim)
   })
 
+  it('counts the events it stores in the minute counter, in the same script, only with a counts base on the same Redis', async () => {
+    const { storage, base } = fresh()
+    const store = redisBatchStore(storage, 'events', { countsBase: 'stats' })!
+    expect(store.countsAccepted).toBe(true)
+    const counts = { key: 'stats:a:29000000', ttlMs: 7_200_000 }
+    const first = { ...batch(['a', 'b']), counts }
+    const commands = await commandsDuring(base, async () => store.append(first))
+    expect(commands).toHaveLength(1)
+    expect(await storage.getItem(counts.key)).toBe(2)
+    // Held ids are not counted: of five, three are new.
+    await store.append({ ...batch(['a', 'b', 'c', 'd', 'e']), counts })
+    expect(await storage.getItem(counts.key)).toBe(5)
+    // Every id held: nothing stored, nothing counted.
+    await store.append({ ...batch(['a', 'e']), counts })
+    expect(await storage.getItem(counts.key)).toBe(5)
+    const ttl = await raw.pttl(`${base}:stats:a:29000000`)
+    expect(ttl).toBeGreaterThan(7_000_000)
+    expect(ttl).toBeLessThanOrEqual(7_200_000)
+
+    // Without a counts base, or with the counters on another driver, nothing is counted.
+    expect(redisBatchStore(storage, 'events')!.countsAccepted).toBe(false)
+    const split = redisStorage(`${prefix}:split-counts`)
+    split.mount('stats', memoryDriver())
+    const splitStore = redisBatchStore(split, 'events', { countsBase: 'stats' })!
+    expect(splitStore.countsAccepted).toBe(false)
+    await splitStore.append({ ...batch(['z']), counts })
+    expect(await split.getItem(counts.key)).toBeNull()
+  })
+
   it('writes nothing when every id is held', async () => {
     const { storage, base } = fresh()
     const store = redisBatchStore(storage, 'events')!

@@ -1,16 +1,17 @@
 /**
  * Child process of test/redis-multiprocess.test.ts, run with tsx: one event-ingest instance on a
  * Redis prefix behind a real h3 HTTP server on a free loopback port. Prints `LISTENING <url>` once
- * it serves. Stats flush every 100 ms so other instances see its counts quickly.
+ * it serves. Stats flush every 100 ms so other instances see its counts quickly, or every
+ * `statsFlushMs` when given.
  *
  * Exits (after closing the core, which flushes its stats) on SIGTERM, SIGINT, or when its stdin
  * closes, so it never outlives a test run that dies without killing it.
  *
- * Usage: node --import tsx test/helpers/redis-ingest-process.ts <redisUrl> <base> <instanceId> <adminToken>
+ * Usage: node --import tsx test/helpers/redis-ingest-process.ts <redisUrl> <base> <instanceId> <adminToken> [statsFlushMs]
  */
 import { h3Host, startHost } from './servers'
 
-const [url, base, instanceId, adminToken] = process.argv.slice(2)
+const [url, base, instanceId, adminToken, statsFlushMs] = process.argv.slice(2)
 if (!url || !base || !instanceId || !adminToken) {
   throw new Error('usage: redis-ingest-process.ts <redisUrl> <base> <instanceId> <adminToken>')
 }
@@ -19,7 +20,7 @@ const host = await startHost(h3Host, {
   storage: { driver: 'redis', url, base },
   instanceId,
   adminToken,
-  stats: { flushIntervalMs: 100 },
+  stats: { flushIntervalMs: statsFlushMs ? Number(statsFlushMs) : 100 },
 })
 process.stdout.write(`LISTENING ${host.url}\n`)
 
