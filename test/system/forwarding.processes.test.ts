@@ -90,11 +90,12 @@ async function startCore(storage: StorageOption, instanceId: string, sink: SinkO
   return core
 }
 
-/** The forwarders' heartbeat registry in a Redis prefix (instance id → last beat, ms), read directly. */
+/** The forwarders' heartbeat registry in a Redis prefix (instance id → last beat, ms), read directly from its hash. */
 async function redisHeartbeats(base: string): Promise<Record<string, number>> {
   const client = new Redis(redisUrl, { maxRetriesPerRequest: 1 })
   try {
-    return JSON.parse((await client.get(`${base}:events:fwd`)) ?? '{}') as Record<string, number>
+    const seen = await client.hgetall(`${base}:events:seen`)
+    return Object.fromEntries(Object.entries(seen).map(([id, at]) => [id, Number(at)]))
   } finally {
     client.disconnect()
   }
