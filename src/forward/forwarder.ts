@@ -60,6 +60,8 @@ interface HeadState {
  */
 export class OutboxForwarder implements Forwarder {
   private readonly queue = new OutboxQueue()
+  private readonly storage: Storage
+  private readonly leases: Leases
   private readonly letters: DeadLetters
   private readonly adoption: Adoption
   private readonly http: HttpSink
@@ -83,13 +85,14 @@ export class OutboxForwarder implements Forwarder {
     this.stats = options.stats
     this.onError = options.onError ?? (() => {})
     this.io = (step, what) => withTimeout(step, options.storageTimeoutMs, what)
-    const leases = new Leases(createClaimStore(storage, prefix), prefix, instanceId, sink.leaseMs, this.io)
+    this.storage = storage
+    this.leases = new Leases(createClaimStore(storage, prefix), prefix, instanceId, sink.leaseMs, this.io)
     const registry = createInstanceRegistry({ storage, prefix, instanceId, staleAfterMs: Math.max(sink.leaseMs, sink.heartbeatMs * 3) })
     this.letters = new DeadLetters(storage, prefix, this.io)
     this.adoption = new Adoption(storage, prefix, instanceId, registry, this.queue, this.io)
     this.http = new HttpSink(sink)
     this.grouping = {
-      storage, queue: this.queue, leases, io: this.io,
+      storage, queue: this.queue, leases: this.leases, io: this.io,
       maxEvents: sink.maxBatchEvents, maxBytes: sink.maxBatchBytes, orphanAfterMs: options.storageTimeoutMs * 4,
     }
     this.started = this.start()
@@ -156,7 +159,7 @@ export class OutboxForwarder implements Forwarder {
       clearTimeout(limit)
     }
     this.queue.releaseWaiters()
-    for (const pending of this.head.group?.entries ?? []) await this.grouping.leases.release(pending).catch(this.onError)
+    for (const pending of this.head.group?.entries ?? []) await this.leases.release(pending).catch(this.onError)
     await this.adoption.leave().catch(this.onError)
   }
 
@@ -224,7 +227,7 @@ export class OutboxForwarder implements Forwarder {
 
   private async deliverHead(): Promise<void> {
     const { head } = this
-    if (head.group && !(await this.grouping.leases.renew(head.group.entries))) head.group = undefined
+    if (head.group && !(await this.leases.renew(head.group.entries))) head.group = undefined
     head.headWait = false
     const seen = head.enqueued
     if (!head.group) {
@@ -273,7 +276,7 @@ export class OutboxForwarder implements Forwarder {
         // One bad batch must not take its neighbours down: send the group's batches one by one,
         // so only the one the sink refuses becomes a dead letter.
         head.isolate = group.entries.length
-        for (const pending of group.entries) await this.grouping.leases.release(pending).catch(this.onError)
+        for (const pending of group.entries) await this.leases.release(pending).catch(this.onError)
         return this.reset()
       case 'dead':
         head.attempts = attempt
@@ -286,8 +289,8 @@ export class OutboxForwarder implements Forwarder {
   /** Takes a settled group out of the outbox and the queue. `refused`: entries that count as not delivered. */
   private async finish(group: Group, delivered: boolean, refused?: ReadonlySet<Pending>): Promise<void> {
     for (const pending of group.entries) {
-      await this.io(this.grouping.storage.removeItem(pending.key), 'write')
-      await this.grouping.leases.release(pending).catch(() => {})
+      await this.io(this.storage.removeItem(pending.key), 'write')
+      await this.leases.release(pending).catch(() => {})
       this.queue.drop(pending, delivered && !refused?.has(pending))
     }
     this.reset()
