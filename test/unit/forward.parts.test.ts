@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest'
+import { Leases } from '../../src/forward/leases'
 import { OutboxQueue, type Pending } from '../../src/forward/queue'
+import type { ClaimStore } from '../../src/storage/claims'
 import { leaseValue, outboxId, outboxKey, outboxKeyOf, outboxOwner, parseLease, parseSeenKey, seenKey } from '../../src/storage/layout'
 
 describe('lease values', () => {
@@ -79,5 +81,91 @@ describe('outbox queue', () => {
     expect(await waitB).toBe(true)
     expect(queue.length).toBe(0)
     expect(queue.has(a.key)).toBe(false)
+  })
+})
+
+describe('leases', () => {
+  /** A claim store over a Map, with a hook that runs between a lease's read and its take-over. */
+  function fakeClaims(held: Map<string, string>, beforeReplace = () => {}): ClaimStore {
+    return {
+      atomic: true,
+      async claim(keys, value) {
+        return keys.map((key) => {
+          const found = held.get(key)
+          if (found !== undefined) return found
+          held.set(key, value)
+          return null
+        })
+      },
+      async overwrite() {},
+      async replace(keys, expected, value) {
+        beforeReplace()
+        return keys.map((key, i) => {
+          if (held.get(key) !== expected[i]) return false
+          held.set(key, value)
+          return true
+        })
+      },
+      async release(keys, value) {
+        for (const key of keys) if (held.get(key) === value) held.delete(key)
+      },
+      async read(keys) {
+        return keys.map((key) => held.get(key) ?? null)
+      },
+      expire: async () => 0,
+    }
+  }
+  const io = <T>(step: Promise<T>) => step
+  const pending = (): Pending => ({ key: 'events:o:web_1:00mien7g0-web_1-t000001', batch: 'events:b:x', events: 1, receivedAt: 0 })
+  const KEY = 'events:l:web_1:00mien7g0-web_1-t000001'
+
+  it('takes a free lease for this instance and releases it', async () => {
+    const held = new Map<string, string>()
+    const leases = new Leases(fakeClaims(held), 'events', 'me', 1000, io)
+    const entry = pending()
+    const taken = await leases.take(entry)
+    expect(taken.held).toBe(true)
+    expect(parseLease(held.get(KEY)!).owner).toBe('me')
+    expect(entry.lease).toBe(held.get(KEY))
+    await leases.release(entry)
+    expect(held.size).toBe(0)
+    expect(entry.lease).toBeUndefined()
+  })
+
+  it("leaves another instance's live lease alone, to be looked at again when it ends (at most 5 s on)", async () => {
+    const soon = Date.now() + 800
+    const held = new Map([[KEY, leaseValue('other', soon)]])
+    const leases = new Leases(fakeClaims(held), 'events', 'me', 1000, io)
+    expect(await leases.take(pending())).toEqual({ held: false, retryAt: soon })
+    held.set(KEY, leaseValue('other', Date.now() + 60_000))
+    const far = await leases.take(pending())
+    expect(far.held).toBe(false)
+    expect((far as { retryAt: number }).retryAt).toBeLessThanOrEqual(Date.now() + 5000)
+    expect(parseLease(held.get(KEY)!).owner).toBe('other')
+  })
+
+  it('takes an expired lease over by compare-and-set, and leaves it to the instance that took it first', async () => {
+    const held = new Map([[KEY, leaseValue('dead', Date.now() - 1)]])
+    const won = await new Leases(fakeClaims(held), 'events', 'me', 1000, io).take(pending())
+    expect(won.held).toBe(true)
+    expect(parseLease(held.get(KEY)!).owner).toBe('me')
+
+    held.set(KEY, leaseValue('dead', Date.now() - 1))
+    // Another instance takes it over between this one's read and its compare-and-set.
+    const racing = new Leases(fakeClaims(held, () => held.set(KEY, leaseValue('rival', Date.now() + 1000))), 'events', 'me', 1000, io)
+    const lost = await racing.take(pending())
+    expect(lost.held).toBe(false)
+    expect(parseLease(held.get(KEY)!).owner).toBe('rival')
+  })
+
+  it('renews only the leases that still hold what this instance wrote', async () => {
+    const held = new Map<string, string>()
+    const leases = new Leases(fakeClaims(held), 'events', 'me', 1000, io)
+    const entry = pending()
+    await leases.take(entry)
+    expect(await leases.renew([entry])).toBe(true)
+    held.set(KEY, leaseValue('other', Date.now() + 1000))
+    expect(await leases.renew([entry])).toBe(false)
+    expect(parseLease(held.get(KEY)!).owner).toBe('other')
   })
 })
