@@ -65,11 +65,11 @@ export class DeadLetters {
 
   /**
    * Moves dead letters (all, or those ids) back to the outbox, each as an entry that sends only
-   * its refused events where it names them. Resolves with the entries written, to be queued.
+   * its refused events where it names them; `queue` is given each entry as soon as it is written
+   * (a failure further on leaves those queued). Resolves with how many were moved.
    */
-  async requeue(ids?: readonly string[]): Promise<Pending[]> {
+  async requeue(ids: readonly string[] | undefined, queue: (pending: Pending) => void): Promise<number> {
     const letters = (await this.list()).filter((letter) => !ids || ids.includes(letter.id))
-    const requeued: Pending[] = []
     for (const letter of letters) {
       const key = outboxKeyOf(this.prefix, letter.id)
       const entry: ForwardEntry = { batch: letter.batch, events: letter.events, receivedAt: letter.receivedAt }
@@ -77,9 +77,9 @@ export class DeadLetters {
       await this.io(this.storage.setItem(key, JSON.stringify(entry)), 'write')
       await this.io(this.storage.removeItem(deadLetterKey(this.prefix, letter.id)), 'write')
       this.known = Math.max(0, this.known - 1)
-      requeued.push({ ...entry, key })
+      queue({ ...entry, key })
     }
-    return requeued
+    return letters.length
   }
 
   private letterOf(pending: Pending, events: number, failure: { status: number; body: string; attempts: number; failedAt: number }): DeadLetter {

@@ -138,10 +138,9 @@ export class OutboxForwarder implements Forwarder {
   }
 
   async requeue(ids?: readonly string[]): Promise<number> {
-    const requeued = await this.letters.requeue(ids)
-    for (const pending of requeued) this.queue.insert(pending)
+    const requeued = await this.letters.requeue(ids, (pending) => this.queue.insert(pending))
     void this.pump()
-    return requeued.length
+    return requeued
   }
 
   async close(): Promise<void> {
