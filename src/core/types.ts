@@ -1,7 +1,7 @@
 import type { Storage } from 'unstorage'
 import type { CanonicalEvents, EventDefinitions } from '../model/definitions'
 import type { EventLog, EventPage, EventQuery, PruneOptions } from '../log/event-log'
-import type { DeadLetter, ForwardingState } from '../forward/forwarder'
+import type { DeadLetter, ForwardingState } from '../forward/types'
 import type { EventModel, EventOf } from '../model/model'
 import type { ModelDescription } from '../model/schema'
 import type { StatsSnapshot } from '../stats/stats'

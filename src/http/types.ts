@@ -1,4 +1,4 @@
-import type { DeadLetter, ForwardingState } from '../forward/forwarder'
+import type { DeadLetter, ForwardingState } from '../forward/types'
 import type { EventPage, EventQuery } from '../log/event-log'
 import type { ReceivedBody } from '../model/received'
 import type { ModelDescription } from '../model/schema'

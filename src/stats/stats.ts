@@ -72,7 +72,7 @@ export interface StatsOptions {
 /**
  * Creates the stats window of one instance. Its buckets are written to
  * `${prefix}:b:${instanceId}:${minute}` (with a TTL of two windows) and the instance registers in
- * `${prefix}:instances`. A restarted instance with the same id picks its buckets back up.
+ * the instance registry at `${prefix}:seen` (src/storage/registry.ts). A restarted instance with the same id picks its buckets back up.
  *
  * @example
  * const stats = createStatsWindow({ storage, instanceId: `${hostname()}-${process.pid}` })

