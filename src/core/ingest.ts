@@ -4,6 +4,7 @@ import { withTimeout } from '../base/timeout'
 import { createHttpHandler } from '../http/handler'
 import type { EventDefinitions } from '../model/definitions'
 import type { EventEnvelope, MergeEvents } from '../model/model'
+import { judgeSkew } from '../model/skew'
 import { withoutPrefix } from '../base/option-checks'
 import { resolveOptions, type EventIngestOptions, type ResolvedOptions } from './options'
 import { RetentionPrune } from './retention'
@@ -64,9 +65,10 @@ class IngestCore {
     const batch = this.resolved.model.validateBatch(input, context.hints)
     if (batch.rejected.length > 0) stats.recordRejected(batch.rejected.length, receivedAt)
     if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
+    const skewMs = this.skewOf(context.sentAt, receivedAt, batch.events as EventEnvelope[], batch.times)
     let appended
     try {
-      const answer = log.appendNow(batch.events as EventEnvelope[], receivedAt, batch.received)
+      const answer = log.appendNow(batch.events as EventEnvelope[], receivedAt, batch.received, skewMs)
       // On memory the log answers at once: nothing to wait for, not even a turn of the microtask queue.
       appended = answer instanceof Promise ? await answer : answer
     } catch (error) {
@@ -81,11 +83,26 @@ class IngestCore {
     const duplicates = appended.duplicateIndexes.length
     if (duplicates > 0) {
       stats.recordDuplicates(duplicates, receivedAt)
-      stats.recordAccepted(storedOf(batch.events, appended.duplicateIndexes), receivedAt)
+      stats.recordAccepted(storedOf(batch.events, appended.duplicateIndexes), receivedAt, undefined, skewMs)
     } else {
-      stats.recordAccepted(batch.events, receivedAt, batch.times)
+      stats.recordAccepted(batch.events, receivedAt, batch.times, skewMs)
     }
+    if (skewMs !== undefined && appended.stored > 0) stats.recordSkew('corrected', skewMs, receivedAt)
     return { accepted: appended.stored, duplicates, rejected: batch.rejected }
+  }
+
+  /** The clock skew to correct the batch by, if its send time calls for one; an absurd one is counted. */
+  private skewOf(sentAt: string | undefined, receivedAt: number, events: readonly EventEnvelope[], times: readonly number[] | undefined): number | undefined {
+    const settings = this.resolved.clockSkew
+    if (!settings || sentAt === undefined) return undefined
+    let latest = Number.NaN
+    for (let i = 0; i < events.length; i++) {
+      const at = times?.[i] ?? Date.parse(events[i]!.occurredAt)
+      if (at === at && !(at <= latest)) latest = at
+    }
+    const judged = judgeSkew(sentAt, receivedAt, latest, settings)
+    if (judged.kind === 'ignored') this.readyRuntime?.stats.recordSkew('ignored', 0, receivedAt)
+    return judged.kind === 'corrected' ? judged.skewMs : undefined
   }
 
   /** The runtime for an ingest: a storage that failed to open answers 503 saying why. */

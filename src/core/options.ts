@@ -5,6 +5,7 @@ import type { EventDefinitions, SourcePolicy } from '../model/definitions'
 import { DEFAULT_CORS_MAX_AGE } from '../http/handler'
 import { resolveSinkOptions, sinkDefaults, type ResolvedSinkOptions, type SinkOptions } from '../forward/options'
 import type { Limits } from '../model/limits'
+import type { ClockSkewSettings } from '../model/skew'
 import { createEventModel, type EventModel } from '../model/model'
 import { checkFunction, checkKeys, checkNumber, checkObject, checkStore, checkTokens, MAX_TIMER_MS, shown, withoutPrefix } from '../base/option-checks'
 import { statsDefaults } from '../stats/stats'
@@ -87,6 +88,15 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    */
   refusalDrain?: Partial<RefusalDrain>
   /**
+   * Clock-skew correction from the producer's send time (header `x-event-sent-at`, or `sentAt` in
+   * the query string for beacons): past `toleranceMs` either way, stored events gain
+   * `correctedOccurredAt` and lag is counted from it; a `sentAt` beyond `maxMs` (or not a
+   * timestamp, or before an event of its batch occurred) is ignored and counted. `false`: send
+   * times are not read.
+   * @default { toleranceMs: 60_000, maxMs: 31_622_400_000 } (one minute; 366 days)
+   */
+  clockSkew?: Partial<ClockSkewSettings> | false
+  /**
    * This process's id: batch keys and stats buckets are per instance. Keep it stable across
    * restarts of one instance to keep its stats.
    * @default `${hostname}-${pid}-${random}`
@@ -126,6 +136,7 @@ export const defaults = Object.freeze({
   storageTimeoutMs: 5000,
   retryAfterSeconds: 2,
   refusalDrain: Object.freeze({ maxBytes: 1_048_576, maxMs: 2000 }) satisfies Readonly<RefusalDrain>,
+  clockSkew: Object.freeze({ toleranceMs: 60_000, maxMs: 31_622_400_000 }) satisfies ClockSkewSettings,
   corsMaxAge: DEFAULT_CORS_MAX_AGE,
   stats: statsDefaults,
   sink: sinkDefaults,
@@ -158,6 +169,8 @@ export interface ResolvedOptions<D extends EventDefinitions = any> {
   readonly storageTimeoutMs: number
   readonly retryAfterSeconds: number
   readonly refusalDrain: Readonly<RefusalDrain>
+  /** Unset: send times are not read. */
+  readonly clockSkew: ClockSkewSettings | undefined
   readonly instanceId: string
   /** Unset: no forwarding. */
   readonly sink: ResolvedSinkOptions | undefined
@@ -222,6 +235,10 @@ export function resolveOptions<D extends EventDefinitions = any>(
     pruneIntervalMs: options.pruneIntervalMs ?? defaults.pruneIntervalMs,
     storageTimeoutMs: options.storageTimeoutMs ?? defaults.storageTimeoutMs,
     retryAfterSeconds: options.retryAfterSeconds ?? defaults.retryAfterSeconds,
+    clockSkew: options.clockSkew === false ? undefined : Object.freeze({
+      toleranceMs: options.clockSkew?.toleranceMs ?? defaults.clockSkew.toleranceMs,
+      maxMs: options.clockSkew?.maxMs ?? defaults.clockSkew.maxMs,
+    }),
     refusalDrain: Object.freeze({
       maxBytes: options.refusalDrain?.maxBytes ?? defaults.refusalDrain.maxBytes,
       maxMs: options.refusalDrain?.maxMs ?? defaults.refusalDrain.maxMs,
@@ -265,7 +282,7 @@ function checkEnv<T>(variable: string, check: () => T): T {
 }
 
 /** The options {@link createEventIngest} knows, each checked below. */
-const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
+const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
 
 // Every option of EventIngestOptions is in optionNames (a new option left out fails to compile).
 const everyOptionNamed: Record<Exclude<keyof EventIngestOptions, (typeof optionNames)[number]>, never> = {}
@@ -331,6 +348,18 @@ function checkOptions(options: EventIngestOptions<any, any>): void {
   if (drain) {
     checkNumber('refusalDrain.maxBytes', drain.maxBytes)
     checkNumber('refusalDrain.maxMs', drain.maxMs, { max: MAX_TIMER_MS })
+  }
+  const skew = options.clockSkew
+  if (skew !== false) {
+    checkObject('clockSkew', skew)
+    checkKeys('clockSkew', skew, ['toleranceMs', 'maxMs'])
+    if (skew) {
+      checkNumber('clockSkew.toleranceMs', skew.toleranceMs, { zero: true })
+      checkNumber('clockSkew.maxMs', skew.maxMs)
+      const toleranceMs = skew.toleranceMs ?? defaults.clockSkew.toleranceMs
+      const maxMs = skew.maxMs ?? defaults.clockSkew.maxMs
+      if (maxMs < toleranceMs) throw new RangeError(`[event-ingest] clockSkew.maxMs must be at least clockSkew.toleranceMs (${toleranceMs}), got ${maxMs}`)
+    }
   }
   const stats = options.stats
   checkObject('stats', stats)

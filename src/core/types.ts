@@ -18,6 +18,11 @@ export interface IngestContext {
   receivedAt?: number
   /** The body the input was parsed from (`parseBatchBytes`), which spares validation a second walk and storage a second serialisation. */
   hints?: ReceivedBody
+  /**
+   * When the producer sent the batch, by its own clock (ISO 8601, or epoch ms): the
+   * `x-event-sent-at` header or the `sentAt` query parameter. See the `clockSkew` option.
+   */
+  sentAt?: string
 }
 
 /** The framework-agnostic core. */

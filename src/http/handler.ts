@@ -52,6 +52,18 @@ function corsHeaders(cors: CorsOptions | undefined, origin: string | undefined):
   return { 'access-control-allow-origin': cors.origin === '*' ? '*' : origin, vary: 'origin', 'access-control-expose-headers': 'retry-after' }
 }
 
+/**
+ * When the producer sent the batch: the `x-event-sent-at` header, else the `sentAt` query parameter
+ * (a beacon cannot set headers).
+ */
+function sentAtOf(request: IngestHttpRequest): string | undefined {
+  const sent = header(request.headers, 'x-event-sent-at')
+  if (sent !== undefined) return sent
+  if (request.query === undefined || request.query === '') return undefined
+  const params = request.query instanceof URLSearchParams ? request.query : new URLSearchParams(request.query)
+  return params.get('sentAt') ?? undefined
+}
+
 function header(headers: IngestHttpRequest['headers'], name: string): string | undefined {
   if (typeof (headers as Headers).get === 'function') return (headers as Headers).get(name) ?? undefined
   const record = headers as Record<string, string | string[] | undefined>
@@ -172,14 +184,14 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
       const parsed = typeof value === 'string' ? parseBatchText(value, maxDepth, maxEventBytes) : parseBatchBytes(value, maxDepth, maxEventBytes)
-      return core.ingest(parsed.value, { hints: parsed })
+      return core.ingest(parsed.value, { hints: parsed, sentAt: sentAtOf(request) })
     }
     const encoded = contentCodingDeclared(header(request.headers, 'content-encoding'))
     if ((declared === undefined || encoded) && value !== undefined) {
       const size = Buffer.byteLength(JSON.stringify(value) ?? '')
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
     }
-    return core.ingest(value)
+    return core.ingest(value, { sentAt: sentAtOf(request) })
   }
 
   async function ingestRoute(request: IngestHttpRequest): Promise<IngestHttpResponse> {
@@ -204,7 +216,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       const { bytes, owned } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
       if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
       const received = parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
-      result = await core.ingest(received.value, { hints: received })
+      result = await core.ingest(received.value, { hints: received, sentAt: sentAtOf(request) })
     }
     // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less
     // (the conformance suite checks that it carries every field of the core's result).
@@ -230,7 +242,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       const headers: Record<string, string> = { allow }
       if (path === routes.ingest && options.cors && corsHeaders(options.cors, header(request.headers, 'origin'))) {
         headers['access-control-allow-methods'] = 'POST, OPTIONS'
-        headers['access-control-allow-headers'] = 'content-type, x-event-token'
+        headers['access-control-allow-headers'] = 'content-type, x-event-token, x-event-sent-at'
         headers['access-control-max-age'] = String(options.cors.maxAge ?? DEFAULT_CORS_MAX_AGE)
       }
       return { status: 204, headers, body: '' }

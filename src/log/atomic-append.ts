@@ -30,6 +30,8 @@ interface Prepared extends BatchNames {
   readonly events: readonly EventEnvelope[]
   readonly receivedAt: number
   readonly raw?: RawBatch
+  /** The clock skew corrected for the batch, kept in its record. */
+  readonly skewMs?: number
   /** The distinct ids, in order of first appearance. */
   readonly ids: string[]
   /** The batch position of each of `ids`. */
@@ -51,16 +53,16 @@ interface Prepared extends BatchNames {
 export class AtomicAppend {
   constructor(private readonly context: AtomicAppendContext) {}
 
-  append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch): AppendResult | Promise<AppendResult> {
+  append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch, skewMs?: number): AppendResult | Promise<AppendResult> {
     if (events.length === 0) return { stored: 0, duplicateIndexes: [] }
-    const prepared = this.prepare(events, receivedAt, raw)
+    const prepared = this.prepare(events, receivedAt, raw, skewMs)
     // The hour is indexed before the record is written: listing and pruning find records through it.
     const indexed = this.context.hours.ensure(hourBucket(receivedAt))
     if (indexed) return indexed.then(() => this.store(prepared), (error: unknown) => this.failed(error))
     return this.store(prepared)
   }
 
-  private prepare(events: readonly EventEnvelope[], receivedAt: number, raw: RawBatch | undefined): Prepared {
+  private prepare(events: readonly EventEnvelope[], receivedAt: number, raw: RawBatch | undefined, skewMs: number | undefined): Prepared {
     const ids: string[] = []
     const positions: number[] = []
     const repeats: number[] = []
@@ -74,12 +76,12 @@ export class AtomicAppend {
         positions.push(p)
       }
     }
-    return { ...this.context.keys.next(receivedAt), events, receivedAt, raw, ids, positions, repeats }
+    return { ...this.context.keys.next(receivedAt), events, receivedAt, raw, skewMs, ids, positions, repeats }
   }
 
   /** The batch as the store sees it. */
   private batchOf(prepared: Prepared): AtomicBatch {
-    const { events, receivedAt, raw, batchKey, outboxKey } = prepared
+    const { events, receivedAt, raw, skewMs, batchKey, outboxKey } = prepared
     const { instanceId, keepsBytes, counts } = this.context
     return {
       ids: prepared.ids,
@@ -90,8 +92,8 @@ export class AtomicAppend {
         // As received when every event is new and none repeats: no second serialisation.
         const asSent = stored === undefined && prepared.repeats.length === 0
         const at = asSent ? undefined : (stored ?? prepared.ids.map((_, j) => j)).map((j) => prepared.positions[j]!)
-        const bytes = keepsBytes ? recordBytes(receivedAt, raw, at) : undefined
-        return bytes ?? recordText(receivedAt, instanceId, asSent ? raw : undefined, events, at)
+        const bytes = keepsBytes ? recordBytes(receivedAt, raw, at, skewMs) : undefined
+        return bytes ?? recordText(receivedAt, instanceId, asSent ? raw : undefined, events, at, skewMs)
       },
       outbox: outboxKey === undefined ? undefined : { key: outboxKey, entry: (count) => JSON.stringify({ batch: batchKey, events: count, receivedAt } satisfies OutboxEntry) },
       counts: counts && { key: acceptedCountKey(counts.prefix, Math.floor(receivedAt / 60_000)), ttlMs: counts.ttlMs },

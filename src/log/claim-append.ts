@@ -33,12 +33,12 @@ export class ClaimAppend {
     this.writer = new ClaimWrite(context)
   }
 
-  async append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch): Promise<AppendResult> {
+  async append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch, skewMs?: number): Promise<AppendResult> {
     if (events.length === 0) return { stored: 0, duplicateIndexes: [] }
     const names = this.context.keys.next(receivedAt)
     const flight: Flight = { seq: names.seq, releasedAt: 0, done: false }
     this.flights.set(names.batchKey, flight)
-    const attempt: Attempt = { ...names, events, ids: events.map((e) => e.id), receivedAt, raw, flight, mine: [], duplicateIndexes: [], waited: false, claimsUnknown: false }
+    const attempt: Attempt = { ...names, events, ids: events.map((e) => e.id), receivedAt, raw, skewMs, flight, mine: [], duplicateIndexes: [], waited: false, claimsUnknown: false }
     try {
       // Before the first claim of this log, its process's identity is written (see ProcessOwners).
       const announced = this.context.owners?.announce()

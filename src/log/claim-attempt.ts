@@ -45,6 +45,8 @@ export interface Attempt extends BatchNames {
   readonly ids: readonly string[]
   readonly receivedAt: number
   readonly raw?: RawBatch
+  /** The clock skew corrected for the batch, kept in its record. */
+  readonly skewMs?: number
   readonly flight: Flight
   /** Ids this append holds a claim on. */
   readonly mine: string[]

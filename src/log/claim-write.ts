@@ -23,7 +23,7 @@ export class ClaimWrite {
   /** Writes the record of the events not found duplicates, and the outbox entry (T4). */
   async write(attempt: Attempt): Promise<AppendResult> {
     const { storage, now, timeoutMs } = this.context
-    const { events, receivedAt, raw, batchKey, outboxKey, duplicateIndexes } = attempt
+    const { events, receivedAt, raw, skewMs, batchKey, outboxKey, duplicateIndexes } = attempt
     duplicateIndexes.sort((a, b) => a - b)
     const storedPositions = duplicateIndexes.length === 0 ? undefined : events.map((_, p) => p).filter((p) => !duplicateIndexes.includes(p))
     if (storedPositions && storedPositions.length === 0) return { stored: 0, duplicateIndexes }
@@ -37,10 +37,10 @@ export class ClaimWrite {
     }
     // The memory driver keeps the body's own bytes: off the JS heap, so stored events do not add
     // to the garbage collector's work, and with no copy when nothing else holds them.
-    const bytes = this.context.keepsBytes ? recordBytes(receivedAt, raw, storedPositions) : undefined
+    const bytes = this.context.keepsBytes ? recordBytes(receivedAt, raw, storedPositions, skewMs) : undefined
     const write = bytes
       ? storage.setItemRaw(batchKey, bytes)
-      : storage.setItem(batchKey, recordText(receivedAt, this.context.instanceId, raw, events, storedPositions))
+      : storage.setItem(batchKey, recordText(receivedAt, this.context.instanceId, raw, events, storedPositions, skewMs))
     const writes = (attempt.writes = [write])
     if (outboxKey) {
       attempt.outboxEntry = { batch: batchKey, events: storedCount, receivedAt }

@@ -56,13 +56,13 @@ export function createEventLog(options: EventLogOptions): EventLog {
         onUnstored: options.onUnstored,
       })
 
-  const appendNow: EventLog['appendNow'] = (events, receivedAt, raw) => strategy.append(events, receivedAt, raw)
+  const appendNow: EventLog['appendNow'] = (events, receivedAt, raw, skewMs) => strategy.append(events, receivedAt, raw, skewMs)
 
   return {
     appendNow,
-    append(events, receivedAt, raw): Promise<AppendResult> {
+    append(events, receivedAt, raw, skewMs): Promise<AppendResult> {
       try {
-        return Promise.resolve(appendNow(events, receivedAt, raw))
+        return Promise.resolve(appendNow(events, receivedAt, raw, skewMs))
       } catch (error) {
         return Promise.reject(error)
       }

@@ -2,7 +2,8 @@ import { IngestError } from '../base/errors'
 import { withTimeout } from '../base/timeout'
 import { batchBase, batchTime, hourBase, hourBucket, parseClaim } from '../storage/layout'
 import type { LogContext } from './context'
-import type { EventPage, EventQuery, StoredEvent } from './types'
+import type { EventEnvelope } from '../model/model'
+import type { BatchRecord, EventPage, EventQuery, StoredEvent } from './types'
 
 const HOUR = 3_600_000
 
@@ -51,7 +52,7 @@ export async function listEvents(context: LogContext, query: EventQuery = {}): P
         if (query.name && event.name !== query.name) continue
         if (query.source && event.source !== query.source) continue
         if (events.length === limit) return { events, nextCursor: cursors.at(-1)! }
-        events.push({ ...event, receivedAt: new Date(record.receivedAt).toISOString() })
+        events.push(storedEvent(event, record))
         cursors.push(Buffer.from(`${key}|${index}`).toString('base64url'))
       }
     }
@@ -66,5 +67,15 @@ export async function getEvent(context: LogContext, id: string): Promise<StoredE
   if (!batchKey) return null
   const record = await context.records.read(batchKey)
   const event = record?.events.find((e) => e.id === id)
-  return event && record ? { ...event, receivedAt: new Date(record.receivedAt).toISOString() } : null
+  return event && record ? storedEvent(event, record) : null
+}
+
+/** An event as served: with its batch's receive time, and its corrected time where its batch had one. */
+function storedEvent(event: EventEnvelope, record: BatchRecord): StoredEvent {
+  const stored: StoredEvent = { ...event, receivedAt: new Date(record.receivedAt).toISOString() }
+  if (record.skewMs === undefined) return stored
+  const corrected = Date.parse(event.occurredAt) + record.skewMs
+  if (Number.isFinite(corrected) && Math.abs(corrected) <= 8.64e15) stored.correctedOccurredAt = new Date(corrected).toISOString()
+  stored.clockSkewMs = record.skewMs
+  return stored
 }

@@ -28,6 +28,7 @@ export function parseRecord(raw: unknown, key: string): BatchRecord | null {
   if (typeof value !== 'object' || value === null) return null
   const record = value as BatchRecord
   if (record.v !== 1 || typeof record.receivedAt !== 'number' || !Array.isArray(record.events)) return null
+  if (record.skewMs !== undefined && !Number.isFinite(record.skewMs)) delete record.skewMs
   return record
 }
 
@@ -35,18 +36,20 @@ export function parseRecord(raw: unknown, key: string): BatchRecord | null {
  * The record of a batch as text: the text as received when all of its events are stored unchanged
  * (no second serialisation on the hot path), else the stored events serialised.
  */
-export function recordText(receivedAt: number, instance: string, raw: RawBatch | undefined, events: readonly EventEnvelope[], positions?: readonly number[]): string {
-  if (raw !== undefined && positions === undefined) return `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instance)},"events":${raw.text}}`
-  return JSON.stringify({ v: 1, receivedAt, instance, events: positions ? positions.map((p) => events[p]!) : (events as EventEnvelope[]) } satisfies BatchRecord)
+export function recordText(receivedAt: number, instance: string, raw: RawBatch | undefined, events: readonly EventEnvelope[], positions?: readonly number[], skewMs?: number): string {
+  const skew = skewMs === undefined ? '' : `"skewMs":${skewMs},`
+  if (raw !== undefined && positions === undefined) return `{"v":1,"receivedAt":${receivedAt},"instance":${JSON.stringify(instance)},${skew}"events":${raw.text}}`
+  return JSON.stringify({ v: 1, receivedAt, instance, ...(skewMs === undefined ? {} : { skewMs }), events: positions ? positions.map((p) => events[p]!) : (events as EventEnvelope[]) } satisfies BatchRecord)
 }
 
 /**
  * The body's own bytes as the record (the events array as received, whose time and instance the
  * key names: see parseRecord), when every event is stored and the receive time fits a key; a copy
- * unless nothing else holds them. Undefined when the record must be text.
+ * unless nothing else holds them. Undefined when the record must be text (a batch with a skew
+ * correction carries it in the text's header).
  */
-export function recordBytes(receivedAt: number, raw: RawBatch | undefined, positions?: readonly number[]): Uint8Array | undefined {
-  if (raw?.bytes === undefined || positions !== undefined || !Number.isSafeInteger(receivedAt) || receivedAt < 0) return undefined
+export function recordBytes(receivedAt: number, raw: RawBatch | undefined, positions?: readonly number[], skewMs?: number): Uint8Array | undefined {
+  if (raw?.bytes === undefined || positions !== undefined || skewMs !== undefined || !Number.isSafeInteger(receivedAt) || receivedAt < 0) return undefined
   const bytes = raw.bytes
   const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
   return raw.owned && whole ? bytes : Buffer.from(bytes)

@@ -7,6 +7,13 @@ import type { ReceivedBody } from '../model/received'
 export type StoredEvent<E extends EventEnvelope = EventEnvelope> = E & {
   /** When the batch carrying it was accepted (ISO, UTC). */
   receivedAt: string
+  /**
+   * `occurredAt` corrected for the producer's clock skew (ISO, UTC): present when the batch's
+   * send time put the producer's clock off by more than the tolerance. `occurredAt` stays as sent.
+   */
+  correctedOccurredAt?: string
+  /** The skew corrected, `receivedAt - sentAt` in ms (positive: the producer's clock was behind). */
+  clockSkewMs?: number
 }
 
 /** Options of {@link createEventLog}. */
@@ -133,13 +140,13 @@ export interface EventLog {
    * Stores a batch. `raw`, when given, is the JSON text of exactly `events` as received, kept as is
    * if all of them are stored.
    */
-  append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch): Promise<AppendResult>
+  append(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch, skewMs?: number): Promise<AppendResult>
   /**
    * {@link EventLog.append}, answering at once where the storage allows it: on the memory driver
    * the result (or the error, thrown) comes back from the call itself, with nothing awaited;
    * elsewhere a promise.
    */
-  appendNow(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch): AppendResult | Promise<AppendResult>
+  appendNow(events: readonly EventEnvelope[], receivedAt: number, raw?: RawBatch, skewMs?: number): AppendResult | Promise<AppendResult>
   list(query?: EventQuery): Promise<EventPage>
   /** Reads one stored event by id (within the dedupe window). */
   get(id: string): Promise<StoredEvent | null>
@@ -188,5 +195,10 @@ export interface BatchRecord {
   v: 1
   receivedAt: number
   instance: string
+  /**
+   * The producer's clock skew corrected for the whole batch (`receivedAt - sentAt`, ms), when past
+   * the tolerance: each event's corrected time is its `occurredAt` plus this.
+   */
+  skewMs?: number
   events: EventEnvelope[]
 }

@@ -14,6 +14,8 @@ const counterFields = [
   'forwardFailures',
   'futureEvents',
   'pastEvents',
+  'skewCorrected',
+  'skewIgnored',
 ] as const
 const mapFields = ['byName', 'bySource', 'refusedByCode', 'forwardByKind'] as const
 
@@ -23,10 +25,10 @@ type Counters = Record<CounterField, number>
 type MapField = (typeof mapFields)[number]
 
 /** One minute of one instance, in memory. */
-export type Bucket = Counters & Record<MapField, Map<string, number>> & { lag: Histogram }
+export type Bucket = Counters & Record<MapField, Map<string, number>> & { lag: Histogram; skew: Histogram }
 
 /** One minute of one instance, as stored. */
-export type StoredBucket = { v: 1 } & Counters & Record<MapField, Record<string, number>> & { lag: Histogram }
+export type StoredBucket = { v: 1 } & Counters & Record<MapField, Record<string, number>> & { lag: Histogram; skew: Histogram }
 
 /** A bucket with every count at zero. */
 export function emptyBucket(): Bucket {
@@ -40,11 +42,14 @@ export function emptyBucket(): Bucket {
     forwardFailures: 0,
     futureEvents: 0,
     pastEvents: 0,
+    skewCorrected: 0,
+    skewIgnored: 0,
     byName: new Map(),
     bySource: new Map(),
     refusedByCode: new Map(),
     forwardByKind: new Map(),
     lag: createHistogram(),
+    skew: createHistogram(),
   }
 }
 
@@ -56,6 +61,7 @@ export function addBucket(into: Bucket, from: Bucket): void {
     for (const [key, count] of from[field]) map.set(key, (map.get(key) ?? 0) + count)
   }
   merge(into.lag, from.lag)
+  merge(into.skew, from.skew)
 }
 
 /** Adds one to `key` of a bucket's map. */
@@ -76,11 +82,14 @@ export function serialiseBucket(bucket: Bucket): StoredBucket {
     forwardFailures: bucket.forwardFailures,
     futureEvents: bucket.futureEvents,
     pastEvents: bucket.pastEvents,
+    skewCorrected: bucket.skewCorrected,
+    skewIgnored: bucket.skewIgnored,
     byName: Object.fromEntries(bucket.byName),
     bySource: Object.fromEntries(bucket.bySource),
     refusedByCode: Object.fromEntries(bucket.refusedByCode),
     forwardByKind: Object.fromEntries(bucket.forwardByKind),
     lag: { ...bucket.lag, buckets: { ...bucket.lag.buckets } },
+    skew: { ...bucket.skew, buckets: { ...bucket.skew.buckets } },
   }
 }
 
@@ -93,17 +102,21 @@ export function parseBucket(value: unknown): Bucket | undefined {
     const counts = value[field]
     if (isRecord(counts)) for (const [key, n] of Object.entries(counts)) if (count(n) > 0) bucket[field].set(key, count(n))
   }
-  const lag = value.lag
-  if (isRecord(lag) && isRecord(lag.buckets)) {
-    for (const [index, n] of Object.entries(lag.buckets)) {
-      if (/^\d+$/.test(index) && count(n) > 0) bucket.lag.buckets[index] = count(n)
-    }
-    bucket.lag.count = count(lag.count)
-    bucket.lag.sum = typeof lag.sum === 'number' && lag.sum >= 0 ? lag.sum : 0
-    bucket.lag.min = typeof lag.min === 'number' && lag.min >= 0 ? lag.min : 0
-    bucket.lag.max = typeof lag.max === 'number' && lag.max >= 0 ? lag.max : 0
-  }
+  parseHistogram(value.lag, bucket.lag)
+  // Written only by versions that correct clock skew: absent, it stays empty.
+  parseHistogram(value.skew, bucket.skew)
   return bucket
+}
+
+function parseHistogram(value: unknown, into: Histogram): void {
+  if (!isRecord(value) || !isRecord(value.buckets)) return
+  for (const [index, n] of Object.entries(value.buckets)) {
+    if (/^\d+$/.test(index) && count(n) > 0) into.buckets[index] = count(n)
+  }
+  into.count = count(value.count)
+  into.sum = typeof value.sum === 'number' && value.sum >= 0 ? value.sum : 0
+  into.min = typeof value.min === 'number' && value.min >= 0 ? value.min : 0
+  into.max = typeof value.max === 'number' && value.max >= 0 ? value.max : 0
 }
 
 function count(value: unknown): number {

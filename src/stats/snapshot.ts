@@ -40,6 +40,13 @@ export interface StatsSnapshot {
   futureEvents: number
   /** Accepted events that claimed a time more than `pastToleranceMs` before their receipt. */
   pastEvents: number
+  /**
+   * Clock-skew correction: batches whose send time put the producer's clock off by more than the
+   * tolerance (their events' lag is counted from the corrected time), batches whose send time was
+   * ignored (not a timestamp, beyond `maxMs`, or before an event of the batch occurred), and the
+   * size of the corrections (absolute, whole ms).
+   */
+  clockSkew: { corrected: number; ignored: number; p50Ms: number | null; p95Ms: number | null; maxMs: number | null }
   /** One entry per minute of the window, oldest first, zero-filled. */
   series: { minute: string; accepted: number; rejected: number; duplicates: number; byName: Record<string, number> }[]
 }
@@ -128,6 +135,13 @@ export function summarise(windowMinutes: number, oldest: number, at: number, ins
     },
     futureEvents: total.futureEvents,
     pastEvents: total.pastEvents,
+    clockSkew: {
+      corrected: total.skewCorrected,
+      ignored: total.skewIgnored,
+      p50Ms: wholeMs(quantile(total.skew, 0.5)),
+      p95Ms: wholeMs(quantile(total.skew, 0.95)),
+      maxMs: total.skew.count === 0 ? null : wholeMs(total.skew.max),
+    },
     series,
   }
 }

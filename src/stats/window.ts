@@ -27,8 +27,13 @@ export interface StatsEvent {
  */
 export interface StatsWindow {
   /** Counts accepted events by name and source, and their lag `receivedAt - occurredAt`. */
-  /** `times`, when given, holds each event's `occurredAt` in ms (NaN where not known). */
-  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[]): void
+  /**
+   * `times`, when given, holds each event's `occurredAt` in ms (NaN where not known); `skewMs`,
+   * the clock skew corrected for the batch: lag is counted from `occurredAt + skewMs`.
+   */
+  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[], skewMs?: number): void
+  /** Counts a batch whose send time was judged: `corrected` by `skewMs`, or `ignored`. */
+  recordSkew(kind: 'corrected' | 'ignored', skewMs: number, receivedAt: number): void
   /** Counts invalid events inside accepted requests. */
   recordRejected(count: number, receivedAt: number): void
   /** Counts events already stored before (same id). */
@@ -100,7 +105,7 @@ export class InstanceWindow implements StatsWindow {
     }
   }
 
-  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[]): void {
+  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[], skewMs = 0): void {
     if (events.length === 0) return
     const { futureToleranceMs, pastToleranceMs } = this.settings
     const bucket = this.bucketAt(receivedAt)
@@ -112,12 +117,21 @@ export class InstanceWindow implements StatsWindow {
       byName.set(event.name, (byName.get(event.name) ?? 0) + 1)
       bySource.set(event.source, (bySource.get(event.source) ?? 0) + 1)
       const known = timed ? times[i]! : Number.NaN
-      const ms = receivedAt - (known === known ? known : timeOf(event.occurredAt))
+      const ms = receivedAt - (known === known ? known : timeOf(event.occurredAt)) - skewMs
       if (ms > pastToleranceMs) bucket.pastEvents++
       else if (ms >= 0) record(lag, ms)
       else if (ms >= -futureToleranceMs) record(lag, 0)
       else if (ms < 0) bucket.futureEvents++
       // NaN (an unparseable occurredAt) has no lag; validation should have refused it.
+    }
+  }
+
+  recordSkew(kind: 'corrected' | 'ignored', skewMs: number, receivedAt: number): void {
+    const bucket = this.bucketAt(receivedAt)
+    if (kind === 'ignored') bucket.skewIgnored++
+    else {
+      bucket.skewCorrected++
+      record(bucket.skew, Math.round(Math.abs(skewMs)))
     }
   }
 
