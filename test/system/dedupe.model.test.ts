@@ -539,7 +539,8 @@ function report(name: string, tally: Tally, ms: number) {
   console.info(
     `[dedupe.model] ${name}: ${tally.runs} runs, ${tally.commands} commands, ${tally.ids} ids, ${tally.requests} requests ` +
       `(${tally.ok} × 200, ${tally.inProgress} × 503 in_progress, ${tally.unavailable} × 503 storage_unavailable, ${tally.cut} cut by a kill, ` +
-      `${tally.drainRequests} retries after the commands), ${tally.kills} kills (${tally.killsMidRequest} with requests in flight), ${(ms / 1000).toFixed(1)} s`,
+      `${tally.drainRequests} retries after the commands), ${tally.kills} kills (${tally.killsMidRequest} with requests in flight), ` +
+      `stats equal to the events stored in ${tally.exactStats} runs without kills, ${(ms / 1000).toFixed(1)} s`,
   )
 }
 
