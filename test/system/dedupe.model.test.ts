@@ -400,18 +400,24 @@ class Run {
     const problems = [...this.violations, ...this.cluster.crashes]
     const stored = await this.cluster.stored()
     const copies = new Map<string, number>()
+    const notSent: string[] = []
+    const different: string[] = []
+    const missing: string[] = []
     for (const event of stored) {
       copies.set(event.id, (copies.get(event.id) ?? 0) + 1)
       const sent = this.cluster.sent.get(event.id)
-      if (!sent) problems.push(`stored but never sent: ${event.id}`)
-      else if (!sameEvent(event, sent)) problems.push(`stored differently from what was sent: ${event.id}`)
+      if (!sent) notSent.push(event.id)
+      else if (!sameEvent(event, sent)) different.push(event.id)
     }
-    for (const [id, count] of copies) if (count > 1) problems.push(`stored ${count} times: ${id}`)
+    const storedTwice = [...copies].filter(([, count]) => count > 1).map(([id, count]) => `${id} ×${count}`)
+    const listIds = (what: string, list: string[]) => {
+      if (list.length > 0) problems.unshift(`${what} (${list.length}): ${list.slice(0, 12).join(', ')}${list.length > 12 ? ', …' : ''}`)
+    }
     let ids = 0
     for (const batch of this.model.batches) {
       ids += batch.events.length
       if (batch.acked) {
-        for (const { id } of batch.events) if (!copies.has(id)) problems.push(`acknowledged, not stored: ${id}`)
+        for (const { id } of batch.events) if (!copies.has(id)) missing.push(id)
       }
       if (batch.accepted > batch.events.length) problems.push(`batch ${batch.index}: its 200s accepted ${batch.accepted} of ${batch.events.length} events`)
       if (batch.oks === batch.requests && batch.acked && batch.accepted !== batch.events.length) {
@@ -434,6 +440,10 @@ class Run {
       const seen = delta(await this.cluster.stats())
       if (seen.accepted > ids) problems.push(`stats of a run with kills count ${seen.accepted} accepted for ${ids} events stored`)
     }
+    listIds('stored but never sent', notSent)
+    listIds('stored differently from what was sent', different)
+    listIds('acknowledged, not stored', missing)
+    listIds('stored more than once', storedTwice)
     if (problems.length > 0) throw new Error(`${problems.length} invariant(s) broken:\n${problems.slice(0, 40).join('\n')}`)
   }
 }
@@ -465,12 +475,13 @@ class IngestNew implements Cmd {
 class RetrySame implements Cmd {
   private shown = ''
   constructor(
-    readonly pick: number,
+    /** `latest`: the batch sent last, whose first request is likely still in flight. */
+    readonly pick: number | 'latest',
     readonly offset: number,
   ) {}
   check = (m: Readonly<Model>) => m.batches.length > 0
   async run(m: Model, r: Run) {
-    const batch = m.batches[this.pick % m.batches.length]!
+    const batch = m.batches[this.pick === 'latest' ? m.batches.length - 1 : this.pick % m.batches.length]!
     const instance = (batch.instance + this.offset) % INSTANCES
     this.shown = `batch ${batch.index} → instance ${instance}`
     r.tally.commands++
@@ -506,7 +517,7 @@ class Wait implements Cmd {
 const instance = fc.nat({ max: INSTANCES - 1 })
 const command = fc.oneof(
   { weight: 5, arbitrary: fc.tuple(instance, fc.oneof(fc.integer({ min: 1, max: 10 }), fc.integer({ min: 1, max: 200 }))).map(([i, size]) => new IngestNew(i, size) as Cmd) },
-  { weight: 5, arbitrary: fc.tuple(fc.nat({ max: 1000 }), fc.integer({ min: 1, max: INSTANCES - 1 })).map(([pick, offset]) => new RetrySame(pick, offset) as Cmd) },
+  { weight: 5, arbitrary: fc.tuple(fc.oneof(fc.constant('latest' as const), fc.nat({ max: 1000 })), fc.integer({ min: 1, max: INSTANCES - 1 })).map(([pick, offset]) => new RetrySame(pick, offset) as Cmd) },
   { weight: 1, arbitrary: fc.tuple(instance, fc.oneof(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 40 }))).map(([i, after]) => new KillAndRestart(i, after) as Cmd) },
   { weight: 2, arbitrary: fc.oneof(fc.integer({ min: 0, max: 150 }), fc.constant('answers' as const)).map((ms) => new Wait(ms) as Cmd) },
 )
