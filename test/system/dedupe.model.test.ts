@@ -8,8 +8,9 @@
  * - `IngestNew(instance, size)`: a batch of fresh ids, sent without waiting for its answer;
  * - `RetrySame(batch, other)`: an earlier batch again (the same ids) to another instance, possibly
  *   while the first request is still in flight;
- * - `KillAndRestart(instance, afterMs)`: SIGKILL, possibly with requests in flight, then a new
- *   process in its place (same instance id, same storage);
+ * - `KillAndRestart(instance | busiest, afterMs)`: SIGKILL, possibly with requests in flight (the
+ *   busiest instance: the one with the most), then a new process in its place (same instance id,
+ *   same storage);
  * - `Wait(ms | all)`: a pause, or until every request so far has its answer.
  *
  * The model records each batch's answers: a 200 acknowledges every id of the batch (each one is
@@ -87,6 +88,8 @@ interface Slot {
   instanceId: string
   /** The serving process; during a restart, the one starting. */
   ready: Promise<Child>
+  /** The serving process, once it serves. */
+  child?: Child
   generation: number
 }
 
@@ -112,7 +115,9 @@ class Cluster {
   async start(): Promise<void> {
     for (let index = 0; index < INSTANCES; index++) {
       const instanceId = `model_${this.name}_${index}`
-      this.slots.push({ index, instanceId, ready: this.spawn(instanceId), generation: 0 })
+      const slot: Slot = { index, instanceId, ready: undefined as never, generation: 0 }
+      slot.ready = this.spawn(slot)
+      this.slots.push(slot)
     }
     await Promise.all(this.slots.map((slot) => slot.ready))
     // Stats register each instance with a read-modify-write: two first registrations at the same
@@ -128,7 +133,8 @@ class Cluster {
     await until('every instance registered', () => this.stats(0), (s) => s.instances === INSTANCES, 10_000)
   }
 
-  private async spawn(instanceId: string): Promise<Child> {
+  private async spawn(slot: Pick<Slot, 'instanceId'> & { child?: Child }): Promise<Child> {
+    const { instanceId } = slot
     const started = startTs(serverScript, [...this.storageArgs, instanceId, ADMIN, String(STORAGE_TIMEOUT_MS)])
     const child: Child = { started, url: '', agent: new Agent({ keepAlive: true }), inFlight: 0, killed: false }
     this.processes.add(child)
@@ -143,6 +149,7 @@ class Cluster {
       }),
     ])
     child.url = line.slice('LISTENING '.length)
+    slot.child = child
     return child
   }
 
@@ -151,10 +158,15 @@ class Cluster {
    * and starts a new one in the background; requests to the slot wait for it. Resolves with the
    * number of requests that were in flight at the kill.
    */
-  async killAndRestart(index: number, afterMs: number): Promise<number> {
+  async killAndRestart(which: number | 'busiest', afterMs: number): Promise<{ index: number; inFlight: number }> {
+    let index = which === 'busiest' ? 0 : which
+    if (which === 'busiest') {
+      if (afterMs > 0) await sleep(afterMs)
+      for (const slot of this.slots) if ((slot.child?.inFlight ?? -1) > (this.slots[index]!.child?.inFlight ?? -1)) index = slot.index
+    }
     const slot = this.slots[index]!
     const child = await slot.ready
-    if (afterMs > 0) await sleep(afterMs)
+    if (which !== 'busiest' && afterMs > 0) await sleep(afterMs)
     const inFlight = child.inFlight
     child.killed = true
     child.started.proc.kill('SIGKILL')
@@ -162,10 +174,11 @@ class Cluster {
     if (child.started.proc.signalCode !== 'SIGKILL') this.crashes.push(`${slot.instanceId} did not die of SIGKILL: ${child.started.proc.exitCode}`)
     this.processes.delete(child)
     slot.generation++
-    slot.ready = this.spawn(slot.instanceId)
+    slot.child = undefined
+    slot.ready = this.spawn(slot)
     // A start that fails is reported by whoever waits for the slot; never unhandled.
     slot.ready.catch(() => {})
-    return inFlight
+    return { index, inFlight }
   }
 
   async post(index: number, events: readonly SentEvent[]): Promise<Outcome> {
@@ -269,6 +282,8 @@ interface Batch {
 
 interface Model {
   batches: Batch[]
+  /** Runs without kills check stats exactly: there, every count reaches the storage. */
+  kills: boolean
 }
 
 /** What the backends answered over the whole suite, printed at the end. */
@@ -292,7 +307,7 @@ const emptyTally = (): Tally => ({ runs: 0, commands: 0, requests: 0, ok: 0, inP
 
 /** The system under test in one run, and the answers recorded into its model. */
 class Run {
-  readonly model: Model = { batches: [] }
+  readonly model: Model
   readonly violations: string[] = []
   private readonly requests = new Set<Promise<void>>()
   kills = 0
@@ -302,7 +317,10 @@ class Run {
     readonly cluster: Cluster,
     readonly tag: string,
     readonly tally: Tally,
-  ) {}
+    kills: boolean,
+  ) {
+    this.model = { batches: [], kills }
+  }
 
   newBatch(instance: number, size: number): Batch {
     const index = this.model.batches.length
@@ -366,11 +384,13 @@ class Run {
     while (this.requests.size > 0) await Promise.allSettled([...this.requests])
   }
 
-  async kill(instance: number, afterMs: number): Promise<void> {
-    const inFlight = await this.cluster.killAndRestart(instance, afterMs)
+  /** Kills an instance and starts it again; resolves with the instance killed. */
+  async kill(which: number | 'busiest', afterMs: number): Promise<number> {
+    const { index, inFlight } = await this.cluster.killAndRestart(which, afterMs)
     this.kills++
     this.tally.kills++
     if (inFlight > 0) this.tally.killsMidRequest++
+    return index
   }
 
   /** Retries every batch without a 200 until it gets one, as a client told to retry would. */
@@ -491,16 +511,18 @@ class RetrySame implements Cmd {
 }
 
 class KillAndRestart implements Cmd {
+  private killed: number | undefined
   constructor(
-    readonly instance: number,
+    /** `busiest`: the instance with the most requests in flight `afterMs` from now. */
+    readonly instance: number | 'busiest',
     readonly afterMs: number,
   ) {}
-  check = () => true
+  check = (m: Readonly<Model>) => m.kills
   async run(_m: Model, r: Run) {
     r.tally.commands++
-    await r.kill(this.instance, this.afterMs)
+    this.killed = await r.kill(this.instance, this.afterMs)
   }
-  toString = () => `KillAndRestart(${this.instance}, after ${this.afterMs} ms)`
+  toString = () => `KillAndRestart(${this.instance === 'busiest' ? `busiest${this.killed === undefined ? '' : `: ${this.killed}`}` : this.instance}, after ${this.afterMs} ms)`
 }
 
 class Wait implements Cmd {
@@ -518,7 +540,7 @@ const instance = fc.nat({ max: INSTANCES - 1 })
 const command = fc.oneof(
   { weight: 5, arbitrary: fc.tuple(instance, fc.oneof(fc.integer({ min: 1, max: 10 }), fc.integer({ min: 1, max: 200 }))).map(([i, size]) => new IngestNew(i, size) as Cmd) },
   { weight: 5, arbitrary: fc.tuple(fc.oneof(fc.constant('latest' as const), fc.nat({ max: 1000 })), fc.integer({ min: 1, max: INSTANCES - 1 })).map(([pick, offset]) => new RetrySame(pick, offset) as Cmd) },
-  { weight: 1, arbitrary: fc.tuple(instance, fc.oneof(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 40 }))).map(([i, after]) => new KillAndRestart(i, after) as Cmd) },
+  { weight: 1, arbitrary: fc.tuple(fc.oneof(instance, fc.constant('busiest' as const)), fc.oneof(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 40 }))).map(([i, after]) => new KillAndRestart(i, after) as Cmd) },
   { weight: 2, arbitrary: fc.oneof(fc.integer({ min: 0, max: 150 }), fc.constant('answers' as const)).map((ms) => new Wait(ms) as Cmd) },
 )
 
@@ -527,8 +549,10 @@ const command = fc.oneof(
 async function check(cluster: Cluster): Promise<Tally> {
   const tally = emptyTally()
   let runIndex = 0
-  const property = fc.asyncProperty(fc.array(command, { minLength: MIN_COMMANDS, maxLength: MAX_COMMANDS }), async (cmds) => {
-    const run = new Run(cluster, `${cluster.name}-r${runIndex++}-${randomInt(36 ** 4).toString(36)}`, tally)
+  // One run in three without kills.
+  const kills = fc.oneof({ weight: 1, arbitrary: fc.constant(false) }, { weight: 2, arbitrary: fc.constant(true) })
+  const property = fc.asyncProperty(kills, fc.array(command, { minLength: MIN_COMMANDS, maxLength: MAX_COMMANDS }), async (withKills, cmds) => {
+    const run = new Run(cluster, `${cluster.name}-r${runIndex++}-${randomInt(36 ** 4).toString(36)}`, tally, withKills)
     tally.runs++
     const statsBefore = (await cluster.stats()).totals
     try {
