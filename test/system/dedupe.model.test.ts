@@ -11,7 +11,9 @@
  * - `KillAndRestart(instance | busiest, afterMs)`: SIGKILL, possibly with requests in flight (the
  *   busiest instance: the one with the most), then a new process in its place (same instance id,
  *   same storage);
- * - `Wait(ms | all)`: a pause, or until every request so far has its answer.
+ * - `KillDuringIngest(instance, size, afterMs)`: a new batch, and its instance killed while it
+ *   stores it;
+ * - `Wait(ms | answers)`: a pause, or until every request so far has its answer.
  *
  * The model records each batch's answers: a 200 acknowledges every id of the batch (each one is
  * `accepted` or a duplicate, as the body counts them); a 503 or a connection cut by a kill leaves
@@ -35,8 +37,9 @@
  * outlived storageTimeoutMs on a busy machine. Both are allowed, counted and printed.
  *
  * Bounded: FC_RUNS runs per backend (default 16) of 12 to 24 commands, no shrinking. Replay a
- * failure with the seed and path it prints: FC_SEED=<seed> FC_PATH=<path>; FC_SHRINK=1 shrinks a
- * failure (slow: every step runs real processes).
+ * failure with the seed and path it prints: FC_SEED=<seed> FC_PATH=<path> runs the same commands
+ * again (their timing is the machine's: the processes are real); FC_SHRINK=1 shrinks a failure
+ * (slow: every step runs real processes).
  */
 import { randomInt } from 'node:crypto'
 import { Agent, request } from 'node:http'
@@ -97,7 +100,6 @@ interface Slot {
   ready: Promise<Child>
   /** The serving process, once it serves. */
   child?: Child
-  generation: number
 }
 
 /** A request's outcome as the client sees it. */
@@ -122,7 +124,7 @@ class Cluster {
   async start(): Promise<void> {
     for (let index = 0; index < INSTANCES; index++) {
       const instanceId = `model_${this.name}_${index}`
-      const slot: Slot = { index, instanceId, ready: undefined as never, generation: 0 }
+      const slot = { index, instanceId } as Slot
       slot.ready = this.spawn(slot)
       this.slots.push(slot)
     }
@@ -140,7 +142,7 @@ class Cluster {
     await until('every instance registered', () => this.stats(0), (s) => s.instances === INSTANCES, 10_000)
   }
 
-  private async spawn(slot: Pick<Slot, 'instanceId'> & { child?: Child }): Promise<Child> {
+  private async spawn(slot: Slot): Promise<Child> {
     const { instanceId } = slot
     const started = startTs(serverScript, [...this.storageArgs, instanceId, ADMIN, String(STORAGE_TIMEOUT_MS)])
     const child: Child = { started, url: '', agent: new Agent({ keepAlive: true }), inFlight: 0, killed: false }
@@ -149,12 +151,13 @@ class Cluster {
       child.agent.destroy()
       if (!child.killed) this.crashes.push(`${instanceId} exited by itself (${started.proc.exitCode ?? started.proc.signalCode}):\n${started.stderr()}`)
     })
+    let timer: ReturnType<typeof setTimeout> | undefined
     const line = await Promise.race([
       started.waitForLine((l) => l.startsWith('LISTENING ')),
-      sleep(30_000).then(() => {
-        throw new Error(`${instanceId} did not start within 30 s:\n${started.stderr()}`)
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${instanceId} did not start within 30 s:\n${started.stderr()}`)), 30_000)
       }),
-    ])
+    ]).finally(() => clearTimeout(timer))
     child.url = line.slice('LISTENING '.length)
     slot.child = child
     return child
@@ -180,7 +183,6 @@ class Cluster {
     await child.started.closed
     if (child.started.proc.signalCode !== 'SIGKILL') this.crashes.push(`${slot.instanceId} did not die of SIGKILL: ${child.started.proc.exitCode}`)
     this.processes.delete(child)
-    slot.generation++
     slot.child = undefined
     slot.ready = this.spawn(slot)
     // A start that fails is reported by whoever waits for the slot; never unhandled.
@@ -536,6 +538,22 @@ class KillAndRestart implements Cmd {
   toString = () => `KillAndRestart(${this.instance === 'busiest' ? `busiest${this.killed === undefined ? '' : `: ${this.killed}`}` : this.instance}, after ${this.afterMs} ms)`
 }
 
+/** A new batch to an instance, and that instance killed `afterMs` later, while it stores the batch. */
+class KillDuringIngest implements Cmd {
+  constructor(
+    readonly instance: number,
+    readonly size: number,
+    readonly afterMs: number,
+  ) {}
+  check = (m: Readonly<Model>) => m.kills
+  async run(_m: Model, r: Run) {
+    r.tally.commands++
+    r.send(r.newBatch(this.instance, this.size), this.instance)
+    await r.kill(this.instance, this.afterMs)
+  }
+  toString = () => `KillDuringIngest(${this.instance}, ${this.size}, after ${this.afterMs} ms)`
+}
+
 class Wait implements Cmd {
   constructor(readonly ms: number | 'answers') {}
   check = () => true
@@ -552,6 +570,7 @@ const command = fc.oneof(
   { weight: 5, arbitrary: fc.tuple(instance, fc.oneof(fc.integer({ min: 1, max: 10 }), fc.integer({ min: 1, max: 200 }))).map(([i, size]) => new IngestNew(i, size) as Cmd) },
   { weight: 5, arbitrary: fc.tuple(fc.oneof(fc.constant('latest' as const), fc.nat({ max: 1000 })), fc.integer({ min: 1, max: INSTANCES - 1 })).map(([pick, offset]) => new RetrySame(pick, offset) as Cmd) },
   { weight: 1, arbitrary: fc.tuple(fc.oneof(instance, fc.constant('busiest' as const)), fc.oneof(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 40 }))).map(([i, after]) => new KillAndRestart(i, after) as Cmd) },
+  { weight: 1, arbitrary: fc.tuple(instance, fc.integer({ min: 20, max: 200 }), fc.integer({ min: 1, max: 20 })).map(([i, size, after]) => new KillDuringIngest(i, size, after) as Cmd) },
   { weight: 2, arbitrary: fc.oneof(fc.integer({ min: 0, max: 150 }), fc.constant('answers' as const)).map((ms) => new Wait(ms) as Cmd) },
 )
 
