@@ -576,6 +576,9 @@ const command = fc.oneof(
 
 // ---------------------------------------------------------------------------------------------
 
+/** The suites' names, which `vitest -t` selects by. */
+const SUITES = { redis: 'dedupe, model-based: three processes on one Redis prefix', fs: 'dedupe, model-based: three processes on one fs directory' }
+
 async function check(cluster: Cluster): Promise<Tally> {
   const tally = emptyTally()
   let runIndex = 0
@@ -596,7 +599,18 @@ async function check(cluster: Cluster): Promise<Tally> {
     await run.verify(statsBefore)
   })
   console.info(`[dedupe.model] ${cluster.name}: seed ${SEED}${PATH ? `, path ${PATH}` : ''}, ${NUM_RUNS} runs (FC_SEED=${SEED} to replay)`)
-  await fc.assert(property, { numRuns: NUM_RUNS, seed: SEED, ...(PATH ? { path: PATH } : {}), endOnFailure: !SHRINK })
+  const details = await fc.check(property, { numRuns: NUM_RUNS, seed: SEED, ...(PATH ? { path: PATH } : {}), endOnFailure: !SHRINK })
+  if (details.failed) {
+    // Named by backend, with the failure itself in the message: both backends run the same
+    // commands, and a report must never fold their two failures into one.
+    const cause = details.errorInstance
+    throw new Error(
+      `${cluster.name}: ${fc.defaultReportMessage(details)}\n` +
+        `Replay: FC_SEED=${details.seed} FC_PATH=${details.counterexamplePath} npx vitest run test/system/dedupe.model.test.ts -t '${SUITES[cluster.name as keyof typeof SUITES]}'\n\n` +
+        (cause instanceof Error ? cause.message : String(cause)),
+      { cause },
+    )
+  }
   return tally
 }
 
@@ -609,7 +623,7 @@ function report(name: string, tally: Tally, ms: number) {
   )
 }
 
-describe('dedupe, model-based: three processes on one Redis prefix', () => {
+describe(SUITES.redis, () => {
   const prefix = uniquePrefix('model')
   const cluster = new Cluster('redis', [redisUrl, prefix])
 
@@ -631,7 +645,7 @@ describe('dedupe, model-based: three processes on one Redis prefix', () => {
   })
 })
 
-describe('dedupe, model-based: three processes on one fs directory', () => {
+describe(SUITES.fs, () => {
   let dir = ''
   let cluster: Cluster
 
