@@ -1,9 +1,9 @@
 /**
  * DESIGN §4, README "Guarantees": acknowledged means stored, and an id is stored once, across
  * instances sharing Redis or a directory, across restarts and `kill -9`. A model-based property
- * test (fast-check commands): three event-ingest processes, each behind a real HTTP server on
- * loopback, share one Redis key prefix (one suite) or one fs directory (the other). Each run is a
- * random interleaving of
+ * test (fast-check's `asyncModelRun` over generated commands, 12 to 24 a run): three event-ingest
+ * processes, each behind a real HTTP server on loopback, share one Redis key prefix (one suite) or
+ * one fs directory (the other). Each run is a random interleaving of
  *
  * - `IngestNew(instance, size)`: a batch of fresh ids, sent without waiting for its answer;
  * - `RetrySame(batch, other)`: an earlier batch again (the same ids) to another instance, possibly
@@ -14,6 +14,8 @@
  * - `KillDuringIngest(instance, size, afterMs)`: a new batch, and its instance killed while it
  *   stores it;
  * - `Wait(ms | answers)`: a pause, or until every request so far has its answer.
+ *
+ * One run in three has no kills (the two kill commands are skipped there).
  *
  * The model records each batch's answers: a 200 acknowledges every id of the batch (each one is
  * `accepted` or a duplicate, as the body counts them); a 503 or a connection cut by a kill leaves
