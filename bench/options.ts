@@ -6,6 +6,12 @@ import { targets } from './targets'
 export interface BenchOptions {
   /** Smoke mode: one repetition, short runs, small sizes. */
   quick: boolean
+  /**
+   * Machine experiments too: the cost of a page fault on this machine, timed at the start, and the
+   * targets that measure a setting of the machine rather than the code (`machine` in
+   * bench/targets.ts: h3 + memory with glibc's malloc on huge pages). @default false
+   */
+  machine: boolean
   /** Interleaved repetitions of every target. @default 10 (quick: 1) */
   reps: number
   /** Seconds of each measured load run (per target, per body). @default 4 (quick: 1) */
@@ -14,7 +20,7 @@ export interface BenchOptions {
   warmup: number
   /** autocannon connections. @default 32 (quick: 4) */
   connections: number
-  /** Target ids to run (all by default); ratios need the matching bare routes. */
+  /** Target ids to run (all but the machine experiments by default); ratios need the matching bare routes. */
   targets: string[]
   /** Phases to run. @default all: ingest, stats, soak, profile */
   phases: Set<'ingest' | 'stats' | 'soak' | 'profile'>
@@ -56,13 +62,18 @@ export interface BenchOptions {
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
 
+/** Targets that measure a setting of the machine, not the code: run only with `--machine`. */
+const machineTargets = targets.filter((t) => t.machine).map((t) => t.id)
+
 const usage = `npm run bench -- [options]
   --quick                 smoke run: 1 repetition, short runs, small sizes
+  --machine               machine experiments too: the cost of a page fault here, and ${machineTargets.join(', ')}
   --reps N                interleaved repetitions (default 10)
   --duration S            seconds per measured run (default 4)
   --warmup S              seconds of untimed load per fresh server (default 1)
   --connections N         autocannon connections (default 32)
-  --targets a,b           target ids: ${targets.map((t) => t.id).join(', ')}
+  --targets a,b           target ids (default all; ${machineTargets.join(', ')} only with --machine):
+                          ${targets.map((t) => t.id).join(', ')}
   --phases a,b            ingest, stats, soak, profile (default all)
   --stats-sizes a,b       stored events for stats/schema timing (default 1000,100000,1000000)
   --stats-drivers a,b     memory, redis (default both)
@@ -85,6 +96,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     args: argv,
     options: {
       quick: { type: 'boolean' },
+      machine: { type: 'boolean' },
       reps: { type: 'string' },
       duration: { type: 'string' },
       warmup: { type: 'string' },
@@ -117,7 +129,9 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     if (typeof flag === 'string') return flag
     return env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`]
   }
-  const quick = values.quick ?? ['1', 'true', 'yes'].includes((env.BENCH_QUICK ?? '').toLowerCase())
+  const flag = (name: 'quick' | 'machine') => values[name] ?? ['1', 'true', 'yes'].includes((env[`BENCH_${name.toUpperCase()}`] ?? '').toLowerCase())
+  const quick = flag('quick')
+  const machine = flag('machine')
   const number = (name: string, full: number, short: number, min = 0): number => {
     const raw = pick(name)
     const value = raw === undefined ? (quick ? short : full) : Number(raw)
@@ -135,15 +149,19 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
   const statsSizes = sizes === undefined ? (quick ? [1_000, 10_000] : [1_000, 100_000, 1_000_000]) : sizes.split(',').map((s) => Number(s.trim()))
   if (statsSizes.some((n) => !Number.isSafeInteger(n) || n < 1)) throw new TypeError(`--stats-sizes: expected positive integers, got ${sizes}`)
   statsSizes.sort((a, b) => a - b)
+  const chosenTargets = list('targets', targets.map((t) => t.id), targets.filter((t) => machine || !t.machine).map((t) => t.id))
+  const experiments = machine ? [] : chosenTargets.filter((id) => machineTargets.includes(id))
+  if (experiments.length > 0) throw new TypeError(`--targets: ${experiments.join(', ')} is a machine experiment: add --machine to run it`)
   return {
     quick,
+    machine,
     reps: Math.round(number('reps', 10, 1, 1)),
     // Quick runs still see answers from the slowest target (fs batches, about 10 a second on a slow
     // disk): a few connections, long enough for several to come back.
     duration: number('duration', 4, 1, 0.1),
     warmup: number('warmup', 1, 0.2),
     connections: Math.round(number('connections', 32, 4, 1)),
-    targets: list('targets', targets.map((t) => t.id), targets.map((t) => t.id)),
+    targets: chosenTargets,
     phases: new Set(list('phases', ['ingest', 'stats', 'soak', 'profile'] as const, ['ingest', 'stats', 'soak', 'profile'])),
     statsSizes,
     statsDrivers: list('stats-drivers', ['memory', 'redis'] as const, ['memory', 'redis']),

@@ -35,12 +35,15 @@ function ingestTable(rows: IngestRow[], body: 'batch' | 'single'): string[] {
 function keptMemory(rows: IngestRow[], pageFaultUs: number | undefined, memorySoak: SoakAnalysis | undefined): string[] {
   const ours = rows.find((r) => r.body === 'batch' && r.target.id === 'h3')
   const bare = rows.find((r) => r.body === 'batch' && r.target.id === 'node')
-  if (!ours?.faultsPerRequest || !bare?.faultsPerRequest || !ours.cpuUsPerRequest || !bare.cpuUsPerRequest || pageFaultUs === undefined || !Number.isFinite(pageFaultUs)) return []
+  if (!ours?.faultsPerRequest || !bare?.faultsPerRequest || !ours.cpuUsPerRequest || !bare.cpuUsPerRequest) return []
+  const faultKnown = pageFaultUs !== undefined && Number.isFinite(pageFaultUs)
   const extraFaults = ours.faultsPerRequest.median - bare.faultsPerRequest.median
   const extraCpu = ours.cpuUsPerRequest.median - bare.cpuUsPerRequest.median
   const growth = memorySoak && memorySoak.events > 0 ? (memorySoak.rssGrowthMB * 2 ** 20) / memorySoak.events : undefined
   const head = `**Memory kept per request (batch of 50).** The memory driver keeps what it stores in the server process: each body as received and its ids for deduplication${growth !== undefined && growth > 0 ? ` (the memory soak above grows by ${num(growth)} B of RSS per stored event, ${num((growth * 50) / 1024, 1)} KiB per batch: ${num((growth * 50) / 4096, 1)} fresh 4 KiB pages, each a page fault)` : ''}. h3 + event-ingest (memory) takes ${num(ours.faultsPerRequest.median, 1)} minor page faults per request, bare node ${num(bare.faultsPerRequest.median, 1)}, which keeps nothing past its ring.`
-  const cost = extraFaults > 0.5
+  const cost = !faultKnown
+    ? ' What a fault costs on this machine is timed only with `--machine`.'
+    : extraFaults > 0.5
     ? ` At ${num(pageFaultUs, 1)} µs per fault on this machine, that is about ${num(extraFaults * pageFaultUs)} µs per request (the CPU profile charges it to whatever first touches the new memory: Node's copy of the body, the allocator, the claim table) of the ${num(extraCpu)} µs of server CPU per request that event-ingest adds to bare node (${num(ours.cpuUsPerRequest.median)} against ${num(bare.cpuUsPerRequest.median)} µs).`
     : ` No more than bare node here, so keeping costs no fault time in this run (a fault costs ${num(pageFaultUs, 1)} µs on this machine).`
   const keeping = rows.find((r) => r.body === 'batch' && r.target.id === 'node-keep')
@@ -145,11 +148,15 @@ export function renderReport(results: BenchResults): string {
   const checks = checkTargets(results, rows, soaks)
   const lines: string[] = []
   const push = (...more: string[]) => lines.push(...more)
+  // Runs from before the option had the machine experiments always.
+  const machineRun = s.machine === true || (s.machine === undefined && m.pageFaultUs !== undefined)
+  const flags = [...(results.quick ? ['--quick'] : []), ...(machineRun ? ['--machine'] : [])]
+  const ran = (s.targets as string[] | undefined) ?? []
 
   push(
     '# event-ingest bench results',
     '',
-    `Written by \`npm run bench${results.quick ? ' -- --quick' : ''}\` on ${results.finishedAt} (${num(results.wallSeconds / 60, 1)} min).` +
+    `Written by \`npm run bench${flags.length > 0 ? ` -- ${flags.join(' ')}` : ''}\` on ${results.finishedAt} (${num(results.wallSeconds / 60, 1)} min).` +
       (results.quick ? ' **Quick (smoke) run: one short repetition, small sizes — not a measurement.**' : ''),
     '',
     '## Machine',
@@ -167,12 +174,17 @@ export function renderReport(results: BenchResults): string {
     `- ${s.reps} repetition(s), interleaved: each repetition starts every target in turn (a new process each time, so every run starts from an empty store) and measures both bodies, so drift of the machine hits all targets alike. Tables give the median with min–max over repetitions; ratios are paired within a repetition, then summarised the same way.`,
     `- Bodies: a batch of ${results.bodies.batch.events} canonical events (${num(results.bodies.batch.bytes)} bytes; all ten event names, each from a source it is expected from) and a one-event array (${num(results.bodies.single.bytes)} bytes). Every request carries fresh ids: autocannon's \`setupRequest\` hook takes each body from a factory that copies a pre-serialised template and writes a new fixed-width serial into every id (no pool, no repeats), so ingest stores instead of deduplicating. The server-side counters confirm it: a run with a duplicate, a rejected event, an error or a non-2xx answer is flagged.`,
     '- Baselines, same run, own processes: bare `node:http` (read the body, `JSON.parse`, check for an array, push the events into a bounded ring, 200 with a small JSON answer); per framework, a bare route doing only the same with the framework\'s own JSON body reading (h3 `event.req.json()`, `express.json()`, Fastify\'s built-in parser, `@koa/bodyparser`); and each of these servers once more keeping every body it receives for the life of the process (`node-keep`, `h3-keep`, ...): bare node the bytes received, h3 the text of `event.req.text()` (what its `json()` parses), Express the raw bytes `express.json()` hands its `verify` hook, Fastify the raw bytes fed to its own JSON parser, Koa the `rawBody` text of `@koa/bodyparser`.',
-    '- Measured: event-ingest mounted in each framework as `test/helpers/hosts.ts` mounts it (no host body parser), memory driver; h3 also with the fs driver (temp dir, fsync on, the default) and Redis (unique key prefix, deleted afterwards), and, for reference only, h3 + memory in a process started with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc\'s malloc on transparent huge pages; the same code). Ingest is open (no token).',
+    '- Measured: event-ingest mounted in each framework as `test/helpers/hosts.ts` mounts it (no host body parser), memory driver; h3 also with the fs driver (temp dir, fsync on, the default) and Redis (unique key prefix, deleted afterwards)' +
+      (ran.includes('h3-hugepages')
+        ? ', and, for reference only, h3 + memory in a process started with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc\'s malloc on transparent huge pages; the same code).'
+        : '.') +
+      ' Ingest is open (no token).',
     '- Latency: every 2xx response timed (exact p50/p99 per run). Server CPU: `process.cpuUsage()` read in the server over IPC at the start and end of each run (user + system, % of one core, and per 2xx response); page faults per response from `process.resourceUsage().minorPageFault` read with it.',
     `- Stats and schema: events loaded in-process through \`ingest.ingest()\` (batches of 1000), then ${s.statsRequests} sequential timed \`GET /admin/events/stats\` (admin token) and \`GET /events/schema\` on one keep-alive connection, at each size.`,
     `- Soak: ${num(Number(s.soakSeconds))} s of batch load per driver (${(s.soakDrivers as string[]).join(', ')})${Number(s.soakEvents) > 0 ? `, paced to store about ${num(Number(s.soakEvents))} events per run (${num(Number(s.soakEvents) / Number(s.soakSeconds))} events/s, the same pace for every driver, so the memory driver — which keeps every event in the process — stays within memory)` : ', unpaced'}; \`heapUsed\` and RSS read after a full GC (\`--expose-gc\`) every ${s.soakSampleSeconds} s, plus once with the load paused before and after.`,
     `- Profile: \`node --cpu-prof\` on the h3 + memory server under ${s.profileSeconds} s of batch load; positions in the build mapped back to .ts lines through its source maps.`,
-    '- Run it: `npm run bench` (full), `npm run bench -- --quick` (smoke), `npm run bench -- --help` for every option (durations, repetitions, targets, phases, sizes).',
+    '- Run it: `npm run bench` (full), `npm run bench -- --quick` (smoke), `npm run bench -- --machine` (also the machine experiments: the cost of a page fault here, timed at the start, and h3 + memory with glibc\'s malloc on huge pages), `npm run bench -- --help` for every option (durations, repetitions, targets, phases, sizes).' +
+      (machineRun ? '' : ' This run had no machine experiments.'),
     '',
   )
 

@@ -6,6 +6,7 @@
  *
  *   npm run bench                 # full run (about 25 minutes on 2 cores)
  *   npm run bench -- --quick      # smoke run (well under a minute)
+ *   npm run bench -- --machine    # with the machine experiments (page-fault cost, malloc on huge pages)
  *   npm run bench -- --help
  */
 import { randomBytes } from 'node:crypto'
@@ -256,7 +257,8 @@ async function main(): Promise<void> {
   const idleLoad = cpus().length * 0.25
   const waited = await settle(options.settleSeconds, idleLoad)
   const machine = machineInfo()
-  machine.pageFaultUs = measurePageFault()
+  // A machine experiment: what a page fault costs here, for the report's account of kept memory.
+  if (options.machine) machine.pageFaultUs = measurePageFault()
   const needsRedis = options.targets.includes('h3-redis') && options.phases.has('ingest')
     || (options.phases.has('stats') && options.statsDrivers.includes('redis'))
     || (options.phases.has('soak') && options.soakDrivers.includes('redis'))
@@ -279,6 +281,7 @@ async function main(): Promise<void> {
     wallSeconds: 0,
     quick: options.quick,
     settings: {
+      machine: options.machine,
       reps: options.reps,
       duration: options.duration,
       warmup: options.warmup,
@@ -306,7 +309,7 @@ async function main(): Promise<void> {
   if (machine.loadStart > idleLoad) {
     results.notes.push(`The machine was not idle when the run started (1-minute load average ${machine.loadStart.toFixed(2)} on ${machine.cores} cores): absolute numbers are low and noisy; same-run ratios are less affected.`)
   }
-  log(`run ${runId}: ${options.quick ? 'quick' : 'full'}; load average ${machine.loadStart.toFixed(2)} on ${machine.cores} cores`)
+  log(`run ${runId}: ${options.quick ? 'quick' : 'full'}${options.machine ? ', with the machine experiments' : ''}; load average ${machine.loadStart.toFixed(2)} on ${machine.cores} cores`)
 
   const stop = () => {
     log('interrupted: stopping servers and deleting this run\'s Redis keys')

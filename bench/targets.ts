@@ -22,6 +22,8 @@ export interface Target {
    * framework hands it over (bytes, or the text where the framework reads the body as text).
    */
   keepsBodies?: boolean
+  /** A machine experiment: measures a setting of the machine, not the code; run only with `--machine`. */
+  machine?: boolean
 }
 
 /**
@@ -44,8 +46,8 @@ export const targets: readonly Target[] = [
   { id: 'h3-bare', label: 'h3 bare route', framework: 'h3', kind: 'bare' },
   { id: 'h3-keep', label: 'h3 bare route keeping every body', framework: 'h3', kind: 'bare', keepsBodies: true },
   { id: 'h3', label: 'h3 + event-ingest (memory)', framework: 'h3', kind: 'ours', storage: 'memory' },
-  // For reference, not a goal: the same server with malloc on huge pages (see the report).
-  { id: 'h3-hugepages', label: 'h3 + event-ingest (memory, malloc on huge pages)', framework: 'h3', kind: 'ours', storage: 'memory', env: HUGE_PAGES_ENV },
+  // For reference, not a goal: the same server with malloc on huge pages (see the report); with --machine only.
+  { id: 'h3-hugepages', label: 'h3 + event-ingest (memory, malloc on huge pages)', framework: 'h3', kind: 'ours', storage: 'memory', env: HUGE_PAGES_ENV, machine: true },
   { id: 'express-bare', label: 'Express bare route', framework: 'express', kind: 'bare' },
   { id: 'express-keep', label: 'Express bare route keeping every body', framework: 'express', kind: 'bare', keepsBodies: true },
   { id: 'express', label: 'Express + event-ingest (memory)', framework: 'express', kind: 'ours', storage: 'memory' },

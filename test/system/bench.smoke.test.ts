@@ -33,6 +33,9 @@ function tableRows(report: string, heading: string): string[][] {
 
 const ratio = /^\d+\.\d\d\b/
 
+/** The targets of a run without `--machine`. */
+const codeTargets = targets.filter((t) => !t.machine)
+
 describe('npm run bench -- --quick', () => {
   it('runs every target, phase and baseline, and writes a report with numeric ratios to the path it is given', async () => {
     const out = join(dir, 'RESULTS.md')
@@ -42,7 +45,7 @@ describe('npm run bench -- --quick', () => {
 
     for (const heading of ['Ingest: batch of 50 events', 'Ingest: one event per request']) {
       const rows = tableRows(report, heading)
-      for (const target of targets) {
+      for (const target of codeTargets) {
         const row = rows.find((cells) => cells[0]!.startsWith(target.label))
         expect(row, `${heading}: a row for ${target.label}`).toBeDefined()
         const [, rps, , , , , cpuPerRequest, faultsPerRequest, vsNode, vsBare] = row!
@@ -54,7 +57,7 @@ describe('npm run bench -- --quick', () => {
       }
     }
     const keeping = tableRows(report, 'Against baselines that keep what they receive')
-    for (const target of targets.filter((t) => t.kind === 'ours' && t.storage === 'memory')) {
+    for (const target of codeTargets.filter((t) => t.kind === 'ours' && t.storage === 'memory')) {
       const row = keeping.find((cells) => cells[0] === target.label)
       expect(row, `a row for ${target.label} against the keeping baselines`).toBeDefined()
       expect(row![1], `${target.label} / node-keep, batch`).toMatch(ratio)
@@ -76,9 +79,29 @@ describe('npm run bench -- --quick', () => {
     expect(report).toContain('## Stats and schema latency against stored events')
     expect(report).toContain('## Heap and RSS over a long ingest run')
     expect(report).toMatch(/\*\*Top functions by self time\*\*[\s\S]*\| 1 \| `/)
-    expect(report).toMatch(/A minor page fault \(fresh memory touched for the first time\) costs [\d.,]+ µs here/)
     expect(report).toContain('**Memory kept per request (batch of 50).**')
+    // No machine experiments without --machine: no page-fault timing, no huge-pages target.
+    expect(report).toContain('Written by `npm run bench -- --quick`')
+    expect(report).not.toContain('A minor page fault (fresh memory touched for the first time) costs')
+    expect(report).toContain('What a fault costs on this machine is timed only with `--machine`.')
+    for (const target of targets.filter((t) => t.machine)) expect(report).not.toContain(target.label)
+    expect(report).toContain('This run had no machine experiments.')
   }, 300_000)
+
+  it('runs the machine experiments with --machine: the page-fault cost and the huge-pages target', async () => {
+    const out = join(dir, 'RESULTS.machine.md')
+    const { code, output } = await runBench(['--quick', '--machine', '--phases', 'ingest', '--targets', 'node,h3,h3-hugepages', '--out', out, '--artifacts', dir])
+    expect(code, output).toBe(0)
+    const report = readFileSync(out, 'utf8')
+    expect(report).toContain('Written by `npm run bench -- --quick --machine`')
+    expect(report).toMatch(/A minor page fault \(fresh memory touched for the first time\) costs [\d.,]+ µs here/)
+    const huge = targets.find((t) => t.id === 'h3-hugepages')!
+    const row = tableRows(report, 'Ingest: batch of 50 events').find((cells) => cells[0]!.startsWith(huge.label))
+    expect(row, 'a row for the huge-pages target').toBeDefined()
+    expect(row![7], 'its page faults per request').toMatch(/^-?[\d,]+\.\d\b/)
+    expect(report).toMatch(/\*\*Memory kept per request \(batch of 50\)\.\*\*.*(µs per fault on this machine|a fault costs [\d.,]+ µs on this machine).*glibc's malloc on transparent huge pages/)
+    expect(report).not.toContain('This run had no machine experiments.')
+  }, 120_000)
 
   it('refuses a bad option value before running, naming the option', async () => {
     for (const [flag, value] of [['--settle', '-1'], ['--reps', '0'], ['--duration', 'soon']]) {
@@ -86,5 +109,8 @@ describe('npm run bench -- --quick', () => {
       expect(code, output).not.toBe(0)
       expect(output).toContain(`${flag}: expected a number >=`)
     }
+    const { code, output } = await runBench(['--targets=node,h3-hugepages'])
+    expect(code, output).not.toBe(0)
+    expect(output).toContain('--targets: h3-hugepages is a machine experiment: add --machine to run it')
   }, 60_000)
 })

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest'
+import { parseOptions } from '../../bench/options'
+import { targets } from '../../bench/targets'
+
+const machineTargets = targets.filter((t) => t.machine).map((t) => t.id)
+const codeTargets = targets.filter((t) => !t.machine).map((t) => t.id)
+
+describe('bench options', () => {
+  it('has machine experiments, and leaves them out by default: no page-fault timing, no machine targets', () => {
+    expect(machineTargets).toEqual(['h3-hugepages'])
+    const options = parseOptions([], {})
+    expect(options.machine).toBe(false)
+    expect(options.targets).toEqual(codeTargets)
+    expect(options.quick).toBe(false)
+    expect(options.reps).toBe(10)
+  })
+
+  it('runs the machine experiments with --machine or BENCH_MACHINE, with every target', () => {
+    for (const options of [parseOptions(['--machine'], {}), parseOptions([], { BENCH_MACHINE: '1' }), parseOptions([], { BENCH_MACHINE: 'true' })]) {
+      expect(options.machine).toBe(true)
+      expect(options.targets).toEqual(targets.map((t) => t.id))
+    }
+    expect(parseOptions([], { BENCH_MACHINE: '0' }).machine).toBe(false)
+    // The flag wins over the environment.
+    expect(parseOptions(['--machine'], { BENCH_MACHINE: '0' }).machine).toBe(true)
+  })
+
+  it('combines --machine with --quick: quick sizes, machine targets in', () => {
+    const options = parseOptions(['--quick', '--machine'], {})
+    expect(options).toMatchObject({ quick: true, machine: true, reps: 1, duration: 1, connections: 4, settleSeconds: 0 })
+    expect(options.targets).toContain('h3-hugepages')
+    expect(parseOptions(['--quick'], {}).targets).not.toContain('h3-hugepages')
+  })
+
+  it('refuses a machine target named in --targets without --machine, naming the option to add', () => {
+    expect(() => parseOptions(['--targets', 'node,h3-hugepages'], {})).toThrow('--targets: h3-hugepages is a machine experiment: add --machine to run it')
+    expect(() => parseOptions([], { BENCH_TARGETS: 'h3-hugepages' })).toThrow(/add --machine/)
+    expect(parseOptions(['--machine', '--targets', 'node,h3,h3-hugepages'], {}).targets).toEqual(['node', 'h3', 'h3-hugepages'])
+    expect(parseOptions(['--targets', 'node,h3'], {}).targets).toEqual(['node', 'h3'])
+  })
+
+  it('refuses unknown targets, bad numbers and unknown flags, naming them', () => {
+    expect(() => parseOptions(['--targets', 'nope'], {})).toThrow('--targets: "nope" is not one of')
+    expect(() => parseOptions(['--reps', '0'], {})).toThrow('--reps: expected a number >= 1, got "0"')
+    expect(() => parseOptions([], { BENCH_SETTLE: '-1' })).toThrow('--settle: expected a number >= 0, got "-1"')
+    expect(() => parseOptions(['--machines'], {})).toThrow(/--machines/)
+  })
+})
