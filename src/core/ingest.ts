@@ -97,7 +97,9 @@ class IngestCore {
     if (!settings || sentAt === undefined) return undefined
     let latest = Number.NaN
     for (let i = 0; i < events.length; i++) {
-      const at = times?.[i] ?? Date.parse(events[i]!.occurredAt)
+      // The validator's parse where it made one (NaN where it did not).
+      let at = times?.[i] ?? Number.NaN
+      if (at !== at) at = Date.parse(events[i]!.occurredAt)
       if (at === at && !(at <= latest)) latest = at
     }
     const judged = judgeSkew(sentAt, receivedAt, latest, settings)

@@ -310,6 +310,66 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
     })
   })
 
+  describe(`${label}: clock skew`, () => {
+    let host: RunningHost
+    beforeAll(async () => {
+      host = await startHost(factory, { adminToken: ADMIN }, '/api')
+    })
+    afterAll(() => host.close())
+    const HOUR = 3_600_000
+    const admin = { authorization: `Bearer ${ADMIN}` }
+    const stored = async (id: string) => (await getJson(`${host.url}/admin/events?limit=100`, admin)).body.events.find((e: any) => e.id === id)
+
+    it('corrects the time of a batch whose producer clock is off (x-event-sent-at), keeping occurredAt as sent', async () => {
+      // The producer's clock is two hours behind: it sends 5 s after the event, by its clock.
+      const sentAt = new Date(Date.now() - 2 * HOUR).toISOString()
+      const occurredAt = new Date(Date.parse(sentAt) - 5000).toISOString()
+      const res = await postEvents(host.url, [makeEvent({ id: 'skew-header', occurredAt })], { 'x-event-sent-at': sentAt })
+      expect(res.body).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      const event = await stored('skew-header')
+      expect(event.occurredAt).toBe(occurredAt)
+      expect(event.clockSkewMs).toBeGreaterThanOrEqual(2 * HOUR)
+      expect(event.clockSkewMs).toBeLessThan(2 * HOUR + 5000)
+      const corrected = Date.parse(event.correctedOccurredAt)
+      expect(Date.parse(event.receivedAt) - corrected).toBeGreaterThanOrEqual(4900)
+      expect(Date.parse(event.receivedAt) - corrected).toBeLessThan(10_000)
+      // Lag is counted from the corrected time: seconds, not two hours.
+      const stats = (await getJson(`${host.url}/admin/events/stats`, admin)).body
+      expect(stats.clockSkew).toMatchObject({ corrected: 1, ignored: 0 })
+      expect(stats.clockSkew.maxMs).toBeGreaterThanOrEqual(2 * HOUR - 60_000)
+      expect(stats.lag.maxMs).toBeLessThan(60_000)
+    })
+
+    it('takes the send time of a beacon from the sentAt query parameter', async () => {
+      const sentAt = new Date(Date.now() + HOUR).toISOString()
+      const occurredAt = new Date(Date.parse(sentAt) - 1000).toISOString()
+      const res = await rawRequest(`${host.url}/events/ingest?sentAt=${encodeURIComponent(sentAt)}`, { headers: { 'content-type': 'text/plain;charset=UTF-8' }, body: JSON.stringify([makeEvent({ id: 'skew-beacon', occurredAt })]) })
+      expect(res.status).toBe(200)
+      const event = await stored('skew-beacon')
+      expect(event.clockSkewMs).toBeLessThan(-HOUR + 5000)
+      expect(event.clockSkewMs).toBeGreaterThan(-HOUR - 1000)
+      expect(Date.parse(event.receivedAt) - Date.parse(event.correctedOccurredAt)).toBeGreaterThanOrEqual(900)
+    })
+
+    it('leaves a skew within the tolerance alone, and ignores and counts a send time that cannot be right', async () => {
+      const before = (await getJson(`${host.url}/admin/events/stats`, admin)).body.clockSkew
+      const within = await postEvents(host.url, [makeEvent({ id: 'skew-within' })], { 'x-event-sent-at': new Date(Date.now() - 20_000).toISOString() })
+      expect(within.status).toBe(200)
+      expect(await stored('skew-within')).not.toHaveProperty('correctedOccurredAt')
+      const occurredAt = new Date().toISOString()
+      for (const [id, sentAt] of [['skew-bad', 'yesterday'], ['skew-early', new Date(Date.now() - HOUR).toISOString()], ['skew-far', '1764633600']]) {
+        const res = await postEvents(host.url, [makeEvent({ id, occurredAt })], { 'x-event-sent-at': sentAt! })
+        expect(res.body, `${id}: a send time never refuses a batch`).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+        const event = await stored(id!)
+        expect(event.occurredAt).toBe(occurredAt)
+        expect(event, id).not.toHaveProperty('correctedOccurredAt')
+      }
+      const after = (await getJson(`${host.url}/admin/events/stats`, admin)).body.clockSkew
+      expect(after.corrected - before.corrected).toBe(0)
+      expect(after.ignored - before.ignored).toBe(3)
+    })
+  })
+
   describe(`${label}: stats and stored events`, () => {
     let host: RunningHost
     const auth = { authorization: `Bearer ${ADMIN}` }
