@@ -40,3 +40,19 @@ export { DEFAULT_MEMORY_MAX_BYTES, DEFAULT_MEMORY_MAX_EVENTS, parseStorageString
 export type { StatsSnapshot } from './stats/stats'
 export { fsDriver, removeStaleTempFiles, type FsDriverInstance, type FsDriverOptions } from './storage/fs-driver'
 export type { DeadLetter, ForwardingState, RefusedEvent, SinkOptions } from './forward/forwarder'
+export {
+  breakingRules,
+  checkCompatibility,
+  compatibleRules,
+  type BreakingRule,
+  type ComparableModel,
+  type CompatibilityReport,
+  type CompatibilityRule,
+  type CompatibleRule,
+  type ModelChange,
+} from './governance/compatibility'
+export { exportModel } from './governance/export'
+export { parseModelDescription } from './governance/snapshot'
+export { formatChange, formatCompatibilityReport } from './governance/report'
+export { describeFields, pickExamples, renderCatalog, type CatalogField, type CatalogOptions } from './governance/catalog'
+export { checkFixtures, readFixtures, type Fixture, type FixtureFailure } from './governance/fixtures'
