@@ -91,7 +91,7 @@ export function checkCompatibility(before: ComparableModel, after: ComparableMod
     changes.push({ kind: breakingSet.has(rule) ? 'breaking' : 'compatible', rule, event, path, message })
 
   compareModelSettings(before, after, emit)
-  compareSchemas(before.envelopeSchema, after.envelopeSchema, { emit: (rule, path, message) => emit(rule, '(envelope)', path, message), rootBefore: before.envelopeSchema, rootAfter: after.envelopeSchema }, 'envelope')
+  compareSchemas(before.envelopeSchema, after.envelopeSchema, { emit: (rule, path, message) => emit(rule, '(envelope)', path, message), rootBefore: before.envelopeSchema, rootAfter: after.envelopeSchema, seen: new Set(['#|#']) }, 'envelope')
 
   const afterEvents = new Map(after.events.map((event) => [event.name, event]))
   const beforeNames = new Set(before.events.map((event) => event.name))
@@ -111,6 +111,8 @@ export function checkCompatibility(before: ComparableModel, after: ComparableMod
       emit: (rule, path, message) => emit(rule, old.name, path, message),
       rootBefore: old.payloadSchema,
       rootAfter: now.payloadSchema,
+      // The root is being compared: a recursive schema's `$ref: '#'` stops there.
+      seen: new Set(['#|#']),
     }
     compareSchemas(old.payloadSchema, now.payloadSchema, context, 'payload')
   }
@@ -355,13 +357,21 @@ function compareUnions(was: Schema[], now: Schema[], context: SchemaContext, pat
       for (const change of trials[kept]!.changes) context.emit(change.rule, change.path, change.message)
       continue
     }
-    const sameType = trials
+    // A discriminated option is matched by its discriminator's value; others by their type.
+    const tag = discriminators(resolve(option, context.rootBefore))
+    const tags = now.map((candidate) => discriminators(resolve(candidate, context.rootAfter)))
+    const discriminated = [...tag.keys()].some((key) => tags.some((other) => other.has(key)))
+    const closest = trials
       .map((found, position) => ({ found, position }))
-      .filter(({ position }) => overlaps(resolve(option, context.rootBefore), resolve(now[position], context.rootAfter)))
+      .filter(({ position }) =>
+        discriminated
+          ? [...tag].some(([key, value]) => tags[position]!.get(key) === value)
+          : overlaps(resolve(option, context.rootBefore), resolve(now[position], context.rootAfter)),
+      )
       .sort((x, y) => x.found.breaking - y.found.breaking)[0]
-    if (sameType) {
-      matched.add(sameType.position)
-      for (const change of sameType.found.changes) context.emit(change.rule, change.path, change.message)
+    if (closest) {
+      matched.add(closest.position)
+      for (const change of closest.found.changes) if (breakingSet.has(change.rule)) context.emit(change.rule, change.path, change.message)
     } else {
       context.emit('type-narrowed', at, `union option ${describeOption(option, context.rootBefore)} is no longer accepted`)
     }
@@ -475,8 +485,9 @@ function upperRange(schema: Record<string, unknown>): Bound | undefined {
   return tighter(bound(schema.maximum, false), bound(schema.exclusiveMaximum, true), -1)
 }
 
+/** zod bounds every `z.int()` to the safe integers: that says integer, not a range, so it is no bound here. */
 function bound(value: unknown, exclusive: boolean): Bound | undefined {
-  return typeof value === 'number' ? { value, exclusive } : undefined
+  return typeof value === 'number' && Math.abs(value) !== Number.MAX_SAFE_INTEGER ? { value, exclusive } : undefined
 }
 
 function tighter(x: Bound | undefined, y: Bound | undefined, direction: 1 | -1): Bound | undefined {
@@ -528,9 +539,21 @@ function list(values: unknown[]): string {
   return values.map((value) => JSON.stringify(value)).join(', ')
 }
 
+/** The properties of an object schema that hold one constant: a discriminated union's tags. */
+function discriminators(schema: Schema): Map<string, string> {
+  const tags = new Map<string, string>()
+  if (typeof schema === 'boolean') return tags
+  for (const [key, property] of Object.entries(objectOf(schema.properties))) {
+    if (isSchema(property) && typeof property === 'object' && 'const' in property) tags.set(key, JSON.stringify(property.const))
+  }
+  return tags
+}
+
 function describeOption(option: unknown, root: unknown): string {
   const schema = resolve(option, root)
   if (typeof schema === 'boolean') return String(schema)
+  const tags = discriminators(schema)
+  if (tags.size) return [...tags].map(([key, value]) => `${key}: ${value}`).join(', ')
   const values = allowedValues(schema)
   if (values) return list(values)
   const types = typeSet(schema)
