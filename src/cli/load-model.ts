@@ -36,7 +36,7 @@ export async function loadModel(path: string | undefined, exportName: string | u
     module = /\.[mc]?ts$/.test(file) ? await importTypeScript(url, path) : await import(url)
   } catch (error) {
     if (error instanceof CliError) throw error
-    throw new CliError(`--model ${path} failed to load: ${(error as Error)?.stack ?? String(error)}`)
+    throw new CliError(`--model ${path} failed to load: ${(error as Error)?.message ?? String(error)}`)
   }
   const names = exportName ? [exportName] : conventionalExports
   for (const name of names) {
