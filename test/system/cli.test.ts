@@ -132,16 +132,19 @@ describe('the event-ingest command on a host project', () => {
     ])
   })
 
-  it('fails a breaking change with exit 1, one line per change naming the event, the path and the rule', async () => {
-    await writeFile(join(host, 'src/events.ts'), modelSource(original.replace('reason: z.string().max(200).optional()', 'reason: z.string().max(100)')).replace("sources: ['api', 'admin']", "sources: ['api']"))
+  it('fails a breaking change with exit 1, one line per change naming the event, the path and the rule, as the README shows', async () => {
+    await writeFile(join(host, 'src/events.ts'), modelSource(original.replace('reason: z.string().max(200).optional()', 'reason: z.string().max(100), note: z.string().optional()')).replace("sources: ['api', 'admin']", "sources: ['api']"))
     const { code, stdout } = await eventIngestCommand(['schema', 'check', '--against', 'events.schema.json', '--model', 'src/events.ts'])
     expect(code).toBe(1)
     expect(stdout.trim().split('\n')).toEqual([
       'BREAKING   RefundIssued  sources  source-removed: source "admin" is no longer expected (now api)',
       'BREAKING   RefundIssued  payload.reason  field-made-required: reason was optional and is now required',
       'BREAKING   RefundIssued  payload.reason  bound-tightened: maxLength 200 → 100',
-      '3 breaking changes against events.schema.json (0 compatible changes)',
+      'compatible RefundIssued  payload.note  field-added: new optional field note',
+      '3 breaking changes against events.schema.json (1 compatible change)',
     ])
+    const readme = await readFile(join(projectRoot, 'README.md'), 'utf8')
+    expect(readme).toContain(`A breaking change fails the build, one line each:\n\n\`\`\`\n${stdout}\`\`\``)
 
     const json = await eventIngestCommand(['schema', 'check', '--against', 'events.schema.json', '--model', 'src/events.ts', '--json'])
     expect(json.code).toBe(1)
