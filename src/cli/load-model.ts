@@ -3,12 +3,13 @@ import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { createEventModel } from '../model/model'
 import type { ModelDescription } from '../model/schema'
-import type { EventResult } from '../model/validate'
+import type { BatchResult, EventResult } from '../model/validate'
 
 /** A host's model as the command uses it: its description and its validator. */
 export interface LoadedModel {
   description: ModelDescription
   validateEvent(input: unknown): EventResult<unknown>
+  validateBatch?(input: unknown): BatchResult<unknown>
   /** Where it came from, for messages: the file and export, or `the canonical model`. */
   origin: string
 }
@@ -26,7 +27,7 @@ const conventionalExports = ['default', 'model', 'eventModel', 'events', 'ingest
 export async function loadModel(path: string | undefined, exportName: string | undefined, cwd: string): Promise<LoadedModel> {
   if (path === undefined) {
     const model = createEventModel()
-    return { description: model.describe(), validateEvent: model.validateEvent, origin: 'the canonical model' }
+    return { description: model.describe(), validateEvent: model.validateEvent, validateBatch: model.validateBatch, origin: 'the canonical model' }
   }
   const file = isAbsolute(path) ? path : resolve(cwd, path)
   if (!existsSync(file)) throw new CliError(`--model ${path}: no such file (looked for ${file})`)
@@ -79,14 +80,19 @@ function asModel(value: unknown): Omit<LoadedModel, 'origin'> | undefined {
   if (typeof value !== 'object' || value === null) return undefined
   const candidate = value as Record<string, unknown>
   if (typeof candidate.describe === 'function' && typeof candidate.validateEvent === 'function') {
-    const model = candidate as unknown as { describe(): ModelDescription; validateEvent(input: unknown): EventResult<unknown> }
-    return { description: model.describe(), validateEvent: (input) => model.validateEvent(input) }
+    const model = candidate as unknown as { describe(): ModelDescription; validateEvent(input: unknown): EventResult<unknown>; validateBatch?(input: unknown): BatchResult<unknown> }
+    const validateBatch = model.validateBatch
+    return {
+      description: model.describe(),
+      validateEvent: (input) => model.validateEvent(input),
+      ...(typeof validateBatch === 'function' ? { validateBatch: (input: unknown) => validateBatch.call(model, input) } : {}),
+    }
   }
   if (typeof candidate.schema === 'function' && typeof candidate.model === 'object') return asModel(candidate.model)
   const entries = Object.values(candidate)
   if (entries.length && entries.every((entry) => typeof entry === 'object' && entry !== null && Array.isArray((entry as { sources?: unknown }).sources))) {
     const model = createEventModel({ events: candidate as never })
-    return { description: model.describe(), validateEvent: model.validateEvent }
+    return { description: model.describe(), validateEvent: model.validateEvent, validateBatch: model.validateBatch }
   }
   return undefined
 }

@@ -155,12 +155,13 @@ function constraints(schema: Record<string, unknown>): string[] {
   const range = (min: unknown, max: unknown, unit: string) => {
     const low = typeof min === 'number' && min > 0 ? min : undefined
     const high = typeof max === 'number' ? max : undefined
-    if (low !== undefined && high !== undefined) out.push(low === high ? `exactly ${low} ${unit}` : `${low}–${high} ${unit}`)
-    else if (low !== undefined) out.push(`at least ${low} ${unit}`)
-    else if (high !== undefined) out.push(`at most ${high} ${unit}`)
+    const units = (count: number) => `${count} ${unit}${count === 1 ? '' : 's'}`
+    if (low !== undefined && high !== undefined) out.push(low === high ? `exactly ${units(low)}` : `${low}–${units(high)}`)
+    else if (low !== undefined) out.push(`at least ${units(low)}`)
+    else if (high !== undefined) out.push(`at most ${units(high)}`)
   }
-  range(schema.minLength, schema.maxLength, 'chars')
-  range(schema.minItems, schema.maxItems, 'items')
+  range(schema.minLength, schema.maxLength, 'char')
+  range(schema.minItems, schema.maxItems, 'item')
   if (typeof schema.minimum === 'number' && schema.minimum > -SAFE) out.push(`≥ ${schema.minimum}`)
   if (typeof schema.exclusiveMinimum === 'number') out.push(`> ${schema.exclusiveMinimum}`)
   if (typeof schema.maximum === 'number' && schema.maximum < SAFE) out.push(`≤ ${schema.maximum}`)

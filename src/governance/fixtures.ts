@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
-import type { EventResult, FieldError } from '../model/validate'
+import type { BatchResult, EventResult, FieldError } from '../model/validate'
 
 /** One golden fixture: an event as read from a `.json` file. */
 export interface Fixture {
@@ -43,21 +43,48 @@ export async function readFixtures(dir: string): Promise<Fixture[]> {
   return fixtures
 }
 
+/** What {@link checkFixtures} validates with: an `EventModel`, or anything with its validators. */
+export interface FixtureValidator {
+  validateEvent(input: unknown): EventResult<unknown>
+  /** When present, each fixture is validated as a batch of one, so the size and depth limits apply too. */
+  validateBatch?(input: unknown): BatchResult<unknown>
+}
+
 /**
- * Validates each fixture against a model (anything with `validateEvent`, such as an
- * `EventModel`) and returns those it refuses; an empty list means all are valid.
+ * Validates each fixture against a model and returns those it refuses; an empty list means all
+ * are valid. With the model's `validateBatch`, each fixture goes through as a batch of one, so
+ * `maxEventBytes` and `maxDepth` hold as on `POST /events/ingest`.
+ *
+ * @example
+ * const failures = checkFixtures(model, await readFixtures('test/fixtures'))
+ * for (const failure of failures) console.log(failure.file, failure.errors.map((error) => error.message))
  */
-export function checkFixtures(model: { validateEvent(input: unknown): EventResult<unknown> }, fixtures: readonly Fixture[]): FixtureFailure[] {
+export function checkFixtures(model: FixtureValidator, fixtures: readonly Fixture[]): FixtureFailure[] {
   const failures: FixtureFailure[] = []
   for (const fixture of fixtures) {
-    const result = model.validateEvent(fixture.event)
-    if (result.ok) continue
+    const errors = fixtureErrors(model, fixture.event)
+    if (!errors) continue
+    const id = (fixture.event as { id?: unknown } | null)?.id
     failures.push({
       file: fixture.file,
       ...(fixture.index !== undefined ? { index: fixture.index } : {}),
-      ...(result.id !== undefined ? { id: result.id } : {}),
-      errors: result.errors,
+      ...(typeof id === 'string' ? { id } : {}),
+      errors,
     })
   }
   return failures
+}
+
+function fixtureErrors(model: FixtureValidator, event: unknown): FieldError[] | undefined {
+  if (!model.validateBatch) {
+    const result = model.validateEvent(event)
+    return result.ok ? undefined : result.errors
+  }
+  try {
+    const result = model.validateBatch([event])
+    return result.rejected[0]?.errors
+  } catch (error) {
+    // A limit refuses the batch as a whole: the fixture is over it.
+    return [{ path: '', message: (error as Error).message.replace(/^\[event-ingest\] /, '') }]
+  }
 }
