@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { checkCompatibility, createEventModel, exportModel, parseModelDescription } from 'event-ingest'
+import { checkCompatibility, createEventModel, exportModel, parseModelDescription, pickExamples, readFixtures, renderCatalog } from 'event-ingest'
 import { projectRoot } from '../helpers/process'
 import { fixtures } from '../helpers/fixtures'
 
@@ -31,5 +31,13 @@ describe('docs/events.schema.json, the committed export of the canonical model',
   it('keeps every golden fixture valid (the contract tests the export stands for)', () => {
     const model = createEventModel()
     expect(fixtures.filter(({ event }) => !model.validateEvent(event).ok).map(({ file }) => file)).toEqual([])
+  })
+})
+
+describe('docs/events.md, the committed catalog of the canonical model', () => {
+  it('is current: exactly what `npm run docs` writes', async () => {
+    const model = createEventModel()
+    const catalog = renderCatalog(model.describe(), { examples: pickExamples(await readFixtures(`${projectRoot}test/fixtures/v1`), model) })
+    expect(readFileSync(`${projectRoot}docs/events.md`, 'utf8'), 'docs/events.md is stale: run npm run docs and commit it').toBe(catalog)
   })
 })
