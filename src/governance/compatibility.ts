@@ -311,9 +311,10 @@ function compareObjects(b: Record<string, unknown>, a: Record<string, unknown>, 
   }
 
   if (!closedBefore && closedAfter) context.emit('additional-properties-closed', path, 'additionalProperties closed: fields not listed are refused now')
-  else if (closedBefore && !closedAfter && (wasExtra !== undefined || nowExtra !== undefined)) context.emit('additional-properties-opened', path, 'additionalProperties opened: other fields are accepted now')
-  else if (!closedBefore && !closedAfter && isSchema(nowExtra) && !isEmptySchema(nowExtra) && nowExtra !== true) {
-    compareSchemas(wasExtra === undefined ? true : wasExtra, nowExtra, context, `${path}{}`)
+  else if (closedBefore && !closedAfter) context.emit('additional-properties-opened', path, 'additionalProperties opened: other fields are accepted now')
+  else if (!closedBefore && !closedAfter && !(isEmptySchema(wasExtra ?? true) && isEmptySchema(nowExtra ?? true))) {
+    // Open on both sides with a schema for the other fields (a record's values): compare those.
+    compareSchemas(wasExtra ?? true, nowExtra ?? true, context, `${path}{}`)
   }
   if (b.propertyNames !== undefined || a.propertyNames !== undefined) compareSchemas(b.propertyNames ?? true, a.propertyNames ?? true, context, `${path}{key}`)
 }

@@ -106,6 +106,7 @@ const rows: Row[] = [
   { change: 'additionalProperties opened', before: payload(z.strictObject({ a: z.string() })), after: payload(z.object({ a: z.string() })), compatible: [['additional-properties-opened', 'E', 'payload']] },
   { change: 'a closed nested object', before: payload(z.object({ c: z.object({ a: z.string() }) })), after: payload(z.object({ c: z.strictObject({ a: z.string() }) })), breaking: [['additional-properties-closed', 'E', 'payload.c']] },
   { change: 'a new optional field on a closed object', before: payload(z.strictObject({ a: z.string() })), after: payload(z.strictObject({ a: z.string(), b: z.string().optional() })), compatible: [['field-added', 'E', 'payload.b']] },
+  { change: 'record values widened', before: payload(z.object({ m: z.record(z.string(), z.string()) })), after: payload(z.object({ m: z.record(z.string(), z.union([z.string(), z.number()])) })), compatible: [['type-widened', 'E', 'payload.m{}']] },
   { change: 'record values narrowed', before: payload(z.object({ m: z.record(z.string(), z.union([z.string(), z.number()])) })), after: payload(z.object({ m: z.record(z.string(), z.string()) })), breaking: [['type-narrowed', 'E', 'payload.m{}']] },
 
   // Nested payloads and arrays
