@@ -8,6 +8,8 @@ const optional = ['adapters/express', 'adapters/koa', 'adapters/fastify', 'adapt
 export default defineBuildConfig({
   entries: [
     'src/index',
+    // The `event-ingest` command (package.json `bin`).
+    { input: 'src/cli/main', name: 'cli' },
     ...optional.map((input) => ({ input, name: input.replace(/^src\//, '') })),
   ],
   declaration: 'node16',
@@ -17,5 +19,5 @@ export default defineBuildConfig({
   rollup: {
     emitCJS: false,
   },
-  externals: ['h3', 'express', 'koa', 'fastify', 'ioredis', 'unstorage', 'zod', 'ofetch'],
+  externals: ['h3', 'express', 'koa', 'fastify', 'ioredis', 'unstorage', 'zod', 'ofetch', 'tsx', 'tsx/esm/api'],
 })

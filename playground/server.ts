@@ -1,6 +1,6 @@
 /**
  * The event-ingest playground: a tiny host app with event-ingest mounted, a dashboard at `/` and a
- * local sink at `/sink`. A development tool, not a deployment: see the DEV ONLY notes below.
+ * local sink at `/sink` and the event catalog at `/catalog`. A development tool, not a deployment: see the DEV ONLY notes below.
  *
  *   npm run playground                                   h3 on http://127.0.0.1:3000, memory storage
  *   FRAMEWORK=fastify PORT=4000 npm run playground       express | koa | fastify
@@ -15,11 +15,12 @@ import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { fileURLToPath } from 'node:url'
 import express from 'express'
 import Fastify from 'fastify'
 import { H3, toNodeHandler } from 'h3'
 import Koa from 'koa'
-import { createEventIngest, routes } from '../src/index'
+import { createEventIngest, pickExamples, readFixtures, renderCatalog, routes } from '../src/index'
 import { eventIngestPlugin } from '../adapters/h3'
 import { eventIngest as expressIngest } from '../adapters/express'
 import { eventIngest as fastifyIngest } from '../adapters/fastify'
@@ -148,10 +149,19 @@ async function dashboard(res: ServerResponse): Promise<void> {
   res.end(html.replace('__PLAYGROUND_CONFIG__', () => JSON.stringify(config).replace(/</g, '\\u003c')))
 }
 
+// ── The event catalog: what `event-ingest docs --fixtures test/fixtures/v1` writes for the model
+// mounted here (the canonical one), as Markdown, with the golden fixtures as examples.
+async function catalog(res: ServerResponse): Promise<void> {
+  const fixtures = await readFixtures(fileURLToPath(new URL('../test/fixtures/v1/', import.meta.url)))
+  const text = renderCatalog(ingest.schema(), { examples: pickExamples(fixtures, ingest.model) })
+  res.writeHead(200, { 'content-type': 'text/markdown; charset=utf-8', 'cache-control': 'no-store' })
+  res.end(text)
+}
+
 /** The playground's own routes sit in front of the framework, so each branch above only mounts event-ingest. */
 const server = createServer((req, res) => {
   const path = (req.url ?? '/').split('?')[0]
-  const own = path === '/' ? dashboard(res) : path === '/sink' ? sink(req, res) : undefined
+  const own = path === '/' ? dashboard(res) : path === '/sink' ? sink(req, res) : path === '/catalog' && req.method === 'GET' ? catalog(res) : undefined
   if (!own) return app(req, res)
   own.catch((error: unknown) => {
     console.error(error)
@@ -223,6 +233,7 @@ function printBanner(): void {
     `  GET  ${url}${routes.stats}    header Authorization: Bearer <admin token>`,
     `  GET  ${url}${routes.events}?limit=20  same; filters name, source, since, until, cursor`,
     `  POST ${url}/sink  GET ${url}/sink  the playground's local sink`,
+    `  GET  ${url}/catalog  the event catalog (Markdown), as event-ingest docs writes it`,
     '',
     'try',
     `  curl -s ${url}${routes.ingest} -H 'content-type: application/json'${configuredIngest ? " -H 'x-event-token: <ingest token>'" : ''} -d '${JSON.stringify([sampleEvent()])}'`,

@@ -41,3 +41,19 @@ export type { StatsSnapshot } from './stats/stats'
 export { fsDriver, removeStaleTempFiles, type FsDriverInstance, type FsDriverOptions } from './storage/fs-driver'
 export type { DeadLetter, Forwarder, ForwardingState, RefusedEvent } from './forward/types'
 export type { ResolvedSinkOptions, SinkOptions } from './forward/options'
+export {
+  breakingRules,
+  checkCompatibility,
+  compatibleRules,
+  type BreakingRule,
+  type ComparableModel,
+  type CompatibilityReport,
+  type CompatibilityRule,
+  type CompatibleRule,
+  type ModelChange,
+} from './governance/compatibility'
+export { exportModel } from './governance/export'
+export { parseModelDescription } from './governance/snapshot'
+export { formatChange, formatCompatibilityReport } from './governance/report'
+export { describeFields, pickExamples, renderCatalog, type CatalogField, type CatalogOptions } from './governance/catalog'
+export { checkFixtures, readFixtures, type Fixture, type FixtureFailure, type FixtureValidator } from './governance/fixtures'

@@ -60,7 +60,7 @@ function node(file: string, env: Record<string, string> = {}) {
 describe('the packed package', () => {
   it('ships the built code, its types, the README and the LICENSE', () => {
     const files = packed.files.map((file) => file.path)
-    for (const file of ['package.json', 'README.md', 'LICENSE', 'dist/index.mjs', 'dist/index.d.mts', 'dist/adapters/h3.mjs', 'dist/adapters/express.mjs', 'dist/adapters/koa.mjs', 'dist/adapters/fastify.mjs']) {
+    for (const file of ['package.json', 'README.md', 'LICENSE', 'dist/index.mjs', 'dist/index.d.mts', 'dist/adapters/h3.mjs', 'dist/adapters/express.mjs', 'dist/adapters/koa.mjs', 'dist/adapters/fastify.mjs', 'dist/cli.mjs']) {
       expect(files).toContain(file)
     }
   })
@@ -127,6 +127,22 @@ describe('the packed package', () => {
     const errors = await tsc(false)
     expect(errors.filter((line) => !line.startsWith('node_modules/unstorage/'))).toEqual([])
   }, 240_000)
+
+  it('installs the event-ingest command: exports a model, and a breaking change fails the check with exit 1', async () => {
+    await writeFile(join(app, 'events.mjs'), [
+      "import { z } from 'zod'",
+      "import { createEventModel } from 'event-ingest'",
+      "export default createEventModel({ events: { RefundIssued: { sources: ['api'], payload: z.object({ orderId: z.string(), note: z.string().optional() }) } } })",
+    ].join('\n'))
+    const bin = join(app, 'node_modules/.bin/event-ingest')
+    const exported = await run(bin, ['schema', 'export', '--model', 'events.mjs', '--out', 'events.schema.json'], { cwd: app })
+    expect(exported.stderr).toBe('wrote events.schema.json: 11 events from events.mjs (export default)\n')
+    expect(JSON.parse(await readFile(join(app, 'events.schema.json'), 'utf8')).events.at(-1).name).toBe('RefundIssued')
+    await writeFile(join(app, 'events.mjs'), (await readFile(join(app, 'events.mjs'), 'utf8')).replace('note: z.string().optional()', 'note: z.string()'))
+    const check = await run(bin, ['schema', 'check', '--against', 'events.schema.json', '--model', 'events.mjs'], { cwd: app }).then(() => ({ code: 0, stdout: '' }), (error: { code: number; stdout: string }) => error)
+    expect(check.code).toBe(1)
+    expect(check.stdout).toContain('BREAKING   RefundIssued  payload.note  field-made-required: note was optional and is now required')
+  })
 
   it('without ioredis, a Redis storage fails ready() in one line and ingest answers 503 JSON (not the host error page)', async () => {
     await expect(stat(join(app, 'node_modules/ioredis'))).rejects.toThrow()

@@ -2,8 +2,12 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createEventModel, pickExamples, readFixtures, renderCatalog } from 'event-ingest'
 import { makeEvent } from '../helpers/fixtures'
+import { projectRoot } from '../helpers/process'
 import { startPlayground, type RunningPlayground } from '../helpers/playground-process'
+
+const fixturesDir = `${projectRoot}test/fixtures/v1`
 
 const json = { 'content-type': 'application/json' }
 
@@ -21,7 +25,7 @@ describe.each(['h3', 'express', 'koa', 'fastify'])('playground with FRAMEWORK=%s
     const output = playground.output()
     expect(output).toContain(`event-ingest playground (${framework}) listening on ${playground.url}`)
     expect(playground.devAdminToken).toMatch(/^dev-[\w-]{20,}$/)
-    for (const route of ['/events/ingest', '/events/schema', '/admin/events/stats', '/admin/events?limit=20', '/sink']) expect(output).toContain(playground.url + route)
+    for (const route of ['/events/ingest', '/events/schema', '/admin/events/stats', '/admin/events?limit=20', '/sink', '/catalog']) expect(output).toContain(playground.url + route)
     expect(output).toContain(`EVENT_SINK_URL=${playground.url}/sink`)
     expect(output).toContain('memory:')
   })
@@ -69,6 +73,17 @@ describe.each(['h3', 'express', 'koa', 'fastify'])('playground with FRAMEWORK=%s
     expect(html).not.toContain('__PLAYGROUND_CONFIG__')
     // No external scripts, styles or fonts.
     expect(html).not.toMatch(/<script[^>]+src=|<link[^>]+stylesheet|@import|url\(\s*['"]?https?:/i)
+  })
+
+  it('serves the catalog of the canonical model at /catalog, as event-ingest docs writes it', async () => {
+    const response = await fetch(`${playground.url}/catalog`)
+    expect(response.status).toBe(200)
+    expect(response.headers.get('content-type')).toBe('text/markdown; charset=utf-8')
+    const text = await response.text()
+    const model = createEventModel()
+    expect(text).toBe(renderCatalog(model.describe(), { examples: pickExamples(await readFixtures(fixturesDir), model) }))
+    for (const name of model.names) expect(text).toContain(`\n## ${name}\n`)
+    expect(text).toContain('Example (`OrderCreated.json`):')
   })
 
   it('keeps batches posted to /sink with their headers', async () => {
