@@ -278,6 +278,19 @@ async function until<T>(what: string, read: () => Promise<T>, done: (value: T) =
   }
 }
 
+/** Stats totals once two reads 300 ms apart agree (within 5 s; the last read otherwise). */
+async function settledTotals(cluster: Cluster): Promise<{ accepted: number; duplicates: number }> {
+  let last = (await cluster.stats()).totals
+  const deadline = performance.now() + 5000
+  while (performance.now() < deadline) {
+    await sleep(300)
+    const next = (await cluster.stats()).totals
+    if (next.accepted === last.accepted && next.duplicates === last.duplicates) return next
+    last = next
+  }
+  return last
+}
+
 // ---------------------------------------------------------------------------------------------
 // The model of one run: the batches sent and what their answers acknowledged.
 
@@ -596,7 +609,9 @@ async function check(cluster: Cluster): Promise<Tally> {
   const property = fc.asyncProperty(kills, fc.array(command, { minLength: MIN_COMMANDS, maxLength: MAX_COMMANDS }), async (withKills, cmds) => {
     const run = new Run(cluster, `${cluster.name}-r${runIndex++}-${randomInt(36 ** 4).toString(36)}`, tally, withKills)
     tally.runs++
-    const statsBefore = (await cluster.stats()).totals
+    // Counts of the run before (its last retries) reach the storage with each instance's flush: a
+    // busy machine can delay them, so the run starts from totals that no longer move.
+    const statsBefore = await settledTotals(cluster)
     try {
       await fc.asyncModelRun(() => ({ model: run.model, real: run }), cmds)
     } finally {
