@@ -12,6 +12,7 @@
  */
 import type { StorageOption } from '../../src/index'
 import { h3Host, startHost } from './servers'
+import { closeOnExit } from './process'
 
 const [spec, redisBase, instanceId, adminToken, timeout] = process.argv.slice(2)
 if (!spec || !redisBase || !instanceId || !adminToken || !timeout) {
@@ -29,16 +30,4 @@ const host = await startHost(h3Host, {
 })
 process.stdout.write(`LISTENING ${host.url}\n`)
 
-let closing = false
-async function shutdown() {
-  if (closing) return
-  closing = true
-  const force = setTimeout(() => process.exit(1), 5000)
-  force.unref()
-  await host.close().catch((error: unknown) => process.stderr.write(`close failed: ${String(error)}\n`))
-  process.exit(0)
-}
-process.on('SIGTERM', shutdown)
-process.stdin.on('end', shutdown)
-process.stdin.on('close', shutdown)
-process.stdin.resume()
+closeOnExit(host)

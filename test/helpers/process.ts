@@ -46,3 +46,25 @@ export function startTs(script: string, args: string[] = []) {
     })
   return { proc: child, lines, closed, waitForLine, stderr: () => stderr }
 }
+
+/**
+ * For a child process serving a test: closes `host` (flushing its stats) and exits on SIGTERM,
+ * SIGINT, or when stdin closes, so it never outlives a test run that dies without killing it.
+ * Exits with 1 if closing takes over 5 s.
+ */
+export function closeOnExit(host: { close(): Promise<void> }): void {
+  let closing = false
+  const shutdown = async () => {
+    if (closing) return
+    closing = true
+    const force = setTimeout(() => process.exit(1), 5000)
+    force.unref()
+    await host.close().catch((error: unknown) => process.stderr.write(`close failed: ${String(error)}\n`))
+    process.exit(0)
+  }
+  process.on('SIGTERM', shutdown)
+  process.on('SIGINT', shutdown)
+  process.stdin.on('end', shutdown)
+  process.stdin.on('close', shutdown)
+  process.stdin.resume()
+}

@@ -10,6 +10,7 @@
  * Usage: node --import tsx test/helpers/redis-ingest-process.ts <redisUrl> <base> <instanceId> <adminToken> [statsFlushMs]
  */
 import { h3Host, startHost } from './servers'
+import { closeOnExit } from './process'
 
 const [url, base, instanceId, adminToken, statsFlushMs] = process.argv.slice(2)
 if (!url || !base || !instanceId || !adminToken) {
@@ -24,17 +25,4 @@ const host = await startHost(h3Host, {
 })
 process.stdout.write(`LISTENING ${host.url}\n`)
 
-let closing = false
-async function shutdown() {
-  if (closing) return
-  closing = true
-  const force = setTimeout(() => process.exit(1), 5000)
-  force.unref()
-  await host.close().catch((error: unknown) => process.stderr.write(`close failed: ${String(error)}\n`))
-  process.exit(0)
-}
-process.on('SIGTERM', shutdown)
-process.on('SIGINT', shutdown)
-process.stdin.on('end', shutdown)
-process.stdin.on('close', shutdown)
-process.stdin.resume()
+closeOnExit(host)

@@ -55,6 +55,7 @@ import { isDeepStrictEqual } from 'node:util'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { makeEvent } from '../helpers/fixtures'
+import { until } from '../helpers/stored'
 import { startTs } from '../helpers/process'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/redis'
 
@@ -268,15 +269,6 @@ function parse(text: string): any {
   }
 }
 
-async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean, withinMs: number): Promise<T> {
-  const deadline = performance.now() + withinMs
-  for (;;) {
-    const value = await read()
-    if (done(value)) return value
-    if (performance.now() > deadline) throw new Error(`${what}: not reached within ${withinMs} ms; last ${JSON.stringify(value)}`)
-    await sleep(100)
-  }
-}
 
 /** Stats totals once two reads 300 ms apart agree (within 5 s; the last read otherwise). */
 async function settledTotals(cluster: Cluster): Promise<{ accepted: number; duplicates: number }> {

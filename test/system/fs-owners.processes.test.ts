@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createEventIngest } from '../../src/index'
 import { makeEvent } from '../helpers/fixtures'
+import { storedCounts } from '../helpers/stored'
 import { startTs } from '../helpers/process'
 
 const childScript = fileURLToPath(new URL('../helpers/fs-owner-process.ts', import.meta.url))
@@ -67,18 +68,11 @@ async function post(url: string, events: unknown[]): Promise<Answer> {
 async function listed(): Promise<Map<string, number>> {
   const reader = createEventIngest({ env: {}, storage: `fs:${dir}`, instanceId: 'reader' })
   await reader.ready()
-  const counts = new Map<string, number>()
   try {
-    let cursor: string | undefined
-    do {
-      const page = await reader.events({ limit: 1000, since: 0, ...(cursor ? { cursor } : {}) })
-      for (const event of page.events) counts.set(event.id, (counts.get(event.id) ?? 0) + 1)
-      cursor = page.nextCursor ?? undefined
-    } while (cursor)
+    return await storedCounts(reader)
   } finally {
     await reader.close()
   }
-  return counts
 }
 
 /** The process identities under `dir` (files named `<instance>-<log token>`). */

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventIngest, type EventIngest } from '../../src/index'
 import { makeEvent } from '../helpers/fixtures'
+import { storedCounts } from '../helpers/stored'
 import { startTs } from '../helpers/process'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/redis'
 
@@ -64,17 +65,6 @@ function batch(label: string): Record<string, any>[] {
   return Array.from({ length: BATCH }, (_, i) => makeEvent({ id: `${label}-${counter}-${i}`, payload: { productId: `p${i}` } }))
 }
 
-/** How many stored copies of each id the shared prefix holds. */
-async function storedCounts(): Promise<Map<string, number>> {
-  const counts = new Map<string, number>()
-  let cursor: string | undefined
-  do {
-    const page = await observer!.events({ since: 0, limit: 1000, cursor })
-    for (const event of page.events) counts.set(event.id, (counts.get(event.id) ?? 0) + 1)
-    cursor = page.nextCursor ?? undefined
-  } while (cursor)
-  return counts
-}
 
 function expectStoredOnce(counts: Map<string, number>, ids: string[]) {
   const wrong = ids.filter((id) => counts.get(id) !== 1).map((id) => `${id}: ${counts.get(id) ?? 0}`)
@@ -133,7 +123,7 @@ describe('Redis: an instance killed mid-load', () => {
       if (retry.body.duplicates === BATCH) landed.push(...unanswered[i]!.events.map((e) => e.id as string))
     }
 
-    const counts = await storedCounts()
+    const counts = await storedCounts(observer!)
     expectStoredOnce(counts, sent.flatMap((s) => s.events.map((e) => e.id as string)))
     // A batch that landed before the kill is read back through the survivor, like any other.
     for (const id of landed.slice(0, 5)) expect((await observer!.log!.get(id))?.id).toBe(id)
@@ -158,6 +148,6 @@ describe('Redis: an instance killed mid-load', () => {
         { accepted: 0, duplicates: BATCH, rejected: [] },
       ])
     }
-    expectStoredOnce(await storedCounts(), ids)
+    expectStoredOnce(await storedCounts(observer!), ids)
   })
 })

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventIngest, type EventIngest } from '../../src/index'
 import { makeEvent } from '../helpers/fixtures'
+import { storedCounts, until } from '../helpers/stored'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/redis'
 
 /**
@@ -107,27 +108,7 @@ async function stats(child: Child) {
   return (await response.json()) as { instances: number; totals: { accepted: number; duplicates: number }; byName: Record<string, number> }
 }
 
-/** Counts how often each id appears among all stored events of the shared prefix. */
-async function storedCounts(): Promise<Map<string, number>> {
-  const counts = new Map<string, number>()
-  let cursor: string | undefined
-  do {
-    const page = await observer!.events({ limit: 1000, cursor })
-    for (const event of page.events) counts.set(event.id, (counts.get(event.id) ?? 0) + 1)
-    cursor = page.nextCursor ?? undefined
-  } while (cursor)
-  return counts
-}
 
-async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean, withinMs = 5000): Promise<T> {
-  const deadline = performance.now() + withinMs
-  for (;;) {
-    const value = await read()
-    if (done(value)) return value
-    if (performance.now() > deadline) throw new Error(`${what}: not reached within ${withinMs} ms; last ${JSON.stringify(value)}`)
-    await sleep(100)
-  }
-}
 
 describe('two processes sharing one Redis prefix', () => {
   let a: Child
@@ -166,7 +147,7 @@ describe('two processes sharing one Redis prefix', () => {
       expect(fromA.final.accepted + fromA.final.duplicates).toBe(10)
       expect(fromB.final.accepted + fromB.final.duplicates).toBe(10)
 
-      const counts = await storedCounts()
+      const counts = await storedCounts(observer!)
       for (const event of events) {
         expect(counts.get(event.id), event.id).toBe(1)
         expect(await observer!.log!.get(event.id)).toMatchObject({ id: event.id, payload: event.payload })
@@ -176,7 +157,7 @@ describe('two processes sharing one Redis prefix', () => {
         // Sent again to both, one after the other: nothing new is stored anywhere.
         expect((await postUntilOk(a.url, events)).final).toMatchObject({ accepted: 0, duplicates: 10 })
         expect((await postUntilOk(b.url, events)).final).toMatchObject({ accepted: 0, duplicates: 10 })
-        expect((await storedCounts()).get(events[0]!.id)).toBe(1)
+        expect((await storedCounts(observer!)).get(events[0]!.id)).toBe(1)
       }
     }
   })
@@ -189,7 +170,7 @@ describe('two processes sharing one Redis prefix', () => {
       expect(finals.filter((f) => f.accepted === 1 && f.duplicates === 0), `round ${round}`).toHaveLength(1)
       expect(finals.filter((f) => f.accepted === 0 && f.duplicates === 1), `round ${round}`).toHaveLength(19)
 
-      expect((await storedCounts()).get(event.id)).toBe(1)
+      expect((await storedCounts(observer!)).get(event.id)).toBe(1)
       expect(await observer!.log!.get(event.id)).toMatchObject({ id: event.id, payload: event.payload })
     }
   })

@@ -24,6 +24,7 @@ import redisDriver from 'unstorage/drivers/redis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createEventIngest, fsDriver } from '../../src/index'
 import { makeEvent } from '../helpers/fixtures'
+import { storedCounts as countsOf } from '../helpers/stored'
 import { startTs } from '../helpers/process'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/redis'
 
@@ -85,18 +86,11 @@ async function race(storageArg: string, redisBase: string, idPrefix: string) {
 /** How many stored copies each id has. */
 async function storedCounts(storage: Storage): Promise<Map<string, number>> {
   const reader = createEventIngest({ env: {}, storage, instanceId: 'reader' })
-  const counts = new Map<string, number>()
   try {
-    let cursor: string | undefined
-    do {
-      const page = await reader.events({ since: 0, limit: 1000, cursor })
-      for (const event of page.events) counts.set(event.id, (counts.get(event.id) ?? 0) + 1)
-      cursor = page.nextCursor ?? undefined
-    } while (cursor)
+    return await countsOf(reader)
   } finally {
     await reader.close()
   }
-  return counts
 }
 
 function expectEachStoredOnce(totals: { accepted: number; duplicates: number }[], counts: Map<string, number>, idPrefix: string) {
