@@ -10,6 +10,8 @@ export default defineBuildConfig({
     'src/index',
     // The `event-ingest` command (package.json `bin`).
     { input: 'src/cli/main', name: 'cli' },
+    // The fs driver alone, for hosts that mount it in their own unstorage (`event-ingest/fs`).
+    { input: 'src/storage/fs-driver', name: 'fs' },
     ...optional.map((input) => ({ input, name: input.replace(/^src\//, '') })),
   ],
   declaration: 'node16',

@@ -60,7 +60,7 @@ function node(file: string, env: Record<string, string> = {}) {
 describe('the packed package', () => {
   it('ships the built code, its types, the README and the LICENSE', () => {
     const files = packed.files.map((file) => file.path)
-    for (const file of ['package.json', 'README.md', 'LICENSE', 'dist/index.mjs', 'dist/index.d.mts', 'dist/adapters/h3.mjs', 'dist/adapters/express.mjs', 'dist/adapters/koa.mjs', 'dist/adapters/fastify.mjs', 'dist/cli.mjs']) {
+    for (const file of ['package.json', 'README.md', 'LICENSE', 'dist/index.mjs', 'dist/index.d.mts', 'dist/adapters/h3.mjs', 'dist/adapters/express.mjs', 'dist/adapters/koa.mjs', 'dist/adapters/fastify.mjs', 'dist/cli.mjs', 'dist/fs.mjs', 'dist/fs.d.mts']) {
       expect(files).toContain(file)
     }
   })
@@ -92,6 +92,22 @@ describe('the packed package', () => {
     } finally {
       server.child.kill('SIGKILL')
     }
+  })
+
+  it('serves the fs driver on its own subpath, for a host mounting it in its own storage', async () => {
+    await writeFile(join(app, 'fs-driver.mjs'), [
+      "import { createStorage } from 'unstorage'",
+      "import { fsDriver } from 'event-ingest/fs'",
+      "import { mkdtempSync } from 'node:fs'",
+      "import { tmpdir } from 'node:os'",
+      "import { join } from 'node:path'",
+      "const storage = createStorage({ driver: fsDriver({ base: mkdtempSync(join(tmpdir(), 'ei-fs-')) }) })",
+      "await storage.setItem('a:b', 'kept')",
+      "console.log(await storage.getItem('a:b'))",
+    ].join('\n'))
+    const script = node('fs-driver.mjs')
+    expect(await script.exited, script.stderr()).toBe(0)
+    expect(script.stdout().trim()).toBe('kept')
   })
 
   it("runs the README's core example and prints what it says", async () => {
