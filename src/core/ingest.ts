@@ -85,9 +85,9 @@ class IngestCore {
     const duplicates = appended.duplicateIndexes.length
     if (duplicates > 0) {
       stats.recordDuplicates(duplicates, receivedAt)
-      stats.recordAccepted(storedOf(batch.events, appended.duplicateIndexes), receivedAt, undefined, skewMs)
+      stats.recordAccepted(storedOf(batch.events, appended.duplicateIndexes), receivedAt, undefined, skewMs, context.key?.id)
     } else {
-      stats.recordAccepted(batch.events, receivedAt, batch.times, skewMs)
+      stats.recordAccepted(batch.events, receivedAt, batch.times, skewMs, context.key?.id)
     }
     if (skewMs !== undefined && appended.stored > 0) stats.recordSkew('corrected', skewMs, receivedAt)
     return { accepted: appended.stored, duplicates, rejected: batch.rejected }

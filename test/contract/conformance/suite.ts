@@ -438,14 +438,25 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       expect(post.headers['access-control-allow-origin']).toBe(SHOP)
     })
 
-    it('counts refusals of keys by code in stats', async () => {
-      const before = (await getJson(`${host.url}/admin/events/stats`, admin)).body.failures.refusedByCode
+    it('counts accepted events per key id, and refusals of keys by code, in stats', async () => {
+      const start = (await getJson(`${host.url}/admin/events/stats`, admin)).body
+      const before = start.failures.refusedByCode
+      const ok = await beacon(`?key=${SHOP_KEY}`, [makeEvent({ id: 'pk-count-1' }), makeEvent({ id: 'pk-count-2' }), makeEvent({ id: 'pk-count-api', name: 'OrderCreated', source: 'api', payload: { orderId: 'o' } })])
+      expect(ok.json.accepted).toBe(2)
+      expect((await beacon(`?key=${SHOP_KEY}`, [makeEvent({ id: 'pk-count-1' })])).json.duplicates).toBe(1)
+      await postEvents(host.url, [makeEvent({ id: 'pk-count-server' })], { 'x-event-token': SECRET })
       await beacon('?key=pk_test_unknown_0123456789', [makeEvent()])
       await beacon(`?key=${SHOP_KEY}`, [makeEvent()], { origin: 'https://evil.example' })
       await beacon(`?token=${SECRET}`, [makeEvent()])
       const after = (await getJson(`${host.url}/admin/events/stats`, admin)).body.failures.refusedByCode
       for (const code of ['key_invalid', 'origin_forbidden', 'token_not_allowed']) expect((after[code] ?? 0) - (before[code] ?? 0), code).toBe(1)
-      expect(JSON.stringify(after)).not.toContain(SECRET)
+      // Stored events only, under the key's id: a duplicate, a rejected event and a token's batch are not the key's.
+      const byKey = (await getJson(`${host.url}/admin/events/stats`, admin)).body.byKey
+      expect(byKey.shop - (start.byKey.shop ?? 0)).toBe(2)
+      for (const id of Object.keys(byKey)) expect(['shop', 'anywhere']).toContain(id)
+      const published = JSON.stringify((await getJson(`${host.url}/admin/events/stats`, admin)).body)
+      expect(published).not.toContain(SECRET)
+      expect(published).not.toContain(SHOP_KEY)
     })
   })
 
