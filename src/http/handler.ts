@@ -78,7 +78,8 @@ interface KeyedBody {
 }
 
 function asKeyedBody(value: unknown): KeyedBody | undefined {
-  if (typeof value !== 'object' || value === null || Array.isArray(value) || typeof (value as { key?: unknown }).key !== 'string') return undefined
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || !Object.hasOwn(value, 'key')) return undefined
+  if (typeof (value as { key: unknown }).key !== 'string') throw new IngestError('invalid_request', 'key: expected the publishable key as a string')
   for (const field of Object.keys(value)) {
     if (field !== 'key' && field !== 'events') throw new IngestError('invalid_request', `${field}: a body with a publishable key holds "key" and "events" only`)
   }
@@ -211,12 +212,13 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
    * configured, the body may hold a key (`'body'`).
    */
   function credentialOf(request: IngestHttpRequest): Credential {
-    const params = queryParams(request.query)
+    const query = request.query
+    const params = query === undefined || query === '' ? undefined : queryParams(query)
     for (const name of ['token', 'x-event-token']) {
-      if (params.has(name)) throw tokenNotAllowed(`${name} (query string)`)
+      if (params?.has(name)) throw tokenNotAllowed(`${name} (query string)`)
     }
     const token = header(request.headers, 'x-event-token')
-    const presentedKey = params.get('key')
+    const presentedKey = params?.get('key') ?? null
     if (presentedKey !== null) {
       if (token !== undefined && token !== '') throw new IngestError('invalid_request', 'key: send either x-event-token or a publishable key, not both')
       return acceptKey(request, keyCheck.lookup(presentedKey, 'key (query string)'))
