@@ -88,3 +88,25 @@ describe('ingest(events, { key }) without HTTP', () => {
     }
   })
 })
+
+describe('a body key behind a host parser that kept text or bytes', () => {
+  it('reads {"key", "events"} from a parsed string and from parsed bytes, and refuses a secret token there', async () => {
+    const ingest = createEventIngest({ env: {}, token: 'secret-token-1', ...keys({}) })
+    try {
+      const post = (parsed: unknown) => ingest.handle({ method: 'POST', path: '/events/ingest', headers: { 'content-type': 'text/plain', origin: 'https://shop.example' }, body: { parsed } })
+      const text = await post(JSON.stringify({ key: KEY, events: [makeEvent({ id: 'parsed-text' })] }))
+      expect(text?.status).toBe(200)
+      expect(text?.headers['access-control-allow-origin']).toBe('https://shop.example')
+      const bytes = await post(Buffer.from(JSON.stringify({ key: KEY, events: [makeEvent({ id: 'parsed-bytes' }), makeEvent({ id: 'parsed-api', source: 'api', name: 'OrderCreated', payload: { orderId: 'o' } })] })))
+      expect(bytes?.status).toBe(200)
+      expect(JSON.parse(bytes!.body)).toMatchObject({ accepted: 1, rejected: [{ index: 1, errors: [{ path: 'source' }] }] })
+      const secret = await post(JSON.stringify({ key: 'secret-token-1', events: [] }))
+      expect(secret?.status).toBe(401)
+      expect(JSON.parse(secret!.body).code).toBe('token_not_allowed')
+      expect(secret!.body).not.toContain('secret-token-1')
+      expect((await ingest.events()).events.map((e) => e.id).sort()).toEqual(['parsed-bytes', 'parsed-text'])
+    } finally {
+      await ingest.close()
+    }
+  })
+})
