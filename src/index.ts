@@ -35,6 +35,8 @@ export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneO
 export type { AtomicBatch, AtomicBatchStore, AtomicResult } from './storage/atomic'
 export { claimKey } from './storage/layout'
 export { routes, type HttpOptions } from './http/handler'
+export type { PublishableKey } from './http/keys'
+export type { KeyScope } from './core/key-sources'
 export type { BodySource } from './http/body'
 export { DEFAULT_MEMORY_MAX_BYTES, DEFAULT_MEMORY_MAX_EVENTS, parseStorageString, type MemoryStorageOptions, type RedisStorageOptions, type StorageOption } from './storage/resolve'
 export type { StatsSnapshot } from './stats/stats'

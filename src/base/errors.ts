@@ -12,6 +12,9 @@ export type IngestErrorCode =
   | 'unsupported_encoding'
   | 'token_missing'
   | 'token_invalid'
+  | 'token_not_allowed'
+  | 'key_invalid'
+  | 'origin_forbidden'
   | 'admin_token_missing'
   | 'admin_token_invalid'
   | 'admin_forbidden'
@@ -34,6 +37,9 @@ export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
   request_aborted: 400,
   token_missing: 401,
   token_invalid: 401,
+  token_not_allowed: 401,
+  key_invalid: 401,
+  origin_forbidden: 403,
   admin_token_missing: 401,
   admin_token_invalid: 401,
   admin_forbidden: 403,

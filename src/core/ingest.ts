@@ -5,6 +5,7 @@ import { createHttpHandler } from '../http/handler'
 import type { EventDefinitions } from '../model/definitions'
 import type { EventEnvelope, MergeEvents } from '../model/model'
 import { judgeSkew } from '../model/skew'
+import { restrictToKey } from './key-sources'
 import { withoutPrefix } from '../base/option-checks'
 import { resolveOptions, type EventIngestOptions, type ResolvedOptions } from './options'
 import { RetentionPrune } from './retention'
@@ -62,7 +63,8 @@ class IngestCore {
   private async ingestNow(input: unknown, context: IngestContext): Promise<IngestResult> {
     const { log, stats, forwarder } = this.readyRuntime ?? (await this.opened())
     const receivedAt = context.receivedAt ?? Date.now()
-    const batch = this.resolved.model.validateBatch(input, context.hints)
+    // A publishable key's request: events of another source are rejected, naming `source`.
+    const batch = restrictToKey(this.resolved.model.validateBatch(input, context.hints), context.key)
     if (batch.rejected.length > 0) stats.recordRejected(batch.rejected.length, receivedAt)
     if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
     const skewMs = this.skewOf(context.sentAt, receivedAt, batch.events as EventEnvelope[], batch.times)
@@ -83,9 +85,9 @@ class IngestCore {
     const duplicates = appended.duplicateIndexes.length
     if (duplicates > 0) {
       stats.recordDuplicates(duplicates, receivedAt)
-      stats.recordAccepted(storedOf(batch.events, appended.duplicateIndexes), receivedAt, undefined, skewMs)
+      stats.recordAccepted(storedOf(batch.events, appended.duplicateIndexes), receivedAt, undefined, skewMs, context.key?.id)
     } else {
-      stats.recordAccepted(batch.events, receivedAt, batch.times, skewMs)
+      stats.recordAccepted(batch.events, receivedAt, batch.times, skewMs, context.key?.id)
     }
     if (skewMs !== undefined && appended.stored > 0) stats.recordSkew('corrected', skewMs, receivedAt)
     return { accepted: appended.stored, duplicates, rejected: batch.rejected }
@@ -187,6 +189,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   const http = createHttpHandler({ model, ingest, stats, schema, events, deadLetters, requeue }, {
     tokens: resolved.tokens,
     adminTokens: resolved.adminTokens,
+    publishableKeys: resolved.publishableKeys,
     authorize: resolved.authorize,
     retryAfterSeconds: resolved.retryAfterSeconds,
     cors: resolved.cors,

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { parseTokens } from '../http/auth'
+import { checkPublishableKeys, parsePublishableKeysVariable, type PublishableKey } from '../http/keys'
 import type { EventDefinitions, SourcePolicy } from '../model/definitions'
 import { DEFAULT_CORS_MAX_AGE } from '../http/handler'
 import { resolveSinkOptions, sinkDefaults, type ResolvedSinkOptions, type SinkOptions } from '../forward/options'
@@ -47,6 +48,13 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    * @default process.env.EVENT_ADMIN_TOKEN (comma-separated)
    */
   adminToken?: string | readonly string[]
+  /**
+   * Keys a browser may hold (`navigator.sendBeacon` cannot send `x-event-token`): sent as `?key=`
+   * or in the body (`{ "key": "pk_…", "events": [...] }`), each limited to its `sources` and
+   * `origins`. With keys set, ingest is no longer open: a request needs a token or a key.
+   * @default process.env.EVENT_PUBLISHABLE_KEYS (a JSON array of the same objects); none
+   */
+  publishableKeys?: readonly PublishableKey[]
   /** Host hook for admin access (for example, your own session check). Admin routes are refused when neither this nor an admin token is set. */
   authorize?: (request: IngestHttpRequest) => boolean | Promise<boolean>
   /**
@@ -161,6 +169,8 @@ export interface ResolvedOptions<D extends EventDefinitions = any> {
   readonly tokens: readonly string[]
   /** Admin tokens; empty: admin routes need `authorize`. */
   readonly adminTokens: readonly string[]
+  /** Publishable keys; empty: none. */
+  readonly publishableKeys: readonly PublishableKey[]
   readonly authorize: ((request: IngestHttpRequest) => boolean | Promise<boolean>) | undefined
   readonly dedupeWindowMs: number
   /** Unset: batches are kept until `prune` is called. */
@@ -215,6 +225,10 @@ export function resolveOptions<D extends EventDefinitions = any>(
   const storage = options.storage ?? environment.EVENT_STORAGE ?? defaults.storage
   const tokens = tokensFrom('token', options.token, environment.EVENT_INGEST_TOKEN, 'EVENT_INGEST_TOKEN')
   const adminTokens = tokensFrom('adminToken', options.adminToken, environment.EVENT_ADMIN_TOKEN, 'EVENT_ADMIN_TOKEN')
+  const keysVariable = environment.EVENT_PUBLISHABLE_KEYS
+  const publishableKeys = options.publishableKeys !== undefined || !keysVariable
+    ? checkPublishableKeys('publishableKeys', options.publishableKeys, tokens)
+    : checkPublishableKeys('EVENT_PUBLISHABLE_KEYS', parsePublishableKeysVariable('EVENT_PUBLISHABLE_KEYS', keysVariable), tokens)
   const sinkOption = options.sink === undefined ? environment.EVENT_SINK_URL || undefined : options.sink || undefined
   let sink: ResolvedSinkOptions | undefined
   if (sinkOption) {
@@ -229,6 +243,7 @@ export function resolveOptions<D extends EventDefinitions = any>(
     store: options.store,
     tokens: Object.freeze(tokens),
     adminTokens: Object.freeze(adminTokens),
+    publishableKeys,
     authorize: options.authorize,
     dedupeWindowMs,
     retentionMs,
@@ -282,7 +297,7 @@ function checkEnv<T>(variable: string, check: () => T): T {
 }
 
 /** The options {@link createEventIngest} knows, each checked below. */
-const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
+const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'publishableKeys', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
 
 // Every option of EventIngestOptions is in optionNames (a new option left out fails to compile).
 const everyOptionNamed: Record<Exclude<keyof EventIngestOptions, (typeof optionNames)[number]>, never> = {}

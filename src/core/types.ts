@@ -6,6 +6,7 @@ import type { EventModel, EventOf } from '../model/model'
 import type { ModelDescription } from '../model/schema'
 import type { StatsSnapshot } from '../stats/stats'
 import type { ReceivedBody } from '../model/received'
+import type { KeyScope } from './key-sources'
 
 // The shapes the core and its callers share. Types only: nothing here runs.
 
@@ -23,6 +24,11 @@ export interface IngestContext {
    * `x-event-sent-at` header or the `sentAt` query parameter. See the `clockSkew` option.
    */
   sentAt?: string
+  /**
+   * The publishable key the batch came with (its public id and sources; see the
+   * `publishableKeys` option): each event of another source is rejected, naming `source`.
+   */
+  key?: KeyScope
 }
 
 /** The framework-agnostic core. */

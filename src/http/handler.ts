@@ -3,7 +3,8 @@ import { checkContentType } from './body'
 import { IngestError, limitError } from '../base/errors'
 import { eventSources } from '../model/definitions'
 import { contentCodingDeclared, readRequestBody } from './encoding'
-import { parseBatchBytes, parseBatchText } from '../model/json'
+import { describeValue, parseBatchBytes, parseBatchText, parseJsonBytes } from '../model/json'
+import { createKeyCheck, tokenNotAllowed, type PublishableKey } from './keys'
 import type { EventQuery } from '../log/event-log'
 import type { CorsOptions, HandledCore, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
 
@@ -13,6 +14,8 @@ export interface HttpOptions {
   tokens: readonly string[]
   /** Valid admin bearer tokens. */
   adminTokens: readonly string[]
+  /** Keys a browser may hold (`?key=` or the body), each limited to its sources and origins. */
+  publishableKeys?: readonly PublishableKey[]
   /** A host hook deciding admin access; when given, a request without a valid admin token is asked here. */
   authorize?: (request: IngestHttpRequest) => boolean | Promise<boolean>
   /** Seconds sent in Retry-After with 503. */
@@ -52,6 +55,37 @@ function corsHeaders(cors: CorsOptions | undefined, origin: string | undefined):
   return { 'access-control-allow-origin': cors.origin === '*' ? '*' : origin, vary: 'origin', 'access-control-expose-headers': 'retry-after' }
 }
 
+/** CORS headers for a request made with a publishable key, from an origin the key was issued for. */
+function keyCorsHeaders(key: PublishableKey | undefined, origin: string | undefined): Record<string, string> | undefined {
+  if (!key || !origin || !(key.origins.includes('*') || key.origins.includes(origin))) return undefined
+  return { 'access-control-allow-origin': origin, vary: 'origin', 'access-control-expose-headers': 'retry-after' }
+}
+
+function queryParams(query: IngestHttpRequest['query']): URLSearchParams {
+  return query instanceof URLSearchParams ? query : new URLSearchParams(query ?? '')
+}
+
+/**
+ * What a request to ingest carries: a valid secret token (`'token'`), a publishable key from the
+ * query string, or nothing yet (`'body'`: a publishable key may be in the body).
+ */
+type Credential = 'token' | 'body' | PublishableKey
+
+/** The body of a publishable key: `{ "key": "pk_…", "events": [...] }`. */
+interface KeyedBody {
+  key: string
+  events: unknown
+}
+
+function asKeyedBody(value: unknown): KeyedBody | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || !Object.hasOwn(value, 'key')) return undefined
+  if (typeof (value as { key: unknown }).key !== 'string') throw new IngestError('invalid_request', 'key: expected the publishable key as a string')
+  for (const field of Object.keys(value)) {
+    if (field !== 'key' && field !== 'events') throw new IngestError('invalid_request', `${field}: a body with a publishable key holds "key" and "events" only`)
+  }
+  return value as KeyedBody
+}
+
 /**
  * When the producer sent the batch: the `x-event-sent-at` header, else the `sentAt` query parameter
  * (a beacon cannot set headers).
@@ -87,7 +121,7 @@ function json(status: number, body: unknown, extra?: Record<string, string>): In
 }
 
 /** Errors answered before the request's body was read to its end (when event-ingest reads it). */
-const unreadBody: ReadonlySet<string> = new Set(['token_missing', 'token_invalid', 'unsupported_media_type', 'unsupported_encoding', 'body_too_large', 'request_aborted'])
+const unreadBody: ReadonlySet<string> = new Set(['token_missing', 'token_invalid', 'token_not_allowed', 'key_invalid', 'origin_forbidden', 'unsupported_media_type', 'unsupported_encoding', 'body_too_large', 'request_aborted'])
 
 /**
  * A body a host parser read (`parsed`), or tried to (`refused`): not event-ingest's to leave
@@ -148,7 +182,12 @@ function parseQuery(query: IngestHttpRequest['query'], names: readonly string[])
 export function createHttpHandler(core: HandledCore, options: HttpOptions) {
   const tokenCheck = createTokenCheck(options.tokens)
   const adminCheck = createTokenCheck(options.adminTokens)
-  const open = options.tokens.length === 0
+  const keys = options.publishableKeys ?? []
+  const keyCheck = createKeyCheck(keys, options.tokens)
+  // With publishable keys, ingest needs a token or a key even when no secret token is set.
+  const open = options.tokens.length === 0 && keys.length === 0
+  /** The publishable key each request was accepted with, for its CORS headers (errors included). */
+  const requestKeys = new WeakMap<IngestHttpRequest, PublishableKey>()
   const { maxBodyBytes, maxDepth, maxEventBytes, maxInflateRatio } = core.model.limits
   const decodeLimits = { maxBodyBytes, maxInflateRatio }
 
@@ -167,11 +206,56 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
   }
 
   /**
+   * Checks the credential of an ingest request before its body is read: the `x-event-token`
+   * header (a secret token), or a publishable key as `?key=` (checked with the request's `Origin`).
+   * A secret token is never read from the query string. Without either, and with publishable keys
+   * configured, the body may hold a key (`'body'`).
+   */
+  function credentialOf(request: IngestHttpRequest): Credential {
+    const query = request.query
+    const params = query === undefined || query === '' ? undefined : queryParams(query)
+    for (const name of ['token', 'x-event-token']) {
+      if (params?.has(name)) throw tokenNotAllowed(`${name} (query string)`)
+    }
+    const token = header(request.headers, 'x-event-token')
+    const presentedKey = params?.get('key') ?? null
+    if (presentedKey !== null) {
+      if (token !== undefined && token !== '') throw new IngestError('invalid_request', 'key: send either x-event-token or a publishable key, not both')
+      return acceptKey(request, keyCheck.lookup(presentedKey, 'key (query string)'))
+    }
+    if (token === undefined || token === '') {
+      if (keys.length > 0) return 'body'
+      throw new IngestError('token_missing', 'x-event-token: this endpoint needs a token in the x-event-token header')
+    }
+    if (!tokenCheck(token)) throw new IngestError('token_invalid', 'x-event-token: the token is not valid')
+    return 'token'
+  }
+
+  function acceptKey(request: IngestHttpRequest, key: PublishableKey): PublishableKey {
+    keyCheck.checkOrigin(key, header(request.headers, 'origin'))
+    requestKeys.set(request, key)
+    return key
+  }
+
+  /**
+   * The events of a body and the key they came with. With no credential before the body
+   * (`'body'`), the body must be `{ "key": "pk_…", "events": [...] }` with a valid key.
+   */
+  function keyedEvents(request: IngestHttpRequest, value: unknown, credential: Credential): { events: unknown; key: PublishableKey | undefined } {
+    if (credential !== 'body') return { events: value, key: credential === 'token' ? undefined : credential }
+    const body = asKeyedBody(value)
+    if (body === undefined) throw new IngestError('token_missing', 'x-event-token: this endpoint needs a token in the x-event-token header, or a publishable key as ?key= or in the body ({"key": "pk_…", "events": [...]})')
+    const key = acceptKey(request, keyCheck.lookup(body.key, 'key (body)'))
+    if (!Array.isArray(body.events)) throw new IngestError('not_an_array', `events: must be a JSON array of events, got ${body.events === undefined ? 'nothing' : describeValue(body.events)}`)
+    return { events: body.events, key }
+  }
+
+  /**
    * A body a host parser already read. Its Content-Encoding is not applied again: the parser
    * decoded it (body-parser and @koa/bodyparser inflate gzip, deflate and br), so the body is
    * measured as the parser left it when the Content-Length says nothing of its decoded size.
    */
-  async function ingestParsed(request: IngestHttpRequest, value: unknown, declared: number | undefined): Promise<IngestResult> {
+  async function ingestParsed(request: IngestHttpRequest, value: unknown, declared: number | undefined, credential: Credential): Promise<IngestResult> {
     if (declared !== undefined && declared > maxBodyBytes) {
       throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${declared} bytes`)
     }
@@ -183,23 +267,26 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       // A host parser that kept text (express.text()) or bytes (express.raw()): parsed here, with the scan.
       const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
+      if (credential === 'body') return ingestKeyed(request, typeof value === 'string' ? parseJsonBytes(Buffer.from(value, 'utf8')) : parseJsonBytes(value), credential)
       const parsed = typeof value === 'string' ? parseBatchText(value, maxDepth, maxEventBytes) : parseBatchBytes(value, maxDepth, maxEventBytes)
-      return core.ingest(parsed.value, { hints: parsed, sentAt: sentAtOf(request) })
+      return core.ingest(parsed.value, { hints: parsed, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential })
     }
     const encoded = contentCodingDeclared(header(request.headers, 'content-encoding'))
     if ((declared === undefined || encoded) && value !== undefined) {
       const size = Buffer.byteLength(JSON.stringify(value) ?? '')
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
     }
-    return core.ingest(value, { sentAt: sentAtOf(request) })
+    return ingestKeyed(request, value, credential)
+  }
+
+  /** A batch with no parse of ours to carry (a host's, or a publishable key's body): validated from the value. */
+  function ingestKeyed(request: IngestHttpRequest, value: unknown, credential: Credential): Promise<IngestResult> {
+    const { events, key } = keyedEvents(request, value, credential)
+    return core.ingest(events, { sentAt: sentAtOf(request), key })
   }
 
   async function ingestRoute(request: IngestHttpRequest): Promise<IngestHttpResponse> {
-    if (!open) {
-      const token = header(request.headers, 'x-event-token')
-      if (token === undefined || token === '') throw new IngestError('token_missing', 'x-event-token: this endpoint needs a token in the x-event-token header')
-      if (!tokenCheck(token)) throw new IngestError('token_invalid', 'x-event-token: the token is not valid')
-    }
+    const credential: Credential = open ? 'token' : credentialOf(request)
     checkContentType(header(request.headers, 'content-type'))
     const lengthHeader = header(request.headers, 'content-length')
     const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
@@ -211,12 +298,16 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       // A host parser's refusal, answered (and counted) as the core's own, after the token check.
       throw body.refused
     } else if ('parsed' in body) {
-      result = await ingestParsed(request, body.parsed, declared)
+      result = await ingestParsed(request, body.parsed, declared, credential)
     } else {
       const { bytes, owned } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
       if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
-      const received = parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
-      result = await core.ingest(received.value, { hints: received, sentAt: sentAtOf(request) })
+      if (credential === 'body') {
+        result = await ingestKeyed(request, parseJsonBytes(bytes), credential)
+      } else {
+        const received = parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
+        result = await core.ingest(received.value, { hints: received, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential })
+      }
     }
     // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less
     // (the conformance suite checks that it carries every field of the core's result).
@@ -231,19 +322,38 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
     const method = request.method.toUpperCase()
     const response = await route(request, path, method, allow)
     if (path === routes.ingest || path === routes.schema) {
-      const cors = corsHeaders(options.cors, header(request.headers, 'origin'))
+      const origin = header(request.headers, 'origin')
+      const cors = corsHeaders(options.cors, origin) ?? keyCorsHeaders(requestKeys.get(request), origin)
       if (cors) response.headers = { ...response.headers, ...cors }
     }
     return response
   }
 
+  /**
+   * A preflight of a request with a publishable key: `?key=` is in the URL the browser asks
+   * about. A valid key whose origins include the request's makes it an allowed origin; nothing
+   * is refused here (the request itself is).
+   */
+  function preflightKey(request: IngestHttpRequest): boolean {
+    const presented = keys.length > 0 ? queryParams(request.query).get('key') : null
+    if (presented === null) return false
+    try {
+      const key = keyCheck.lookup(presented, 'key')
+      if (!keyCorsHeaders(key, header(request.headers, 'origin'))) return false
+      requestKeys.set(request, key)
+      return true
+    } catch {
+      return false
+    }
+  }
+
   async function route(request: IngestHttpRequest, path: string, method: string, allow: string): Promise<IngestHttpResponse> {
     if (method === 'OPTIONS') {
       const headers: Record<string, string> = { allow }
-      if (path === routes.ingest && options.cors && corsHeaders(options.cors, header(request.headers, 'origin'))) {
+      if (path === routes.ingest && (corsHeaders(options.cors, header(request.headers, 'origin')) || preflightKey(request))) {
         headers['access-control-allow-methods'] = 'POST, OPTIONS'
         headers['access-control-allow-headers'] = 'content-type, x-event-token, x-event-sent-at'
-        headers['access-control-max-age'] = String(options.cors.maxAge ?? DEFAULT_CORS_MAX_AGE)
+        headers['access-control-max-age'] = String(options.cors?.maxAge ?? DEFAULT_CORS_MAX_AGE)
       }
       return { status: 204, headers, body: '' }
     }

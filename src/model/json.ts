@@ -65,6 +65,28 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number, maxEventByt
 }
 
 /**
+ * Parses a JSON body of bytes into whatever value it holds (an object too), refusing bytes that
+ * are not UTF-8 as {@link parseBatchBytes} does. For bodies that are not a batch, such as the
+ * `{ "key": "pk_…", "events": [...] }` of a publishable key; the caller checks the value's depth.
+ *
+ * @throws IngestError `invalid_json` (400)
+ */
+export function parseJsonBytes(bytes: Uint8Array): unknown {
+  let text: string
+  try {
+    text = decoder.decode(bytes)
+  } catch {
+    const offset = invalidUtf8Offset(bytes)
+    throw new IngestError('invalid_json', `body is not valid UTF-8 at byte ${offset}`, { offset })
+  }
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new IngestError('invalid_json', `body is not valid JSON: ${(error as Error).message}`)
+  }
+}
+
+/**
  * The offset of the first byte of `bytes` that does not belong to a well-formed UTF-8 sequence
  * (Unicode table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF, no sequence cut
  * short); -1 when every byte does. The start of the ill-formed sequence is what is named.

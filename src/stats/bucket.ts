@@ -17,7 +17,7 @@ const counterFields = [
   'skewCorrected',
   'skewIgnored',
 ] as const
-const mapFields = ['byName', 'bySource', 'refusedByCode', 'forwardByKind'] as const
+const mapFields = ['byName', 'bySource', 'byKey', 'refusedByCode', 'forwardByKind'] as const
 
 /** A plain count of a bucket (not one of its maps). */
 export type CounterField = (typeof counterFields)[number]
@@ -46,6 +46,7 @@ export function emptyBucket(): Bucket {
     skewIgnored: 0,
     byName: new Map(),
     bySource: new Map(),
+    byKey: new Map(),
     refusedByCode: new Map(),
     forwardByKind: new Map(),
     lag: createHistogram(),
@@ -86,6 +87,7 @@ export function serialiseBucket(bucket: Bucket): StoredBucket {
     skewIgnored: bucket.skewIgnored,
     byName: Object.fromEntries(bucket.byName),
     bySource: Object.fromEntries(bucket.bySource),
+    byKey: Object.fromEntries(bucket.byKey),
     refusedByCode: Object.fromEntries(bucket.refusedByCode),
     forwardByKind: Object.fromEntries(bucket.forwardByKind),
     lag: { ...bucket.lag, buckets: { ...bucket.lag.buckets } },

@@ -24,6 +24,8 @@ export interface StatsSnapshot {
   forwarded: number
   byName: Record<string, number>
   bySource: Record<string, number>
+  /** Accepted events per publishable key, by the key's public `id` (never the key). */
+  byKey: Record<string, number>
   /**
    * Lag of accepted events, in whole ms (lags are whole ms; finer digits of the percentiles would be
    * noise). The average and max are exact before rounding, percentiles within 1% (see `Histogram`).
@@ -125,6 +127,7 @@ export function summarise(windowMinutes: number, oldest: number, at: number, ins
     forwarded: total.forwarded,
     byName: Object.fromEntries(total.byName),
     bySource: Object.fromEntries(total.bySource),
+    byKey: Object.fromEntries(total.byKey),
     lag: {
       count: lag.count,
       averageMs: wholeMs(mean(lag)),

@@ -29,9 +29,10 @@ export interface StatsWindow {
   /** Counts accepted events by name and source, and their lag `receivedAt - occurredAt`. */
   /**
    * `times`, when given, holds each event's `occurredAt` in ms (NaN where not known); `skewMs`,
-   * the clock skew corrected for the batch: lag is counted from `occurredAt + skewMs`.
+   * the clock skew corrected for the batch: lag is counted from `occurredAt + skewMs`. `keyId`:
+   * the public id of the publishable key the batch came with, counted in `byKey`.
    */
-  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[], skewMs?: number): void
+  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[], skewMs?: number, keyId?: string): void
   /** Counts a batch whose send time was judged: `corrected` by `skewMs`, or `ignored`. */
   recordSkew(kind: 'corrected' | 'ignored', skewMs: number, receivedAt: number): void
   /** Counts invalid events inside accepted requests. */
@@ -105,11 +106,12 @@ export class InstanceWindow implements StatsWindow {
     }
   }
 
-  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[], skewMs = 0): void {
+  recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[], skewMs = 0, keyId?: string): void {
     if (events.length === 0) return
     const { futureToleranceMs, pastToleranceMs } = this.settings
     const bucket = this.bucketAt(receivedAt)
     bucket.accepted += events.length
+    if (keyId !== undefined) bucket.byKey.set(keyId, (bucket.byKey.get(keyId) ?? 0) + events.length)
     const { byName, bySource, lag } = bucket
     const timed = times !== undefined && times.length === events.length
     for (let i = 0; i < events.length; i++) {

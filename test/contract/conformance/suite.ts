@@ -264,6 +264,205 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
     }
   })
 
+  describe(`${label}: publishable keys`, () => {
+    const SECRET = 'server-secret-token'
+    const SHOP_KEY = 'pk_test_shop_0123456789abcdef'
+    const ANY_KEY = 'pk_test_any_0123456789abcdef'
+    const SHOP = 'https://shop.example'
+    let host: RunningHost
+    beforeAll(async () => {
+      host = await startHost(factory, {
+        token: SECRET,
+        adminToken: ADMIN,
+        publishableKeys: [
+          { id: 'shop', key: SHOP_KEY, sources: ['storefront'], origins: [SHOP, 'http://localhost:3000'] },
+          { id: 'anywhere', key: ANY_KEY, sources: ['storefront', 'admin'], origins: ['*'] },
+        ],
+      }, '/api')
+    })
+    afterAll(() => host.close())
+    const admin = { authorization: `Bearer ${ADMIN}` }
+    const storedIds = async () => (await getJson(`${host.url}/admin/events?limit=1000`, admin)).body.events.map((e: any) => e.id)
+    // What navigator.sendBeacon sends: a text/plain POST with no header of ours, Origin when cross-origin.
+    const beacon = (query: string, body: unknown, headers: Record<string, string> = {}) =>
+      rawRequest(`${host.url}/events/ingest${query}`, { headers: { 'content-type': 'text/plain;charset=UTF-8', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) })
+
+    it('accepts a beacon with ?key= while a secret token is required, and answers with CORS for the key\'s origin', async () => {
+      const res = await beacon(`?key=${SHOP_KEY}`, [makeEvent({ id: 'pk-beacon' })], { origin: SHOP })
+      expect(res.status, res.text).toBe(200)
+      expect(res.json).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      expect(res.headers['access-control-allow-origin']).toBe(SHOP)
+      // No Origin (a same-origin beacon in some browsers, a server): the key's sources still hold.
+      const noOrigin = await beacon(`?key=${SHOP_KEY}&sentAt=${Date.now()}`, [makeEvent({ id: 'pk-no-origin' })])
+      expect(noOrigin.status, noOrigin.text).toBe(200)
+      expect(noOrigin.headers['access-control-allow-origin']).toBeUndefined()
+      // A key for any origin.
+      const any = await beacon(`?key=${ANY_KEY}`, [makeEvent({ id: 'pk-any', name: 'PromoApplied', source: 'admin', payload: {} })], { origin: 'https://other.example' })
+      expect(any.status, any.text).toBe(200)
+      expect(any.headers['access-control-allow-origin']).toBe('https://other.example')
+      expect(await storedIds()).toEqual(expect.arrayContaining(['pk-beacon', 'pk-no-origin', 'pk-any']))
+    })
+
+    it('accepts the key in the body, {"key", "events"}, as text/plain and as JSON', async () => {
+      const text = await beacon('', { key: SHOP_KEY, events: [makeEvent({ id: 'pk-body-text' })] }, { origin: SHOP })
+      expect(text.status, text.text).toBe(200)
+      expect(text.json.accepted).toBe(1)
+      expect(text.headers['access-control-allow-origin']).toBe(SHOP)
+      const json = await postEvents(host.url, { key: SHOP_KEY, events: [makeEvent({ id: 'pk-body-json' })] })
+      expect(json.status).toBe(200)
+      expect(json.body.accepted).toBe(1)
+      expect(await storedIds()).toEqual(expect.arrayContaining(['pk-body-text', 'pk-body-json']))
+      const extra = await beacon('', { key: SHOP_KEY, events: [], user: 'x' })
+      expect(extra.status).toBe(400)
+      expect(extra.json).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(/^user: /) })
+      const notString = await beacon('', { key: 42, events: [] })
+      expect(notString.status).toBe(400)
+      expect(notString.json).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(/^key: /) })
+      const notArray = await beacon('', { key: SHOP_KEY, events: {} })
+      expect(notArray.status).toBe(400)
+      expect(notArray.json).toMatchObject({ code: 'not_an_array', message: expect.stringMatching(/^events: /) })
+    })
+
+    it('refuses a wrong or unknown key with 401 key_invalid, in the query or the body, without echoing it', async () => {
+      for (const key of ['pk_test_shop_0123456789abcdeg', 'pk_test', 'x', SHOP_KEY.toUpperCase()]) {
+        const query = await beacon(`?key=${encodeURIComponent(key)}`, [makeEvent({ id: `pk-wrong-${key}` })], { origin: SHOP })
+        expect(query.status, key).toBe(401)
+        expect(query.json).toMatchObject({ code: 'key_invalid', message: expect.stringMatching(/^key \(query string\): /) })
+        expect(query.text).not.toContain(key)
+        const body = await beacon('', { key, events: [makeEvent({ id: `pk-wrong-body-${key}` })] })
+        expect(body.status, key).toBe(401)
+        expect(body.json.code).toBe('key_invalid')
+        expect(body.text).not.toContain(key)
+      }
+      expect((await storedIds()).filter((id: string) => id.startsWith('pk-wrong'))).toEqual([])
+    })
+
+    it('refuses a key sent from an origin it was not issued for with 403 naming the origin', async () => {
+      const res = await beacon(`?key=${SHOP_KEY}`, [makeEvent({ id: 'pk-evil' })], { origin: 'https://evil.example' })
+      expect(res.status).toBe(403)
+      expect(res.json).toMatchObject({ code: 'origin_forbidden', origin: 'https://evil.example', keyId: 'shop', message: expect.stringContaining('"https://evil.example"') })
+      expect(res.headers['access-control-allow-origin']).toBeUndefined()
+      // Exact origins only: another scheme or port, or a trailing slash, is another origin.
+      for (const origin of ['http://shop.example', 'https://shop.example:8443', 'https://www.shop.example', 'null']) {
+        expect((await beacon(`?key=${SHOP_KEY}`, [makeEvent()], { origin })).status, origin).toBe(403)
+      }
+      const body = await beacon('', { key: SHOP_KEY, events: [makeEvent({ id: 'pk-evil-body' })] }, { origin: 'https://evil.example' })
+      expect(body.status).toBe(403)
+      expect(await storedIds()).not.toContain('pk-evil')
+      expect(await storedIds()).not.toContain('pk-evil-body')
+    })
+
+    it("rejects each event of a source the key does not allow, naming source, and stores the others", async () => {
+      const res = await beacon(`?key=${SHOP_KEY}`, [
+        makeEvent({ id: 'pk-src-ok' }),
+        makeEvent({ id: 'pk-src-api', name: 'OrderCreated', source: 'api', payload: { orderId: 'o1' } }),
+        makeEvent({ id: 'pk-src-bad', occurredAt: 'yesterday' }),
+        makeEvent({ id: 'pk-src-admin', name: 'PromoApplied', source: 'admin', payload: {} }),
+      ], { origin: SHOP })
+      expect(res.status).toBe(200)
+      expect(res.json.accepted).toBe(1)
+      expect(res.json.rejected).toEqual([
+        { index: 1, id: 'pk-src-api', errors: [{ path: 'source', message: 'source: publishable key "shop" may send storefront events only, got "api"' }] },
+        { index: 2, id: 'pk-src-bad', errors: [expect.objectContaining({ path: 'occurredAt' })] },
+        { index: 3, id: 'pk-src-admin', errors: [{ path: 'source', message: 'source: publishable key "shop" may send storefront events only, got "admin"' }] },
+      ])
+      const ids = await storedIds()
+      expect(ids).toContain('pk-src-ok')
+      expect(ids).not.toContain('pk-src-api')
+      expect(ids).not.toContain('pk-src-admin')
+      // The secret token is not limited to sources.
+      const server = await postEvents(host.url, [makeEvent({ id: 'pk-src-server', name: 'OrderCreated', source: 'api', payload: { orderId: 'o1' } })], { 'x-event-token': SECRET })
+      expect(server.body).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+    })
+
+    it('never accepts the secret token in the query string or the body, and never echoes it', async () => {
+      for (const query of [`?key=${SECRET}`, `?token=${SECRET}`, `?x-event-token=${SECRET}`, `?token=${SECRET}&key=${SHOP_KEY}`]) {
+        const res = await beacon(query, [makeEvent({ id: 'pk-secret-query' })])
+        expect(res.status, query).toBe(401)
+        expect(res.json.code, query).toBe('token_not_allowed')
+        expect(res.text).not.toContain(SECRET)
+      }
+      // Even beside the right header: the token in the URL is a leak to fix, not to ignore.
+      const withHeader = await beacon(`?token=${SECRET}`, [makeEvent({ id: 'pk-secret-header' })], { 'x-event-token': SECRET })
+      expect(withHeader.status).toBe(401)
+      expect(withHeader.json.code).toBe('token_not_allowed')
+      const body = await beacon('', { key: SECRET, events: [makeEvent({ id: 'pk-secret-body' })] })
+      expect(body.status).toBe(401)
+      expect(body.json.code).toBe('token_not_allowed')
+      expect(body.text).not.toContain(SECRET)
+      const both = await beacon(`?key=${SHOP_KEY}`, [makeEvent()], { 'x-event-token': SECRET })
+      expect(both.status).toBe(400)
+      expect(both.json).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(/^key: /) })
+      const ids = await storedIds()
+      expect(ids.filter((id: string) => id.startsWith('pk-secret'))).toEqual([])
+    })
+
+    it('still needs a credential: no token and no key is 401 token_missing, naming both ways', async () => {
+      const res = await beacon('', [makeEvent({ id: 'pk-none' })])
+      expect(res.status).toBe(401)
+      expect(res.json).toMatchObject({ code: 'token_missing', message: expect.stringContaining('?key=') })
+      const header = await postEvents(host.url, [makeEvent({ id: 'pk-header' })], { 'x-event-token': SECRET })
+      expect(header.status).toBe(200)
+      const wrong = await postEvents(host.url, [makeEvent()], { 'x-event-token': SHOP_KEY })
+      expect(wrong.status).toBe(401)
+      expect(wrong.body.code).toBe('token_invalid')
+    })
+
+    it('never opens an admin route to a publishable key', async () => {
+      for (const path of ['/admin/events/stats', '/admin/events', '/admin/events/dead-letters']) {
+        const query = await getJson(`${host.url}${path}?key=${SHOP_KEY}`, { origin: SHOP })
+        expect(query.status, path).toBe(401)
+        expect(query.body.code).toBe('admin_token_missing')
+        expect(query.headers.get('access-control-allow-origin')).toBeNull()
+        const bearer = await getJson(`${host.url}${path}`, { authorization: `Bearer ${SHOP_KEY}` })
+        expect(bearer.status, path).toBe(401)
+        expect(bearer.body.code).toBe('admin_token_invalid')
+      }
+    })
+
+    it("answers a preflight with ?key= for the key's origins only", async () => {
+      const ask = (query: string, origin: string) => rawRequest(`${host.url}/events/ingest${query}`, {
+        method: 'OPTIONS',
+        headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },
+      })
+      const ok = await ask(`?key=${SHOP_KEY}`, SHOP)
+      expect(ok.status).toBe(204)
+      expect(ok.headers['access-control-allow-origin']).toBe(SHOP)
+      expect(ok.headers['access-control-allow-methods']).toContain('POST')
+      expect(ok.headers['access-control-allow-headers']).toContain('content-type')
+      for (const [query, origin] of [[`?key=${SHOP_KEY}`, 'https://evil.example'], ['?key=pk_test_unknown_0123456789', SHOP], ['', SHOP]] as const) {
+        const res = await ask(query, origin)
+        expect(res.status).toBe(204)
+        expect(res.headers['access-control-allow-origin'], `${query} ${origin}`).toBeUndefined()
+      }
+      // JSON from the key's origin, after its preflight.
+      const post = await rawRequest(`${host.url}/events/ingest?key=${SHOP_KEY}`, { headers: { 'content-type': 'application/json', origin: SHOP }, body: JSON.stringify([makeEvent({ id: 'pk-json' })]) })
+      expect(post.status).toBe(200)
+      expect(post.headers['access-control-allow-origin']).toBe(SHOP)
+    })
+
+    it('counts accepted events per key id, and refusals of keys by code, in stats', async () => {
+      const start = (await getJson(`${host.url}/admin/events/stats`, admin)).body
+      const before = start.failures.refusedByCode
+      const ok = await beacon(`?key=${SHOP_KEY}`, [makeEvent({ id: 'pk-count-1' }), makeEvent({ id: 'pk-count-2' }), makeEvent({ id: 'pk-count-api', name: 'OrderCreated', source: 'api', payload: { orderId: 'o' } })])
+      expect(ok.json.accepted).toBe(2)
+      expect((await beacon(`?key=${SHOP_KEY}`, [makeEvent({ id: 'pk-count-1' })])).json.duplicates).toBe(1)
+      await postEvents(host.url, [makeEvent({ id: 'pk-count-server' })], { 'x-event-token': SECRET })
+      await beacon('?key=pk_test_unknown_0123456789', [makeEvent()])
+      await beacon(`?key=${SHOP_KEY}`, [makeEvent()], { origin: 'https://evil.example' })
+      await beacon(`?token=${SECRET}`, [makeEvent()])
+      const after = (await getJson(`${host.url}/admin/events/stats`, admin)).body.failures.refusedByCode
+      for (const code of ['key_invalid', 'origin_forbidden', 'token_not_allowed']) expect((after[code] ?? 0) - (before[code] ?? 0), code).toBe(1)
+      // Stored events only, under the key's id: a duplicate, a rejected event and a token's batch are not the key's.
+      const byKey = (await getJson(`${host.url}/admin/events/stats`, admin)).body.byKey
+      expect(byKey.shop - (start.byKey.shop ?? 0)).toBe(2)
+      for (const id of Object.keys(byKey)) expect(['shop', 'anywhere']).toContain(id)
+      const published = JSON.stringify((await getJson(`${host.url}/admin/events/stats`, admin)).body)
+      expect(published).not.toContain(SECRET)
+      expect(published).not.toContain(SHOP_KEY)
+    })
+  })
+
   describe(`${label}: admin access`, () => {
     it('refuses admin routes by default (no admin token, no hook) with 403', async () => {
       const host = await startHost(factory, {})
