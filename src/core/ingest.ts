@@ -62,7 +62,7 @@ class IngestCore {
   private async ingestNow(input: unknown, context: IngestContext): Promise<IngestResult> {
     const { log, stats, forwarder } = this.readyRuntime ?? (await this.opened())
     const receivedAt = context.receivedAt ?? Date.now()
-    const batch = this.resolved.model.validateBatch(input, context.hints)
+    const batch = this.resolved.model.validateBatch(input, context.hints, context.format === 'cloudevents' ? this.resolved.cloudEvents : undefined)
     if (batch.rejected.length > 0) stats.recordRejected(batch.rejected.length, receivedAt)
     if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
     const skewMs = this.skewOf(context.sentAt, receivedAt, batch.events as EventEnvelope[], batch.times)

@@ -23,7 +23,16 @@ export interface IngestContext {
    * `x-event-sent-at` header or the `sentAt` query parameter. See the `clockSkew` option.
    */
   sentAt?: string
+  /**
+   * What the input's elements are: envelopes, or CloudEvents (mapped with the `cloudEvents`
+   * option, rejected naming CloudEvents attributes).
+   * @default 'envelope'
+   */
+  format?: IngestFormat
 }
+
+/** The format of the events given to {@link EventIngest.ingest}. */
+export type IngestFormat = 'envelope' | 'cloudevents'
 
 /** The framework-agnostic core. */
 export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {

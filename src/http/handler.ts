@@ -1,9 +1,10 @@
 import { readBearer, createTokenCheck } from './auth'
-import { checkContentType } from './body'
+import { checkContentType, type BodyFormat } from './body'
 import { IngestError, limitError } from '../base/errors'
 import { eventSources } from '../model/definitions'
 import { contentCodingDeclared, readRequestBody } from './encoding'
 import { parseBatchBytes, parseBatchText } from '../model/json'
+import { cloudEventBatchOf, parseCloudEventBytes, parseCloudEventText } from '../model/cloudevents'
 import type { EventQuery } from '../log/event-log'
 import type { CorsOptions, HandledCore, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
 
@@ -171,7 +172,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
    * decoded it (body-parser and @koa/bodyparser inflate gzip, deflate and br), so the body is
    * measured as the parser left it when the Content-Length says nothing of its decoded size.
    */
-  async function ingestParsed(request: IngestHttpRequest, value: unknown, declared: number | undefined): Promise<IngestResult> {
+  async function ingestParsed(request: IngestHttpRequest, value: unknown, declared: number | undefined, format: BodyFormat): Promise<IngestResult> {
     if (declared !== undefined && declared > maxBodyBytes) {
       throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${declared} bytes`)
     }
@@ -183,15 +184,17 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       // A host parser that kept text (express.text()) or bytes (express.raw()): parsed here, with the scan.
       const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
-      const parsed = typeof value === 'string' ? parseBatchText(value, maxDepth, maxEventBytes) : parseBatchBytes(value, maxDepth, maxEventBytes)
-      return core.ingest(parsed.value, { hints: parsed, sentAt: sentAtOf(request) })
+      const parsed = format === 'cloudevent'
+        ? typeof value === 'string' ? parseCloudEventText(value, maxDepth, maxEventBytes) : parseCloudEventBytes(value, maxDepth, maxEventBytes)
+        : typeof value === 'string' ? parseBatchText(value, maxDepth, maxEventBytes) : parseBatchBytes(value, maxDepth, maxEventBytes)
+      return core.ingest(parsed.value, { hints: parsed, sentAt: sentAtOf(request), format: formatOf(format) })
     }
     const encoded = contentCodingDeclared(header(request.headers, 'content-encoding'))
     if ((declared === undefined || encoded) && value !== undefined) {
       const size = Buffer.byteLength(JSON.stringify(value) ?? '')
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
     }
-    return core.ingest(value, { sentAt: sentAtOf(request) })
+    return core.ingest(format === 'cloudevent' ? cloudEventBatchOf(value) : value, { sentAt: sentAtOf(request), format: formatOf(format) })
   }
 
   async function ingestRoute(request: IngestHttpRequest): Promise<IngestHttpResponse> {
@@ -200,7 +203,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       if (token === undefined || token === '') throw new IngestError('token_missing', 'x-event-token: this endpoint needs a token in the x-event-token header')
       if (!tokenCheck(token)) throw new IngestError('token_invalid', 'x-event-token: the token is not valid')
     }
-    checkContentType(header(request.headers, 'content-type'))
+    const format = checkContentType(header(request.headers, 'content-type'))
     const lengthHeader = header(request.headers, 'content-length')
     const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
     const body = request.body
@@ -211,12 +214,12 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       // A host parser's refusal, answered (and counted) as the core's own, after the token check.
       throw body.refused
     } else if ('parsed' in body) {
-      result = await ingestParsed(request, body.parsed, declared)
+      result = await ingestParsed(request, body.parsed, declared, format)
     } else {
       const { bytes, owned } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
       if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
-      const received = parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
-      result = await core.ingest(received.value, { hints: received, sentAt: sentAtOf(request) })
+      const received = format === 'cloudevent' ? parseCloudEventBytes(bytes, maxDepth, maxEventBytes) : parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
+      result = await core.ingest(received.value, { hints: received, sentAt: sentAtOf(request), format: formatOf(format) })
     }
     // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less
     // (the conformance suite checks that it carries every field of the core's result).
@@ -339,6 +342,11 @@ async function storageRead<T>(read: () => Promise<T>): Promise<T> {
     if (error instanceof IngestError) throw error
     throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
   }
+}
+
+/** The core's name of a body's event format. */
+function formatOf(format: BodyFormat): 'envelope' | 'cloudevents' {
+  return format === 'envelopes' ? 'envelope' : 'cloudevents'
 }
 
 /** What host parsers leave for a request without a body: nothing, `''`, no bytes, or `{}`. */
