@@ -42,6 +42,11 @@ export function defineCloudEventsSuite(factory: HostFactory, label: string) {
     afterAll(() => host.close())
     const stored = async () => (await getJson(`${host.url}/admin/events?limit=1000`, admin)).body.events as Record<string, any>[]
 
+    it('publishes the CloudEvents content types in GET /events/schema', async () => {
+      const schema = (await getJson(`${host.url}/events/schema`)).body
+      expect(schema.contentTypes).toEqual(['application/json', 'text/plain', 'application/cloudevents+json', 'application/cloudevents-batch+json'])
+    })
+
     it('accepts one CloudEvent in structured mode and stores it as an envelope', async () => {
       const event = makeCloudEvent({ companyid: 'co_1', subject: 'prod_1', traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' })
       const res = await postEvents(host.url, event, { 'content-type': STRUCTURED })
