@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { gzipSync } from 'node:zlib'
 import { z } from 'zod'
-import { getJson, postEvents } from '../../helpers/http'
+import { getJson, postEvents, rawRequest } from '../../helpers/http'
 import { startHost, type HostFactory, type RunningHost } from '../../helpers/servers'
 
 const ADMIN = 'admin-secret-token'
@@ -35,7 +36,7 @@ export function defineCloudEventsSuite(factory: HostFactory, label: string) {
     beforeAll(async () => {
       host = await startHost(factory, {
         adminToken: ADMIN,
-        limits: { maxEvents: 50, maxEventBytes: 512 },
+        limits: { maxEvents: 50, maxEventBytes: 512, maxDepth: 6 },
         events: { RefundIssued: { sources: ['api', 'admin'], payload: z.object({ orderId: z.string(), amount: z.number() }) } },
       }, '/api')
     })
@@ -152,6 +153,22 @@ export function defineCloudEventsSuite(factory: HostFactory, label: string) {
       const over = await postEvents(host.url, sized(513, 'ce-size-over'), { 'content-type': STRUCTURED })
       expect(over.status).toBe(413)
       expect(over.body).toMatchObject({ code: 'event_too_large', limit: 'maxEventBytes', value: 512, index: 0, id: 'ce-size-over' })
+    })
+
+    it('holds a structured CloudEvent to maxDepth at its value and one over, the event at level 2 as in a batch', async () => {
+      // Array 1, event 2, data 3, the value of a 4, of b 5, of c 6.
+      const at = await postEvents(host.url, makeCloudEvent({ id: 'ce-depth-at', data: { a: { b: { c: { d: 1 } } } } }), { 'content-type': STRUCTURED })
+      expect(at.body).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      const over = await postEvents(host.url, makeCloudEvent({ id: 'ce-depth-over', data: { a: { b: { c: { d: { e: 1 } } } } } }), { 'content-type': STRUCTURED })
+      expect(over.status).toBe(400)
+      expect(over.body).toMatchObject({ code: 'too_deep', limit: 'maxDepth', value: 6 })
+    })
+
+    it('decodes a gzip batch of CloudEvents', async () => {
+      const batch = Array.from({ length: 20 }, (_, i) => makeCloudEvent({ id: `ce-gzip-${i}` }))
+      const res = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': BATCHED, 'content-encoding': 'gzip' }, body: gzipSync(JSON.stringify(batch)) })
+      expect(res.status).toBe(200)
+      expect(res.json).toEqual({ accepted: 20, duplicates: 0, rejected: [] })
     })
 
     it('holds a batch of CloudEvents to maxEvents at its value and one over', async () => {
