@@ -148,9 +148,16 @@ export function cloudEventPath(path: string): string {
   return dot < 0 ? renamed : renamed + path.slice(dot)
 }
 
-/** An envelope field error named in CloudEvents terms (its path, and the path that starts its message). */
-export function cloudEventError(error: FieldError): FieldError {
+/**
+ * An envelope field error named in CloudEvents terms (its path, and the path that starts its
+ * message); an error of the mapped source says which CloudEvents source it came from.
+ */
+export function cloudEventError(error: FieldError, event?: Record<string, unknown>): FieldError {
   if (error.path === '') return error
+  if (error.path === 'source') {
+    const ceSource = (event?.[CLOUDEVENT_ATTRIBUTES_FIELD] as { source?: unknown } | undefined)?.source
+    return typeof ceSource === 'string' && ceSource !== event?.source ? { path: 'source', message: `${error.message} (mapped from ${JSON.stringify(ceSource)})` } : error
+  }
   const path = cloudEventPath(error.path)
   if (path === error.path) return error
   const prefix = `${error.path}: `

@@ -50,8 +50,8 @@ export interface BatchResult<E> {
 export interface BatchMapping {
   /** The envelope of one element, or the errors that keep it from being one. */
   map(item: Record<string, unknown>): { ok: true; event: Record<string, unknown> } | { ok: false; errors: FieldError[] }
-  /** An envelope error named in the format's terms. */
-  error(error: FieldError): FieldError
+  /** An error of the envelope `event` (as `map` made it) named in the format's terms. */
+  error(error: FieldError, event: Record<string, unknown>): FieldError
   /** What one element is called in messages: `a CloudEvent`. */
   element: string
 }
@@ -353,7 +353,7 @@ export function createBatchValidator(config: ValidatorConfig) {
         result.indexes.push(index)
         result.times!.push(Number.NaN)
       } else {
-        const errors = mapping ? outcome.errors.map(mapping.error) : outcome.errors
+        const errors = mapping ? outcome.errors.map((error) => mapping.error(error, item as Record<string, unknown>)) : outcome.errors
         result.rejected.push(outcome.id === undefined ? { index, errors } : { index, id: outcome.id, errors })
       }
     }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { cloudEventToEnvelope, createEventIngest, createEventModel, defaultCloudEventsSource, envelopeToCloudEvent, IngestError, resolveOptions } from '../../src/index'
-import { cloudEventsMapping, defaultForwardSource, parseCloudEventBytes, parseCloudEventText } from '../../src/model/cloudevents'
+import { cloudEventError, cloudEventsMapping, defaultForwardSource, parseCloudEventBytes, parseCloudEventText } from '../../src/model/cloudevents'
 
 const time = '2026-11-02T14:03:11.000Z'
 const ce = (fields: Record<string, unknown> = {}) => ({
@@ -64,13 +64,16 @@ describe('CloudEvents to envelope', () => {
   })
 
   it('names envelope errors as CloudEvents attributes', () => {
-    const mapping = cloudEventsMapping()
+    const mapping = { error: cloudEventError }
     expect(mapping.error({ path: 'name', message: 'name: unknown event name "X"' })).toEqual({ path: 'type', message: 'type: unknown event name "X"' })
     expect(mapping.error({ path: 'occurredAt', message: 'occurredAt: expected an ISO 8601 timestamp' })).toEqual({ path: 'time', message: 'time: expected an ISO 8601 timestamp' })
     expect(mapping.error({ path: 'payload.items.0.sku', message: 'payload.items.0.sku: is required' })).toEqual({ path: 'data.items.0.sku', message: 'data.items.0.sku: is required' })
     expect(mapping.error({ path: 'schemaVersion', message: 'schemaVersion: 2 is newer' })).toEqual({ path: 'schemaversion', message: 'schemaversion: 2 is newer' })
     expect(mapping.error({ path: 'companyId', message: 'companyId: must not be empty' })).toEqual({ path: 'companyid', message: 'companyid: must not be empty' })
     expect(mapping.error({ path: 'id', message: 'id: is required' })).toEqual({ path: 'id', message: 'id: is required' })
+    const mapped = { source: 'bot', cloudEvent: { source: 'https://x.example/bot' } }
+    expect(mapping.error({ path: 'source', message: 'source: X is expected from api, got "bot"' }, mapped)).toEqual({ path: 'source', message: 'source: X is expected from api, got "bot" (mapped from "https://x.example/bot")' })
+    expect(mapping.error({ path: 'source', message: 'source: X is expected from api, got "bot"' }, { source: 'bot', cloudEvent: { source: 'bot' } }).message).toBe('source: X is expected from api, got "bot"')
     expect(mapping.error({ path: '', message: 'an event must be a JSON object' })).toEqual({ path: '', message: 'an event must be a JSON object' })
   })
 })
