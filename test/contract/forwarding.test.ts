@@ -418,6 +418,19 @@ describe('forwarding as a CloudEvents batch (sink.format: cloudevents)', () => {
     expect(await upstream.deadLetters()).toEqual([])
   })
 
+  it('dead-letters the CloudEvents a downstream event-ingest rejects, by their index, with errors naming attributes', async () => {
+    const downstream = await startHost(h3Host, { events: { RefundIssued: { sources: ['api'], payload: z.object({ orderId: z.string(), amount: z.number().positive() }) } } })
+    open.push(downstream)
+    const ingest = await core({ url: `${downstream.url}/events/ingest`, format: 'cloudevents' }, { events: { RefundIssued: { sources: ['api'] } } })
+    const refund = (id: string, amount: number) => makeEvent({ id, name: 'RefundIssued', source: 'api', payload: { orderId: 'o1', amount } })
+    await ingest.ingest([refund('ce-refund-ok', 5), refund('ce-refund-zero', 0), makeEvent({ id: 'ce-view-1' })])
+    await waitFor(async () => (await ingest.deadLetters()).length === 1, 5000, 'a dead letter')
+    expect((await downstream.ingest.events()).events.map((e) => e.id).sort()).toEqual(['ce-refund-ok', 'ce-view-1'])
+    const [letter] = await ingest.deadLetters()
+    expect(letter).toMatchObject({ status: 200, rejected: [{ index: 1, id: 'ce-refund-zero', errors: [{ path: 'data.amount', message: 'data.amount: must be greater than 0, got 0' }] }] })
+    await waitFor(async () => (await ingest.stats()).forwarded === 2, 5000, 'two forwarded')
+  })
+
   it('takes the CloudEvents source from sink.cloudEventsSource, and the default where it throws', async () => {
     const sink = await sinkOf(() => ({ status: 200 }))
     const ingest = await core({ url: sink.url, format: 'cloudevents', cloudEventsSource: (event) => {
