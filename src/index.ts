@@ -24,13 +24,15 @@ export {
   type MergeEvents,
   type PayloadOf,
 } from './model/model'
-export type { BatchResult, EventResult, FieldError, RejectedEvent } from './model/validate'
+export type { BatchMapping, BatchResult, EventResult, FieldError, RejectedEvent } from './model/validate'
+export { CLOUDEVENTS_BATCH_CONTENT_TYPE, CLOUDEVENTS_CONTENT_TYPE, cloudEventsMapping, cloudEventToEnvelope, defaultCloudEventsSource, envelopeToCloudEvent } from './model/cloudevents'
+export type { CloudEventsSourceMap, MappedCloudEvent } from './model/cloudevents'
 export type { BatchHints, ParsedBody, ReceivedBody } from './model/received'
 export type { ModelDescription } from './model/schema'
 export { parseBatchBytes } from './model/json'
 export { createEventIngest, type EventIngestOptions } from './core/ingest'
 export { resolveOptions, type ResolvedOptions } from './core/options'
-export type { CorsOptions, EventIngest, IngestContext, IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from './core/types'
+export type { CorsOptions, EventIngest, IngestContext, IngestFormat, IngestHttpRequest, IngestHttpResponse, IngestResult, RefusalDrain } from './core/types'
 export type { AppendResult, EventLog, EventPage, EventQuery, OutboxEntry, PruneOptions, RawBatch, StoredEvent } from './log/event-log'
 export type { AtomicBatch, AtomicBatchStore, AtomicResult } from './storage/atomic'
 export { claimKey } from './storage/layout'

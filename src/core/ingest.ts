@@ -64,7 +64,7 @@ class IngestCore {
     const { log, stats, forwarder } = this.readyRuntime ?? (await this.opened())
     const receivedAt = context.receivedAt ?? Date.now()
     // A publishable key's request: events of another source are rejected, naming `source`.
-    const batch = restrictToKey(this.resolved.model.validateBatch(input, context.hints), context.key)
+    const batch = restrictToKey(this.resolved.model.validateBatch(input, context.hints, context.format === 'cloudevents' ? this.resolved.cloudEvents : undefined), context.key)
     if (batch.rejected.length > 0) stats.recordRejected(batch.rejected.length, receivedAt)
     if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
     const skewMs = this.skewOf(context.sentAt, receivedAt, batch.events as EventEnvelope[], batch.times)

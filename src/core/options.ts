@@ -7,6 +7,9 @@ import { DEFAULT_CORS_MAX_AGE } from '../http/handler'
 import { resolveSinkOptions, sinkDefaults, type ResolvedSinkOptions, type SinkOptions } from '../forward/options'
 import type { Limits } from '../model/limits'
 import type { ClockSkewSettings } from '../model/skew'
+import { cloudEventsMapping, type CloudEventsSourceMap } from '../model/cloudevents'
+import type { BatchMapping } from '../model/validate'
+import { eventSources } from '../model/definitions'
 import { createEventModel, type EventModel } from '../model/model'
 import { checkFunction, checkKeys, checkNumber, checkObject, checkStore, checkTokens, MAX_TIMER_MS, shown, withoutPrefix } from '../base/option-checks'
 import { statsDefaults } from '../stats/stats'
@@ -105,6 +108,14 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    */
   clockSkew?: Partial<ClockSkewSettings> | false
   /**
+   * How CloudEvents received on ingest (`application/cloudevents+json`,
+   * `application/cloudevents-batch+json`) map to envelopes. `source` turns a CloudEvent's `source`
+   * URI-reference into the envelope's source: a function (undefined rejects the event naming
+   * `source`) or a record of CloudEvents source to envelope source.
+   * @default { source: the value itself when it is one of the sources, else its last path segment when that is one }
+   */
+  cloudEvents?: { source?: CloudEventsSourceMap }
+  /**
    * This process's id: batch keys and stats buckets are per instance. Keep it stable across
    * restarts of one instance to keep its stats.
    * @default `${hostname}-${pid}-${random}`
@@ -181,6 +192,8 @@ export interface ResolvedOptions<D extends EventDefinitions = any> {
   readonly refusalDrain: Readonly<RefusalDrain>
   /** Unset: send times are not read. */
   readonly clockSkew: ClockSkewSettings | undefined
+  /** How CloudEvents bodies are read as envelopes. */
+  readonly cloudEvents: BatchMapping
   readonly instanceId: string
   /** Unset: no forwarding. */
   readonly sink: ResolvedSinkOptions | undefined
@@ -258,6 +271,7 @@ export function resolveOptions<D extends EventDefinitions = any>(
       maxBytes: options.refusalDrain?.maxBytes ?? defaults.refusalDrain.maxBytes,
       maxMs: options.refusalDrain?.maxMs ?? defaults.refusalDrain.maxMs,
     }),
+    cloudEvents: cloudEventsMapping(options.cloudEvents?.source),
     instanceId,
     sink,
     cors: options.cors && Object.freeze({ origin: options.cors.origin, maxAge: options.cors.maxAge ?? defaults.corsMaxAge }),
@@ -297,7 +311,7 @@ function checkEnv<T>(variable: string, check: () => T): T {
 }
 
 /** The options {@link createEventIngest} knows, each checked below. */
-const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'publishableKeys', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
+const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'publishableKeys', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'cloudEvents', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
 
 // Every option of EventIngestOptions is in optionNames (a new option left out fails to compile).
 const everyOptionNamed: Record<Exclude<keyof EventIngestOptions, (typeof optionNames)[number]>, never> = {}
@@ -374,6 +388,20 @@ function checkOptions(options: EventIngestOptions<any, any>): void {
       const toleranceMs = skew.toleranceMs ?? defaults.clockSkew.toleranceMs
       const maxMs = skew.maxMs ?? defaults.clockSkew.maxMs
       if (maxMs < toleranceMs) throw new RangeError(`[event-ingest] clockSkew.maxMs must be at least clockSkew.toleranceMs (${toleranceMs}), got ${maxMs}`)
+    }
+  }
+  const cloudEvents = options.cloudEvents
+  checkObject('cloudEvents', cloudEvents)
+  checkKeys('cloudEvents', cloudEvents, ['source'])
+  const ceSource = cloudEvents?.source as unknown
+  if (ceSource !== undefined && typeof ceSource !== 'function') {
+    if (typeof ceSource !== 'object' || ceSource === null || Array.isArray(ceSource)) {
+      throw new TypeError(`[event-ingest] cloudEvents.source must be a function or a record of CloudEvents source to envelope source, got ${shown(ceSource)}`)
+    }
+    for (const [key, value] of Object.entries(ceSource as object)) {
+      if (!(eventSources as readonly unknown[]).includes(value)) {
+        throw new RangeError(`[event-ingest] cloudEvents.source[${JSON.stringify(key)}] must be one of ${eventSources.join(', ')}, got ${shown(value)}`)
+      }
     }
   }
   const stats = options.stats

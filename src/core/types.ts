@@ -29,7 +29,16 @@ export interface IngestContext {
    * `publishableKeys` option): each event of another source is rejected, naming `source`.
    */
   key?: KeyScope
+  /**
+   * What the input's elements are: envelopes, or CloudEvents (mapped with the `cloudEvents`
+   * option, rejected naming CloudEvents attributes).
+   * @default 'envelope'
+   */
+  format?: IngestFormat
 }
+
+/** The format of the events given to {@link EventIngest.ingest}. */
+export type IngestFormat = 'envelope' | 'cloudevents'
 
 /** The framework-agnostic core. */
 export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {

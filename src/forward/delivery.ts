@@ -2,6 +2,7 @@ import { ofetch } from 'ofetch'
 import type { AttemptOutcome } from './classify'
 import type { Group } from './group'
 import type { ResolvedSinkOptions } from './options'
+import { CLOUDEVENTS_BATCH_CONTENT_TYPE, defaultForwardSource, envelopeToCloudEvent } from '../model/cloudevents'
 
 /**
  * HTTP delivery: one attempt of one group, `POST` to the sink with its idempotency key and a
@@ -14,7 +15,8 @@ export class HttpSink {
   private inFlight: AbortController | undefined
 
   constructor(private readonly sink: ResolvedSinkOptions) {
-    const headers: Record<string, string> = { 'content-type': 'application/json', ...sink.headers }
+    const contentType = sink.format === 'cloudevents' ? CLOUDEVENTS_BATCH_CONTENT_TYPE : 'application/json'
+    const headers: Record<string, string> = { 'content-type': contentType, ...sink.headers }
     if (sink.token) {
       const name = sink.tokenHeader.toLowerCase()
       headers[name] = name === 'authorization' ? `Bearer ${sink.token}` : sink.token
@@ -31,7 +33,7 @@ export class HttpSink {
       // A fresh signal per attempt, and no ofetch retries: ofetch 1.5 would reuse an aborted signal.
       const response = await ofetch.raw(this.sink.url, {
         method: 'POST',
-        body: group.body,
+        body: this.sink.format === 'cloudevents' ? this.cloudEventsBody(group) : group.body,
         headers: { ...this.headers, 'idempotency-key': group.key },
         retry: 0,
         signal: controller.signal,
@@ -46,6 +48,27 @@ export class HttpSink {
       clearTimeout(timeout)
       this.inFlight = undefined
     }
+  }
+
+  /** The group's events as a CloudEvents batch, in the order of the envelope body. */
+  private cloudEventsBody(group: Group): string {
+    const events: unknown[] = []
+    for (const part of group.parts) {
+      for (const stored of part.events) {
+        const envelope = stored as Record<string, unknown>
+        events.push(envelopeToCloudEvent(envelope, this.sourceOf(envelope)))
+      }
+    }
+    return JSON.stringify(events)
+  }
+
+  /** The configured source, or the default when the host's function fails or gives no URI-reference. */
+  private sourceOf(envelope: Record<string, unknown>): string {
+    try {
+      const source = this.sink.cloudEventsSource(envelope)
+      if (typeof source === 'string' && source !== '') return source
+    } catch {}
+    return defaultForwardSource(envelope)
   }
 
   /** Aborts the attempt in flight, if any (on close, past the attempt timeout). */

@@ -1,4 +1,5 @@
-import { checkBoolean, checkNumber, checkObject, checkString, MAX_TIMER_MS, shown } from '../base/option-checks'
+import { checkBoolean, checkFunction, checkNumber, checkObject, checkString, MAX_TIMER_MS, shown } from '../base/option-checks'
+import { defaultForwardSource } from '../model/cloudevents'
 
 /** Where and how accepted batches are forwarded. Every field but `url` has a default. */
 export interface SinkOptions {
@@ -36,6 +37,18 @@ export interface SinkOptions {
   wait?: boolean
   /** @default 10_000 */
   waitTimeoutMs?: number
+  /**
+   * What the sink receives: `'envelope'`, a JSON array of envelopes (`application/json`, as the
+   * ingest route takes them), or `'cloudevents'`, a CloudEvents batch
+   * (`application/cloudevents-batch+json`), each envelope mapped back to a CloudEvent.
+   * @default 'envelope'
+   */
+  format?: 'envelope' | 'cloudevents'
+  /**
+   * With `format: 'cloudevents'`: the CloudEvents `source` of a stored envelope.
+   * @default the source the event was received with as a CloudEvent, else `/<source>` (`/storefront`)
+   */
+  cloudEventsSource?: (event: Record<string, unknown>) => string
 }
 
 /** The default of every sink field that has one (`leaseMs` follows `timeoutMs`: see {@link resolveSinkOptions}). */
@@ -50,6 +63,8 @@ export const sinkDefaults = Object.freeze({
   heartbeatMs: 10_000,
   wait: false,
   waitTimeoutMs: 10_000,
+  format: 'envelope' as 'envelope' | 'cloudevents',
+  cloudEventsSource: defaultForwardSource as (event: Record<string, unknown>) => string,
 })
 
 /** Sink options checked, with every default in place (`token` stays unset when none is given). */
@@ -87,6 +102,10 @@ function checkSinkOptions(sink: SinkOptions): { leaseMs: number } {
   for (const name of ['maxBatchEvents', 'maxBatchBytes'] as const) checkNumber(`sink.${name}`, sink[name], { integer: true })
   checkString('sink.token', sink.token)
   checkBoolean('sink.wait', sink.wait)
+  if (sink.format !== undefined && sink.format !== 'envelope' && sink.format !== 'cloudevents') {
+    throw new TypeError(`[event-ingest] sink.format must be 'envelope' or 'cloudevents', got ${shown(sink.format)}`)
+  }
+  checkFunction('sink.cloudEventsSource', sink.cloudEventsSource)
   if (sink.tokenHeader !== undefined && (typeof sink.tokenHeader !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(sink.tokenHeader))) {
     throw new TypeError(`[event-ingest] sink.tokenHeader must be a header name, got ${shown(sink.tokenHeader)}`)
   }

@@ -140,12 +140,23 @@ export function isNodeRequest(stream: unknown): boolean {
     && typeof candidate.headers === 'object' && typeof candidate.socket === 'object'
 }
 
-/** Content types accepted on ingest: JSON, and text/plain carrying JSON (browser beacons). */
-export function checkContentType(header: string | undefined): void {
+/**
+ * What an ingest body holds, by its content type: a JSON array of envelopes, one CloudEvent
+ * (structured mode) or a JSON array of CloudEvents (batched mode).
+ */
+export type BodyFormat = 'envelopes' | 'cloudevent' | 'cloudevents'
+
+/**
+ * Content types accepted on ingest: JSON, text/plain carrying JSON (browser beacons), and the
+ * CloudEvents structured and batched modes.
+ */
+export function checkContentType(header: string | undefined): BodyFormat {
   if (!header) {
     throw new IngestError('unsupported_media_type', 'content-type is missing; send application/json (or text/plain carrying JSON)')
   }
   const type = header.split(';', 1)[0]!.trim().toLowerCase()
-  if (type === 'application/json' || type === 'text/plain' || (type.startsWith('application/') && type.endsWith('+json'))) return
+  if (type === 'application/cloudevents+json') return 'cloudevent'
+  if (type === 'application/cloudevents-batch+json') return 'cloudevents'
+  if (type === 'application/json' || type === 'text/plain' || (type.startsWith('application/') && type.endsWith('+json'))) return 'envelopes'
   throw new IngestError('unsupported_media_type', `content-type ${JSON.stringify(type)} is not supported; send application/json (or text/plain carrying JSON)`, { contentType: type })
 }

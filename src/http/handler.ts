@@ -1,10 +1,11 @@
 import { readBearer, createTokenCheck } from './auth'
-import { checkContentType } from './body'
+import { checkContentType, type BodyFormat } from './body'
 import { IngestError, limitError } from '../base/errors'
 import { eventSources } from '../model/definitions'
 import { contentCodingDeclared, readRequestBody } from './encoding'
 import { describeValue, parseBatchBytes, parseBatchText, parseJsonBytes } from '../model/json'
 import { createKeyCheck, tokenNotAllowed, type PublishableKey } from './keys'
+import { cloudEventBatchOf, parseCloudEventBytes, parseCloudEventText } from '../model/cloudevents'
 import type { EventQuery } from '../log/event-log'
 import type { CorsOptions, HandledCore, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
 
@@ -255,7 +256,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
    * decoded it (body-parser and @koa/bodyparser inflate gzip, deflate and br), so the body is
    * measured as the parser left it when the Content-Length says nothing of its decoded size.
    */
-  async function ingestParsed(request: IngestHttpRequest, value: unknown, declared: number | undefined, credential: Credential): Promise<IngestResult> {
+  async function ingestParsed(request: IngestHttpRequest, value: unknown, declared: number | undefined, credential: Credential, format: BodyFormat): Promise<IngestResult> {
     if (declared !== undefined && declared > maxBodyBytes) {
       throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${declared} bytes`)
     }
@@ -267,27 +268,29 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       // A host parser that kept text (express.text()) or bytes (express.raw()): parsed here, with the scan.
       const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
-      if (credential === 'body') return ingestKeyed(request, typeof value === 'string' ? parseJsonBytes(Buffer.from(value, 'utf8')) : parseJsonBytes(value), credential)
-      const parsed = typeof value === 'string' ? parseBatchText(value, maxDepth, maxEventBytes) : parseBatchBytes(value, maxDepth, maxEventBytes)
-      return core.ingest(parsed.value, { hints: parsed, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential })
+      if (credential === 'body') return ingestKeyed(request, typeof value === 'string' ? parseJsonBytes(Buffer.from(value, 'utf8')) : parseJsonBytes(value), credential, format)
+      const parsed = format === 'cloudevent'
+        ? typeof value === 'string' ? parseCloudEventText(value, maxDepth, maxEventBytes) : parseCloudEventBytes(value, maxDepth, maxEventBytes)
+        : typeof value === 'string' ? parseBatchText(value, maxDepth, maxEventBytes) : parseBatchBytes(value, maxDepth, maxEventBytes)
+      return core.ingest(parsed.value, { hints: parsed, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential, format: formatOf(format) })
     }
     const encoded = contentCodingDeclared(header(request.headers, 'content-encoding'))
     if ((declared === undefined || encoded) && value !== undefined) {
       const size = Buffer.byteLength(JSON.stringify(value) ?? '')
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
     }
-    return ingestKeyed(request, value, credential)
+    return ingestKeyed(request, value, credential, format)
   }
 
   /** A batch with no parse of ours to carry (a host's, or a publishable key's body): validated from the value. */
-  function ingestKeyed(request: IngestHttpRequest, value: unknown, credential: Credential): Promise<IngestResult> {
+  function ingestKeyed(request: IngestHttpRequest, value: unknown, credential: Credential, format: BodyFormat): Promise<IngestResult> {
     const { events, key } = keyedEvents(request, value, credential)
-    return core.ingest(events, { sentAt: sentAtOf(request), key })
+    return core.ingest(format === 'cloudevent' ? cloudEventBatchOf(events) : events, { sentAt: sentAtOf(request), key, format: formatOf(format) })
   }
 
   async function ingestRoute(request: IngestHttpRequest): Promise<IngestHttpResponse> {
     const credential: Credential = open ? 'token' : credentialOf(request)
-    checkContentType(header(request.headers, 'content-type'))
+    const format = checkContentType(header(request.headers, 'content-type'))
     const lengthHeader = header(request.headers, 'content-length')
     const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
     const body = request.body
@@ -298,15 +301,15 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       // A host parser's refusal, answered (and counted) as the core's own, after the token check.
       throw body.refused
     } else if ('parsed' in body) {
-      result = await ingestParsed(request, body.parsed, declared, credential)
+      result = await ingestParsed(request, body.parsed, declared, credential, format)
     } else {
       const { bytes, owned } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
       if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
       if (credential === 'body') {
-        result = await ingestKeyed(request, parseJsonBytes(bytes), credential)
+        result = await ingestKeyed(request, parseJsonBytes(bytes), credential, format)
       } else {
-        const received = parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
-        result = await core.ingest(received.value, { hints: received, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential })
+        const received = format === 'cloudevent' ? parseCloudEventBytes(bytes, maxDepth, maxEventBytes) : parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
+        result = await core.ingest(received.value, { hints: received, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential, format: formatOf(format) })
       }
     }
     // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less
@@ -449,6 +452,11 @@ async function storageRead<T>(read: () => Promise<T>): Promise<T> {
     if (error instanceof IngestError) throw error
     throw new IngestError('storage_unavailable', `storage is unavailable: ${(error as Error).message}`, undefined, { cause: error })
   }
+}
+
+/** The core's name of a body's event format. */
+function formatOf(format: BodyFormat): 'envelope' | 'cloudevents' {
+  return format === 'envelopes' ? 'envelope' : 'cloudevents'
 }
 
 /** What host parsers leave for a request without a body: nothing, `''`, no bytes, or `{}`. */

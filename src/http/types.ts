@@ -75,7 +75,7 @@ export interface IngestResult {
 
 /** What the HTTP handler calls on the core (an {@link EventIngest} is one). */
 export interface HandledCore {
-  ingest(input: unknown, context?: { receivedAt?: number; hints?: ReceivedBody; sentAt?: string; key?: { readonly id: string; readonly sources: readonly string[] } }): Promise<IngestResult>
+  ingest(input: unknown, context?: { receivedAt?: number; hints?: ReceivedBody; sentAt?: string; key?: { readonly id: string; readonly sources: readonly string[] }; format?: 'envelope' | 'cloudevents' }): Promise<IngestResult>
   stats(): Promise<StatsSnapshot & { forwarding: ForwardingState | null }>
   deadLetters(): Promise<DeadLetter[]>
   requeue(ids?: readonly string[]): Promise<number>

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { type Limits, resolveLimits } from './limits'
-import { createBatchValidator, type BatchResult, type EventResult } from './validate'
+import { createBatchValidator, type BatchMapping, type BatchResult, type EventResult } from './validate'
 import type { ReceivedBody } from './received'
 import { describeModel, type ModelDescription } from './schema'
 import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, canonicalEvents, eventSources, type CanonicalEvents, type EventDefinitions, type EventSource, type SourcePolicy } from './definitions'
@@ -74,9 +74,10 @@ export interface EventModel<D extends EventDefinitions = CanonicalEvents> {
    * input (`received`), a valid event with nothing to normalise is returned as the parsed object
    * itself, not a copy, and a batch kept exactly as sent carries that body on (`received`).
    * @throws IngestError when the batch as a whole is refused: `not_an_array`, `too_many_events`,
-   * `event_too_large`, `too_deep`.
+   * `event_too_large`, `too_deep`. With a `mapping` (`cloudEventsMapping()`), the elements are of
+   * another format (CloudEvents), mapped to envelopes and rejected in that format's terms.
    */
-  validateBatch(input: unknown, received?: ReceivedBody): BatchResult<EventOf<D>>
+  validateBatch(input: unknown, received?: ReceivedBody, mapping?: BatchMapping): BatchResult<EventOf<D>>
   /** Validates one event. */
   validateEvent(input: unknown): EventResult<EventOf<D>>
   /** The model as published by `GET /events/schema`, JSON Schema included. */

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { eventSources, type EventDefinitions, type EventSource, type SourcePolicy } from './definitions'
 import type { Limits } from './limits'
+import { CLOUDEVENTS_BATCH_CONTENT_TYPE, CLOUDEVENTS_CONTENT_TYPE } from './cloudevents'
 
 /** What `GET /events/schema` publishes. */
 export interface ModelDescription {
@@ -13,7 +14,17 @@ export interface ModelDescription {
   /** JSON Schema (draft 2020-12) of the envelope. */
   envelopeSchema: Record<string, unknown>
   limits: Limits
+  /**
+   * The content types `POST /events/ingest` takes: a JSON array of envelopes as `application/json`
+   * (or any other `application/*+json`, or `text/plain` for beacons), and CloudEvents in structured
+   * (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`) modes.
+   * Always set by `describe()`; absent from exports saved before it was published.
+   */
+  contentTypes?: readonly string[]
 }
+
+/** The content types of `POST /events/ingest`, as {@link ModelDescription.contentTypes} lists them. */
+export const ingestContentTypes: readonly string[] = Object.freeze(['application/json', 'text/plain', CLOUDEVENTS_CONTENT_TYPE, CLOUDEVENTS_BATCH_CONTENT_TYPE])
 
 /** What a model hands in to be described: its versions, definitions, policy, envelope and limits. */
 export interface DescribedModel {
@@ -45,5 +56,6 @@ export function describeModel(model: DescribedModel): ModelDescription {
       })),
     envelopeSchema: z.toJSONSchema(model.envelope, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>,
     limits: { ...model.limits },
+    contentTypes: ingestContentTypes,
   }
 }

@@ -42,6 +42,20 @@ export interface BatchResult<E> {
   received?: ReceivedBody
 }
 
+/**
+ * Another event format read as envelopes (CloudEvents): each element of a batch, an object
+ * already checked for depth and prototype keys, is mapped to the envelope to validate, and the
+ * envelope's errors are named in that format's terms.
+ */
+export interface BatchMapping {
+  /** The envelope of one element, or the errors that keep it from being one. */
+  map(item: Record<string, unknown>): { ok: true; event: Record<string, unknown> } | { ok: false; errors: FieldError[] }
+  /** An error of the envelope `event` (as `map` made it) named in the format's terms. */
+  error(error: FieldError, event: Record<string, unknown>): FieldError
+  /** What one element is called in messages: `a CloudEvent`. */
+  element: string
+}
+
 /** The outcome of validating one event. */
 export type EventResult<E> = { ok: true; event: E } | { ok: false; id?: string; errors: FieldError[] }
 
@@ -284,8 +298,12 @@ export function createBatchValidator(config: ValidatorConfig) {
     return check(input, false, found)
   }
 
-  /** `received`: the body `input` was parsed from, whose facts spare a second walk. */
-  function validateBatch(input: unknown, received?: ReceivedBody): BatchResult<unknown> {
+  /**
+   * `received`: the body `input` was parsed from, whose facts spare a second walk. `mapping`: the
+   * elements are of another format, mapped to envelopes once checked for size, depth and prototype
+   * keys as sent; the batch is then never stored as received.
+   */
+  function validateBatch(input: unknown, received?: ReceivedBody, mapping?: BatchMapping): BatchResult<unknown> {
     if (!Array.isArray(input)) {
       throw new IngestError('not_an_array', `body must be a JSON array of events, got ${describeValue(input)}`)
     }
@@ -297,14 +315,25 @@ export function createBatchValidator(config: ValidatorConfig) {
     const fits = sizes === undefined && received?.sizeBound !== undefined && received.sizeBound <= limits.maxEventBytes
     const protoFree = received?.protoFree === true
     const result: BatchResult<unknown> = { events: [], indexes: [], rejected: [], times: [] }
-    let unchanged = (sizes !== undefined || fits) && typeof received?.text === 'string'
+    let unchanged = (sizes !== undefined || fits) && typeof received?.text === 'string' && mapping === undefined
     for (let index = 0; index < input.length; index++) {
-      const item = input[index]
+      let item = input[index]
       // Depth first: measuring a value nested too deeply would overflow the stack.
-      const found = protoFree ? undefined : walk(item)
+      let found = protoFree ? undefined : walk(item)
       const size = sizes ? sizes[index]! : fits ? 0 : byteLength(item)
       if (size > limits.maxEventBytes) {
         throw limitError('event_too_large', 'maxEventBytes', limits.maxEventBytes, `event ${index} (${size} bytes)`, { index, id: readId(item) })
+      }
+      if (mapping) {
+        const mapped = mapElement(item, found, mapping)
+        if (!mapped.ok) {
+          const id = readId(item)
+          result.rejected.push(id === undefined ? { index, errors: mapped.errors } : { index, id, errors: mapped.errors })
+          continue
+        }
+        item = mapped.event
+        // Walked as sent: the envelope holds the same values.
+        found = []
       }
       // The common case first: a valid event of a body already scanned, with no result object.
       if (protoFree && typeof item === 'object' && item !== null && !Array.isArray(item)) {
@@ -324,11 +353,23 @@ export function createBatchValidator(config: ValidatorConfig) {
         result.indexes.push(index)
         result.times!.push(Number.NaN)
       } else {
-        result.rejected.push(outcome.id === undefined ? { index, errors: outcome.errors } : { index, id: outcome.id, errors: outcome.errors })
+        const errors = mapping ? outcome.errors.map((error) => mapping.error(error, item as Record<string, unknown>)) : outcome.errors
+        result.rejected.push(outcome.id === undefined ? { index, errors } : { index, id: outcome.id, errors })
       }
     }
     if (unchanged && result.rejected.length === 0 && input.length > 0) result.received = received
     return result
+  }
+
+  /** One element of another format as an envelope: an object without prototype keys, mapped. */
+  function mapElement(item: unknown, found: string[] | undefined, mapping: BatchMapping): ReturnType<BatchMapping['map']> {
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) {
+      return { ok: false, errors: [{ path: '', message: `${mapping.element} must be a JSON object, got ${describeValue(item)}` }] }
+    }
+    if (found && found.length > 0) {
+      return { ok: false, errors: found.map((path) => ({ path, message: `${path}: prototype keys ("__proto__", "constructor.prototype") are not allowed` })) }
+    }
+    return mapping.map(item as Record<string, unknown>)
   }
 
   return { validateBatch, validateEvent }

@@ -370,3 +370,86 @@ describe('timestamps at the edge of years 0000-9999, through two event-ingests',
     expect(await upstream.ingest.deadLetters()).toEqual([])
   })
 })
+
+describe('forwarding as a CloudEvents batch (sink.format: cloudevents)', () => {
+  const ceOf = (id: string, fields: Record<string, unknown> = {}) => ({
+    specversion: '1.0', id, type: 'ProductViewed', source: 'https://shop.example/storefront', time: '2026-11-02T14:03:11.000Z', data: { productId: id }, ...fields,
+  })
+
+  it('posts every event of many ingests as application/cloudevents-batch+json, with the same idempotency key on a retry', async () => {
+    const sink = await sinkOf((_r, attempt) => (attempt === 1 ? { status: 503 } : { status: 200 }))
+    const host = await startHost(h3Host, { sink: { url: sink.url, format: 'cloudevents', minBackoffMs: 20, maxBackoffMs: 200 } })
+    open.push(host)
+    const received = Array.from({ length: 60 }, (_, i) => ceOf(`ce-fw-${i}`, i === 0 ? { subject: 'sku-1', traceparent: '00-ab-cd-01', companyid: 'co_1' } : {}))
+    const res = await postEvents(host.url, received, { 'content-type': 'application/cloudevents-batch+json' })
+    expect(res.body).toEqual({ accepted: 60, duplicates: 0, rejected: [] })
+    const envelopes = Array.from({ length: 40 }, (_, i) => makeEvent({ id: `env-fw-${i}`, name: 'OrderCreated', source: 'api', companyId: 'co_2', payload: { orderId: `o${i}` } }))
+    await host.ingest.ingest(envelopes)
+    await waitFor(() => sink.storedIds().length === 100, 10_000, 'all 100 events at the sink')
+    expect(sink.storedIds().sort()).toEqual([...received.map((e) => e.id), ...envelopes.map((e) => e.id)].sort())
+    for (const request of sink.requests) expect(request.headers['content-type']).toBe('application/cloudevents-batch+json')
+    expect(sink.requests[1]!.key).toBe(sink.requests[0]!.key)
+    const all = sink.stored.flatMap((r) => r.events) as Record<string, unknown>[]
+    // Received as CloudEvents: their source and attributes come back as sent.
+    expect(all.find((e) => e.id === 'ce-fw-0')).toEqual({
+      specversion: '1.0', id: 'ce-fw-0', type: 'ProductViewed', source: 'https://shop.example/storefront', subject: 'sku-1', traceparent: '00-ab-cd-01',
+      time: '2026-11-02T14:03:11.000Z', datacontenttype: 'application/json', schemaversion: 1, companyid: 'co_1', data: { productId: 'ce-fw-0' },
+    })
+    // Received as envelopes: source /<source>.
+    expect(all.find((e) => e.id === 'env-fw-7')).toEqual({
+      specversion: '1.0', id: 'env-fw-7', type: 'OrderCreated', source: '/api', time: envelopes[7]!.occurredAt, datacontenttype: 'application/json',
+      schemaversion: 1, companyid: 'co_2', data: { orderId: 'o7' },
+    })
+    await waitFor(async () => (await host.ingest.stats()).forwarded === 100, 5000, 'every event counted forwarded')
+  })
+
+  it('feeds a downstream event-ingest, which reads the CloudEvents batch back into the same envelopes', async () => {
+    const downstream = await startHost(h3Host, { adminToken: 'down' })
+    open.push(downstream)
+    const upstream = await core({ url: `${downstream.url}/events/ingest`, format: 'cloudevents', maxBatchEvents: 1000 })
+    const events = Array.from({ length: 50 }, (_, i) => makeEvent({ id: `chain-${i}`, subjectId: `u${i}` }))
+    await upstream.ingest(events)
+    await waitFor(async () => (await upstream.stats()).forwarded === 50, 10_000, 'fifty forwarded')
+    const stored = (await downstream.ingest.events({ limit: 100 })).events
+    expect(stored.map((e) => e.id).sort()).toEqual(events.map((e) => e.id).sort())
+    for (const event of events) {
+      expect(stored.find((e) => e.id === event.id)).toMatchObject({ name: event.name, source: event.source, occurredAt: event.occurredAt, subjectId: event.subjectId, payload: event.payload })
+    }
+    expect(await upstream.deadLetters()).toEqual([])
+  })
+
+  it('dead-letters the CloudEvents a downstream event-ingest rejects, by their index, with errors naming attributes', async () => {
+    const downstream = await startHost(h3Host, { events: { RefundIssued: { sources: ['api'], payload: z.object({ orderId: z.string(), amount: z.number().positive() }) } } })
+    open.push(downstream)
+    const ingest = await core({ url: `${downstream.url}/events/ingest`, format: 'cloudevents' }, { events: { RefundIssued: { sources: ['api'] } } })
+    const refund = (id: string, amount: number) => makeEvent({ id, name: 'RefundIssued', source: 'api', payload: { orderId: 'o1', amount } })
+    await ingest.ingest([refund('ce-refund-ok', 5), refund('ce-refund-zero', 0), makeEvent({ id: 'ce-view-1' })])
+    await waitFor(async () => (await ingest.deadLetters()).length === 1, 5000, 'a dead letter')
+    expect((await downstream.ingest.events()).events.map((e) => e.id).sort()).toEqual(['ce-refund-ok', 'ce-view-1'])
+    const [letter] = await ingest.deadLetters()
+    expect(letter).toMatchObject({ status: 200, rejected: [{ index: 1, id: 'ce-refund-zero', errors: [{ path: 'data.amount', message: 'data.amount: must be greater than 0, got 0' }] }] })
+    await waitFor(async () => (await ingest.stats()).forwarded === 2, 5000, 'two forwarded')
+  })
+
+  it('takes the CloudEvents source from sink.cloudEventsSource, and the default where it throws', async () => {
+    const sink = await sinkOf(() => ({ status: 200 }))
+    const ingest = await core({ url: sink.url, format: 'cloudevents', cloudEventsSource: (event) => {
+      if (event.id === 'src-throws') throw new Error('no source')
+      return `urn:shop:${String(event.source)}`
+    } })
+    await ingest.ingest([makeEvent({ id: 'src-1' }), makeEvent({ id: 'src-throws' })])
+    await waitFor(() => sink.storedIds().length === 2, 5000, 'both events')
+    expect(sink.stored.flatMap((r) => r.events).map((e) => [e.id, e.source])).toEqual([['src-1', 'urn:shop:storefront'], ['src-throws', '/storefront']])
+  })
+
+  it('sends envelopes as application/json by default, and refuses a bad format or source naming the option', async () => {
+    const sink = await sinkOf(() => ({ status: 200 }))
+    const ingest = await core({ url: sink.url })
+    await ingest.ingest([makeEvent({ id: 'plain-1' })])
+    await waitFor(() => sink.storedIds().length === 1, 5000, 'the event')
+    expect(sink.requests[0]!.headers['content-type']).toBe('application/json')
+    expect(sink.requests[0]!.events[0]).toMatchObject({ id: 'plain-1', name: 'ProductViewed' })
+    expect(() => createEventIngest({ env: {}, sink: { url: sink.url, format: 'xml' as never } })).toThrow("[event-ingest] sink.format must be 'envelope' or 'cloudevents', got \"xml\"")
+    expect(() => createEventIngest({ env: {}, sink: { url: sink.url, cloudEventsSource: '/x' as never } })).toThrow('[event-ingest] sink.cloudEventsSource must be a function, got "/x"')
+  })
+})

@@ -6,6 +6,7 @@ import { routes } from '../../../src/index'
 import { request as httpRequest } from 'node:http'
 import { busyClientUpload, getJson, postEvents, rawRequest, slowUpload } from '../../helpers/http'
 import { startHost, type HostFactory, type RunningHost } from '../../helpers/servers'
+import { defineCloudEventsSuite } from './cloudevents'
 
 const ADMIN = 'admin-secret-token'
 
@@ -568,6 +569,8 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       expect(after.ignored - before.ignored).toBe(3)
     })
   })
+
+  defineCloudEventsSuite(factory, label)
 
   describe(`${label}: stats and stored events`, () => {
     let host: RunningHost
