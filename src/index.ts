@@ -27,6 +27,7 @@ export {
 export type { BatchResult, EventResult, FieldError, RejectedEvent } from './model/validate'
 export type { BatchHints, ParsedBody, ReceivedBody } from './model/received'
 export type { ModelDescription } from './model/schema'
+export { createRedactor, type PublishedRedaction, type RedactedBatch, type RedactionAction, type RedactionCounts, type RedactionMap, type RedactionPlan, type RedactionRule, type Redactor } from './model/redact'
 export { parseBatchBytes } from './model/json'
 export { createEventIngest, type EventIngestOptions } from './core/ingest'
 export { resolveOptions, type ResolvedOptions } from './core/options'
