@@ -248,9 +248,12 @@ function descend(value: unknown, arrays: number, rule: CompiledRule, at: number,
     case 'drop':
       tally.dropped++
       return DROP
-    case 'mask':
+    case 'mask': {
+      // A value already at its placeholder (null, "***", 0, false, {}, []) has nothing to hide.
+      if (isPlaceholder(value)) return value
       tally.masked++
       return maskOf(value)
+    }
     case 'hash':
       tally.hashed++
       return hash(value)
@@ -265,6 +268,12 @@ export function maskOf(value: unknown): unknown {
   if (Array.isArray(value)) return []
   if (typeof value === 'object' && value !== null) return {}
   return null
+}
+
+function isPlaceholder(value: unknown): boolean {
+  if (Array.isArray(value)) return value.length === 0
+  if (isPlainObject(value)) return Object.keys(value).length === 0
+  return value === maskOf(value)
 }
 
 /** JSON text with every object's keys sorted, so one value always hashes the same. */
