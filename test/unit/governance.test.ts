@@ -135,6 +135,12 @@ describe('renderCatalog', () => {
     expect(text).toContain('| `orderId` | string | required | 1–64 chars | The order |')
     expect(text).toContain(`Example (\`order.json\`):\n\n\`\`\`json\n${JSON.stringify(event, null, 2)}\n\`\`\``)
     expect(text).toContain('## Ping\n\nExpected sources: `agent`.\n\nPayload: any JSON object (no payload schema).')
+    expect(text).not.toContain('Redacted at ingest')
+  })
+
+  it('lists the redaction rules of an event', () => {
+    const redacting = createEventModel({ canonical: false, events: { Ping: { sources: ['agent'], redact: { host: 'hash', 'disks[].serial': 'mask' } } } })
+    expect(renderCatalog(redacting.describe())).toContain('Payload: any JSON object (no payload schema).\n\nRedacted at ingest, before storage and forwarding: `disks[].serial` (mask), `host` (hash).')
   })
 })
 
