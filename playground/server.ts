@@ -8,8 +8,8 @@
  *
  * Environment: FRAMEWORK, PORT (default 3000, 0 picks a free one), HOST (default 127.0.0.1),
  * SHUTDOWN_GRACE_MS (default 10000: how long SIGTERM/SIGINT lets requests in flight finish),
- * EVENT_STORAGE, EVENT_INGEST_TOKEN, EVENT_ADMIN_TOKEN (read by createEventIngest itself) and
- * EVENT_SINK_URL.
+ * EVENT_STORAGE, EVENT_INGEST_TOKEN, EVENT_ADMIN_TOKEN, EVENT_REDACTION_SECRET (read by
+ * createEventIngest itself) and EVENT_SINK_URL.
  */
 import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
@@ -20,7 +20,7 @@ import express from 'express'
 import Fastify from 'fastify'
 import { H3, toNodeHandler } from 'h3'
 import Koa from 'koa'
-import { createEventIngest, pickExamples, readFixtures, renderCatalog, routes } from '../src/index'
+import { createEventIngest, createEventModel, pickExamples, readFixtures, renderCatalog, routes } from '../src/index'
 import { eventIngestPlugin } from '../adapters/h3'
 import { eventIngest as expressIngest } from '../adapters/express'
 import { eventIngest as fastifyIngest } from '../adapters/fastify'
@@ -48,9 +48,22 @@ if (!Number.isInteger(graceMs) || graceMs < 0) fail(`SHUTDOWN_GRACE_MS must be a
 // as the reason the playground stops, and an unreachable Redis is said before the banner.
 let startupReports: unknown[] | undefined = []
 const onError = (error: unknown) => (startupReports ? startupReports.push(error) : console.warn(`[event-ingest] ${unprefixed(error)}`))
+// PII redaction of the sample events' personal data, before storage and forwarding. Without
+// EVENT_REDACTION_SECRET the HMAC key is made up for this run (pseudonyms then change per run).
+const model = createEventModel({
+  redact: [
+    { events: ['OrderCreated'], path: 'customer.email', action: 'hash' },
+    { events: ['OrderCreated'], path: 'customer.phone', action: 'mask' },
+    { events: ['OrderCreated'], path: 'items[].giftMessage', action: 'drop' },
+    { events: ['EmailSent'], path: 'to', action: 'hash' },
+  ],
+})
+const devRedactionSecret = env.EVENT_REDACTION_SECRET ? undefined : randomBytes(32).toString('hex')
 let ingest: ReturnType<typeof createEventIngest>
 try {
   ingest = createEventIngest({
+    model,
+    ...(devRedactionSecret ? { redaction: { secret: devRedactionSecret } } : {}),
     adminToken: devAdminToken,
     onError,
     ...(sinkUrl ? { sink: { url: sinkUrl, maxBackoffMs: 5000 } } : {}),
@@ -223,6 +236,7 @@ function printBanner(): void {
     `  storage       ${env.EVENT_STORAGE ? redact(env.EVENT_STORAGE) : 'memory: (embedded default; try EVENT_STORAGE=fs:playground/.data or redis://127.0.0.1:6379/0)'}`,
     `  ingest token  ${configuredIngest ? `${mask(configuredIngest)} (from EVENT_INGEST_TOKEN), sent as x-event-token` : 'none: ingest is open (set EVENT_INGEST_TOKEN to require x-event-token)'}`,
     `  admin token   ${admin}${devAdminToken ? '  (generated for this run; set EVENT_ADMIN_TOKEN to choose one)' : ''}`,
+    `  redaction     ${ingest.schema().events.flatMap((e) => (e.redact ?? []).map((r) => `${e.name} ${r.path} (${r.action})`)).join(', ')}; HMAC key ${devRedactionSecret ? 'generated for this run (set EVENT_REDACTION_SECRET to keep pseudonyms across runs)' : 'from EVENT_REDACTION_SECRET'}`,
     sinkUrl
       ? `  sink          forwarding to ${redact(sinkUrl)} (at least once, through the outbox)`
       : `  sink          off. Hint: EVENT_SINK_URL=${url}/sink shows forwarding end to end (batches appear in the dashboard's Sink panel)`,

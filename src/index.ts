@@ -29,6 +29,7 @@ export { CLOUDEVENTS_BATCH_CONTENT_TYPE, CLOUDEVENTS_CONTENT_TYPE, cloudEventsMa
 export type { CloudEventsSourceMap, MappedCloudEvent } from './model/cloudevents'
 export type { BatchHints, ParsedBody, ReceivedBody } from './model/received'
 export type { ModelDescription } from './model/schema'
+export { createRedactor, type PublishedRedaction, type RedactedBatch, type RedactionAction, type RedactionCounts, type RedactionMap, type RedactionPlan, type RedactionRule, type Redactor } from './model/redact'
 export { parseBatchBytes } from './model/json'
 export { createEventIngest, type EventIngestOptions } from './core/ingest'
 export { resolveOptions, type ResolvedOptions } from './core/options'

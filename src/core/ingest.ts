@@ -68,9 +68,14 @@ class IngestCore {
     if (batch.rejected.length > 0) stats.recordRejected(batch.rejected.length, receivedAt)
     if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
     const skewMs = this.skewOf(context.sentAt, receivedAt, batch.events as EventEnvelope[], batch.times)
+    // Redacted after validation (rules see valid payloads), before storage: a batch with a field
+    // redacted is stored from its redacted events, never from the bytes as received.
+    const redacted = this.resolved.redaction?.redact(batch.events as EventEnvelope[])
     let appended
     try {
-      const answer = log.appendNow(batch.events as EventEnvelope[], receivedAt, batch.received, skewMs)
+      const answer = redacted
+        ? log.appendNow(redacted.events, receivedAt, undefined, skewMs)
+        : log.appendNow(batch.events as EventEnvelope[], receivedAt, batch.received, skewMs)
       // On memory the log answers at once: nothing to wait for, not even a turn of the microtask queue.
       appended = answer instanceof Promise ? await answer : answer
     } catch (error) {
@@ -90,6 +95,7 @@ class IngestCore {
       stats.recordAccepted(batch.events, receivedAt, batch.times, skewMs, context.key?.id)
     }
     if (skewMs !== undefined && appended.stored > 0) stats.recordSkew('corrected', skewMs, receivedAt)
+    if (redacted) stats.recordRedacted(storedOf(redacted.counts, appended.duplicateIndexes), receivedAt)
     return { accepted: appended.stored, duplicates, rejected: batch.rejected }
   }
 

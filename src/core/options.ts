@@ -10,6 +10,7 @@ import type { ClockSkewSettings } from '../model/skew'
 import { cloudEventsMapping, type CloudEventsSourceMap } from '../model/cloudevents'
 import type { BatchMapping } from '../model/validate'
 import { eventSources } from '../model/definitions'
+import { createRedactor, type Redactor } from '../model/redact'
 import { createEventModel, type EventModel } from '../model/model'
 import { checkFunction, checkKeys, checkNumber, checkObject, checkStore, checkTokens, MAX_TIMER_MS, shown, withoutPrefix } from '../base/option-checks'
 import { statsDefaults } from '../stats/stats'
@@ -116,6 +117,14 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    */
   cloudEvents?: { source?: CloudEventsSourceMap }
   /**
+   * PII redaction (the rules are the model's: `redact` of `createEventModel` and of each
+   * definition). `secret` keys the HMAC-SHA-256 of `hash` rules, at least 32 bytes; required when
+   * the model has one, never published. Keep it stable: pseudonyms made under another secret do
+   * not join.
+   * @default { secret: process.env.EVENT_REDACTION_SECRET }
+   */
+  redaction?: { secret?: string }
+  /**
    * This process's id: batch keys and stats buckets are per instance. Keep it stable across
    * restarts of one instance to keep its stats.
    * @default `${hostname}-${pid}-${random}`
@@ -194,6 +203,8 @@ export interface ResolvedOptions<D extends EventDefinitions = any> {
   readonly clockSkew: ClockSkewSettings | undefined
   /** How CloudEvents bodies are read as envelopes. */
   readonly cloudEvents: BatchMapping
+  /** The model's redaction rules under the secret; unset: the model has none. */
+  readonly redaction: Redactor | undefined
   readonly instanceId: string
   /** Unset: no forwarding. */
   readonly sink: ResolvedSinkOptions | undefined
@@ -250,6 +261,7 @@ export function resolveOptions<D extends EventDefinitions = any>(
     sink = options.sink === undefined ? checkEnv('EVENT_SINK_URL', () => resolveSinkOptions(spec, sinkToken)) : resolveSinkOptions(spec, sinkToken)
   }
   const stats = options.stats
+  const redaction = redactorOf(model, options.redaction?.secret, environment.EVENT_REDACTION_SECRET)
   return Object.freeze({
     model,
     storage,
@@ -267,6 +279,7 @@ export function resolveOptions<D extends EventDefinitions = any>(
       toleranceMs: options.clockSkew?.toleranceMs ?? defaults.clockSkew.toleranceMs,
       maxMs: options.clockSkew?.maxMs ?? defaults.clockSkew.maxMs,
     }),
+    redaction,
     refusalDrain: Object.freeze({
       maxBytes: options.refusalDrain?.maxBytes ?? defaults.refusalDrain.maxBytes,
       maxMs: options.refusalDrain?.maxMs ?? defaults.refusalDrain.maxMs,
@@ -311,7 +324,7 @@ function checkEnv<T>(variable: string, check: () => T): T {
 }
 
 /** The options {@link createEventIngest} knows, each checked below. */
-const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'publishableKeys', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'cloudEvents', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
+const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'publishableKeys', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'cloudEvents', 'redaction', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
 
 // Every option of EventIngestOptions is in optionNames (a new option left out fails to compile).
 const everyOptionNamed: Record<Exclude<keyof EventIngestOptions, (typeof optionNames)[number]>, never> = {}
@@ -404,6 +417,9 @@ function checkOptions(options: EventIngestOptions<any, any>): void {
       }
     }
   }
+  checkObject('redaction', options.redaction)
+  checkKeys('redaction', options.redaction, ['secret'])
+  if (options.redaction?.secret !== undefined) checkSecret('redaction.secret', options.redaction.secret)
   const stats = options.stats
   checkObject('stats', stats)
   checkKeys('stats', stats, ['windowMinutes', 'futureToleranceMs', 'pastToleranceMs', 'flushIntervalMs'])
@@ -425,4 +441,29 @@ function tokensFrom(name: string, option: string | readonly string[] | undefined
     throw new TypeError(`[event-ingest] ${option !== undefined ? name : variableName} is set but holds no token; unset it to leave the route open`)
   }
   return tokens
+}
+
+/** An HMAC key shorter than this is refused: the hash of a guessable value is as strong as its key. */
+export const MIN_REDACTION_SECRET_BYTES = 32
+
+function checkSecret(name: string, value: unknown): void {
+  if (typeof value !== 'string') throw new TypeError(`[event-ingest] ${name} must be a string, got ${shown(value)}`)
+  const bytes = Buffer.byteLength(value)
+  if (bytes < MIN_REDACTION_SECRET_BYTES) throw new RangeError(`[event-ingest] ${name} must be at least ${MIN_REDACTION_SECRET_BYTES} bytes (a random key, such as 32 random bytes in hex), got ${bytes}`)
+}
+
+/** The model's redactor under the secret of the option or its variable; a model that hashes needs one. */
+function redactorOf(model: EventModel<any>, option: string | undefined, variable: string | undefined): Redactor | undefined {
+  const plan = model.redaction
+  if (!plan || plan.byEvent.size === 0) return undefined
+  let secret = option
+  if (secret === undefined && variable !== undefined && variable !== '') {
+    checkEnv('EVENT_REDACTION_SECRET', () => checkSecret('the secret', variable))
+    secret = variable
+  }
+  if (plan.hashes && secret === undefined) {
+    const hashed = [...plan.byEvent].flatMap(([name, rules]) => rules.filter((r) => r.action === 'hash').map((r) => `${name} ${r.path}`))
+    throw new TypeError(`[event-ingest] redaction.secret is required: the model pseudonymises ${hashed.slice(0, 3).join(', ')}${hashed.length > 3 ? ', …' : ''} with HMAC-SHA-256; set redaction.secret or EVENT_REDACTION_SECRET (at least ${MIN_REDACTION_SECRET_BYTES} bytes)`)
+  }
+  return createRedactor(plan, { secret })
 }

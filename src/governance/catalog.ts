@@ -68,6 +68,9 @@ export function renderCatalog(description: ModelDescription, options: CatalogOpt
     } else {
       out.push('Payload: any JSON object (no payload schema).', '')
     }
+    if (event.redact?.length) {
+      out.push(`Redacted at ingest, before storage and forwarding: ${event.redact.map((rule) => `\`${rule.path}\` (${rule.action})`).join(', ')}.`, '')
+    }
     const example = options.examples?.[event.name]
     if (example) {
       out.push(`Example${example.file ? ` (\`${example.file}\`)` : ''}:`, '', '```json', JSON.stringify(example.event, null, 2), '```', '')

@@ -33,6 +33,10 @@ export const compatibleRules = [
   'bound-loosened',
   'additional-properties-opened',
   'limit-raised',
+  // Redaction changes what is stored of an event, never whether it is valid: reported, never breaking.
+  'redaction-added',
+  'redaction-removed',
+  'redaction-changed',
 ] as const
 
 /** A rule that breaks backward compatibility. */
@@ -115,6 +119,7 @@ export function checkCompatibility(before: ComparableModel, after: ComparableMod
       seen: new Set(['#|#']),
     }
     compareSchemas(old.payloadSchema, now.payloadSchema, context, 'payload')
+    compareRedaction(old.redact, now.redact, (rule, path, message) => emit(rule, old.name, path, message))
   }
   for (const event of after.events) {
     if (!beforeNames.has(event.name)) emit('event-added', event.name, 'name', `new event ${event.name} (${event.sources.join(', ')})`)
@@ -125,6 +130,20 @@ export function checkCompatibility(before: ComparableModel, after: ComparableMod
 }
 
 type Emit = (rule: CompatibilityRule, event: string, path: string, message: string) => void
+
+/** An event's redaction rules before and after (absent in exports made before redaction existed: none). */
+function compareRedaction(before: readonly { path: string; action: string }[] | undefined, after: readonly { path: string; action: string }[] | undefined, emit: SchemaEmit): void {
+  const was = new Map((Array.isArray(before) ? before : []).map((rule) => [rule.path, rule.action]))
+  const now = new Map((Array.isArray(after) ? after : []).map((rule) => [rule.path, rule.action]))
+  for (const [path, action] of was) {
+    const next = now.get(path)
+    if (next === undefined) emit('redaction-removed', `payload.${path}`, `payload.${path} is no longer redacted (was ${action}): stored and forwarded events carry its value again`)
+    else if (next !== action) emit('redaction-changed', `payload.${path}`, `redaction of payload.${path} ${action} → ${next}`)
+  }
+  for (const [path, action] of now) {
+    if (!was.has(path)) emit('redaction-added', `payload.${path}`, `payload.${path} is now redacted at ingest (${action})`)
+  }
+}
 
 function compareModelSettings(before: ComparableModel, after: ComparableModel, emit: Emit): void {
   if (before.supportedVersions && after.supportedVersions) {

@@ -33,6 +33,9 @@ export function parseModelDescription(input: string | unknown, origin = 'the exp
     if (!Array.isArray(event.sources) || !event.sources.every((source) => typeof source === 'string')) return fail(`${at}.sources`, 'an array of strings', event.sources)
     if (!isObject(event.payloadSchema) && typeof event.payloadSchema !== 'boolean') return fail(`${at}.payloadSchema`, 'a JSON Schema', event.payloadSchema)
     if (event.description !== undefined && typeof event.description !== 'string') return fail(`${at}.description`, 'a string', event.description)
+    if (event.redact !== undefined && !(Array.isArray(event.redact) && event.redact.every((rule) => isObject(rule) && typeof rule.path === 'string' && typeof rule.action === 'string'))) {
+      return fail(`${at}.redact`, 'an array of { path, action }', event.redact)
+    }
   })
   if (!isObject(value.envelopeSchema)) return fail('envelopeSchema', 'a JSON Schema object', value.envelopeSchema)
   if (value.schemaVersion !== undefined && !Number.isInteger(value.schemaVersion)) return fail('schemaVersion', 'an integer', value.schemaVersion)

@@ -1,4 +1,5 @@
 import type { z } from 'zod'
+import type { RedactionMap } from './redact'
 
 // The event vocabulary (sources, envelope versions, definitions): what the model, its validator and
 // its published description share, so none of them needs another to know it.
@@ -21,6 +22,12 @@ export interface EventDefinition<P extends z.ZodType = z.ZodType> {
   payload?: P
   /** One line for humans, published by `GET /events/schema`. */
   description?: string
+  /**
+   * PII redaction of this event's payload before storage and forwarding: payload path → `drop`,
+   * `mask` or `hash` (`{ 'customer.email': 'hash', 'items[].phone': 'mask' }`). Published by
+   * `GET /events/schema`. See `RedactionRule` for the path syntax.
+   */
+  redact?: RedactionMap
 }
 
 /** A map of event name to definition. */

@@ -3,6 +3,7 @@ import { type Limits, resolveLimits } from './limits'
 import { createBatchValidator, type BatchMapping, type BatchResult, type EventResult } from './validate'
 import type { ReceivedBody } from './received'
 import { describeModel, type ModelDescription } from './schema'
+import { compileRedaction, type RedactionPlan, type RedactionRule } from './redact'
 import { SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, canonicalEvents, eventSources, type CanonicalEvents, type EventDefinitions, type EventSource, type SourcePolicy } from './definitions'
 import { withinYears } from './time'
 
@@ -56,6 +57,13 @@ export interface EventModelOptions<E extends EventDefinitions = {}> {
   sourcePolicy?: SourcePolicy
   /** Size and count limits; unset fields keep their defaults. */
   limits?: Partial<Limits>
+  /**
+   * PII redaction rules for all events (`events: '*'`, the default) or some, beside each
+   * definition's own `redact`: payload paths to drop, mask or pseudonymise (HMAC-SHA-256 under the
+   * core's `redaction.secret`) before storage and forwarding.
+   * @example [{ events: ['OrderCreated'], path: 'customer.email', action: 'hash' }]
+   */
+  redact?: readonly RedactionRule[]
 }
 
 /** A configured event model: definitions, limits, validation and the published schema. */
@@ -66,6 +74,8 @@ export interface EventModel<D extends EventDefinitions = CanonicalEvents> {
   readonly names: readonly (keyof D & string)[]
   readonly limits: Readonly<Limits>
   readonly sourcePolicy: SourcePolicy
+  /** The redaction rules of every event, compiled (see `createRedactor`). */
+  readonly redaction: RedactionPlan
   /** The zod schema of the envelope (without name-specific payload checks). */
   readonly envelope: z.ZodType
   /**
@@ -132,6 +142,7 @@ export function createEventModel<const E extends EventDefinitions = {}>(
       throw new TypeError(`[event-ingest] the description of ${name} must be a string`)
     }
   }
+  const redaction = compileRedaction(definitions as EventDefinitions, options.redact)
   const sourcePolicy = options.sourcePolicy ?? 'reject'
   if (sourcePolicy !== 'reject' && sourcePolicy !== 'accept') {
     throw new TypeError(`[event-ingest] sourcePolicy must be "reject" or "accept", got "${String(sourcePolicy)}"`)
@@ -147,6 +158,7 @@ export function createEventModel<const E extends EventDefinitions = {}>(
     names: Object.freeze(Object.keys(definitions)) as (keyof MergeEvents<E> & string)[],
     limits,
     sourcePolicy,
+    redaction,
     envelope,
     validateBatch: validator.validateBatch as EventModel<MergeEvents<E>>['validateBatch'],
     validateEvent: validator.validateEvent as EventModel<MergeEvents<E>>['validateEvent'],

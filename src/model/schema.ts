@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { eventSources, type EventDefinitions, type EventSource, type SourcePolicy } from './definitions'
 import type { Limits } from './limits'
 import { CLOUDEVENTS_BATCH_CONTENT_TYPE, CLOUDEVENTS_CONTENT_TYPE } from './cloudevents'
+import { publishedRules, type PublishedRedaction, type RedactionPlan } from './redact'
 
 /** What `GET /events/schema` publishes. */
 export interface ModelDescription {
@@ -10,7 +11,14 @@ export interface ModelDescription {
   supportedVersions: readonly number[]
   sources: readonly EventSource[]
   sourcePolicy: 'reject' | 'accept'
-  events: { name: string; sources: readonly EventSource[]; description?: string; payloadSchema: Record<string, unknown> }[]
+  events: {
+    name: string
+    sources: readonly EventSource[]
+    description?: string
+    payloadSchema: Record<string, unknown>
+    /** PII redaction applied to the payload before storage, in order (absent: none). Never the secret. */
+    redact?: PublishedRedaction[]
+  }[]
   /** JSON Schema (draft 2020-12) of the envelope. */
   envelopeSchema: Record<string, unknown>
   limits: Limits
@@ -34,6 +42,7 @@ export interface DescribedModel {
   readonly sourcePolicy: SourcePolicy
   readonly envelope: z.ZodType
   readonly limits: Readonly<Limits>
+  readonly redaction?: RedactionPlan
 }
 
 const anyObjectSchema = { type: 'object', additionalProperties: {} }
@@ -53,9 +62,15 @@ export function describeModel(model: DescribedModel): ModelDescription {
         payloadSchema: definition.payload
           ? (z.toJSONSchema(definition.payload, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>)
           : anyObjectSchema,
+        ...redactOf(model.redaction, name),
       })),
     envelopeSchema: z.toJSONSchema(model.envelope, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>,
     limits: { ...model.limits },
     contentTypes: ingestContentTypes,
   }
+}
+
+function redactOf(plan: RedactionPlan | undefined, name: string): { redact?: PublishedRedaction[] } {
+  const rules = publishedRules(plan, name)
+  return rules ? { redact: rules } : {}
 }

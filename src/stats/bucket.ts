@@ -16,6 +16,10 @@ const counterFields = [
   'pastEvents',
   'skewCorrected',
   'skewIgnored',
+  'redactedEvents',
+  'redactedDropped',
+  'redactedMasked',
+  'redactedHashed',
 ] as const
 const mapFields = ['byName', 'bySource', 'byKey', 'refusedByCode', 'forwardByKind'] as const
 
@@ -44,6 +48,10 @@ export function emptyBucket(): Bucket {
     pastEvents: 0,
     skewCorrected: 0,
     skewIgnored: 0,
+    redactedEvents: 0,
+    redactedDropped: 0,
+    redactedMasked: 0,
+    redactedHashed: 0,
     byName: new Map(),
     bySource: new Map(),
     byKey: new Map(),
@@ -85,6 +93,10 @@ export function serialiseBucket(bucket: Bucket): StoredBucket {
     pastEvents: bucket.pastEvents,
     skewCorrected: bucket.skewCorrected,
     skewIgnored: bucket.skewIgnored,
+    redactedEvents: bucket.redactedEvents,
+    redactedDropped: bucket.redactedDropped,
+    redactedMasked: bucket.redactedMasked,
+    redactedHashed: bucket.redactedHashed,
     byName: Object.fromEntries(bucket.byName),
     bySource: Object.fromEntries(bucket.bySource),
     byKey: Object.fromEntries(bucket.byKey),

@@ -49,6 +49,8 @@ export interface StatsSnapshot {
    * size of the corrections (absolute, whole ms).
    */
   clockSkew: { corrected: number; ignored: number; p50Ms: number | null; p95Ms: number | null; maxMs: number | null }
+  /** PII redaction: stored events with a field redacted, and the fields dropped, masked and hashed. */
+  redacted: { events: number; dropped: number; masked: number; hashed: number }
   /** One entry per minute of the window, oldest first, zero-filled. */
   series: { minute: string; accepted: number; rejected: number; duplicates: number; byName: Record<string, number> }[]
 }
@@ -145,6 +147,7 @@ export function summarise(windowMinutes: number, oldest: number, at: number, ins
       p95Ms: wholeMs(quantile(total.skew, 0.95)),
       maxMs: total.skew.count === 0 ? null : wholeMs(total.skew.max),
     },
+    redacted: { events: total.redactedEvents, dropped: total.redactedDropped, masked: total.redactedMasked, hashed: total.redactedHashed },
     series,
   }
 }

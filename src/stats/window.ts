@@ -1,6 +1,7 @@
 import { addBucket, addTo, emptyBucket, MINUTE, serialiseBucket, type Bucket, type CounterField } from './bucket'
 import { record } from './histogram'
 import { canonicalTime } from '../model/time'
+import type { RedactionCounts } from '../model/redact'
 import { createInstanceRegistry, type InstanceRegistry } from '../storage/registry'
 import { bucketKey, readBuckets, readExactAccepted, summarise, withExactAccepted, type BucketPlace, type StatsSnapshot } from './snapshot'
 
@@ -35,6 +36,8 @@ export interface StatsWindow {
   recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[], skewMs?: number, keyId?: string): void
   /** Counts a batch whose send time was judged: `corrected` by `skewMs`, or `ignored`. */
   recordSkew(kind: 'corrected' | 'ignored', skewMs: number, receivedAt: number): void
+  /** Counts stored events that had fields redacted, and those fields by action (undefined entries: none). */
+  recordRedacted(counts: readonly (RedactionCounts | undefined)[], receivedAt: number): void
   /** Counts invalid events inside accepted requests. */
   recordRejected(count: number, receivedAt: number): void
   /** Counts events already stored before (same id). */
@@ -134,6 +137,18 @@ export class InstanceWindow implements StatsWindow {
     else {
       bucket.skewCorrected++
       record(bucket.skew, Math.round(Math.abs(skewMs)))
+    }
+  }
+
+  recordRedacted(counts: readonly (RedactionCounts | undefined)[], receivedAt: number): void {
+    let bucket: Bucket | undefined
+    for (const tally of counts) {
+      if (!tally) continue
+      bucket ??= this.bucketAt(receivedAt)
+      bucket.redactedEvents++
+      bucket.redactedDropped += tally.dropped
+      bucket.redactedMasked += tally.masked
+      bucket.redactedHashed += tally.hashed
     }
   }
 

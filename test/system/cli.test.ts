@@ -171,6 +171,20 @@ describe('the event-ingest command on a host project', () => {
     await ingest.close()
   })
 
+  it('exports redaction rules and reports a rule added, changed or removed as compatible, with exit 0', async () => {
+    await writeFile(join(host, 'redacting.mjs'), "import { createEventModel } from 'event-ingest'\nexport default createEventModel({ redact: [{ events: ['OrderCreated'], path: 'customer.email', action: 'hash' }, { events: ['OrderCreated'], path: 'items[].note', action: 'drop' }] })\n")
+    const exported = await eventIngestCommand(['schema', 'export', '--model', 'redacting.mjs', '--out', 'redacting.schema.json'])
+    expect(exported.code, exported.stderr).toBe(0)
+    const saved = JSON.parse(await readFile(join(host, 'redacting.schema.json'), 'utf8'))
+    expect(saved.events.find((e: { name: string }) => e.name === 'OrderCreated').redact).toEqual([{ action: 'drop', path: 'items[].note' }, { action: 'hash', path: 'customer.email' }])
+    await writeFile(join(host, 'redacting.mjs'), "import { createEventModel } from 'event-ingest'\nexport default createEventModel({ redact: [{ events: ['OrderCreated'], path: 'customer.email', action: 'mask' }, { path: 'ip', action: 'drop' }] })\n")
+    const { code, stdout, stderr } = await eventIngestCommand(['schema', 'check', '--against', 'redacting.schema.json', '--model', 'redacting.mjs'])
+    expect(code, stderr).toBe(0)
+    expect(stdout).toContain('compatible OrderCreated  payload.items[].note  redaction-removed: payload.items[].note is no longer redacted (was drop)')
+    expect(stdout).toContain('compatible OrderCreated  payload.customer.email  redaction-changed: redaction of payload.customer.email hash → mask')
+    expect(stdout).toContain('compatible BotCommand  payload.ip  redaction-added: payload.ip is now redacted at ingest (drop)')
+  })
+
   it('checks the fixtures: exit 0 when all are valid, exit 1 naming each invalid one and its field', async () => {
     await writeFile(join(host, 'src/events.ts'), modelSource(original))
     const valid = await eventIngestCommand(['fixtures', 'check', 'fixtures', '--model', 'src/events.ts'])

@@ -92,6 +92,12 @@ describe('playground dashboard in headless Chromium', () => {
     const sources = await page.$$eval('#recent tbody tr[data-id] td:nth-child(3)', (cells) => cells.map((c) => c.textContent))
     expect(new Set(sources).size).toBeGreaterThanOrEqual(4)
 
+    // The sample order's and e-mail's personal data, redacted before storage and counted (the
+    // order's retry in the same batch is a duplicate: not stored, not counted).
+    await expect.poll(() => page.textContent('#failures')).toContain('fields redacted before storage (PII)1 dropped, 1 masked, 2 hashed (2 events)')
+    expect(await page.textContent('#recent tbody')).not.toContain('@example.com')
+    expect(await page.textContent('#recent tbody')).toContain('hmac-sha256:')
+
     // Rejections from the page's own post, with their messages.
     const rejected = await page.textContent('#rejected tbody')
     expect(rejected).toContain('occurredAt: expected an ISO 8601 timestamp')

@@ -81,9 +81,24 @@ describe.each(['h3', 'express', 'koa', 'fastify'])('playground with FRAMEWORK=%s
     expect(response.headers.get('content-type')).toBe('text/markdown; charset=utf-8')
     const text = await response.text()
     const model = createEventModel()
-    expect(text).toBe(renderCatalog(model.describe(), { examples: pickExamples(await readFixtures(fixturesDir), model) }))
+    // The canonical model with the playground's redaction rules, as it publishes them.
+    const published = await (await fetch(`${playground.url}/events/schema`)).json()
+    expect(text).toBe(renderCatalog(published, { examples: pickExamples(await readFixtures(fixturesDir), model) }))
+    expect(text).toContain('Redacted at ingest, before storage and forwarding: `items[].giftMessage` (drop), `customer.phone` (mask), `customer.email` (hash).')
     for (const name of model.names) expect(text).toContain(`\n## ${name}\n`)
     expect(text).toContain('Example (`OrderCreated.json`):')
+  })
+
+  it('redacts the personal data of its sample events before storage, and counts it', async () => {
+    expect(playground.output()).toMatch(/redaction {5}OrderCreated items\[\]\.giftMessage \(drop\), OrderCreated customer\.phone \(mask\), OrderCreated customer\.email \(hash\), EmailSent to \(hash\); HMAC key generated for this run/)
+    const order = makeEvent({ id: `pii-${framework}`, name: 'OrderCreated', source: 'api', payload: { orderId: 'o1', customer: { email: 'ann@example.com', phone: '+33 6 11 22 33 44' }, items: [{ sku: 's', giftMessage: 'Happy birthday!' }] } })
+    const posted = await fetch(`${playground.url}/events/ingest`, { method: 'POST', headers: json, body: JSON.stringify([order]) })
+    expect((await posted.json()).accepted).toBe(1)
+    const admin = { authorization: `Bearer ${playground.devAdminToken}` }
+    const stored = (await (await fetch(`${playground.url}/admin/events?name=OrderCreated`, { headers: admin })).json()).events[0]
+    expect(stored.payload).toEqual({ orderId: 'o1', customer: { email: expect.stringMatching(/^hmac-sha256:[0-9a-f]{64}$/), phone: '***' }, items: [{ sku: 's' }] })
+    expect((await (await fetch(`${playground.url}/admin/events/stats`, { headers: admin })).json()).redacted).toEqual({ events: 1, dropped: 1, masked: 1, hashed: 1 })
+    expect(await (await fetch(`${playground.url}/`)).text()).toContain('fields redacted before storage (PII)')
   })
 
   it('keeps batches posted to /sink with their headers', async () => {

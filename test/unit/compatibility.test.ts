@@ -165,6 +165,12 @@ const rows: Row[] = [
     after: payload(z.object({ v: z.union([z.string(), z.object({ a: z.string().optional() })]) })),
     compatible: [['field-made-optional', 'E', 'payload.v|1.a']],
   },
+  {
+    change: 'redaction rules added, changed and removed: reported, never breaking',
+    before: only({ E: { sources: ['api'], redact: { email: 'mask', ip: 'drop' } } }),
+    after: only({ E: { sources: ['api'], redact: { email: 'hash', 'items[].phone': 'mask' } } }),
+    compatible: [['redaction-removed', 'E', 'payload.ip'], ['redaction-changed', 'E', 'payload.email'], ['redaction-added', 'E', 'payload.items[].phone']],
+  },
 ]
 
 const verdicts = (changes: { rule: CompatibilityRule; event: string; path: string }[]) => changes.map((change): Verdict => [change.rule, change.event, change.path])

@@ -62,12 +62,20 @@ describe('parseModelDescription', () => {
     expect(checkCompatibility(saved, model.describe())).toEqual({ compatible: true, breaking: [], additions: [] })
   })
 
+  it('reads the redaction rules of an export back', () => {
+    const model = createEventModel({ redact: [{ events: ['OrderCreated'], path: 'customer.email', action: 'hash' }] })
+    const saved = parseModelDescription(exportModel(model.describe()), 'events.schema.json')
+    expect(saved.events.find((e) => e.name === 'OrderCreated')!.redact).toEqual([{ action: 'hash', path: 'customer.email' }])
+    expect(checkCompatibility(saved, model.describe())).toEqual({ compatible: true, breaking: [], additions: [] })
+  })
+
   it.each([
     ['not json', 'events.schema.json is not JSON: '],
     ['[]', 'events.schema.json is not an event model export: the document must be an object (what GET /events/schema publishes), got []'],
     ['{}', 'events.schema.json is not an event model export: events must be an array, got nothing'],
     ['{"events":[{"name":"A","sources":["api"]}]}', 'events.schema.json is not an event model export: events[0].payloadSchema must be a JSON Schema, got nothing'],
     ['{"events":[{"name":"A","sources":["api"],"payloadSchema":{}},{"name":"A","sources":["api"],"payloadSchema":{}}]}', 'events.schema.json is not an event model export: events[1].name must be unique, got "A"'],
+    ['{"events":[{"name":"A","sources":["api"],"payloadSchema":{},"redact":[{"path":"email"}]}]}', 'events.schema.json is not an event model export: events[0].redact must be an array of { path, action }, got [{"path":"email"}]'],
     ['{"events":[],"envelopeSchema":{},"sourcePolicy":"maybe"}', 'events.schema.json is not an event model export: sourcePolicy must be "reject" or "accept", got "maybe"'],
   ])('refuses %s, naming the field', (text, message) => {
     expect(() => parseModelDescription(text, 'events.schema.json')).toThrow(`[event-ingest] ${message}`)
@@ -135,6 +143,12 @@ describe('renderCatalog', () => {
     expect(text).toContain('| `orderId` | string | required | 1–64 chars | The order |')
     expect(text).toContain(`Example (\`order.json\`):\n\n\`\`\`json\n${JSON.stringify(event, null, 2)}\n\`\`\``)
     expect(text).toContain('## Ping\n\nExpected sources: `agent`.\n\nPayload: any JSON object (no payload schema).')
+    expect(text).not.toContain('Redacted at ingest')
+  })
+
+  it('lists the redaction rules of an event', () => {
+    const redacting = createEventModel({ canonical: false, events: { Ping: { sources: ['agent'], redact: { host: 'hash', 'disks[].serial': 'mask' } } } })
+    expect(renderCatalog(redacting.describe())).toContain('Payload: any JSON object (no payload schema).\n\nRedacted at ingest, before storage and forwarding: `disks[].serial` (mask), `host` (hash).')
   })
 })
 

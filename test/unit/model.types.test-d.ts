@@ -65,3 +65,17 @@ describe('the core keeps the types of the model it is given', () => {
     expectTypeOf<(typeof plain.model.names)[number]>().toEqualTypeOf<keyof typeof import('event-ingest').canonicalEvents | 'Ping'>()
   })
 })
+
+describe('redaction rules, typed', () => {
+  it('takes rules with an action of drop, mask or hash, per definition or for the model, and keeps inference', () => {
+    const redacting = createEventModel({
+      events: { SignedUp: { sources: ['storefront'], payload: z.object({ email: z.string() }), redact: { email: 'hash' } } },
+      redact: [{ events: ['OrderCreated'], path: 'customer.email', action: 'mask' }, { path: 'debug', action: 'drop' }],
+    })
+    expectTypeOf<InferPayload<typeof redacting, 'SignedUp'>>().toEqualTypeOf<{ email: string }>()
+    // @ts-expect-error an action is drop, mask or hash
+    createEventModel({ redact: [{ path: 'email', action: 'encrypt' }] })
+    // @ts-expect-error a definition's redact maps a path to an action
+    createEventModel({ events: { X: { sources: ['api'], redact: { email: 'wipe' } } } })
+  })
+})

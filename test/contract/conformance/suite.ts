@@ -7,6 +7,9 @@ import { request as httpRequest } from 'node:http'
 import { busyClientUpload, getJson, postEvents, rawRequest, slowUpload } from '../../helpers/http'
 import { startHost, type HostFactory, type RunningHost } from '../../helpers/servers'
 import { defineCloudEventsSuite } from './cloudevents'
+import { startSink, waitFor } from '../../helpers/sink'
+import { createHmac } from 'node:crypto'
+import { createEventModel } from '../../../src/index'
 
 const ADMIN = 'admin-secret-token'
 
@@ -571,6 +574,83 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
   })
 
   defineCloudEventsSuite(factory, label)
+
+  describe(`${label}: PII redaction`, () => {
+    const SECRET = 'conformance-redaction-secret-0123456789'
+    const hmac = (text: string) => `hmac-sha256:${createHmac('sha256', SECRET).update(text).digest('hex')}`
+    const admin = { authorization: `Bearer ${ADMIN}` }
+    let host: RunningHost
+    let sink: Awaited<ReturnType<typeof startSink>>
+    beforeAll(async () => {
+      sink = await startSink()
+      const model = createEventModel({
+        events: { SignedUp: { sources: ['storefront'], redact: { email: 'hash', 'device.ip': 'drop' } } },
+        redact: [
+          { events: ['OrderCreated'], path: 'customer.email', action: 'hash' },
+          { events: ['OrderCreated'], path: 'customer.phone', action: 'mask' },
+          { events: ['OrderCreated'], path: 'items[].giftNote', action: 'drop' },
+          { path: 'debug', action: 'drop' },
+        ],
+      })
+      host = await startHost(factory, { adminToken: ADMIN, model, redaction: { secret: SECRET }, sink: { url: sink.url, minBackoffMs: 20, maxBackoffMs: 200 } }, '/api')
+    })
+    afterAll(async () => {
+      await host.close()
+      await sink.close()
+    })
+    const stored = async (id: string) => (await getJson(`${host.url}/admin/events?limit=100`, admin)).body.events.find((e: any) => e.id === id)
+    const order = (id: string) => makeEvent({
+      id,
+      name: 'OrderCreated',
+      source: 'api',
+      payload: { orderId: 'ord_1', customer: { email: 'ann@example.com', phone: '+33 6 12 34 56 78', tier: 'gold' }, items: [{ sku: 'S1', giftNote: 'Love, Ann' }, { sku: 'S2' }], debug: { ua: 'x' } },
+    })
+    const redactedPayload = { orderId: 'ord_1', customer: { email: hmac('ann@example.com'), phone: '***', tier: 'gold' }, items: [{ sku: 'S1' }, { sku: 'S2' }] }
+
+    it('stores and forwards redacted payloads (drop, mask, HMAC on nested paths and arrays), never the values sent', async () => {
+      const before = (await getJson(`${host.url}/admin/events/stats`, admin)).body.redacted
+      const signedUp = makeEvent({ id: 'pii-signup', name: 'SignedUp', payload: { email: 'bob@example.com', device: { ip: '203.0.113.7', os: 'ios' } } })
+      const untouched = makeEvent({ id: 'pii-none', payload: { productId: 'p1' } })
+      const res = await postEvents(host.url, [order('pii-order'), signedUp, untouched])
+      expect(res.body).toEqual({ accepted: 3, duplicates: 0, rejected: [] })
+      expect((await stored('pii-order')).payload).toEqual(redactedPayload)
+      expect((await stored('pii-signup')).payload).toEqual({ email: hmac('bob@example.com'), device: { os: 'ios' } })
+      expect((await stored('pii-none')).payload).toEqual({ productId: 'p1' })
+      await waitFor(() => sink.storedIds().includes('pii-order'), 10_000, 'the batch at the sink')
+      const forwarded = sink.stored.flatMap((r) => r.events)
+      expect(forwarded.find((e) => e.id === 'pii-order')!.payload).toEqual(redactedPayload)
+      expect(forwarded.find((e) => e.id === 'pii-signup')!.payload).toEqual({ email: hmac('bob@example.com'), device: { os: 'ios' } })
+      const everything = JSON.stringify([forwarded, (await getJson(`${host.url}/admin/events?limit=100`, admin)).body])
+      for (const secret of ['ann@example.com', '+33 6 12 34 56 78', 'Love, Ann', 'bob@example.com', '203.0.113.7', SECRET]) expect(everything).not.toContain(secret)
+      const after = (await getJson(`${host.url}/admin/events/stats`, admin)).body.redacted
+      expect({ events: after.events - before.events, dropped: after.dropped - before.dropped, masked: after.masked - before.masked, hashed: after.hashed - before.hashed })
+        .toEqual({ events: 2, dropped: 3, masked: 1, hashed: 2 })
+    })
+
+    it('redacts a text/plain beacon the same way, and a retried batch stays one redacted event', async () => {
+      const body = JSON.stringify([order('pii-beacon')])
+      const first = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'text/plain;charset=UTF-8' }, body })
+      expect(first.json).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      const again = await postEvents(host.url, [order('pii-beacon')])
+      expect(again.body).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+      expect((await stored('pii-beacon')).payload).toEqual(redactedPayload)
+    })
+
+    it('publishes the rules with GET /events/schema, without the secret', async () => {
+      const res = await getJson(`${host.url}/events/schema`)
+      expect(res.status).toBe(200)
+      const rules = Object.fromEntries(res.body.events.map((e: any) => [e.name, e.redact]))
+      expect(rules.OrderCreated).toEqual([
+        { path: 'items[].giftNote', action: 'drop' },
+        { path: 'debug', action: 'drop' },
+        { path: 'customer.phone', action: 'mask' },
+        { path: 'customer.email', action: 'hash' },
+      ])
+      expect(rules.SignedUp).toEqual([{ path: 'device.ip', action: 'drop' }, { path: 'debug', action: 'drop' }, { path: 'email', action: 'hash' }])
+      expect(rules.ProductViewed).toEqual([{ path: 'debug', action: 'drop' }])
+      expect(JSON.stringify(res.body)).not.toContain(SECRET)
+    })
+  })
 
   describe(`${label}: stats and stored events`, () => {
     let host: RunningHost
