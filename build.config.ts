@@ -19,5 +19,5 @@ export default defineBuildConfig({
   rollup: {
     emitCJS: false,
   },
-  externals: ['h3', 'express', 'koa', 'fastify', 'ioredis', 'unstorage', 'zod', 'ofetch', 'tsx', 'tsx/esm/api'],
+  externals: ['h3', 'express', 'koa', 'fastify', 'ioredis', 'unstorage', 'zod', 'ofetch', 'tsx', 'tsx/esm/api', 'rate-limiter-flexible'],
 })

@@ -5,6 +5,7 @@ import { eventSources } from '../model/definitions'
 import { contentCodingDeclared, readRequestBody } from './encoding'
 import { parseBatchBytes, parseBatchText } from '../model/json'
 import type { EventQuery } from '../log/event-log'
+import type { RequestLimits } from './rate-limits'
 import type { CorsOptions, HandledCore, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
 
 /** Options of the HTTP contract. */
@@ -19,8 +20,10 @@ export interface HttpOptions {
   retryAfterSeconds: number
   /** Cross-origin access for browser producers; off when undefined. */
   cors?: CorsOptions
-  /** Told of every ingest request refused as a whole (400, 401, 413, 415), for stats. */
+  /** Told of every ingest request refused as a whole (400, 401, 413, 415, 429), for stats. */
   onRefused?: (code: string) => void
+  /** The ingest route's rate limits; none when undefined. */
+  rateLimits?: RequestLimits
 }
 
 /** The routes of the contract, relative to the mount point. */
@@ -100,8 +103,11 @@ function readByHost(body: IngestHttpRequest['body']): boolean {
 function errorResponse(error: IngestError, retryAfterSeconds: number, bodyLeftUnread: boolean): IngestHttpResponse {
   const extra: Record<string, string> = {}
   if (error.status === 503) extra['retry-after'] = String(retryAfterSeconds)
-  // Refused before its body was read: the rest is not read, and the connection closes.
-  if (bodyLeftUnread && unreadBody.has(error.code)) extra.connection = 'close'
+  if (error.code === 'rate_limited') extra['retry-after'] = String(error.details?.retryAfterSeconds)
+  // Refused before its body was read: the rest is not read, and the connection closes. The
+  // per-source limit is the one rate limit checked after the body is read.
+  const beforeBody = unreadBody.has(error.code) || (error.code === 'rate_limited' && error.details?.limit !== 'perSource')
+  if (bodyLeftUnread && beforeBody) extra.connection = 'close'
   if (error.code === 'admin_token_missing' || error.code === 'admin_token_invalid') extra['www-authenticate'] = 'Bearer realm="event-ingest admin"'
   return json(error.status, error.toJSON(), extra)
 }
@@ -184,21 +190,31 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
       const parsed = typeof value === 'string' ? parseBatchText(value, maxDepth, maxEventBytes) : parseBatchBytes(value, maxDepth, maxEventBytes)
-      return core.ingest(parsed.value, { hints: parsed, sentAt: sentAtOf(request) })
+      return ingestBatch(parsed.value, { hints: parsed, sentAt: sentAtOf(request) })
     }
     const encoded = contentCodingDeclared(header(request.headers, 'content-encoding'))
     if ((declared === undefined || encoded) && value !== undefined) {
       const size = Buffer.byteLength(JSON.stringify(value) ?? '')
       if (size > maxBodyBytes) throw limitError('body_too_large', 'maxBodyBytes', maxBodyBytes, `a body of ${size} bytes`)
     }
-    return core.ingest(value, { sentAt: sentAtOf(request) })
+    return ingestBatch(value, { sentAt: sentAtOf(request) })
+  }
+
+  /** A parsed batch to the core, once within the per-source rate limit. */
+  function ingestBatch(value: unknown, context: Parameters<HandledCore['ingest']>[1]): Promise<IngestResult> {
+    const limits = options.rateLimits
+    return limits ? limits.sources(value).then(() => core.ingest(value, context)) : core.ingest(value, context)
   }
 
   async function ingestRoute(request: IngestHttpRequest): Promise<IngestHttpResponse> {
+    const limits = options.rateLimits
+    // Every request of an address counts, those with a wrong token too.
+    if (limits) await limits.address(request.remoteAddress, header(request.headers, 'x-forwarded-for'))
     if (!open) {
       const token = header(request.headers, 'x-event-token')
       if (token === undefined || token === '') throw new IngestError('token_missing', 'x-event-token: this endpoint needs a token in the x-event-token header')
       if (!tokenCheck(token)) throw new IngestError('token_invalid', 'x-event-token: the token is not valid')
+      if (limits) await limits.token(token)
     }
     checkContentType(header(request.headers, 'content-type'))
     const lengthHeader = header(request.headers, 'content-length')
@@ -216,7 +232,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       const { bytes, owned } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
       if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
       const received = parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
-      result = await core.ingest(received.value, { hints: received, sentAt: sentAtOf(request) })
+      result = await ingestBatch(received.value, { hints: received, sentAt: sentAtOf(request) })
     }
     // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less
     // (the conformance suite checks that it carries every field of the core's result).

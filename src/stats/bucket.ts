@@ -16,8 +16,9 @@ const counterFields = [
   'pastEvents',
   'skewCorrected',
   'skewIgnored',
+  'rateLimitStoreErrors',
 ] as const
-const mapFields = ['byName', 'bySource', 'refusedByCode', 'forwardByKind'] as const
+const mapFields = ['byName', 'bySource', 'refusedByCode', 'forwardByKind', 'rateLimitedBy'] as const
 
 /** A plain count of a bucket (not one of its maps). */
 export type CounterField = (typeof counterFields)[number]
@@ -44,10 +45,12 @@ export function emptyBucket(): Bucket {
     pastEvents: 0,
     skewCorrected: 0,
     skewIgnored: 0,
+    rateLimitStoreErrors: 0,
     byName: new Map(),
     bySource: new Map(),
     refusedByCode: new Map(),
     forwardByKind: new Map(),
+    rateLimitedBy: new Map(),
     lag: createHistogram(),
     skew: createHistogram(),
   }
@@ -84,10 +87,12 @@ export function serialiseBucket(bucket: Bucket): StoredBucket {
     pastEvents: bucket.pastEvents,
     skewCorrected: bucket.skewCorrected,
     skewIgnored: bucket.skewIgnored,
+    rateLimitStoreErrors: bucket.rateLimitStoreErrors,
     byName: Object.fromEntries(bucket.byName),
     bySource: Object.fromEntries(bucket.bySource),
     refusedByCode: Object.fromEntries(bucket.refusedByCode),
     forwardByKind: Object.fromEntries(bucket.forwardByKind),
+    rateLimitedBy: Object.fromEntries(bucket.rateLimitedBy),
     lag: { ...bucket.lag, buckets: { ...bucket.lag.buckets } },
     skew: { ...bucket.skew, buckets: { ...bucket.skew.buckets } },
   }

@@ -47,6 +47,11 @@ export interface StatsSnapshot {
    * size of the corrections (absolute, whole ms).
    */
   clockSkew: { corrected: number; ignored: number; p50Ms: number | null; p95Ms: number | null; maxMs: number | null }
+  /**
+   * Rate limits (the `rateLimits` option): requests refused with 429, by limit, and checks the
+   * shared store (Redis) could not answer, which each instance then counted in its own memory.
+   */
+  rateLimits: { refused: number; byLimit: Record<string, number>; storeErrors: number }
   /** One entry per minute of the window, oldest first, zero-filled. */
   series: { minute: string; accepted: number; rejected: number; duplicates: number; byName: Record<string, number> }[]
 }
@@ -141,6 +146,11 @@ export function summarise(windowMinutes: number, oldest: number, at: number, ins
       p50Ms: wholeMs(quantile(total.skew, 0.5)),
       p95Ms: wholeMs(quantile(total.skew, 0.95)),
       maxMs: total.skew.count === 0 ? null : wholeMs(total.skew.max),
+    },
+    rateLimits: {
+      refused: [...total.rateLimitedBy.values()].reduce((sum, n) => sum + n, 0),
+      byLimit: Object.fromEntries(total.rateLimitedBy),
+      storeErrors: total.rateLimitStoreErrors,
     },
     series,
   }
