@@ -6,6 +6,9 @@ import { routes } from '../../../src/index'
 import { request as httpRequest } from 'node:http'
 import { busyClientUpload, getJson, postEvents, rawRequest, slowUpload } from '../../helpers/http'
 import { startHost, type HostFactory, type RunningHost } from '../../helpers/servers'
+import Redis from 'ioredis'
+import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../../helpers/redis'
+import { waitFor } from '../../helpers/sink'
 
 const ADMIN = 'admin-secret-token'
 
@@ -463,6 +466,62 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
         expect(stored.sort()).toEqual(['rl-bot-1', 'rl-bot-2', 'rl-bot-3', 'rl-bot-4', 'rl-bot-5', 'rl-bot-6'])
         const stats = (await getJson(`${host.url}/admin/events/stats`, admin)).body
         expect(stats.rateLimits.byLimit).toEqual({ perAddress: 1, perToken: 1, perSource: 1 })
+      })
+    })
+
+    describe('shared by two instances on one Redis prefix', () => {
+      const prefix = uniquePrefix('ratelimit')
+      const hosts: RunningHost[] = []
+      beforeAll(async () => {
+        await requireRedis()
+        for (const instanceId of ['rl_one', 'rl_two']) {
+          hosts.push(await startHost(factory, {
+            adminToken: ADMIN,
+            instanceId,
+            storage: { driver: 'redis', url: redisUrl, base: prefix },
+            stats: { flushIntervalMs: 50 },
+            rateLimits: { perAddress: { points: 4, durationSeconds: 60 }, perSource: { points: 5, durationSeconds: 60 }, trustProxy: 1 },
+          }, '/api'))
+        }
+      })
+      afterAll(async () => {
+        await Promise.all(hosts.map((host) => host.close()))
+        await deletePrefix(prefix)
+      })
+
+      it('lets exactly N requests of an address through across both instances, then refuses on either', async () => {
+        const from = { 'x-forwarded-for': '192.0.2.10' }
+        const order = () => makeEvent({ name: 'OrderCreated', source: 'api', payload: { orderId: 'o1' } })
+        for (let i = 0; i < 4; i++) {
+          const res = await post(hosts[i % 2]!.url, [order()], from)
+          expect(res.status, `request ${i + 1} on instance ${(i % 2) + 1}: ${res.text}`).toBe(200)
+        }
+        for (const host of hosts) {
+          const refused = await post(host.url, [order()], from)
+          expect(refused.status).toBe(429)
+          expect(refused.json).toMatchObject({ code: 'rate_limited', limit: 'perAddress', points: 4 })
+          expect(refused.headers['retry-after']).toBe(String(refused.json.retryAfterSeconds))
+        }
+        // The counters live in Redis under the storage's prefix.
+        const client = new Redis(redisUrl)
+        try {
+          expect(await client.get(`${prefix}:events:r:perAddress:192.0.2.10`)).toBe('6')
+        } finally {
+          client.disconnect()
+        }
+      })
+
+      it('counts the events of a source across both instances', async () => {
+        const bot = () => makeEvent({ name: 'BotCommand', source: 'bot', payload: { command: '/help' } })
+        expect((await post(hosts[0]!.url, [bot(), bot(), bot()], { 'x-forwarded-for': '192.0.2.20' })).status).toBe(200)
+        expect((await post(hosts[1]!.url, [bot(), bot()], { 'x-forwarded-for': '192.0.2.21' })).status).toBe(200)
+        const refused = await post(hosts[0]!.url, [bot()], { 'x-forwarded-for': '192.0.2.22' })
+        expect(refused.status).toBe(429)
+        expect(refused.json).toMatchObject({ limit: 'perSource', source: 'bot', points: 5 })
+        // Either instance's stats sum both.
+        await waitFor(async () => (await getJson(`${hosts[1]!.url}/admin/events/stats`, admin)).body.rateLimits.refused === 3, 5000, 'both instances\' refusals in stats')
+        const stats = (await getJson(`${hosts[1]!.url}/admin/events/stats`, admin)).body
+        expect(stats.rateLimits).toEqual({ refused: 3, byLimit: { perAddress: 2, perSource: 1 }, storeErrors: 0 })
       })
     })
   })
