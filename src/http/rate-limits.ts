@@ -171,7 +171,11 @@ export async function loadRateLimitLibrary(): Promise<RateLimitLibrary> {
     const loaded = (await import('rate-limiter-flexible')) as Library & { default?: Library }
     return loaded.RateLimiterMemory ? loaded : loaded.default!
   } catch (error) {
-    throw new Error('[event-ingest] rateLimits needs the rate-limiter-flexible package: npm install rate-limiter-flexible', { cause: error })
+    const code = (error as { code?: unknown }).code
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+      throw new Error('[event-ingest] rateLimits needs the "rate-limiter-flexible" package, which is not installed: npm install rate-limiter-flexible', { cause: error })
+    }
+    throw new Error(`[event-ingest] rateLimits: the "rate-limiter-flexible" package failed to load: ${(error as Error).message}`, { cause: error })
   }
 }
 

@@ -181,13 +181,13 @@ describe('rate-limiter-flexible missing', () => {
   it('fails start with an error naming the package, and ingest answers 503 saying so', async () => {
     vi.resetModules()
     vi.doMock('rate-limiter-flexible', () => {
-      throw new Error("Cannot find package 'rate-limiter-flexible'")
+      throw Object.assign(new Error("Cannot find package 'rate-limiter-flexible'"), { code: 'ERR_MODULE_NOT_FOUND' })
     })
     const { createEventIngest: create } = await import('../../src/index')
     const errors: unknown[] = []
     const ingest = create({ env: {}, onError: (error) => errors.push(error), rateLimits: { perAddress: { points: 1, durationSeconds: 1 } } })
     opened.push(ingest)
-    await expect(ingest.ready()).rejects.toThrow('[event-ingest] rateLimits needs the rate-limiter-flexible package: npm install rate-limiter-flexible')
+    await expect(ingest.ready()).rejects.toThrow(/^\[event-ingest\] rateLimits(: the "rate-limiter-flexible" package failed to load| needs the "rate-limiter-flexible" package, which is not installed: npm install rate-limiter-flexible)/)
     const answer = (await ingest.handle({ method: 'POST', path: '/events/ingest', headers: { 'content-type': 'application/json' }, remoteAddress: '10.0.0.1', body: { bytes: new TextEncoder().encode('[]') } }))!
     expect(answer.status).toBe(503)
     expect(JSON.parse(answer.body).message).toMatch(/rate-limiter-flexible/)
