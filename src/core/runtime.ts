@@ -72,6 +72,7 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
   const forwarder = sink ? createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError: resolved.onError }) : undefined
   const rateLimiter = rateLimitLibrary && resolved.rateLimits
     ? openRateLimiter(rateLimitLibrary, resolved.rateLimits, storage, 'events', {
+        timeoutMs,
         onRefused: (limit) => stats.recordRateLimited(limit, Date.now()),
         onStoreError(error, first) {
           stats.recordRateLimitStoreError(Date.now())

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import type { Storage } from 'unstorage'
 import { IngestError } from '../base/errors'
 import { checkKeys, checkNumber, checkObject, shown } from '../base/option-checks'
+import { withTimeout } from '../base/timeout'
 import { claimBackend } from '../storage/capabilities'
 import { rateLimitBase } from '../storage/layout'
 
@@ -133,8 +134,10 @@ export function eventsPerSource(batch: unknown): Map<string, number> {
   return counts
 }
 
-/** Told of what the limiter sees, for stats. */
+/** Told of what the limiter sees, for stats; and how long a check may wait for the shared store. */
 export interface RateLimitHooks {
+  /** A check Redis has not answered within this many ms is counted in memory instead (`storageTimeoutMs`). */
+  timeoutMs: number
   /** A request refused by `limit`. */
   onRefused(limit: RateLimitName): void
   /**
@@ -182,9 +185,9 @@ export async function loadRateLimitLibrary(): Promise<RateLimitLibrary> {
 /**
  * Opens the limiter of `settings`: on a Redis storage, counters in Redis under the log's prefix
  * (`<base>:<prefix>:r:<limit>:<key>`, one script call per check), shared by every instance on it;
- * on any other storage, in this process's memory. A check Redis fails (down, timed out) is counted
- * in memory instead, per instance, and reported: the limits hold roughly, not not at all, and
- * ingest goes on.
+ * on any other storage, in this process's memory. A check Redis fails (down, or no answer within
+ * `hooks.timeoutMs`) is counted in memory instead, per instance, and reported: the limits still
+ * hold, per instance, and ingest goes on.
  */
 export function openRateLimiter(library: RateLimitLibrary, settings: ResolvedRateLimits, storage: Storage, prefix: string, hooks: RateLimitHooks): RateLimiter {
   const backend = claimBackend(storage, rateLimitBase(prefix, ''))
@@ -223,7 +226,8 @@ export function openRateLimiter(library: RateLimitLibrary, settings: ResolvedRat
     if (!counter) return
     try {
       try {
-        await (counter.shared ?? counter.local).consume(key, points)
+        if (counter.shared) await withTimeout(counter.shared.consume(key, points), hooks.timeoutMs, 'rate limit check')
+        else await counter.local.consume(key, points)
         failing = false
         return
       } catch (error) {

@@ -62,3 +62,36 @@ describe('rate limits when Redis fails', () => {
     expect(stats.rateLimits.storeErrors).toBeGreaterThanOrEqual(3)
   })
 })
+
+describe('rate limits when Redis stalls', () => {
+  let redis: OwnRedis
+  let host: RunningHost
+  beforeAll(async () => {
+    redis = await startOwnRedis()
+    // ioredis would wait 10 s for an answer: storageTimeoutMs is what bounds a check.
+    host = await startHost(h3Host, {
+      storage: { driver: 'redis', url: redis.url, base: 'rl-stall', commandTimeout: 10_000 },
+      storageTimeoutMs: 300,
+      onError: () => {},
+      rateLimits: { perAddress: { points: 1, durationSeconds: 60 } },
+    })
+  })
+  afterAll(async () => {
+    await host?.close()
+    await redis?.dispose()
+  })
+
+  it('counts a check Redis does not answer within storageTimeoutMs in memory, and still refuses past the limit', async () => {
+    redis.pause()
+    try {
+      const post = () => rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: JSON.stringify([makeEvent()]) })
+      // Allowed in memory (the stalled storage then answers 503), then refused in memory.
+      expect((await post()).status).toBe(503)
+      const refused = await post()
+      expect(refused.status).toBe(429)
+      expect(refused.json).toMatchObject({ code: 'rate_limited', limit: 'perAddress', points: 1 })
+    } finally {
+      redis.resume()
+    }
+  })
+})
