@@ -152,11 +152,18 @@ export interface RateLimiter {
   readonly settings: ResolvedRateLimits
   /** Where the counts are kept: `redis` (shared by every instance on that Redis) or `memory` (this process). */
   readonly store: 'redis' | 'memory'
-  /** Consumes `points` of `limit` for `key`; throws `rate_limited` when that is over the limit. */
-  consume(limit: RateLimitName, key: string, points: number, subject?: string): Promise<void>
-  /** Gives back points consumed for a request that was refused by another limit after all. */
-  reward(limit: RateLimitName, key: string, points: number): Promise<void>
+  /**
+   * Consumes `points` of `limit` for `key`; throws `rate_limited` when that is over the limit.
+   * Resolves with where they were counted: `shared` (Redis), or `local` (this process's memory,
+   * as on memory and fs storage, or while Redis fails).
+   */
+  consume(limit: RateLimitName, key: string, points: number, subject?: string): Promise<CountedIn>
+  /** Gives back points consumed (where they were counted) for a request another limit refused after all. */
+  reward(limit: RateLimitName, key: string, points: number, countedIn: CountedIn): Promise<void>
 }
+
+/** Where a check's points were counted. */
+export type CountedIn = 'shared' | 'local'
 
 interface Counter {
   consume(key: string, points: number): Promise<unknown>
@@ -221,15 +228,18 @@ export function openRateLimiter(library: RateLimitLibrary, settings: ResolvedRat
     })
   }
 
-  async function consume(name: RateLimitName, key: string, points: number, subject?: string): Promise<void> {
+  async function consume(name: RateLimitName, key: string, points: number, subject?: string): Promise<CountedIn> {
     const counter = counters.get(name)
-    if (!counter) return
+    if (!counter) return 'local'
     try {
       try {
-        if (counter.shared) await withTimeout(counter.shared.consume(key, points), hooks.timeoutMs, 'rate limit check')
-        else await counter.local.consume(key, points)
+        if (!counter.shared) {
+          await counter.local.consume(key, points)
+          return 'local'
+        }
+        await withTimeout(counter.shared.consume(key, points), hooks.timeoutMs, 'rate limit check')
         failing = false
-        return
+        return 'shared'
       } catch (error) {
         // rate-limiter-flexible rejects with an Error when the store failed, with its result when over.
         if (!(error instanceof Error) || !counter.shared) throw error
@@ -237,16 +247,19 @@ export function openRateLimiter(library: RateLimitLibrary, settings: ResolvedRat
         failing = true
       }
       await counter.local.consume(key, points)
+      return 'local'
     } catch (refused) {
       if (refused instanceof Error) throw refused
       throw refusal(name, refused as { msBeforeNext?: number }, points, subject)
     }
   }
 
-  async function reward(name: RateLimitName, key: string, points: number): Promise<void> {
+  async function reward(name: RateLimitName, key: string, points: number, countedIn: CountedIn): Promise<void> {
     const counter = counters.get(name)
     if (!counter) return
-    await (counter.shared ?? counter.local).reward(key, points).catch(() => counter.local.reward(key, points))
+    // Best effort: points a failing store cannot give back expire with their window.
+    if (countedIn === 'shared' && counter.shared) await withTimeout(counter.shared.reward(key, points), hooks.timeoutMs, 'rate limit reward').catch(() => {})
+    else await counter.local.reward(key, points)
   }
 
   return { settings, store, consume, reward }
@@ -276,14 +289,11 @@ export function createRequestLimits(settings: ResolvedRateLimits, limiter: () =>
       const counts = eventsPerSource(batch)
       if (counts.size === 0) return
       const opened = await limiter()
-      const taken: [string, number][] = []
+      const taken: [string, number, CountedIn][] = []
       try {
-        for (const [source, events] of counts) {
-          await opened.consume('perSource', source, events, source)
-          taken.push([source, events])
-        }
+        for (const [source, events] of counts) taken.push([source, events, await opened.consume('perSource', source, events, source)])
       } catch (error) {
-        await Promise.all(taken.map(([source, events]) => opened.reward('perSource', source, events)))
+        await Promise.all(taken.map(([source, events, countedIn]) => opened.reward('perSource', source, events, countedIn)))
         throw error
       }
     },

@@ -518,10 +518,15 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
         const refused = await post(hosts[0]!.url, [bot()], { 'x-forwarded-for': '192.0.2.22' })
         expect(refused.status).toBe(429)
         expect(refused.json).toMatchObject({ limit: 'perSource', source: 'bot', points: 5 })
+        // A batch refused for one source gives back, in Redis, what its other sources took.
+        const shop = (n: number) => Array.from({ length: n }, () => makeEvent())
+        expect((await post(hosts[0]!.url, [...shop(5), bot()], { 'x-forwarded-for': '192.0.2.23' })).json).toMatchObject({ limit: 'perSource', source: 'bot' })
+        const given = await post(hosts[1]!.url, shop(5), { 'x-forwarded-for': '192.0.2.24' })
+        expect(given.status, given.text).toBe(200)
         // Either instance's stats sum both.
-        await waitFor(async () => (await getJson(`${hosts[1]!.url}/admin/events/stats`, admin)).body.rateLimits.refused === 3, 5000, 'both instances\' refusals in stats')
+        await waitFor(async () => (await getJson(`${hosts[1]!.url}/admin/events/stats`, admin)).body.rateLimits.refused === 4, 5000, 'both instances\' refusals in stats')
         const stats = (await getJson(`${hosts[1]!.url}/admin/events/stats`, admin)).body
-        expect(stats.rateLimits).toEqual({ refused: 3, byLimit: { perAddress: 2, perSource: 1 }, storeErrors: 0 })
+        expect(stats.rateLimits).toEqual({ refused: 4, byLimit: { perAddress: 2, perSource: 2 }, storeErrors: 0 })
       })
     })
   })
