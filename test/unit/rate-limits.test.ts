@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs'
 import { afterEach, describe, expect, it, vi } from 'vitest'
+import { defaults } from '../../src/core/options'
 import { createEventIngest, resolveOptions, type EventIngest, type EventIngestOptions } from '../../src/index'
 import { clientAddress, eventsPerSource } from '../../src/http/rate-limits'
 import { makeEvent } from '../helpers/fixtures'
@@ -39,6 +41,14 @@ describe('rateLimits option', () => {
     expect(resolveOptions({ rateLimits: { perSource: { points: 1, durationSeconds: 1 }, trustProxy: true } }, {}, fixedId).rateLimits!.trustedHops).toBe(Number.POSITIVE_INFINITY)
     expect(resolveOptions({ rateLimits: { perSource: { points: 1, durationSeconds: 1 }, trustProxy: 2 } }, {}, fixedId).rateLimits!.trustedHops).toBe(2)
     expect(resolveOptions({ rateLimits: false }, {}, fixedId).rateLimits).toBeUndefined()
+  })
+
+  it('has the defaults the README documents: off, and trustProxy false', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+    expect(readme).toMatch(/^\| `rateLimits` \| \| none \|/m)
+    for (const name of ['perAddress', 'perToken', 'perSource']) expect(readme).toMatch(new RegExp(`^\\| \`${name}\` \\| off \\|`, 'm'))
+    const trust = /^\| `trustProxy` \| `(\w+)` \|/m.exec(readme)
+    expect(JSON.parse(trust![1]!)).toBe(defaults.rateLimits.trustProxy)
   })
 
   it('refuses bad values at creation, naming the field', () => {
