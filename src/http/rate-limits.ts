@@ -153,11 +153,13 @@ export interface RateLimiter {
   /** Where the counts are kept: `redis` (shared by every instance on that Redis) or `memory` (this process). */
   readonly store: 'redis' | 'memory'
   /**
-   * Consumes `points` of `limit` for `key`; throws `rate_limited` when that is over the limit.
-   * Resolves with where they were counted: `shared` (Redis), or `local` (this process's memory,
-   * as on memory and fs storage, or while Redis fails).
+   * Consumes `points` of `limit` for `key`; throws `rate_limited` when that is over the limit
+   * (and, with `giveBackIfRefused`, gives those points back first, so a refused batch of many
+   * events does not use up what smaller ones could still take). Resolves with where they were
+   * counted: `shared` (Redis), or `local` (this process's memory, as on memory and fs storage, or
+   * while Redis fails).
    */
-  consume(limit: RateLimitName, key: string, points: number, subject?: string): Promise<CountedIn>
+  consume(limit: RateLimitName, key: string, points: number, options?: { subject?: string; giveBackIfRefused?: boolean }): Promise<CountedIn>
   /** Gives back points consumed (where they were counted) for a request another limit refused after all. */
   reward(limit: RateLimitName, key: string, points: number, countedIn: CountedIn): Promise<void>
 }
@@ -228,9 +230,10 @@ export function openRateLimiter(library: RateLimitLibrary, settings: ResolvedRat
     })
   }
 
-  async function consume(name: RateLimitName, key: string, points: number, subject?: string): Promise<CountedIn> {
+  async function consume(name: RateLimitName, key: string, points: number, options: { subject?: string; giveBackIfRefused?: boolean } = {}): Promise<CountedIn> {
     const counter = counters.get(name)
     if (!counter) return 'local'
+    let place: CountedIn = counter.shared ? 'shared' : 'local'
     try {
       try {
         if (!counter.shared) {
@@ -245,12 +248,15 @@ export function openRateLimiter(library: RateLimitLibrary, settings: ResolvedRat
         if (!(error instanceof Error) || !counter.shared) throw error
         hooks.onStoreError(error, !failing)
         failing = true
+        place = 'local'
       }
       await counter.local.consume(key, points)
       return 'local'
     } catch (refused) {
       if (refused instanceof Error) throw refused
-      throw refusal(name, refused as { msBeforeNext?: number }, points, subject)
+      // rate-limiter-flexible counts a refused consume too.
+      if (options.giveBackIfRefused) await reward(name, key, points, place)
+      throw refusal(name, refused as { msBeforeNext?: number }, points, options.subject)
     }
   }
 
@@ -283,7 +289,10 @@ export function createRequestLimits(settings: ResolvedRateLimits, limiter: () =>
     async token(token: string): Promise<void> {
       if (settings.perToken) await (await limiter()).consume('perToken', tokenKey(token), 1)
     },
-    /** Every event of `batch` against its source's limit; a batch refused for one source gives back what the others took. */
+    /**
+     * Every event of `batch` against its source's limit. A refused batch takes nothing: neither
+     * from the source it is refused for nor from its other sources.
+     */
     async sources(batch: unknown): Promise<void> {
       if (!settings.perSource) return
       const counts = eventsPerSource(batch)
@@ -291,7 +300,7 @@ export function createRequestLimits(settings: ResolvedRateLimits, limiter: () =>
       const opened = await limiter()
       const taken: [string, number, CountedIn][] = []
       try {
-        for (const [source, events] of counts) taken.push([source, events, await opened.consume('perSource', source, events, source)])
+        for (const [source, events] of counts) taken.push([source, events, await opened.consume('perSource', source, events, { subject: source, giveBackIfRefused: true })])
       } catch (error) {
         await Promise.all(taken.map(([source, events, countedIn]) => opened.reward('perSource', source, events, countedIn)))
         throw error

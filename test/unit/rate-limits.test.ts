@@ -145,7 +145,8 @@ describe('rate limits at their boundaries (memory)', () => {
 
   it('perSource counts events: a batch that reaches N exactly passes, one event more is refused and nothing of it is stored', async () => {
     const ingest = await core({ rateLimits: { perSource: { points: 5, durationSeconds: 60 } } })
-    const batch = (n: number, prefix: string, source = 'storefront') => Array.from({ length: n }, (_, i) => makeEvent({ id: `${prefix}-${i}`, source, ...(source === 'bot' ? { name: 'BotCommand', payload: { command: '/help' } } : {}) }))
+    const names: Record<string, string> = { storefront: 'ProductViewed', bot: 'BotCommand', api: 'OrderCreated' }
+    const batch = (n: number, prefix: string, source = 'storefront') => Array.from({ length: n }, (_, i) => makeEvent({ id: `${prefix}-${i}`, source, name: names[source] }))
     expect((await post(ingest, batch(3, 'a')))!.status).toBe(200)
     expect(JSON.parse((await post(ingest, batch(2, 'b')))!.body)).toMatchObject({ accepted: 2 })
     const refused = (await post(ingest, batch(1, 'c')))!
@@ -163,7 +164,11 @@ describe('rate limits at their boundaries (memory)', () => {
     const bots = (await post(ingest, batch(5, 'f', 'bot')))!
     expect(bots.status, bots.body).toBe(200)
     expect((await post(ingest, batch(1, 'g', 'bot')))!.status).toBe(429)
-    expect((await ingest.stats()).rateLimits.byLimit).toEqual({ perSource: 3 })
+    // A refused batch takes nothing from its own source either: a smaller one still fits.
+    expect(JSON.parse((await post(ingest, batch(3, 'h', 'api')))!.body)).toMatchObject({ accepted: 3, rejected: [] })
+    expect((await post(ingest, batch(3, 'i', 'api')))!.status).toBe(429)
+    expect((await post(ingest, batch(2, 'j', 'api')))!.status).toBe(200)
+    expect((await ingest.stats()).rateLimits.byLimit).toEqual({ perSource: 4 })
   })
 
   it('says when one batch alone is over the per-source limit', async () => {
