@@ -1,7 +1,7 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
 import type { EventIngest, IngestHttpResponse, RefusalDrain } from '../src/index'
 import { hostParserError } from '../src/http/host-parser-errors'
-import { closeIfUnread, nodeBody, nodeQuery } from '../src/http/node-request'
+import { closeIfUnread, nodeBody, nodeQuery, nodeRemoteAddress } from '../src/http/node-request'
 import { pathBelow } from '../src/http/request-path'
 
 function send(req: Request, res: Response, drain: Readonly<RefusalDrain>, status: number, headers: Record<string, string>, body: string): void {
@@ -50,7 +50,7 @@ export function eventIngest(ingest: EventIngest<any>): [RequestHandler, ErrorReq
     const path = routePath(req)
     if (path === undefined || !ingest.owns(path)) return next()
     ingest
-      .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, body: nodeBody(req, req.body) })
+      .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, remoteAddress: nodeRemoteAddress(req), body: nodeBody(req, req.body) })
       .then((response: IngestHttpResponse | undefined) => (response ? send(req, res, ingest.refusalDrain, response.status, response.headers, response.body) : next()), next)
   }
   // The parser's refusal goes through the core like any of its own: the token is checked first,
@@ -61,7 +61,7 @@ export function eventIngest(ingest: EventIngest<any>): [RequestHandler, ErrorReq
     if (!mapped || path === undefined || !ingest.owns(path)) return next(error)
     const aborted = mapped.code === 'request_aborted'
     ingest
-      .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, body: { refused: mapped } })
+      .handle({ method: req.method, path, query: nodeQuery(req.url), headers: req.headers, remoteAddress: nodeRemoteAddress(req), body: { refused: mapped } })
       .then((response: IngestHttpResponse | undefined) => {
         // A client that went away is counted, gets no answer, and the host's error middleware is not bothered.
         if (aborted) return

@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { EventIngest } from '../src/index'
 import { routes } from '../src/index'
-import { closeIfUnread } from '../src/http/node-request'
+import { closeIfUnread, nodeRemoteAddress } from '../src/http/node-request'
 import { pathBelow } from '../src/http/request-path'
 
 /** Options of the Fastify plugin (register it with a `prefix` to mount under a path). */
@@ -46,6 +46,7 @@ export const eventIngest: FastifyPluginAsync<FastifyEventIngestOptions> = async 
       path,
       query,
       headers: request.headers,
+      remoteAddress: nodeRemoteAddress(request.raw),
       body: body && typeof (body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function' ? { stream: body } : { stream: request.raw },
     })
     if (!response) return reply.callNotFound()

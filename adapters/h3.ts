@@ -2,7 +2,7 @@ import { H3, HTTPError, type H3Event, type H3Plugin } from 'h3'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { routes } from '../src/http/handler'
 import type { EventIngest, IngestHttpRequest, IngestHttpResponse } from '../src/core/types'
-import { closeIfUnread } from '../src/http/node-request'
+import { closeIfUnread, nodeRemoteAddress } from '../src/http/node-request'
 import { normaliseBase, pathBelow } from '../src/http/request-path'
 
 /** Options of the h3 handlers. */
@@ -57,7 +57,9 @@ export function toIngestRequest(event: H3Event, base = ''): IngestHttpRequest {
     else if (node && !node.readableEnded) body = { stream: node }
     else if (event.req.body && !event.req.bodyUsed) body = { stream: event.req.body as unknown as AsyncIterable<Uint8Array> }
   }
-  return { method, path, query: event.url.search, headers: event.req.headers, body }
+  // srvx's `ip` off Node (Bun, Deno).
+  const remoteAddress = node ? nodeRemoteAddress(node) : (event.req as { ip?: string }).ip
+  return { method, path, query: event.url.search, headers: event.req.headers, remoteAddress, body }
 }
 
 /** Bodies of ingest requests that a host middleware read before the handler ran, as bytes. */

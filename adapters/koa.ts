@@ -1,7 +1,7 @@
 import type { Context, Middleware } from 'koa'
 import type { EventIngest, IngestHttpRequest } from '../src/index'
 import { hostParserError } from '../src/http/host-parser-errors'
-import { closeIfUnread, nodeBody } from '../src/http/node-request'
+import { closeIfUnread, nodeBody, nodeRemoteAddress } from '../src/http/node-request'
 import { normaliseBase, pathBelow } from '../src/http/request-path'
 
 /** Options of the Koa middlewares. */
@@ -65,7 +65,7 @@ export function eventIngest(ingest: EventIngest<any>, options: KoaEventIngestOpt
     if (path === undefined) return next()
     quietAbort(ctx)
     const parsed = (ctx.request as { body?: unknown }).body
-    const request = { method: ctx.method, path, query: ctx.querystring, headers: ctx.headers, body: nodeBody(ctx.req, parsed) }
+    const request = { method: ctx.method, path, query: ctx.querystring, headers: ctx.headers, remoteAddress: nodeRemoteAddress(ctx.req), body: nodeBody(ctx.req, parsed) }
     if (!(await answer(ingest, ctx, request))) return next()
   }
 }
@@ -101,7 +101,7 @@ export function eventIngestErrors(ingest: EventIngest<any>, options: KoaEventIng
     } catch (error) {
       const refused = hostParserError(error)
       if (!refused) throw error
-      const request = { method: ctx.method, path, query: ctx.querystring, headers: ctx.headers, body: { refused } }
+      const request = { method: ctx.method, path, query: ctx.querystring, headers: ctx.headers, remoteAddress: nodeRemoteAddress(ctx.req), body: { refused } }
       // A client that went away is counted, and gets no answer.
       if (refused.code === 'request_aborted') {
         ctx.respond = false

@@ -8,6 +8,8 @@
  *
  * Environment: FRAMEWORK, PORT (default 3000, 0 picks a free one), HOST (default 127.0.0.1),
  * SHUTDOWN_GRACE_MS (default 10000: how long SIGTERM/SIGINT lets requests in flight finish),
+ * RATE_LIMITS (default on: 60 ingest requests a minute per address, 5000 events a minute per
+ * source; `off` turns them off),
  * EVENT_STORAGE, EVENT_INGEST_TOKEN, EVENT_ADMIN_TOKEN, EVENT_REDACTION_SECRET (read by
  * createEventIngest itself) and EVENT_SINK_URL.
  */
@@ -34,10 +36,13 @@ const graceMs = Number(env.SHUTDOWN_GRACE_MS || 10_000)
 const sinkUrl = env.EVENT_SINK_URL || undefined
 const configuredAdmin = firstToken(env.EVENT_ADMIN_TOKEN)
 const configuredIngest = firstToken(env.EVENT_INGEST_TOKEN)
+// Low enough to meet by clicking "send samples" quickly: the dashboard counts the 429s.
+const rateLimits = env.RATE_LIMITS === 'off' ? undefined : { perAddress: { points: 60, durationSeconds: 60 }, perSource: { points: 5000, durationSeconds: 60 } }
 // Without EVENT_ADMIN_TOKEN the admin routes would refuse everything: make one up for this run.
 const devAdminToken = configuredAdmin ? undefined : `dev-${randomBytes(18).toString('base64url')}`
 
 if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`PORT must be an integer from 0 to 65535, got ${JSON.stringify(env.PORT)}`)
+if (env.RATE_LIMITS !== undefined && env.RATE_LIMITS !== 'on' && env.RATE_LIMITS !== 'off') fail(`RATE_LIMITS must be on or off, got ${JSON.stringify(env.RATE_LIMITS)}`)
 if (!Number.isInteger(graceMs) || graceMs < 0) fail(`SHUTDOWN_GRACE_MS must be a whole number of ms, got ${JSON.stringify(env.SHUTDOWN_GRACE_MS)}`)
 
 // EVENT_STORAGE, EVENT_INGEST_TOKEN, EVENT_ADMIN_TOKEN, EVENT_SINK_URL and EVENT_SINK_TOKEN are
@@ -66,6 +71,7 @@ try {
     ...(devRedactionSecret ? { redaction: { secret: devRedactionSecret } } : {}),
     adminToken: devAdminToken,
     onError,
+    rateLimits,
     ...(sinkUrl ? { sink: { url: sinkUrl, maxBackoffMs: 5000 } } : {}),
   })
 } catch (error) {
@@ -237,6 +243,7 @@ function printBanner(): void {
     `  ingest token  ${configuredIngest ? `${mask(configuredIngest)} (from EVENT_INGEST_TOKEN), sent as x-event-token` : 'none: ingest is open (set EVENT_INGEST_TOKEN to require x-event-token)'}`,
     `  admin token   ${admin}${devAdminToken ? '  (generated for this run; set EVENT_ADMIN_TOKEN to choose one)' : ''}`,
     `  redaction     ${ingest.schema().events.flatMap((e) => (e.redact ?? []).map((r) => `${e.name} ${r.path} (${r.action})`)).join(', ')}; HMAC key ${devRedactionSecret ? 'generated for this run (set EVENT_REDACTION_SECRET to keep pseudonyms across runs)' : 'from EVENT_REDACTION_SECRET'}`,
+    `  rate limits   ${rateLimits ? `${rateLimits.perAddress.points} ingest requests a minute per address, ${rateLimits.perSource.points} events a minute per source (RATE_LIMITS=off turns them off)` : 'off (RATE_LIMITS=off)'}`,
     sinkUrl
       ? `  sink          forwarding to ${redact(sinkUrl)} (at least once, through the outbox)`
       : `  sink          off. Hint: EVENT_SINK_URL=${url}/sink shows forwarding end to end (batches appear in the dashboard's Sink panel)`,

@@ -26,6 +26,7 @@ export type IngestErrorCode =
   | 'storage_unavailable'
   | 'in_progress'
   | 'request_aborted'
+  | 'rate_limited'
 
 /** The HTTP status of every error code, kept in this one place. */
 export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
@@ -51,6 +52,7 @@ export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
   too_many_events: 413,
   unsupported_media_type: 415,
   unsupported_encoding: 415,
+  rate_limited: 429,
   storage_unavailable: 503,
   in_progress: 503,
 }

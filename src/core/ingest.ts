@@ -2,6 +2,7 @@ import { IngestError } from '../base/errors'
 import type { EventQuery, PruneOptions } from '../log/event-log'
 import { withTimeout } from '../base/timeout'
 import { createHttpHandler } from '../http/handler'
+import { createRequestLimits, type RateLimiter } from '../http/rate-limits'
 import type { EventDefinitions } from '../model/definitions'
 import type { EventEnvelope, MergeEvents } from '../model/model'
 import { judgeSkew } from '../model/skew'
@@ -115,6 +116,11 @@ class IngestCore {
     return judged.kind === 'corrected' ? judged.skewMs : undefined
   }
 
+  /** The rate limiter (with `rateLimits`), once storage is ready; as {@link opened} when it cannot be. */
+  rateLimiter(): RateLimiter | Promise<RateLimiter> {
+    return this.readyRuntime?.rateLimiter ?? this.opened().then((runtime) => runtime.rateLimiter!)
+  }
+
   /** The runtime for an ingest: a storage that failed to open answers 503 saying why. */
   private opened(): Promise<Runtime> {
     return this.ready.catch((error: unknown) => {
@@ -200,6 +206,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     retryAfterSeconds: resolved.retryAfterSeconds,
     cors: resolved.cors,
     onRefused: (code) => core.runtime?.stats.recordRefused(code, Date.now()),
+    rateLimits: resolved.rateLimits && createRequestLimits(resolved.rateLimits, () => core.rateLimiter()),
   })
 
   return {

@@ -17,6 +17,7 @@ import { statsDefaults } from '../stats/stats'
 import { checkStorageOption, type StorageOption } from '../storage/resolve'
 import type { AtomicBatchStore } from '../storage/atomic'
 import type { CorsOptions, IngestHttpRequest, RefusalDrain } from './types'
+import { resolveRateLimits, type RateLimitOptions, type ResolvedRateLimits } from '../http/rate-limits'
 
 // The options of the core, resolved once: every check, every environment variable and every
 // default, in one synchronous pass with no I/O, into one frozen object the core then reads.
@@ -137,6 +138,14 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
   sink?: string | SinkOptions | false
   /** CORS for browser producers on other origins (ingest and schema routes). Off by default. */
   cors?: CorsOptions
+  /**
+   * Rate limits of the ingest route, answered with 429 and `Retry-After`: requests per client
+   * address and per token, events per source. Counted in Redis on a Redis storage (shared by every
+   * instance), else in this process. Needs the `rate-limiter-flexible` package. See the README's
+   * "Rate limits".
+   * @default none; `trustProxy: false`
+   */
+  rateLimits?: RateLimitOptions | false
   /** Stats window settings. */
   stats?: { windowMinutes?: number; futureToleranceMs?: number; pastToleranceMs?: number; flushIntervalMs?: number }
   /**
@@ -166,6 +175,7 @@ export const defaults = Object.freeze({
   refusalDrain: Object.freeze({ maxBytes: 1_048_576, maxMs: 2000 }) satisfies Readonly<RefusalDrain>,
   clockSkew: Object.freeze({ toleranceMs: 60_000, maxMs: 31_622_400_000 }) satisfies ClockSkewSettings,
   corsMaxAge: DEFAULT_CORS_MAX_AGE,
+  rateLimits: Object.freeze({ trustProxy: false }),
   stats: statsDefaults,
   sink: sinkDefaults,
 })
@@ -209,6 +219,8 @@ export interface ResolvedOptions<D extends EventDefinitions = any> {
   /** Unset: no forwarding. */
   readonly sink: ResolvedSinkOptions | undefined
   readonly cors: Readonly<Required<CorsOptions>> | undefined
+  /** Unset: no rate limits. */
+  readonly rateLimits: ResolvedRateLimits | undefined
   readonly stats: ResolvedStatsOptions
   readonly onError: (error: unknown) => void
   /** Where environment defaults were read from (`REDIS_URL` is read from it when storage starts). */
@@ -288,6 +300,7 @@ export function resolveOptions<D extends EventDefinitions = any>(
     instanceId,
     sink,
     cors: options.cors && Object.freeze({ origin: options.cors.origin, maxAge: options.cors.maxAge ?? defaults.corsMaxAge }),
+    rateLimits: resolveRateLimits(options.rateLimits, tokens.length === 0, defaults.rateLimits),
     stats: Object.freeze({
       windowMinutes: stats?.windowMinutes ?? statsDefaults.windowMinutes,
       futureToleranceMs: stats?.futureToleranceMs ?? statsDefaults.futureToleranceMs,
@@ -324,7 +337,7 @@ function checkEnv<T>(variable: string, check: () => T): T {
 }
 
 /** The options {@link createEventIngest} knows, each checked below. */
-const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'publishableKeys', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'cloudEvents', 'redaction', 'instanceId', 'sink', 'cors', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
+const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'publishableKeys', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'cloudEvents', 'redaction', 'instanceId', 'sink', 'cors', 'rateLimits', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
 
 // Every option of EventIngestOptions is in optionNames (a new option left out fails to compile).
 const everyOptionNamed: Record<Exclude<keyof EventIngestOptions, (typeof optionNames)[number]>, never> = {}

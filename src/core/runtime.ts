@@ -6,6 +6,7 @@ import { createForwarder } from '../forward/forwarder'
 import type { Forwarder } from '../forward/types'
 import { withTimeout } from '../base/timeout'
 import type { ResolvedOptions } from './options'
+import { loadRateLimitLibrary, openRateLimiter, type RateLimiter } from '../http/rate-limits'
 
 /**
  * What the core works with once its storage is ready, made in one place ({@link openRuntime}) and
@@ -19,6 +20,8 @@ export interface Runtime {
   readonly stats: StatsWindow
   /** Set when a sink is configured. */
   readonly forwarder: Forwarder | undefined
+  /** Set when rate limits are configured. */
+  readonly rateLimiter: RateLimiter | undefined
   /**
    * Reports a failure of background work (stats flushes, prunes), unless the storage is known to
    * be unreachable: that was said once, in one line, and is not repeated every few seconds.
@@ -33,6 +36,8 @@ export interface Runtime {
 export async function openRuntime(resolved: ResolvedOptions, report: (error: unknown) => void): Promise<Runtime> {
   const { instanceId, sink } = resolved
   const timeoutMs = resolved.storageTimeoutMs
+  // Loaded first: without the package, nothing is opened.
+  const rateLimitLibrary = resolved.rateLimits ? await loadRateLimitLibrary() : undefined
   const opened = await resolveStorage(resolved.storage, resolved.env, { onUnreachable: report })
   const { storage } = opened
   const reportBackground = (error: unknown) => {
@@ -65,7 +70,17 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
   })
   const stats = createStatsWindow({ ...resolved.stats, storage, instanceId, onError: reportBackground, exactAccepted: log.countsAccepted })
   const forwarder = sink ? createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError: resolved.onError }) : undefined
-  return { storage, owned: opened.owned, log, stats, forwarder, reportBackground }
+  const rateLimiter = rateLimitLibrary && resolved.rateLimits
+    ? openRateLimiter(rateLimitLibrary, resolved.rateLimits, storage, 'events', {
+        timeoutMs,
+        onRefused: (limit) => stats.recordRateLimited(limit, Date.now()),
+        onStoreError(error, first) {
+          stats.recordRateLimitStoreError(Date.now())
+          if (first) reportBackground(new Error(`[event-ingest] rate limits: the shared store failed, counting in this process until it answers: ${(error as Error).message}`, { cause: error }))
+        },
+      })
+    : undefined
+  return { storage, owned: opened.owned, log, stats, forwarder, rateLimiter, reportBackground }
 }
 
 /**

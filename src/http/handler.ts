@@ -7,6 +7,7 @@ import { describeValue, parseBatchBytes, parseBatchText, parseJsonBytes } from '
 import { createKeyCheck, tokenNotAllowed, type PublishableKey } from './keys'
 import { cloudEventBatchOf, parseCloudEventBytes, parseCloudEventText } from '../model/cloudevents'
 import type { EventQuery } from '../log/event-log'
+import type { RequestLimits } from './rate-limits'
 import type { CorsOptions, HandledCore, IngestHttpRequest, IngestHttpResponse, IngestResult } from './types'
 
 /** Options of the HTTP contract. */
@@ -23,8 +24,10 @@ export interface HttpOptions {
   retryAfterSeconds: number
   /** Cross-origin access for browser producers; off when undefined. */
   cors?: CorsOptions
-  /** Told of every ingest request refused as a whole (400, 401, 413, 415), for stats. */
+  /** Told of every ingest request refused as a whole (400, 401, 413, 415, 429), for stats. */
   onRefused?: (code: string) => void
+  /** The ingest route's rate limits; none when undefined. */
+  rateLimits?: RequestLimits
 }
 
 /** The routes of the contract, relative to the mount point. */
@@ -135,8 +138,11 @@ function readByHost(body: IngestHttpRequest['body']): boolean {
 function errorResponse(error: IngestError, retryAfterSeconds: number, bodyLeftUnread: boolean): IngestHttpResponse {
   const extra: Record<string, string> = {}
   if (error.status === 503) extra['retry-after'] = String(retryAfterSeconds)
-  // Refused before its body was read: the rest is not read, and the connection closes.
-  if (bodyLeftUnread && unreadBody.has(error.code)) extra.connection = 'close'
+  if (error.code === 'rate_limited') extra['retry-after'] = String(error.details?.retryAfterSeconds)
+  // Refused before its body was read: the rest is not read, and the connection closes. The
+  // per-source limit is the one rate limit checked after the body is read.
+  const beforeBody = unreadBody.has(error.code) || (error.code === 'rate_limited' && error.details?.limit !== 'perSource')
+  if (bodyLeftUnread && beforeBody) extra.connection = 'close'
   if (error.code === 'admin_token_missing' || error.code === 'admin_token_invalid') extra['www-authenticate'] = 'Bearer realm="event-ingest admin"'
   return json(error.status, error.toJSON(), extra)
 }
@@ -272,7 +278,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       const parsed = format === 'cloudevent'
         ? typeof value === 'string' ? parseCloudEventText(value, maxDepth, maxEventBytes) : parseCloudEventBytes(value, maxDepth, maxEventBytes)
         : typeof value === 'string' ? parseBatchText(value, maxDepth, maxEventBytes) : parseBatchBytes(value, maxDepth, maxEventBytes)
-      return core.ingest(parsed.value, { hints: parsed, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential, format: formatOf(format) })
+      return ingestBatch(parsed.value, { hints: parsed, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential, format: formatOf(format) })
     }
     const encoded = contentCodingDeclared(header(request.headers, 'content-encoding'))
     if ((declared === undefined || encoded) && value !== undefined) {
@@ -285,11 +291,22 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
   /** A batch with no parse of ours to carry (a host's, or a publishable key's body): validated from the value. */
   function ingestKeyed(request: IngestHttpRequest, value: unknown, credential: Credential, format: BodyFormat): Promise<IngestResult> {
     const { events, key } = keyedEvents(request, value, credential)
-    return core.ingest(format === 'cloudevent' ? cloudEventBatchOf(events) : events, { sentAt: sentAtOf(request), key, format: formatOf(format) })
+    return ingestBatch(format === 'cloudevent' ? cloudEventBatchOf(events) : events, { sentAt: sentAtOf(request), key, format: formatOf(format) })
+  }
+
+  /** A parsed batch to the core, once within the per-source rate limit. */
+  function ingestBatch(value: unknown, context: Parameters<HandledCore['ingest']>[1]): Promise<IngestResult> {
+    const limits = options.rateLimits
+    return limits ? limits.sources(value).then(() => core.ingest(value, context)) : core.ingest(value, context)
   }
 
   async function ingestRoute(request: IngestHttpRequest): Promise<IngestHttpResponse> {
+    const limits = options.rateLimits
+    // Every request of an address counts, those with a wrong token too.
+    if (limits) await limits.address(request.remoteAddress, header(request.headers, 'x-forwarded-for'))
     const credential: Credential = open ? 'token' : credentialOf(request)
+    // A valid secret token: its own limit (a publishable key's requests count by address and source).
+    if (limits && !open && credential === 'token') await limits.token(header(request.headers, 'x-event-token')!)
     const format = checkContentType(header(request.headers, 'content-type'))
     const lengthHeader = header(request.headers, 'content-length')
     const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
@@ -309,7 +326,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
         result = await ingestKeyed(request, parseJsonBytes(bytes), credential, format)
       } else {
         const received = format === 'cloudevent' ? parseCloudEventBytes(bytes, maxDepth, maxEventBytes) : parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
-        result = await core.ingest(received.value, { hints: received, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential, format: formatOf(format) })
+        result = await ingestBatch(received.value, { hints: received, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential, format: formatOf(format) })
       }
     }
     // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less

@@ -13,6 +13,11 @@ export function nodeBody(req: IncomingMessage, parsed: unknown): BodySource {
   return consumed ? { parsed } : { stream: req }
 }
 
+/** The address of a Node request's peer (the client, or the nearest proxy); the rate limits key on it. */
+export function nodeRemoteAddress(req: IncomingMessage): string | undefined {
+  return req.socket?.remoteAddress
+}
+
 /** The query string of a Node request URL, without `?`. */
 export function nodeQuery(url: string | undefined): string {
   if (!url) return ''

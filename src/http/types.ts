@@ -23,6 +23,11 @@ export interface IngestHttpRequest {
   /** Request headers; names are matched case-insensitively. */
   headers: Headers | Record<string, string | string[] | undefined>
   /**
+   * The address of the socket's peer (`req.socket.remoteAddress`): the client, or the nearest
+   * proxy. The per-address rate limit keys on it (or on `X-Forwarded-For`, as `trustProxy` says).
+   */
+  remoteAddress?: string
+  /**
    * The body: raw bytes, a stream of chunks (read here, with the byte limit and its Content-Encoding
    * decoded), a value a host parser produced, or the refusal a host parser met. A refusal of a body
    * left unread carries `connection: close`; for a parsed or refused one, the adapter adds it only

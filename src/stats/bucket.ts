@@ -20,8 +20,9 @@ const counterFields = [
   'redactedDropped',
   'redactedMasked',
   'redactedHashed',
+  'rateLimitStoreErrors',
 ] as const
-const mapFields = ['byName', 'bySource', 'byKey', 'refusedByCode', 'forwardByKind'] as const
+const mapFields = ['byName', 'bySource', 'byKey', 'refusedByCode', 'forwardByKind', 'rateLimitedBy'] as const
 
 /** A plain count of a bucket (not one of its maps). */
 export type CounterField = (typeof counterFields)[number]
@@ -52,11 +53,13 @@ export function emptyBucket(): Bucket {
     redactedDropped: 0,
     redactedMasked: 0,
     redactedHashed: 0,
+    rateLimitStoreErrors: 0,
     byName: new Map(),
     bySource: new Map(),
     byKey: new Map(),
     refusedByCode: new Map(),
     forwardByKind: new Map(),
+    rateLimitedBy: new Map(),
     lag: createHistogram(),
     skew: createHistogram(),
   }
@@ -97,11 +100,13 @@ export function serialiseBucket(bucket: Bucket): StoredBucket {
     redactedDropped: bucket.redactedDropped,
     redactedMasked: bucket.redactedMasked,
     redactedHashed: bucket.redactedHashed,
+    rateLimitStoreErrors: bucket.rateLimitStoreErrors,
     byName: Object.fromEntries(bucket.byName),
     bySource: Object.fromEntries(bucket.bySource),
     byKey: Object.fromEntries(bucket.byKey),
     refusedByCode: Object.fromEntries(bucket.refusedByCode),
     forwardByKind: Object.fromEntries(bucket.forwardByKind),
+    rateLimitedBy: Object.fromEntries(bucket.rateLimitedBy),
     lag: { ...bucket.lag, buckets: { ...bucket.lag.buckets } },
     skew: { ...bucket.skew, buckets: { ...bucket.skew.buckets } },
   }

@@ -51,6 +51,11 @@ export interface StatsSnapshot {
   clockSkew: { corrected: number; ignored: number; p50Ms: number | null; p95Ms: number | null; maxMs: number | null }
   /** PII redaction: stored events with a field redacted, and the fields dropped, masked and hashed. */
   redacted: { events: number; dropped: number; masked: number; hashed: number }
+  /**
+   * Rate limits (the `rateLimits` option): requests refused with 429, by limit, and checks the
+   * shared store (Redis) could not answer, which each instance then counted in its own memory.
+   */
+  rateLimits: { refused: number; byLimit: Record<string, number>; storeErrors: number }
   /** One entry per minute of the window, oldest first, zero-filled. */
   series: { minute: string; accepted: number; rejected: number; duplicates: number; byName: Record<string, number> }[]
 }
@@ -148,6 +153,11 @@ export function summarise(windowMinutes: number, oldest: number, at: number, ins
       maxMs: total.skew.count === 0 ? null : wholeMs(total.skew.max),
     },
     redacted: { events: total.redactedEvents, dropped: total.redactedDropped, masked: total.redactedMasked, hashed: total.redactedHashed },
+    rateLimits: {
+      refused: [...total.rateLimitedBy.values()].reduce((sum, n) => sum + n, 0),
+      byLimit: Object.fromEntries(total.rateLimitedBy),
+      storeErrors: total.rateLimitStoreErrors,
+    },
     series,
   }
 }

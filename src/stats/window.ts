@@ -46,6 +46,10 @@ export interface StatsWindow {
   recordStorageFailure(events: number, receivedAt: number): void
   /** Counts a whole request refused (401, 413, 400...) under its error code. */
   recordRefused(code: string, receivedAt: number): void
+  /** Counts a request refused by a rate limit (429), by the limit's name (`perAddress`, `perToken`, `perSource`). */
+  recordRateLimited(limit: string, at: number): void
+  /** Counts a rate-limit check the shared store could not answer (counted in the process instead). */
+  recordRateLimitStoreError(at: number): void
   /** Counts events delivered to the forwarding sink. */
   recordForwarded(events: number, at: number): void
   /**
@@ -168,6 +172,14 @@ export class InstanceWindow implements StatsWindow {
     const bucket = this.bucketAt(receivedAt)
     bucket.refused++
     addTo(bucket.refusedByCode, code)
+  }
+
+  recordRateLimited(limit: string, at: number): void {
+    addTo(this.bucketAt(at).rateLimitedBy, limit)
+  }
+
+  recordRateLimitStoreError(at: number): void {
+    this.addCount(at, 'rateLimitStoreErrors', 1)
   }
 
   recordForwarded(events: number, at: number): void {

@@ -51,6 +51,11 @@ function pad(n: number): string {
  *   delivery lease <prefix>:l:<outbox id>, holding `<instance>|<held until, ms>`
  *   dead letter    <prefix>:x:<outbox id>
  *
+ * The ingest route's rate limits (src/http/rate-limits.ts), on Redis only, each key a counter that
+ * rate-limiter-flexible keeps and expires:
+ *
+ *   rate limit     <prefix>:r:<limit name>:<address | token digest | source>
+ *
  * An instance registry's (src/storage/registry.ts), under its own prefix:
  *
  *   on Redis       <prefix>:seen, a hash of instance id to last seen (ms)
@@ -65,6 +70,11 @@ export function batchBase(prefix: string): string {
 /** The base of one hour bucket's batch records: `<prefix>:b:<YYYYMMDDHH>`. */
 export function hourBase(prefix: string, hour: string): string {
   return `${batchBase(prefix)}:${hour}`
+}
+
+/** The base of one rate limit's counters (`perAddress`, `perToken`, `perSource`): `<prefix>:r:<limit>`. */
+export function rateLimitBase(prefix: string, limit: string): string {
+  return `${prefix}:r:${limit}`
 }
 
 /** The base of every dedupe claim: `<prefix>:d`. */

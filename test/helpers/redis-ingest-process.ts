@@ -9,6 +9,8 @@
  * closes, so it never outlives a test run that dies without killing it.
  *
  * Usage: node --import tsx test/helpers/redis-ingest-process.ts <redisUrl> <base> <instanceId> <adminToken> [statsFlushMs] [envJson]
+ *
+ * With RATE_LIMITS set (JSON), that is the core's `rateLimits` option.
  */
 import { h3Host, startHost } from './servers'
 import { closeOnExit } from './process'
@@ -24,6 +26,7 @@ const host = await startHost(h3Host, {
   adminToken,
   stats: { flushIntervalMs: statsFlushMs ? Number(statsFlushMs) : 100 },
   env: envJson ? JSON.parse(envJson) : {},
+  ...(process.env.RATE_LIMITS ? { rateLimits: JSON.parse(process.env.RATE_LIMITS) } : {}),
 })
 process.stdout.write(`LISTENING ${host.url}\n`)
 

@@ -186,4 +186,26 @@ describe('the packed package', () => {
       body: { code: 'storage_unavailable', message: `storage is unavailable: ${missing}` },
     })
   })
+
+  it('without rate-limiter-flexible, rateLimits fails ready() in one line naming the package and ingest answers 503 JSON', async () => {
+    await expect(stat(join(app, 'node_modules/rate-limiter-flexible'))).rejects.toThrow()
+    await writeFile(join(app, 'limits.mjs'), `
+      import express from 'express'
+      import { createEventIngest } from 'event-ingest'
+      import { eventIngest } from 'event-ingest/express'
+      const ingest = createEventIngest({ rateLimits: { perAddress: { points: 10, durationSeconds: 60 } } })
+      const ready = await ingest.ready().then(() => 'ready', (error) => error.message)
+      const server = express().use(eventIngest(ingest)).listen(0, '127.0.0.1', async () => {
+        const response = await fetch('http://127.0.0.1:' + server.address().port + '/events/ingest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '[]' })
+        console.log(JSON.stringify({ ready, status: response.status, body: await response.json() }))
+        server.close()
+        await ingest.close()
+      })
+    `)
+    const script = node('limits.mjs')
+    expect(await script.exited, script.stderr()).toBe(0)
+    const missing = 'rateLimits needs the "rate-limiter-flexible" package, which is not installed: npm install rate-limiter-flexible'
+    expect(script.stderr().trim()).toBe(`[event-ingest] ${missing}`)
+    expect(JSON.parse(script.stdout())).toEqual({ ready: `[event-ingest] ${missing}`, status: 503, body: { code: 'storage_unavailable', message: `storage is unavailable: ${missing}` } })
+  })
 })

@@ -101,6 +101,23 @@ describe.each(['h3', 'express', 'koa', 'fastify'])('playground with FRAMEWORK=%s
     expect(await (await fetch(`${playground.url}/`)).text()).toContain('fields redacted before storage (PII)')
   })
 
+  it('limits ingest requests per address, and counts the 429s in the stats the dashboard shows', async () => {
+    let refused: Response | undefined
+    for (let i = 0; i < 61 && !refused; i++) {
+      const response = await fetch(`${playground.url}/events/ingest`, { method: 'POST', headers: json, body: JSON.stringify([makeEvent()]) })
+      if (response.status === 429) refused = response
+      else expect(response.status).toBe(200)
+    }
+    expect(refused, 'a 429 within 61 requests').toBeDefined()
+    expect(await refused!.json()).toMatchObject({ code: 'rate_limited', limit: 'perAddress', points: 60, durationSeconds: 60 })
+    expect(Number(refused!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+    const stats = await (await fetch(`${playground.url}/admin/events/stats`, { headers: { authorization: `Bearer ${playground.devAdminToken}` } })).json()
+    expect(stats.rateLimits).toEqual({ refused: 1, byLimit: { perAddress: 1 }, storeErrors: 0 })
+    expect(playground.output()).toContain('rate limits   60 ingest requests a minute per address')
+    const page = await (await fetch(`${playground.url}/`)).text()
+    expect(page).toContain('requests refused by rate limits (429)')
+  })
+
   it('keeps batches posted to /sink with their headers', async () => {
     const post = await fetch(`${playground.url}/sink`, { method: 'POST', headers: { ...json, 'idempotency-key': `batch-${framework}` }, body: JSON.stringify([makeEvent()]) })
     expect(post.status).toBe(200)

@@ -10,6 +10,8 @@ import { defineCloudEventsSuite } from './cloudevents'
 import { startSink, waitFor } from '../../helpers/sink'
 import { createHmac } from 'node:crypto'
 import { createEventModel } from '../../../src/index'
+import Redis from 'ioredis'
+import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../../helpers/redis'
 
 const ADMIN = 'admin-secret-token'
 
@@ -649,6 +651,164 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       expect(rules.SignedUp).toEqual([{ path: 'device.ip', action: 'drop' }, { path: 'debug', action: 'drop' }, { path: 'email', action: 'hash' }])
       expect(rules.ProductViewed).toEqual([{ path: 'debug', action: 'drop' }])
       expect(JSON.stringify(res.body)).not.toContain(SECRET)
+    })
+  })
+
+  describe(`${label}: rate limits`, () => {
+    const admin = { authorization: `Bearer ${ADMIN}` }
+    const json = { 'content-type': 'application/json' }
+    const post = (url: string, events: unknown[], headers: Record<string, string> = {}) => rawRequest(`${url}/events/ingest`, { headers: { ...json, ...headers }, body: JSON.stringify(events) })
+
+    describe('per address, X-Forwarded-For not trusted (the default)', () => {
+      let host: RunningHost
+      beforeAll(async () => {
+        host = await startHost(factory, { adminToken: ADMIN, rateLimits: { perAddress: { points: 3, durationSeconds: 60 } } }, '/api')
+      })
+      afterAll(() => host.close())
+
+      it('lets exactly N requests of an address through, whatever X-Forwarded-For says, and answers the next 429 with Retry-After naming the limit', async () => {
+        for (let i = 0; i < 3; i++) {
+          const res = await post(host.url, [makeEvent()], { 'x-forwarded-for': `203.0.113.${i}` })
+          expect(res.status, res.text).toBe(200)
+        }
+        const refused = await post(host.url, [makeEvent({ id: 'rl-address-refused' })], { 'x-forwarded-for': '203.0.113.99' })
+        expect(refused.status).toBe(429)
+        expect(refused.json).toMatchObject({ code: 'rate_limited', limit: 'perAddress', points: 3, durationSeconds: 60 })
+        expect(refused.json.message).toMatch(/^rate limit perAddress: 3 requests per 60 s; retry in \d+ s$/)
+        expect(refused.headers['retry-after']).toBe(String(refused.json.retryAfterSeconds))
+        expect(refused.json.retryAfterSeconds).toBeGreaterThanOrEqual(1)
+        expect(refused.json.retryAfterSeconds).toBeLessThanOrEqual(60)
+        // Refused before the body is read, like the other refusals that leave it unread.
+        if (!factory.hostReadsBody) expect(refused.headers.connection).toBe('close')
+        const stored = await getJson(`${host.url}/admin/events?limit=100`, admin)
+        expect(stored.body.events.map((e: any) => e.id)).not.toContain('rl-address-refused')
+        // Only the ingest route is limited.
+        expect((await getJson(`${host.url}/events/schema`)).status).toBe(200)
+        const stats = (await getJson(`${host.url}/admin/events/stats`, admin)).body
+        expect(stats.rateLimits).toEqual({ refused: 1, byLimit: { perAddress: 1 }, storeErrors: 0 })
+        expect(stats.failures.refusedByCode.rate_limited).toBe(1)
+      })
+    })
+
+    describe('per address behind one proxy (trustProxy: 1), per token and per source', () => {
+      let host: RunningHost
+      beforeAll(async () => {
+        host = await startHost(factory, {
+          adminToken: ADMIN,
+          token: ['token-a', 'token-b', 'token-c', 'token-d', 'token-e'],
+          rateLimits: { perAddress: { points: 2, durationSeconds: 60 }, perToken: { points: 3, durationSeconds: 60 }, perSource: { points: 6, durationSeconds: 60 }, trustProxy: 1 },
+        }, '/api')
+      })
+      afterAll(() => host.close())
+      let client = 0
+      /** A request from a client of its own (by X-Forwarded-For), so only the limit under test counts. */
+      const fresh = () => ({ 'x-forwarded-for': `198.51.100.${++client}` })
+      // Every source has its own count of 6 events: each test sends another source.
+      const order = () => makeEvent({ name: 'OrderCreated', source: 'api', payload: { orderId: 'o1' } })
+
+      it('keys the address on the X-Forwarded-For entry the proxy added', async () => {
+        const a = { 'x-event-token': 'token-a', 'x-forwarded-for': '192.0.2.1, 10.1.1.1' }
+        const b = { 'x-event-token': 'token-b', 'x-forwarded-for': '10.1.1.2' }
+        expect((await post(host.url, [makeEvent()], a)).status).toBe(200)
+        expect((await post(host.url, [makeEvent()], b)).status).toBe(200)
+        expect((await post(host.url, [makeEvent()], a)).status).toBe(200)
+        // The entry the client wrote itself (192.0.2.1) is not the key: 10.1.1.1 is.
+        const refused = await post(host.url, [makeEvent()], { ...a, 'x-forwarded-for': '192.0.2.200, 10.1.1.1' })
+        expect(refused.status).toBe(429)
+        expect(refused.json.limit).toBe('perAddress')
+        expect((await post(host.url, [makeEvent()], b)).status).toBe(200)
+      })
+
+      it('lets exactly N requests per token through, then 429 naming perToken; other tokens go on', async () => {
+        for (let i = 0; i < 3; i++) expect((await post(host.url, [order()], { 'x-event-token': 'token-c', ...fresh() })).status).toBe(200)
+        const refused = await post(host.url, [order()], { 'x-event-token': 'token-c', ...fresh() })
+        expect(refused.status).toBe(429)
+        expect(refused.json).toMatchObject({ code: 'rate_limited', limit: 'perToken', points: 3 })
+        expect(refused.headers['retry-after']).toBe(String(refused.json.retryAfterSeconds))
+        // A wrong token is refused as such, never counted against a token.
+        expect((await post(host.url, [order()], { 'x-event-token': 'token-x', ...fresh() })).status).toBe(401)
+      })
+
+      it('counts events per source: a batch reaching N exactly passes, one event more gets 429 naming the source', async () => {
+        const bot = (id: string) => makeEvent({ id, name: 'BotCommand', source: 'bot', payload: { command: '/help' } })
+        const first = await post(host.url, [bot('rl-bot-1'), bot('rl-bot-2'), bot('rl-bot-3')], { 'x-event-token': 'token-d', ...fresh() })
+        expect(first.status, first.text).toBe(200)
+        // A beacon counts the same.
+        const beacon = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'text/plain;charset=UTF-8', 'x-event-token': 'token-e', ...fresh() }, body: JSON.stringify([bot('rl-bot-4'), bot('rl-bot-5'), bot('rl-bot-6')]) })
+        expect(beacon.status, beacon.text).toBe(200)
+        const refused = await post(host.url, [bot('rl-bot-7')], { 'x-event-token': 'token-d', ...fresh() })
+        expect(refused.status).toBe(429)
+        expect(refused.json).toMatchObject({ code: 'rate_limited', limit: 'perSource', source: 'bot', points: 6 })
+        expect(refused.json.message).toMatch(/from source "bot"/)
+        expect(refused.headers['retry-after']).toBe(String(refused.json.retryAfterSeconds))
+        // Other sources have their own count.
+        expect((await post(host.url, [makeEvent()], { 'x-event-token': 'token-e', ...fresh() })).status).toBe(200)
+        const stored = (await getJson(`${host.url}/admin/events?source=bot&limit=100`, admin)).body.events.map((e: any) => e.id)
+        expect(stored.sort()).toEqual(['rl-bot-1', 'rl-bot-2', 'rl-bot-3', 'rl-bot-4', 'rl-bot-5', 'rl-bot-6'])
+        const stats = (await getJson(`${host.url}/admin/events/stats`, admin)).body
+        expect(stats.rateLimits.byLimit).toEqual({ perAddress: 1, perToken: 1, perSource: 1 })
+      })
+    })
+
+    describe('shared by two instances on one Redis prefix', () => {
+      const prefix = uniquePrefix('ratelimit')
+      const hosts: RunningHost[] = []
+      beforeAll(async () => {
+        await requireRedis()
+        for (const instanceId of ['rl_one', 'rl_two']) {
+          hosts.push(await startHost(factory, {
+            adminToken: ADMIN,
+            instanceId,
+            storage: { driver: 'redis', url: redisUrl, base: prefix },
+            stats: { flushIntervalMs: 50 },
+            rateLimits: { perAddress: { points: 4, durationSeconds: 60 }, perSource: { points: 5, durationSeconds: 60 }, trustProxy: 1 },
+          }, '/api'))
+        }
+      })
+      afterAll(async () => {
+        await Promise.all(hosts.map((host) => host.close()))
+        await deletePrefix(prefix)
+      })
+
+      it('lets exactly N requests of an address through across both instances, then refuses on either', async () => {
+        const from = { 'x-forwarded-for': '192.0.2.10' }
+        const order = () => makeEvent({ name: 'OrderCreated', source: 'api', payload: { orderId: 'o1' } })
+        for (let i = 0; i < 4; i++) {
+          const res = await post(hosts[i % 2]!.url, [order()], from)
+          expect(res.status, `request ${i + 1} on instance ${(i % 2) + 1}: ${res.text}`).toBe(200)
+        }
+        for (const host of hosts) {
+          const refused = await post(host.url, [order()], from)
+          expect(refused.status).toBe(429)
+          expect(refused.json).toMatchObject({ code: 'rate_limited', limit: 'perAddress', points: 4 })
+          expect(refused.headers['retry-after']).toBe(String(refused.json.retryAfterSeconds))
+        }
+        // The counters live in Redis under the storage's prefix.
+        const client = new Redis(redisUrl)
+        try {
+          expect(await client.get(`${prefix}:events:r:perAddress:192.0.2.10`)).toBe('6')
+        } finally {
+          client.disconnect()
+        }
+      })
+
+      it('counts the events of a source across both instances', async () => {
+        const bot = () => makeEvent({ name: 'BotCommand', source: 'bot', payload: { command: '/help' } })
+        expect((await post(hosts[0]!.url, [bot(), bot(), bot()], { 'x-forwarded-for': '192.0.2.20' })).status).toBe(200)
+        expect((await post(hosts[1]!.url, [bot(), bot()], { 'x-forwarded-for': '192.0.2.21' })).status).toBe(200)
+        const refused = await post(hosts[0]!.url, [bot()], { 'x-forwarded-for': '192.0.2.22' })
+        expect(refused.status).toBe(429)
+        expect(refused.json).toMatchObject({ limit: 'perSource', source: 'bot', points: 5 })
+        // A batch refused for one source gives back, in Redis, what its other sources took.
+        const shop = (n: number) => Array.from({ length: n }, () => makeEvent())
+        expect((await post(hosts[0]!.url, [...shop(5), bot()], { 'x-forwarded-for': '192.0.2.23' })).json).toMatchObject({ limit: 'perSource', source: 'bot' })
+        const given = await post(hosts[1]!.url, shop(5), { 'x-forwarded-for': '192.0.2.24' })
+        expect(given.status, given.text).toBe(200)
+        // Either instance's stats sum both.
+        await waitFor(async () => (await getJson(`${hosts[1]!.url}/admin/events/stats`, admin)).body.rateLimits.refused === 4, 5000, 'both instances\' refusals in stats')
+        const stats = (await getJson(`${hosts[1]!.url}/admin/events/stats`, admin)).body
+        expect(stats.rateLimits).toEqual({ refused: 4, byLimit: { perAddress: 2, perSource: 2 }, storeErrors: 0 })
+      })
     })
   })
 
