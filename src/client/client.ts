@@ -1,0 +1,303 @@
+import type { CanonicalEvents, EventDefinitions, EventSource } from '../model/definitions'
+import { batchBody, batchBytes, defaultLimits, fits, nextBatchSize, queued, type BatchLimits, type QueuedEvent } from './queue'
+import { isRetryableStatus, resolveRetry, retryDelay, type ResolvedRetry } from './retry'
+import { sendBatch, sendBeacon, type Transport } from './transport'
+import { ENVELOPE_VERSION, EventClientError, type ClientEnvelope, type EventClient, type EventClientOptions, type QueueStorage, type TrackOptions } from './types'
+
+/** A page's keepalive budget: every keepalive request in flight shares 64 KiB. Kept under it with room for the URL. */
+const BEACON_BUDGET = 60_000
+
+/** Everything a client holds, in one place. */
+interface ClientState {
+  /** Events waiting to be sent, oldest first. */
+  queue: QueuedEvent[]
+  /** The batch being sent, if any. */
+  inFlight: QueuedEvent[]
+  /** The running send loop, if any. */
+  draining: Promise<void> | undefined
+  /** The interval flush, armed when the first event is queued. */
+  timer: ReturnType<typeof setTimeout> | undefined
+  /** The server's limits, once `GET /events/schema` answered. */
+  serverLimits: BatchLimits | undefined
+  /** Queued events read back from storage, until they are in the queue. */
+  loaded: Promise<void>
+  closed: boolean
+  /** The storage write running, if any, and whether the queue changed since it began. */
+  saving: Promise<void> | undefined
+  dirty: boolean
+  /** Removes the page listeners. */
+  unlisten: (() => void) | undefined
+}
+
+/** Options as the client uses them: every default filled in, once. */
+interface Settings {
+  source: EventSource
+  schemaVersion: number
+  flushAt: number
+  flushInterval: number
+  maxBatchBytes: number
+  maxQueue: number
+  retry: ResolvedRetry
+  schemaUrl: string
+  transport: Transport
+  onError: (error: EventClientError) => void
+  storage: QueueStorage | undefined
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !(value > 0)) throw new RangeError(`[event-ingest/client] ${name} must be a positive number, got ${String(value)}`)
+  return value
+}
+
+function resolveSettings(options: EventClientOptions<EventDefinitions>): Settings {
+  if (typeof options.endpoint !== 'string' || options.endpoint === '') throw new TypeError('[event-ingest/client] endpoint must be the URL event-ingest is mounted at')
+  if (typeof options.source !== 'string') throw new TypeError('[event-ingest/client] source is required')
+  const base = new URL(options.endpoint.replace(/\/+$/, '') + '/', (globalThis as { location?: { href: string } }).location?.href)
+  const fetcher = options.fetch ?? globalThis.fetch
+  if (typeof fetcher !== 'function') throw new TypeError('[event-ingest/client] no fetch: pass one as the fetch option')
+  return {
+    source: options.source,
+    schemaVersion: options.model?.schemaVersion ?? ENVELOPE_VERSION,
+    flushAt: positive('flushAt', options.flushAt, 20),
+    flushInterval: positive('flushInterval', options.flushInterval, 5000),
+    maxBatchBytes: positive('maxBatchBytes', options.maxBatchBytes, 524_288),
+    maxQueue: positive('maxQueue', options.maxQueue, 10_000),
+    retry: resolveRetry(options.retry),
+    schemaUrl: new URL('events/schema', base).href,
+    transport: {
+      ingestUrl: new URL('events/ingest', base).href,
+      token: options.token,
+      key: options.key,
+      threshold: options.compression === false ? false : (options.compression?.threshold ?? 1024),
+      fetch: fetcher.bind(globalThis),
+    },
+    onError: options.onError ?? ((error) => console.warn(error.message)),
+    storage: options.storage,
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+function isoTime(value: Date | string | number | undefined): string {
+  if (value === undefined) return new Date().toISOString()
+  if (typeof value === 'string') return value
+  return new Date(value).toISOString()
+}
+
+/**
+ * Creates a client that queues events, sends them in batches under the server's limits, retries
+ * what may be retried (ids are kept, so a retry is never stored twice) and reports the rest.
+ *
+ * @example
+ * import { createEventClient } from 'event-ingest/client'
+ *
+ * const events = createEventClient({ endpoint: 'https://shop.example.com/api', token: process.env.EVENT_INGEST_TOKEN, source: 'api' })
+ * events.track('OrderCreated', { orderId: 'ord_1', total: 59.9 }, { companyId: 'co_42' })
+ * await events.close()
+ */
+export function createEventClient<D extends EventDefinitions = CanonicalEvents>(options: EventClientOptions<D>): EventClient<D> {
+  const settings = resolveSettings(options as EventClientOptions<EventDefinitions>)
+  const state: ClientState = { queue: [], inFlight: [], draining: undefined, timer: undefined, serverLimits: undefined, loaded: Promise.resolve(), closed: false, saving: undefined, dirty: false, unlisten: undefined }
+  const report = (error: EventClientError) => {
+    try {
+      settings.onError(error)
+    } catch {
+      // A throwing onError must not stop the queue.
+    }
+  }
+
+  /** Saves the queue: one write at a time, the newest state last (writes of a file must not overlap). */
+  const persist = () => {
+    const storage = settings.storage
+    if (!storage) return
+    state.dirty = true
+    state.saving ??= (async () => {
+      while (state.dirty) {
+        state.dirty = false
+        try {
+          await storage.save([...state.inFlight, ...state.queue].map((item) => item.event))
+        } catch (error) {
+          report(new EventClientError('storage', `saving the queue failed: ${String(error)}`, []))
+        }
+      }
+      state.saving = undefined
+    })()
+  }
+
+  const enqueue = (items: QueuedEvent[]) => {
+    state.queue.push(...items)
+    const over = state.queue.length + state.inFlight.length - settings.maxQueue
+    if (over > 0) {
+      const dropped = state.queue.splice(0, over)
+      report(new EventClientError('queue_full', `the queue is full (maxQueue ${settings.maxQueue}): dropped the ${dropped.length} oldest`, dropped.map((item) => item.event)))
+    }
+    persist()
+    if (state.queue.length >= settings.flushAt || batchBytes(state.queue) >= settings.maxBatchBytes) void drain()
+    else if (state.timer === undefined && state.queue.length > 0) {
+      state.timer = setTimeout(() => {
+        state.timer = undefined
+        void drain()
+      }, settings.flushInterval)
+      ;(state.timer as { unref?: () => void }).unref?.()
+    }
+  }
+
+  if (settings.storage) {
+    state.loaded = Promise.resolve()
+      .then(() => settings.storage!.load())
+      .then((events) => {
+        if (events?.length) enqueue(events.map(queued))
+      })
+      .catch((error) => report(new EventClientError('storage', `loading the queue failed: ${String(error)}`, [])))
+  }
+
+  const limits = async (): Promise<BatchLimits> => {
+    if (!state.serverLimits) {
+      try {
+        const response = await settings.transport.fetch(settings.schemaUrl, { headers: { accept: 'application/json' } })
+        const published = response.ok ? ((await response.json()) as { limits?: Partial<BatchLimits> }).limits : undefined
+        if (published) state.serverLimits = { ...defaultLimits, ...published }
+      } catch {
+        // The server's defaults until the schema answers; a 413 still splits a batch.
+      }
+    }
+    const server = state.serverLimits ?? defaultLimits
+    return { maxBodyBytes: Math.min(server.maxBodyBytes, settings.maxBatchBytes), maxEvents: server.maxEvents, maxEventBytes: server.maxEventBytes }
+  }
+
+  /** Sends one batch until it is delivered or reported; returns events to put back in front (a split). */
+  const deliver = async (batch: QueuedEvent[]): Promise<QueuedEvent[]> => {
+    const body = batchBody(batch)
+    for (let attempt = 1; ; attempt++) {
+      const outcome = await sendBatch(settings.transport, body, batchBytes(batch))
+      if (outcome.kind === 'ok') {
+        const rejected = outcome.body?.rejected ?? []
+        if (rejected.length > 0) {
+          report(new EventClientError('rejected', `the server rejected ${rejected.length} event(s): ${rejected[0]!.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, rejected.map((r) => batch[r.index]?.event).filter((e) => e !== undefined), outcome.status, rejected))
+        }
+        return []
+      }
+      const status = outcome.kind === 'http' ? outcome.status : 0
+      if (outcome.kind === 'http' && !isRetryableStatus(status)) {
+        const code = outcome.body?.code
+        if (status === 413 && code === 'event_too_large' && typeof outcome.body?.index === 'number') {
+          const [tooLarge] = batch.splice(outcome.body.index, 1)
+          report(new EventClientError('event_too_large', String(outcome.body.message ?? 'event too large'), tooLarge ? [tooLarge.event] : [], status, outcome.body))
+          return batch
+        }
+        if (status === 413 && batch.length > 1) {
+          // The server's limits are tighter than published (or changed): halve and send again.
+          return batch
+        }
+        report(new EventClientError('refused', `the server refused ${batch.length} event(s) with ${status}${code ? ` ${String(code)}` : ''}: ${String(outcome.body?.message ?? '')}`, batch.map((item) => item.event), status, outcome.body))
+        return []
+      }
+      if (attempt >= settings.retry.attempts) {
+        const why = outcome.kind === 'network' ? String(outcome.error) : `status ${status}`
+        report(new EventClientError('retries_exhausted', `${batch.length} event(s) not delivered after ${attempt} attempt(s) (${why})`, batch.map((item) => item.event), status || undefined))
+        return []
+      }
+      await sleep(retryDelay(settings.retry, attempt, outcome.kind === 'http' ? outcome.retryAfter : null))
+    }
+  }
+
+  const runDrain = async () => {
+    await state.loaded
+    while (state.queue.length > 0) {
+      const current = await limits()
+      // An event that can never fit is reported and removed: it never blocks the queue.
+      const tooLarge = state.queue.filter((item) => !fits(item, current))
+      if (tooLarge.length > 0) {
+        state.queue = state.queue.filter((item) => fits(item, current))
+        report(new EventClientError('event_too_large', `${tooLarge.length} event(s) over the limit (maxEventBytes ${current.maxEventBytes}, body ${current.maxBodyBytes})`, tooLarge.map((item) => item.event)))
+        continue
+      }
+      const size = nextBatchSize(state.queue, current)
+      state.inFlight = state.queue.splice(0, size)
+      const back = await deliver(state.inFlight)
+      if (back.length > 0) {
+        // Halved batches go back in front, in order.
+        const half = Math.ceil(back.length / 2)
+        state.serverLimits = { ...current, maxEvents: Math.max(1, Math.min(current.maxEvents, half)) }
+        state.queue.unshift(...back)
+      }
+      state.inFlight = []
+      persist()
+    }
+  }
+
+  const drain = (): Promise<void> => {
+    if (state.timer !== undefined) {
+      clearTimeout(state.timer)
+      state.timer = undefined
+    }
+    state.draining ??= runDrain().finally(() => {
+      state.draining = undefined
+    })
+    return state.draining
+  }
+
+  const flush = async (): Promise<void> => {
+    await state.loaded
+    while (state.queue.length > 0 || state.draining) await drain()
+  }
+
+  /** The page is hidden or left: what is queued goes out in beacons, within the keepalive budget. */
+  const beacon = () => {
+    if (state.draining || state.queue.length === 0) return
+    let budget = BEACON_BUDGET
+    while (state.queue.length > 0) {
+      const current = state.serverLimits ?? defaultLimits
+      const size = nextBatchSize(state.queue, { ...current, maxBodyBytes: Math.min(budget, current.maxBodyBytes, settings.maxBatchBytes) })
+      if (size === 0) break
+      const batch = state.queue.slice(0, size)
+      if (!sendBeacon(settings.transport, batchBody(batch))) break
+      budget -= batchBytes(batch)
+      state.queue.splice(0, size)
+    }
+    persist()
+  }
+
+  const doc = (globalThis as { document?: Document }).document
+  if (doc && options.beacon !== false && typeof addEventListener === 'function') {
+    const onHidden = () => {
+      if (doc.visibilityState === 'hidden') beacon()
+    }
+    doc.addEventListener('visibilitychange', onHidden)
+    addEventListener('pagehide', beacon)
+    state.unlisten = () => {
+      doc.removeEventListener('visibilitychange', onHidden)
+      removeEventListener('pagehide', beacon)
+    }
+  }
+
+  return {
+    track(name, payload, trackOptions: TrackOptions = {}) {
+      const event: ClientEnvelope = {
+        id: trackOptions.id ?? crypto.randomUUID(),
+        name,
+        schemaVersion: settings.schemaVersion,
+        occurredAt: isoTime(trackOptions.occurredAt),
+        source: settings.source,
+        ...(trackOptions.companyId === undefined ? {} : { companyId: trackOptions.companyId }),
+        ...(trackOptions.subjectId === undefined ? {} : { subjectId: trackOptions.subjectId }),
+        payload: payload as Record<string, unknown>,
+      }
+      if (state.closed) report(new EventClientError('closed', `track("${name}") after close(): not sent`, [event]))
+      else enqueue([queued(event)])
+      return event.id
+    },
+    flush,
+    async close() {
+      state.closed = true
+      state.unlisten?.()
+      state.unlisten = undefined
+      await flush()
+      await state.saving
+    },
+    get size() {
+      return state.queue.length + state.inFlight.length
+    },
+  }
+}
