@@ -10,6 +10,8 @@ export default defineBuildConfig({
     'src/index',
     // The `event-ingest` command (package.json `bin`).
     { input: 'src/cli/main', name: 'cli' },
+    // The producers' client (`event-ingest/client`): no runtime import of the rest.
+    { input: 'src/client/index', name: 'client' },
     ...optional.map((input) => ({ input, name: input.replace(/^src\//, '') })),
   ],
   declaration: 'node16',

@@ -60,7 +60,7 @@ function node(file: string, env: Record<string, string> = {}) {
 describe('the packed package', () => {
   it('ships the built code, its types, the README and the LICENSE', () => {
     const files = packed.files.map((file) => file.path)
-    for (const file of ['package.json', 'README.md', 'LICENSE', 'dist/index.mjs', 'dist/index.d.mts', 'dist/adapters/h3.mjs', 'dist/adapters/express.mjs', 'dist/adapters/koa.mjs', 'dist/adapters/fastify.mjs', 'dist/cli.mjs']) {
+    for (const file of ['package.json', 'README.md', 'LICENSE', 'dist/index.mjs', 'dist/index.d.mts', 'dist/adapters/h3.mjs', 'dist/adapters/express.mjs', 'dist/adapters/koa.mjs', 'dist/adapters/fastify.mjs', 'dist/cli.mjs', 'dist/client.mjs', 'dist/client.d.mts']) {
       expect(files).toContain(file)
     }
   })
