@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -237,8 +237,12 @@ describe('event-ingest/client against a real server', () => {
     const file = join(dir, 'queue.json')
     // The README's file storage.
     const fileStorage = (path: string): QueueStorage => ({
-      load: () => readFile(path, 'utf8').then((text) => JSON.parse(text) as ClientEnvelope[], () => []),
-      save: (events) => writeFile(path, JSON.stringify(events)),
+      load: () => readFile(path, 'utf8').then((text) => JSON.parse(text) as ClientEnvelope[]).catch(() => []),
+      // A new file renamed over the old: a crash mid-write leaves the previous queue, never half of one.
+      save: async (events) => {
+        await writeFile(`${path}.tmp`, JSON.stringify(events))
+        await rename(`${path}.tmp`, path)
+      },
     })
     const first = createEventClient({ endpoint: 'http://127.0.0.1:9', source: 'api', storage: fileStorage(file), flushInterval: 60_000, onError: () => {} })
     const ids = [first.track('OrderCreated', { orderId: 'o1' }), first.track('OrderCreated', { orderId: 'o2' })]
