@@ -13,6 +13,8 @@ interface ClientState {
   queue: QueuedEvent[]
   /** The batch being sent, if any. */
   inFlight: QueuedEvent[]
+  /** Bytes of the queued events' JSON, kept as the queue changes. */
+  queuedBytes: number
   /** The running send loop, if any. */
   draining: Promise<void> | undefined
   /** The interval flush, armed when the first event is queued. */
@@ -98,7 +100,7 @@ function isoTime(value: Date | string | number | undefined): string {
  */
 export function createEventClient<D extends EventDefinitions = CanonicalEvents>(options: EventClientOptions<D>): EventClient<D> {
   const settings = resolveSettings(options as EventClientOptions<EventDefinitions>)
-  const state: ClientState = { queue: [], inFlight: [], draining: undefined, timer: undefined, serverLimits: undefined, loaded: Promise.resolve(), closed: false, saving: undefined, dirty: false, unlisten: undefined }
+  const state: ClientState = { queue: [], queuedBytes: 0, inFlight: [], draining: undefined, timer: undefined, serverLimits: undefined, loaded: Promise.resolve(), closed: false, saving: undefined, dirty: false, unlisten: undefined }
   const report = (error: EventClientError) => {
     try {
       settings.onError(error)
@@ -125,15 +127,21 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
     })()
   }
 
+  const recount = () => {
+    state.queuedBytes = state.queue.reduce((sum, item) => sum + item.bytes, 0)
+  }
+
   const enqueue = (items: QueuedEvent[]) => {
     state.queue.push(...items)
+    for (const item of items) state.queuedBytes += item.bytes
     const over = state.queue.length + state.inFlight.length - settings.maxQueue
     if (over > 0) {
       const dropped = state.queue.splice(0, over)
+      recount()
       report(new EventClientError('queue_full', `the queue is full (maxQueue ${settings.maxQueue}): dropped the ${dropped.length} oldest`, dropped.map((item) => item.event)))
     }
     persist()
-    if (state.queue.length >= settings.flushAt || batchBytes(state.queue) >= settings.maxBatchBytes) void drain()
+    if (state.queue.length >= settings.flushAt || state.queuedBytes + state.queue.length + 1 >= settings.maxBatchBytes) void drain()
     else if (state.timer === undefined && state.queue.length > 0) {
       state.timer = setTimeout(() => {
         state.timer = undefined
@@ -210,17 +218,20 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
       const tooLarge = state.queue.filter((item) => !fits(item, current))
       if (tooLarge.length > 0) {
         state.queue = state.queue.filter((item) => fits(item, current))
+        recount()
         report(new EventClientError('event_too_large', `${tooLarge.length} event(s) over the limit (maxEventBytes ${current.maxEventBytes}, body ${current.maxBodyBytes})`, tooLarge.map((item) => item.event)))
         continue
       }
       const size = nextBatchSize(state.queue, current)
       state.inFlight = state.queue.splice(0, size)
+      recount()
       const back = await deliver(state.inFlight)
       if (back.length > 0) {
         // Halved batches go back in front, in order.
         const half = Math.ceil(back.length / 2)
         state.serverLimits = { ...current, maxEvents: Math.max(1, Math.min(current.maxEvents, half)) }
         state.queue.unshift(...back)
+        recount()
       }
       state.inFlight = []
       persist()
@@ -243,19 +254,32 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
     while (state.queue.length > 0 || state.draining) await drain()
   }
 
-  /** The page is hidden or left: what is queued goes out in beacons, within the keepalive budget. */
+  /**
+   * The page is hidden or left: what is queued goes out in beacons, within the keepalive budget.
+   * A batch in flight (or waiting to be retried) goes too: the page may never see its answer, and
+   * its ids make a second copy harmless.
+   */
   const beacon = () => {
-    if (state.draining || state.queue.length === 0) return
     let budget = BEACON_BUDGET
-    while (state.queue.length > 0) {
-      const current = state.serverLimits ?? defaultLimits
-      const size = nextBatchSize(state.queue, { ...current, maxBodyBytes: Math.min(budget, current.maxBodyBytes, settings.maxBatchBytes) })
-      if (size === 0) break
-      const batch = state.queue.slice(0, size)
-      if (!sendBeacon(settings.transport, batchBody(batch))) break
-      budget -= batchBytes(batch)
-      state.queue.splice(0, size)
+    const current = state.serverLimits ?? defaultLimits
+    const sendFrom = (items: QueuedEvent[]): number => {
+      let sent = 0
+      while (sent < items.length) {
+        const rest = items.slice(sent)
+        const size = nextBatchSize(rest, { ...current, maxBodyBytes: Math.min(budget, current.maxBodyBytes, settings.maxBatchBytes) })
+        if (size === 0) break
+        const batch = rest.slice(0, size)
+        if (!sendBeacon(settings.transport, batchBody(batch))) break
+        budget -= batchBytes(batch)
+        sent += size
+      }
+      return sent
     }
+    sendFrom(state.inFlight)
+    const sent = sendFrom(state.queue)
+    if (sent === 0) return
+    state.queue.splice(0, sent)
+    recount()
     persist()
   }
 
