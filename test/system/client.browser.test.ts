@@ -44,6 +44,7 @@ describe('event-ingest/client in headless Chromium', () => {
   let ingest: EventIngest<any>
   let server: ReturnType<typeof createServer>
   let url: string
+  let setFailNext: (value: boolean) => void = () => {}
   let profile: string
   let context: BrowserContext
   const pageErrors: string[] = []
@@ -53,8 +54,18 @@ describe('event-ingest/client in headless Chromium', () => {
     const bundled = await build({ entryPoints: [join(projectRoot, 'src/client/index.ts')], bundle: true, format: 'esm', platform: 'browser', target: 'es2022', write: false })
     const clientJs = bundled.outputFiles[0]!.text
     ingest = createEventIngest({ env: {} })
+    // The next JSON batch (not a beacon) is answered 503 with a minute's Retry-After.
+    const failNext = () => failing
+    let failing = false
+    setFailNext = (value) => (failing = value)
     await ingest.ready()
     const app = new H3()
+      .use((event) => {
+        if (failNext() && event.url.pathname === '/events/ingest' && event.req.headers.get('content-type') === 'application/json') {
+          setFailNext(false)
+          return new Response(JSON.stringify({ code: 'storage_unavailable', message: 'storage is unavailable' }), { status: 503, headers: { 'content-type': 'application/json', 'retry-after': '60' } })
+        }
+      })
       .get('/shop', () => new Response(page, { headers: { 'content-type': 'text/html; charset=utf-8' } }))
       .get('/client.js', () => new Response(clientJs, { headers: { 'content-type': 'text/javascript' } }))
       .register(eventIngestPlugin(ingest))
@@ -108,6 +119,27 @@ describe('event-ingest/client in headless Chromium', () => {
     const stored = await storedById(ids)
     expect(new Set(stored.map((event) => event.name))).toEqual(new Set(['ProductViewed', 'CartUpdated', 'CheckoutStarted']))
     expect(stored.every((event) => event.source === 'storefront')).toBe(true)
+    await tab.close()
+    expect(pageErrors).toEqual([])
+  })
+
+  it('delivers a batch waiting a minute for its retry when the page is left', async () => {
+    setFailNext(true)
+    const tab = await openShop()
+    const ids = await tab.evaluate(() => {
+      const events = (window as any).events
+      const tracked = [events.track('ProductViewed', { productId: 'prod_r1' }), events.track('ProductViewed', { productId: 'prod_r2' })] as string[]
+      void events.flush()
+      return tracked
+    })
+    const queuedLater = await tab.evaluate(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      return (window as any).events.track('CartUpdated', { cartId: 'cart_r' }) as string
+    })
+    // The first attempt was answered 503 and the client now waits for Retry-After: 60.
+    expect(await storedById([...ids, queuedLater])).toEqual([])
+    await tab.goto('about:blank')
+    await waitFor(async () => (await storedById([...ids, queuedLater])).length === 3, 10_000, 'the batch in retry and the one queued behind it')
     await tab.close()
     expect(pageErrors).toEqual([])
   })
