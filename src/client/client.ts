@@ -24,6 +24,10 @@ interface ClientState {
   /** Queued events read back from storage, until they are in the queue. */
   loaded: Promise<void>
   closed: boolean
+  /** `close()` ran out of time: pending events are reported, not sent. */
+  abandoned: boolean
+  /** Ends the current backoff wait, or aborts the attempt in flight (when `close()` runs out of time). */
+  wake: (() => void) | undefined
   /** The storage write running, if any, and whether the queue changed since it began. */
   saving: Promise<void> | undefined
   dirty: boolean
@@ -39,6 +43,7 @@ interface Settings {
   flushInterval: number
   maxBatchBytes: number
   maxQueue: number
+  requestTimeout: number
   retry: ResolvedRetry
   schemaUrl: string
   transport: Transport
@@ -65,6 +70,7 @@ function resolveSettings(options: EventClientOptions<EventDefinitions>): Setting
     flushInterval: positive('flushInterval', options.flushInterval, 5000),
     maxBatchBytes: positive('maxBatchBytes', options.maxBatchBytes, 524_288),
     maxQueue: positive('maxQueue', options.maxQueue, 10_000),
+    requestTimeout: positive('requestTimeout', options.requestTimeout, 10_000),
     retry: resolveRetry(options.retry),
     schemaUrl: new URL('events/schema', base).href,
     transport: {
@@ -79,7 +85,6 @@ function resolveSettings(options: EventClientOptions<EventDefinitions>): Setting
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 function isoTime(value: Date | string | number | undefined): string {
   if (value === undefined) return new Date().toISOString()
@@ -100,7 +105,7 @@ function isoTime(value: Date | string | number | undefined): string {
  */
 export function createEventClient<D extends EventDefinitions = CanonicalEvents>(options: EventClientOptions<D>): EventClient<D> {
   const settings = resolveSettings(options as EventClientOptions<EventDefinitions>)
-  const state: ClientState = { queue: [], queuedBytes: 0, inFlight: [], draining: undefined, timer: undefined, serverLimits: undefined, loaded: Promise.resolve(), closed: false, saving: undefined, dirty: false, unlisten: undefined }
+  const state: ClientState = { queue: [], queuedBytes: 0, inFlight: [], draining: undefined, timer: undefined, serverLimits: undefined, loaded: Promise.resolve(), closed: false, abandoned: false, wake: undefined, saving: undefined, dirty: false, unlisten: undefined }
   const report = (error: EventClientError) => {
     try {
       settings.onError(error)
@@ -112,7 +117,8 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
   /** Saves the queue: one write at a time, the newest state last (writes of a file must not overlap). */
   const persist = () => {
     const storage = settings.storage
-    if (!storage) return
+    // After close() ran out of time the storage keeps the last queue saved: the next start sends it.
+    if (!storage || state.abandoned) return
     state.dirty = true
     state.saving ??= (async () => {
       while (state.dirty) {
@@ -178,7 +184,12 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
   const deliver = async (batch: QueuedEvent[]): Promise<QueuedEvent[]> => {
     const body = batchBody(batch)
     for (let attempt = 1; ; attempt++) {
-      const outcome = await sendBatch(settings.transport, body, batchBytes(batch))
+      const controller = new AbortController()
+      const timer = setTimeout(() => controller.abort(new Error(`no answer within ${settings.requestTimeout} ms`)), settings.requestTimeout)
+      state.wake = () => controller.abort(new Error('close() ran out of time'))
+      const outcome = await sendBatch(settings.transport, body, batchBytes(batch), controller.signal)
+      clearTimeout(timer)
+      state.wake = undefined
       if (outcome.kind === 'ok') {
         const rejected = outcome.body?.rejected ?? []
         if (rejected.length > 0) {
@@ -187,6 +198,10 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
         return []
       }
       const status = outcome.kind === 'http' ? outcome.status : 0
+      if (state.abandoned) {
+        report(new EventClientError('closed', `close() ran out of time: ${batch.length} event(s) not delivered`, batch.map((item) => item.event), status || undefined))
+        return []
+      }
       if (outcome.kind === 'http' && !isRetryableStatus(status)) {
         const code = outcome.body?.code
         if (status === 413 && code === 'event_too_large' && typeof outcome.body?.index === 'number') {
@@ -206,13 +221,30 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
         report(new EventClientError('retries_exhausted', `${batch.length} event(s) not delivered after ${attempt} attempt(s) (${why})`, batch.map((item) => item.event), status || undefined))
         return []
       }
-      await sleep(retryDelay(settings.retry, attempt, outcome.kind === 'http' ? outcome.retryAfter : null))
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, retryDelay(settings.retry, attempt, outcome.kind === 'http' ? outcome.retryAfter : null))
+        state.wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      state.wake = undefined
+      if (state.abandoned) {
+        report(new EventClientError('closed', `close() ran out of time: ${batch.length} event(s) not delivered`, batch.map((item) => item.event), status || undefined))
+        return []
+      }
     }
   }
 
   const runDrain = async () => {
     await state.loaded
     while (state.queue.length > 0) {
+      if (state.abandoned) {
+        const left = state.queue.splice(0)
+        recount()
+        report(new EventClientError('closed', `close() ran out of time: ${left.length} event(s) not sent`, left.map((item) => item.event)))
+        break
+      }
       const current = await limits()
       // An event that can never fit is reported and removed: it never blocks the queue.
       const tooLarge = state.queue.filter((item) => !fits(item, current))
@@ -313,11 +345,26 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
       return event.id
     },
     flush,
-    async close() {
+    async close(closeOptions = {}) {
       state.closed = true
       state.unlisten?.()
       state.unlisten = undefined
-      await flush()
+      const timeoutMs = closeOptions.timeoutMs
+      if (timeoutMs === undefined) await flush()
+      else {
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const outOfTime = new Promise<void>((resolve) => {
+          timer = setTimeout(() => {
+            state.abandoned = true
+            state.wake?.()
+            resolve()
+          }, timeoutMs)
+        })
+        await Promise.race([flush(), outOfTime])
+        clearTimeout(timer)
+        // The attempt in flight, if any, ends by itself (its batch is reported unless it lands).
+        if (state.abandoned) await flush()
+      }
       await state.saving
     },
     get size() {

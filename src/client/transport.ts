@@ -36,7 +36,7 @@ async function gzip(body: string): Promise<Uint8Array | undefined> {
 }
 
 /** One attempt: the body gzipped above the threshold, this attempt's send time in `x-event-sent-at`. */
-export async function sendBatch(transport: Transport, body: string, bytes: number): Promise<SendOutcome> {
+export async function sendBatch(transport: Transport, body: string, bytes: number, signal?: AbortSignal): Promise<SendOutcome> {
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (transport.token) headers['x-event-token'] = transport.token
   let payload: string | Uint8Array = body
@@ -50,12 +50,13 @@ export async function sendBatch(transport: Transport, body: string, bytes: numbe
   headers['x-event-sent-at'] = new Date().toISOString()
   let response: Response
   try {
-    response = await transport.fetch(ingestTarget(transport), { method: 'POST', headers, body: payload as BodyInit })
+    response = await transport.fetch(ingestTarget(transport), { method: 'POST', headers, body: payload as BodyInit, ...(signal ? { signal } : {}) })
   } catch (error) {
     return { kind: 'network', error }
   }
   let parsed: unknown
   try {
+    // The signal covers the body too: a server that stalls mid-answer is a failed attempt.
     parsed = await response.json()
   } catch (error) {
     // A 200 whose body is cut off leaves the outcome unknown: retried, dedupe by id makes it safe.

@@ -79,6 +79,11 @@ export interface EventClientOptions<D extends EventDefinitions = CanonicalEvents
    * @default 10_000
    */
   maxQueue?: number
+  /**
+   * An attempt with no answer (headers and body) within this many milliseconds fails, and is retried.
+   * @default 10_000
+   */
+  requestTimeout?: number
   /** `false`: one attempt only. */
   retry?: RetryOptions | false
   /**
@@ -149,8 +154,12 @@ export interface EventClient<D extends EventDefinitions = CanonicalEvents> {
   track<N extends keyof D & string>(name: N, payload: PayloadOf<D[N]>, options?: TrackOptions): string
   /** Sends everything queued, retrying as configured; resolves when each event is delivered or reported. */
   flush(): Promise<void>
-  /** Stops timers and listeners and flushes; further `track()` calls are reported (`closed`). */
-  close(): Promise<void>
+  /**
+   * Stops timers and listeners and flushes; further `track()` calls are reported (`closed`). With
+   * `timeoutMs` (a serverless handler's budget), what is not delivered by then is reported
+   * (`closed`) instead of waited for; a storage keeps it for the next start.
+   */
+  close(options?: { timeoutMs?: number }): Promise<void>
   /** Events held: queued and in flight. */
   readonly size: number
 }

@@ -188,6 +188,40 @@ describe('event-ingest/client against a real server', () => {
     expect(errors.map((error) => error.code)).toEqual(['closed'])
   })
 
+  it('close({ timeoutMs }) reports what it could not deliver in time, and a storage keeps it for the next start', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ei-client-close-'))
+    cleanups.push(() => rm(dir, { recursive: true, force: true }))
+    const file = join(dir, 'queue.json')
+    const storage: QueueStorage = {
+      load: () => [],
+      save: async (events) => {
+        await writeFile(`${file}.tmp`, JSON.stringify(events))
+        await rename(`${file}.tmp`, file)
+      },
+    }
+    const { client, errors, proxy } = await setup({
+      server: { limits: { maxEvents: 2 } },
+      client: { storage },
+      proxy: () => ({ status: 503, headers: { 'retry-after': '60' }, body: { code: 'storage_unavailable', message: 'down' } }),
+    })
+    const ids = [1, 2, 3].map((n) => client.track('ProductViewed', product(n)))
+    await client.close({ timeoutMs: 300 })
+    expect(proxy.seen).toHaveLength(1)
+    expect(client.size).toBe(0)
+    expect(errors.map((error) => error.code)).toEqual(['closed', 'closed'])
+    expect(errors.flatMap((error) => error.events.map((event) => event.id))).toEqual(ids)
+    expect((JSON.parse(await readFile(file, 'utf8')) as ClientEnvelope[]).map((event) => event.id)).toEqual(ids)
+  })
+
+  it('gives up on an attempt with no answer within requestTimeout, and retries it', async () => {
+    const { client, proxy, stored, errors } = await setup({ client: { requestTimeout: 300 }, proxy: (_request, n) => (n === 1 ? 'hang' : 'forward') })
+    const id = client.track('ProductViewed', product(1))
+    await client.flush()
+    expect(proxy.seen.map((request) => request.ids)).toEqual([[id], [id]])
+    expect((await stored()).map((event) => event.id)).toEqual([id])
+    expect(errors).toEqual([])
+  })
+
   it('gzips bodies above the threshold, and the server accepts them', async () => {
     const { client, proxy, stored } = await setup({ client: { compression: { threshold: 500 } } })
     client.track('ProductViewed', product(1))

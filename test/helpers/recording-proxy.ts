@@ -19,9 +19,9 @@ export interface SeenRequest {
 /**
  * What the proxy does with an ingest request (the `n`th, from 1): pass it to the server, answer
  * itself, or pass it on and answer something else (a lost 200: the server stored the batch, the
- * client hears otherwise).
+ * client hears otherwise), or never answer (`hang`).
  */
-export type ProxyBehaviour = (request: SeenRequest, n: number) => 'forward' | { status: number; headers?: Record<string, string>; body?: unknown; forward?: boolean }
+export type ProxyBehaviour = (request: SeenRequest, n: number) => 'forward' | 'hang' | { status: number; headers?: Record<string, string>; body?: unknown; forward?: boolean }
 
 /**
  * A loopback proxy in front of a real event-ingest server that records every ingest request and
@@ -59,6 +59,7 @@ export async function startRecordingProxy(target: string, behaviour: ProxyBehavi
       res.writeHead(answer.status, Object.fromEntries(Object.entries(answer.headers).filter(([name]) => ['content-type', 'retry-after'].includes(name)))).end(answer.text)
       return
     }
+    if (action === 'hang') return
     if (action.forward) await forward()
     res.writeHead(action.status, { 'content-type': 'application/json', ...action.headers }).end(JSON.stringify(action.body ?? {}))
   })
