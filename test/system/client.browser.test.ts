@@ -44,6 +44,8 @@ describe('event-ingest/client in headless Chromium', () => {
   let ingest: EventIngest<any>
   let server: ReturnType<typeof createServer>
   let url: string
+  /** The content encoding of each ingest request, in order. */
+  const encodings: string[] = []
   let setFailNext: (value: boolean) => void = () => {}
   let profile: string
   let context: BrowserContext
@@ -61,6 +63,7 @@ describe('event-ingest/client in headless Chromium', () => {
     await ingest.ready()
     const app = new H3()
       .use((event) => {
+        if (event.url.pathname === '/events/ingest') encodings.push(event.req.headers.get('content-encoding') ?? 'identity')
         if (failNext() && event.url.pathname === '/events/ingest' && event.req.headers.get('content-type') === 'application/json') {
           setFailNext(false)
           return new Response(JSON.stringify({ code: 'storage_unavailable', message: 'storage is unavailable' }), { status: 503, headers: { 'content-type': 'application/json', 'retry-after': '60' } })
@@ -142,6 +145,21 @@ describe('event-ingest/client in headless Chromium', () => {
     await waitFor(async () => (await storedById([...ids, queuedLater])).length === 3, 10_000, 'the batch in retry and the one queued behind it')
     await tab.close()
     expect(pageErrors).toEqual([])
+  })
+
+  it('gzips a large batch with CompressionStream, and the server stores it', async () => {
+    const tab = await openShop()
+    const before = encodings.length
+    const ids = await tab.evaluate(async () => {
+      const events = (window as any).events
+      const tracked = Array.from({ length: 15 }, (_, n) => events.track('ProductViewed', { productId: `prod_gz_${n}`, description: 'a long description '.repeat(20) })) as string[]
+      await events.flush()
+      return tracked
+    })
+    expect(encodings.slice(before)).toEqual(['gzip'])
+    expect((await storedById(ids)).length).toBe(15)
+    expect(await tab.evaluate(() => (window as any).errors)).toEqual([])
+    await tab.close()
   })
 
   it('gives correct lag from a page whose clock is an hour ahead, by fetch and by beacon', async () => {
