@@ -21,6 +21,8 @@ interface ClientState {
   timer: ReturnType<typeof setTimeout> | undefined
   /** The server's limits, once `GET /events/schema` answered. */
   serverLimits: BatchLimits | undefined
+  /** When the schema may be asked for again, after it failed. */
+  schemaRetryAt: number
   /** Queued events read back from storage, until they are in the queue. */
   loaded: Promise<void>
   closed: boolean
@@ -105,7 +107,7 @@ function isoTime(value: Date | string | number | undefined): string {
  */
 export function createEventClient<D extends EventDefinitions = CanonicalEvents>(options: EventClientOptions<D>): EventClient<D> {
   const settings = resolveSettings(options as EventClientOptions<EventDefinitions>)
-  const state: ClientState = { queue: [], queuedBytes: 0, inFlight: [], draining: undefined, timer: undefined, serverLimits: undefined, loaded: Promise.resolve(), closed: false, abandoned: false, wake: undefined, saving: undefined, dirty: false, unlisten: undefined }
+  const state: ClientState = { queue: [], queuedBytes: 0, inFlight: [], draining: undefined, timer: undefined, serverLimits: undefined, schemaRetryAt: 0, loaded: Promise.resolve(), closed: false, abandoned: false, wake: undefined, saving: undefined, dirty: false, unlisten: undefined }
   const report = (error: EventClientError) => {
     try {
       settings.onError(error)
@@ -167,9 +169,11 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
   }
 
   const limits = async (): Promise<BatchLimits> => {
-    if (!state.serverLimits) {
+    if (!state.serverLimits && Date.now() >= state.schemaRetryAt) {
+      // Asked once a minute at most while it fails (a host may not serve the schema route).
+      state.schemaRetryAt = Date.now() + 60_000
       try {
-        const response = await settings.transport.fetch(settings.schemaUrl, { headers: { accept: 'application/json' } })
+        const response = await settings.transport.fetch(settings.schemaUrl, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(settings.requestTimeout) })
         const published = response.ok ? ((await response.json()) as { limits?: Partial<BatchLimits> }).limits : undefined
         if (published) state.serverLimits = { ...defaultLimits, ...published }
       } catch {
@@ -180,8 +184,11 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
     return { maxBodyBytes: Math.min(server.maxBodyBytes, settings.maxBatchBytes), maxEvents: server.maxEvents, maxEventBytes: server.maxEventBytes }
   }
 
-  /** Sends one batch until it is delivered or reported; returns events to put back in front (a split). */
-  const deliver = async (batch: QueuedEvent[]): Promise<QueuedEvent[]> => {
+  /**
+   * Sends one batch until it is delivered or reported; returns events to put back in front, and
+   * whether batches must get smaller (a 413 under the published limits).
+   */
+  const deliver = async (batch: QueuedEvent[]): Promise<{ back: QueuedEvent[]; smaller?: boolean }> => {
     const body = batchBody(batch)
     for (let attempt = 1; ; attempt++) {
       const controller = new AbortController()
@@ -195,31 +202,31 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
         if (rejected.length > 0) {
           report(new EventClientError('rejected', `the server rejected ${rejected.length} event(s): ${rejected[0]!.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, rejected.map((r) => batch[r.index]?.event).filter((e) => e !== undefined), outcome.status, rejected))
         }
-        return []
+        return { back: [] }
       }
       const status = outcome.kind === 'http' ? outcome.status : 0
       if (state.abandoned) {
         report(new EventClientError('closed', `close() ran out of time: ${batch.length} event(s) not delivered`, batch.map((item) => item.event), status || undefined))
-        return []
+        return { back: [] }
       }
       if (outcome.kind === 'http' && !isRetryableStatus(status)) {
         const code = outcome.body?.code
         if (status === 413 && code === 'event_too_large' && typeof outcome.body?.index === 'number') {
           const [tooLarge] = batch.splice(outcome.body.index, 1)
           report(new EventClientError('event_too_large', String(outcome.body.message ?? 'event too large'), tooLarge ? [tooLarge.event] : [], status, outcome.body))
-          return batch
+          return { back: batch }
         }
         if (status === 413 && batch.length > 1) {
           // The server's limits are tighter than published (or changed): halve and send again.
-          return batch
+          return { back: batch, smaller: true }
         }
         report(new EventClientError('refused', `the server refused ${batch.length} event(s) with ${status}${code ? ` ${String(code)}` : ''}: ${String(outcome.body?.message ?? '')}`, batch.map((item) => item.event), status, outcome.body))
-        return []
+        return { back: [] }
       }
       if (attempt >= settings.retry.attempts) {
         const why = outcome.kind === 'network' ? String(outcome.error) : `status ${status}`
         report(new EventClientError('retries_exhausted', `${batch.length} event(s) not delivered after ${attempt} attempt(s) (${why})`, batch.map((item) => item.event), status || undefined))
-        return []
+        return { back: [] }
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, retryDelay(settings.retry, attempt, outcome.kind === 'http' ? outcome.retryAfter : null))
@@ -231,7 +238,7 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
       state.wake = undefined
       if (state.abandoned) {
         report(new EventClientError('closed', `close() ran out of time: ${batch.length} event(s) not delivered`, batch.map((item) => item.event), status || undefined))
-        return []
+        return { back: [] }
       }
     }
   }
@@ -257,11 +264,10 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
       const size = nextBatchSize(state.queue, current)
       state.inFlight = state.queue.splice(0, size)
       recount()
-      const back = await deliver(state.inFlight)
+      const { back, smaller } = await deliver(state.inFlight)
+      if (smaller) state.serverLimits = { ...current, maxEvents: Math.max(1, Math.ceil(back.length / 2)) }
       if (back.length > 0) {
-        // Halved batches go back in front, in order.
-        const half = Math.ceil(back.length / 2)
-        state.serverLimits = { ...current, maxEvents: Math.max(1, Math.min(current.maxEvents, half)) }
+        // What was not sent goes back in front, in order.
         state.queue.unshift(...back)
         recount()
       }

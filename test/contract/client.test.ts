@@ -244,6 +244,21 @@ describe('event-ingest/client against a real server', () => {
     expect((await stored()).map((event) => event.id).sort()).toEqual([before, after].sort())
   })
 
+  it('splits a batch the server refuses with 413 body_too_large, and drops only the event a 413 event_too_large names', async () => {
+    const { client, proxy, stored, errors } = await setup({
+      proxy: (request, n) => {
+        if (n === 1) return { status: 413, body: { code: 'body_too_large', message: 'body is over maxBodyBytes (1000)', limit: 'maxBodyBytes', value: 1000 } }
+        if (request.ids.length === 4 && n === 2) return { status: 413, body: { code: 'event_too_large', message: 'event 1 is over maxEventBytes', index: 1, id: request.ids[1] } }
+        return 'forward'
+      },
+    })
+    const ids = Array.from({ length: 8 }, (_, n) => client.track('ProductViewed', product(n)))
+    await client.flush()
+    expect(proxy.seen.map((request) => request.ids.length)).toEqual([8, 4, 4, 3])
+    expect(errors.map((error) => [error.code, error.events.map((event) => event.id)])).toEqual([['event_too_large', [ids[1]]]])
+    expect((await stored()).map((event) => event.id).sort()).toEqual(ids.filter((_, n) => n !== 1).sort())
+  })
+
   it('reports events the server rejected in a 200, without retrying them', async () => {
     const { client, proxy, errors, stored } = await setup()
     const wrong = (client.track as (name: string, payload: object) => string)('NoSuchEvent', {})
