@@ -88,6 +88,19 @@ function resolveSettings(options: EventClientOptions<EventDefinitions>): Setting
 }
 
 
+/**
+ * A random UUID (v4). `crypto.randomUUID` exists only in secure contexts (https, localhost): a page
+ * served over plain http gets the same from `crypto.getRandomValues`.
+ */
+export function randomId(): string {
+  if (typeof crypto.randomUUID === 'function') return crypto.randomUUID()
+  const bytes = crypto.getRandomValues(new Uint8Array(16))
+  bytes[6] = (bytes[6]! & 0x0f) | 0x40
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80
+  const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('')
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
+}
+
 function isoTime(value: Date | string | number | undefined): string {
   if (value === undefined) return new Date().toISOString()
   if (typeof value === 'string') return value
@@ -337,7 +350,7 @@ export function createEventClient<D extends EventDefinitions = CanonicalEvents>(
   return {
     track(name, payload, trackOptions: TrackOptions = {}) {
       const event: ClientEnvelope = {
-        id: trackOptions.id ?? crypto.randomUUID(),
+        id: trackOptions.id ?? randomId(),
         name,
         schemaVersion: settings.schemaVersion,
         occurredAt: isoTime(trackOptions.occurredAt),
