@@ -12,6 +12,8 @@ export default defineBuildConfig({
     { input: 'src/cli/main', name: 'cli' },
     // The fs driver alone, for hosts that mount it in their own unstorage (`event-ingest/fs`).
     { input: 'src/storage/fs-driver', name: 'fs' },
+    // The producers' client (`event-ingest/client`): no runtime import of the rest.
+    { input: 'src/client/index', name: 'client' },
     ...optional.map((input) => ({ input, name: input.replace(/^src\//, '') })),
   ],
   declaration: 'node16',

@@ -7,6 +7,7 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^event-ingest$/, replacement: here('./src/index.ts') },
+      { find: /^event-ingest\/client$/, replacement: here('./src/client/index.ts') },
       { find: /^event-ingest\/h3$/, replacement: here('./adapters/h3.ts') },
       { find: /^event-ingest\/(express|koa|fastify)$/, replacement: here('./adapters/$1.ts') },
     ],

@@ -32,8 +32,27 @@ function run(name: string, env: Record<string, string> = {}) {
 }
 
 describe('README examples run as written', () => {
-  it('has an example for h3, Express, Koa, Fastify and the core', () => {
-    expect([...examples.keys()].sort()).toEqual(['core', 'express', 'fastify', 'h3', 'koa'])
+  it('has an example for h3, Express, Koa, Fastify, the core and the client', () => {
+    expect([...examples.keys()].sort()).toEqual(['client', 'core', 'express', 'fastify', 'h3', 'koa'])
+  })
+
+  it('client: delivers its event to the h3 example and prints the id, which the server then knows', async () => {
+    const port = await freePort()
+    const server = run('h3', { PORT: String(port) })
+    const url = `http://127.0.0.1:${port}/api`
+    await waitFor(async () => {
+      if (server.child.exitCode !== null) throw new Error(`the example exited: ${server.output()}`)
+      return fetch(`${url}/events/schema`).then((r) => r.ok, () => false)
+    }, 20_000, 'the h3 example to listen')
+    const { child, output } = run('client', { EVENT_INGEST_URL: url })
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+    expect(code, output()).toBe(0)
+    const id = output().trim()
+    expect(id).toMatch(/^[0-9a-f-]{36}$/)
+    // Sent again by hand, the same id is a duplicate: the client's event was stored.
+    const again = await fetch(`${url}/events/ingest`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify([makeEvent({ id, name: 'OrderCreated', source: 'api' })]) })
+    expect(await again.json()).toEqual({ accepted: 0, duplicates: 1, rejected: [] })
+    server.child.kill('SIGKILL')
   })
 
   for (const name of ['h3', 'express', 'koa', 'fastify']) {

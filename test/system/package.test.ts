@@ -60,7 +60,7 @@ function node(file: string, env: Record<string, string> = {}) {
 describe('the packed package', () => {
   it('ships the built code, its types, the README and the LICENSE', () => {
     const files = packed.files.map((file) => file.path)
-    for (const file of ['package.json', 'README.md', 'LICENSE', 'dist/index.mjs', 'dist/index.d.mts', 'dist/adapters/h3.mjs', 'dist/adapters/express.mjs', 'dist/adapters/koa.mjs', 'dist/adapters/fastify.mjs', 'dist/cli.mjs', 'dist/fs.mjs', 'dist/fs.d.mts']) {
+    for (const file of ['package.json', 'README.md', 'LICENSE', 'dist/index.mjs', 'dist/index.d.mts', 'dist/adapters/h3.mjs', 'dist/adapters/express.mjs', 'dist/adapters/koa.mjs', 'dist/adapters/fastify.mjs', 'dist/cli.mjs', 'dist/fs.mjs', 'dist/fs.d.mts', 'dist/client.mjs', 'dist/client.d.mts']) {
       expect(files).toContain(file)
     }
   })
@@ -127,6 +127,11 @@ describe('the packed package', () => {
       'const model = createEventModel({ events: { RefundIssued: { sources: [\'api\'], payload: z.object({ orderId: z.string() }) } } })',
       'type Event = InferEvent<typeof model>',
       "export function orderOf(event: Event): string | undefined { return event.name === 'RefundIssued' ? event.payload.orderId : undefined }",
+      "import { createEventClient } from 'event-ingest/client'",
+      "const client = createEventClient({ endpoint: 'http://127.0.0.1:1', source: 'api', model })",
+      "export const refund = (): string => client.track('RefundIssued', { orderId: 'o1' })",
+      "// @ts-expect-error the payload's type follows from the name",
+      "export const wrong = (): string => client.track('RefundIssued', { orderId: 1 })",
     ].join('\n'))
     const tsc = async (skipLibCheck: boolean) => {
       await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
@@ -143,6 +148,20 @@ describe('the packed package', () => {
     const errors = await tsc(false)
     expect(errors.filter((line) => !line.startsWith('node_modules/unstorage/'))).toEqual([])
   }, 240_000)
+
+  it('runs event-ingest/client from plain Node ESM: a standalone module that imports nothing', async () => {
+    const client = await readFile(join(app, 'node_modules/event-ingest/dist/client.mjs'), 'utf8')
+    expect(client).not.toMatch(/^\s*import\b/m)
+    await writeFile(join(app, 'client.mjs'), [
+      "import { createEventClient, EventClientError } from 'event-ingest/client'",
+      "const client = createEventClient({ endpoint: 'http://127.0.0.1:1', source: 'api', retry: false, onError: (error) => console.log(error instanceof EventClientError, error.code) })",
+      "client.track('OrderCreated', { orderId: 'o1' })",
+      'await client.close()',
+    ].join('\n'))
+    const script = node('client.mjs')
+    expect(await script.exited, script.stderr()).toBe(0)
+    expect(script.stdout().trim()).toBe('true retries_exhausted')
+  })
 
   it('installs the event-ingest command: exports a model, and a breaking change fails the check with exit 1', async () => {
     await writeFile(join(app, 'events.mjs'), [

@@ -59,7 +59,7 @@ function findCycles(graph: Map<string, string[]>): string[][] {
  * The layers of docs/design/architecture.md, lowest first: a module imports modules of its own
  * layer or of layers below it, never above (type-only imports included).
  */
-const layers = ['base', 'model', 'storage', 'log', 'stats', 'forward', 'http', 'core', 'governance', 'index', 'adapters', 'cli'] as const
+const layers = ['base', 'model', 'storage', 'log', 'stats', 'forward', 'http', 'core', 'governance', 'index', 'adapters', 'cli', 'client'] as const
 
 /** The layer of a file: its folder under src/, `index` for src/index.ts, `adapters` for adapters/. */
 function layerOf(file: string): string {
@@ -87,6 +87,22 @@ describe('module structure', () => {
   it('places every source folder in a layer', () => {
     const unplaced = [...new Set(files.map(layerOf))].filter((layer) => !(layers as readonly string[]).includes(layer))
     expect(unplaced, 'folders missing from the layer table (and from docs/design/architecture.md)').toEqual([])
+  })
+
+  it('keeps the client free of server code: from outside src/client, types only', () => {
+    const text = (file: string) => readFileSync(join(root, file), 'utf8')
+    const client = files.filter((file) => file.startsWith('src/client/'))
+    expect(client).toContain('src/client/index.ts')
+    const outside = client.flatMap((file) =>
+      [...text(file).matchAll(/^\s*(import|export)\s+(type\s+)?[\w\s{},*$]*?\bfrom\s*['"](\.{1,2}\/[^'"]+)['"]/gm)]
+        .filter((match) => !resolve(file, match[3]!).startsWith('src/client/'))
+        .map((match) => ({ typeOnly: Boolean(match[2]), edge: `${file} -> ${match[3]}` })),
+    )
+    // The model's types are read (the payload types follow from its definitions)...
+    expect(outside.filter((i) => i.typeOnly).map((i) => i.edge)).toContain('src/client/types.ts -> ../model/definitions')
+    // ...and nothing else.
+    const runtime = outside.filter((i) => !i.typeOnly).map((i) => i.edge)
+    expect(runtime, 'runtime imports of server code in the client').toEqual([])
   })
 
   it('imports only from its own layer or the layers below', () => {
