@@ -300,7 +300,7 @@ export function resolveOptions<D extends EventDefinitions = any>(
     instanceId,
     sink,
     cors: options.cors && Object.freeze({ origin: options.cors.origin, maxAge: options.cors.maxAge ?? defaults.corsMaxAge }),
-    rateLimits: resolveRateLimits(options.rateLimits, tokens.length === 0, defaults.rateLimits),
+    rateLimits: resolveRateLimits(options.rateLimits, tokens.length === 0, defaults.rateLimits, publishableKeys.length > 0),
     stats: Object.freeze({
       windowMinutes: stats?.windowMinutes ?? statsDefaults.windowMinutes,
       futureToleranceMs: stats?.futureToleranceMs ?? statsDefaults.futureToleranceMs,

@@ -289,8 +289,9 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
   }
 
   /** A batch with no parse of ours to carry (a host's, or a publishable key's body): validated from the value. */
-  function ingestKeyed(request: IngestHttpRequest, value: unknown, credential: Credential, format: BodyFormat): Promise<IngestResult> {
+  async function ingestKeyed(request: IngestHttpRequest, value: unknown, credential: Credential, format: BodyFormat): Promise<IngestResult> {
     const { events, key } = keyedEvents(request, value, credential)
+    if (credential === 'body' && key && options.rateLimits) await options.rateLimits.key(key.id)
     return ingestBatch(format === 'cloudevent' ? cloudEventBatchOf(events) : events, { sentAt: sentAtOf(request), key, format: formatOf(format) })
   }
 
@@ -305,8 +306,10 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
     // Every request of an address counts, those with a wrong token too.
     if (limits) await limits.address(request.remoteAddress, header(request.headers, 'x-forwarded-for'))
     const credential: Credential = open ? 'token' : credentialOf(request)
-    // A valid secret token: its own limit (a publishable key's requests count by address and source).
+    // A valid secret token, or an accepted publishable key: its own limit (a key in the body is
+    // counted once the body is read).
     if (limits && !open && credential === 'token') await limits.token(header(request.headers, 'x-event-token')!)
+    else if (limits && typeof credential === 'object') await limits.key(credential.id)
     const format = checkContentType(header(request.headers, 'content-type'))
     const lengthHeader = header(request.headers, 'content-length')
     const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined

@@ -24,6 +24,8 @@ export interface RateLimitOptions {
   perAddress?: RateLimitRule
   /** Ingest requests per valid ingest token, counted once the token is checked. Needs `token`. */
   perToken?: RateLimitRule
+  /** Ingest requests per publishable key (by its public `id`), counted once the key is accepted. Needs `publishableKeys`. */
+  perKey?: RateLimitRule
   /** Events per source (`storefront`, `bot`, …), summed over every producer; counted once the body is parsed. */
   perSource?: RateLimitRule
   /**
@@ -37,27 +39,28 @@ export interface RateLimitOptions {
 }
 
 /** The names of the limits, as the 429 body and the stats name them. */
-export const rateLimitNames = ['perAddress', 'perToken', 'perSource'] as const
+export const rateLimitNames = ['perAddress', 'perToken', 'perKey', 'perSource'] as const
 export type RateLimitName = (typeof rateLimitNames)[number]
 
 /** {@link RateLimitOptions} checked; frozen. */
 export interface ResolvedRateLimits {
   readonly perAddress: Readonly<RateLimitRule> | undefined
   readonly perToken: Readonly<RateLimitRule> | undefined
+  readonly perKey: Readonly<RateLimitRule> | undefined
   readonly perSource: Readonly<RateLimitRule> | undefined
   /** `0`: the socket's peer; `Infinity`: the leftmost `X-Forwarded-For` entry; `n`: `n` hops in. */
   readonly trustedHops: number
 }
 
 /** What each limit counts, for messages. */
-const unitOf: Record<RateLimitName, string> = { perAddress: 'requests', perToken: 'requests', perSource: 'events' }
+const unitOf: Record<RateLimitName, string> = { perAddress: 'requests', perToken: 'requests', perKey: 'requests', perSource: 'events' }
 
 /**
  * Checks the `rateLimits` option and returns it resolved; `undefined` when no limit is set. A bad
  * value throws naming the field. `open` says whether ingest takes no token (then `perToken` has
  * nothing to count, which is a mistake worth saying).
  */
-export function resolveRateLimits(option: unknown, open: boolean, defaults: { readonly trustProxy: boolean | number }): ResolvedRateLimits | undefined {
+export function resolveRateLimits(option: unknown, open: boolean, defaults: { readonly trustProxy: boolean | number }, keyed = false): ResolvedRateLimits | undefined {
   if (option === undefined || option === false) return undefined
   checkObject('rateLimits', option)
   const value = option as RateLimitOptions
@@ -79,11 +82,15 @@ export function resolveRateLimits(option: unknown, open: boolean, defaults: { re
   if (value.perToken && open) {
     throw new TypeError('[event-ingest] rateLimits.perToken is set but ingest takes no token (set token or EVENT_INGEST_TOKEN): there is no token to count')
   }
-  if (!value.perAddress && !value.perToken && !value.perSource) return undefined
+  if (value.perKey && !keyed) {
+    throw new TypeError('[event-ingest] rateLimits.perKey is set but no publishable key is configured (publishableKeys or EVENT_PUBLISHABLE_KEYS): there is no key to count')
+  }
+  if (!value.perAddress && !value.perToken && !value.perKey && !value.perSource) return undefined
   const rule = (name: RateLimitName) => value[name] && Object.freeze({ points: value[name]!.points, durationSeconds: value[name]!.durationSeconds })
   return Object.freeze({
     perAddress: rule('perAddress'),
     perToken: rule('perToken'),
+    perKey: rule('perKey'),
     perSource: rule('perSource'),
     trustedHops: trust === true ? Number.POSITIVE_INFINITY : typeof trust === 'number' ? trust : 0,
   })
@@ -284,6 +291,10 @@ export function createRequestLimits(settings: ResolvedRateLimits, limiter: () =>
       if (!settings.perAddress) return
       const address = clientAddress(remote, forwardedFor, settings.trustedHops)
       if (address !== undefined) await (await limiter()).consume('perAddress', address, 1)
+    },
+    /** One request made with the publishable key of public id `id` (an accepted one). */
+    async key(id: string): Promise<void> {
+      if (settings.perKey) await (await limiter()).consume('perKey', id, 1)
     },
     /** One request made with `token` (a valid one). */
     async token(token: string): Promise<void> {

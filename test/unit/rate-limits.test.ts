@@ -35,6 +35,7 @@ describe('rateLimits option', () => {
     expect(resolveOptions({ rateLimits: { perAddress: { points: 1, durationSeconds: 1 } } }, {}, fixedId).rateLimits).toEqual({
       perAddress: { points: 1, durationSeconds: 1 },
       perToken: undefined,
+      perKey: undefined,
       perSource: undefined,
       trustedHops: 0,
     })
@@ -46,7 +47,7 @@ describe('rateLimits option', () => {
   it('has the defaults the README documents: off, and trustProxy false', () => {
     const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
     expect(readme).toMatch(/^\| `rateLimits` \| \| none \|/m)
-    for (const name of ['perAddress', 'perToken', 'perSource']) expect(readme).toMatch(new RegExp(`^\\| \`${name}\` \\| off \\|`, 'm'))
+    for (const name of ['perAddress', 'perToken', 'perKey', 'perSource']) expect(readme).toMatch(new RegExp(`^\\| \`${name}\` \\| off \\|`, 'm'))
     const trust = /^\| `trustProxy` \| `(\w+)` \|/m.exec(readme)
     expect(JSON.parse(trust![1]!)).toBe(defaults.rateLimits.trustProxy)
   })
@@ -63,12 +64,16 @@ describe('rateLimits option', () => {
       [{ perSource: { points: 10, durationSeconds: 60 }, trustProxy: -1 }, /rateLimits\.trustProxy must be true, false or a number of proxy hops/],
       [{ perSource: { points: 10, durationSeconds: 60 }, trustProxy: 'loopback' }, /rateLimits\.trustProxy must be true, false or a number of proxy hops .*got "loopback"/],
       [{ perToken: { points: 10, durationSeconds: 60 } }, /rateLimits\.perToken is set but ingest takes no token/],
+      [{ perKey: { points: 10, durationSeconds: 60 } }, /rateLimits\.perKey is set but no publishable key is configured/],
     ]
     for (const [rateLimits, message] of bad) {
       expect(() => resolveOptions({ rateLimits: rateLimits as never }, {}, fixedId), JSON.stringify(rateLimits)).toThrow(message)
     }
     // With a token, perToken has something to count.
     expect(resolveOptions({ token: 't', rateLimits: { perToken: { points: 10, durationSeconds: 60 } } }, {}, fixedId).rateLimits!.perToken).toEqual({ points: 10, durationSeconds: 60 })
+    // With a publishable key, perKey has.
+    const publishableKeys = [{ id: 'shop', key: 'pk_unit_rate_limit_key_1', sources: ['storefront'], origins: ['*'] }] as never
+    expect(resolveOptions({ publishableKeys, rateLimits: { perKey: { points: 5, durationSeconds: 60 } } }, {}, fixedId).rateLimits!.perKey).toEqual({ points: 5, durationSeconds: 60 })
   })
 })
 

@@ -690,6 +690,40 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
       })
     })
 
+    describe('per publishable key', () => {
+      let host: RunningHost
+      const keyA = 'pk_test_rate_limit_key_a_000001'
+      const keyB = 'pk_test_rate_limit_key_b_000002'
+      beforeAll(async () => {
+        host = await startHost(factory, {
+          adminToken: ADMIN,
+          publishableKeys: [
+            { id: 'shop-a', key: keyA, sources: ['storefront'], origins: ['*'] },
+            { id: 'shop-b', key: keyB, sources: ['storefront'], origins: ['*'] },
+          ],
+          rateLimits: { perKey: { points: 2, durationSeconds: 60 } },
+        }, '/api')
+      })
+      afterAll(() => host.close())
+      const beacon = (key: string) => rawRequest(`${host.url}/events/ingest?key=${key}`, { headers: { 'content-type': 'text/plain;charset=UTF-8' }, body: JSON.stringify([makeEvent()]) })
+
+      it('lets exactly N requests of a key through, in the query string or the body, and answers the next 429 naming perKey; other keys keep theirs', async () => {
+        expect((await beacon(keyA)).status).toBe(200)
+        const inBody = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'text/plain;charset=UTF-8' }, body: JSON.stringify({ key: keyA, events: [makeEvent()] }) })
+        expect(inBody.status, inBody.text).toBe(200)
+        const refused = await beacon(keyA)
+        expect(refused.status).toBe(429)
+        expect(refused.json).toMatchObject({ code: 'rate_limited', limit: 'perKey', points: 2, durationSeconds: 60 })
+        expect(refused.headers['retry-after']).toBe(String(refused.json.retryAfterSeconds))
+        const refusedInBody = await rawRequest(`${host.url}/events/ingest`, { headers: { 'content-type': 'text/plain;charset=UTF-8' }, body: JSON.stringify({ key: keyA, events: [makeEvent()] }) })
+        expect(refusedInBody.status).toBe(429)
+        expect((await beacon(keyB)).status).toBe(200)
+        const stats = (await getJson(`${host.url}/admin/events/stats`, admin)).body
+        expect(stats.rateLimits).toEqual({ refused: 2, byLimit: { perKey: 2 }, storeErrors: 0 })
+        expect(stats.byKey).toEqual({ 'shop-a': 2, 'shop-b': 1 })
+      })
+    })
+
     describe('per address behind one proxy (trustProxy: 1), per token and per source', () => {
       let host: RunningHost
       beforeAll(async () => {
