@@ -4,6 +4,7 @@ import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { defineDriver, type Driver } from 'unstorage'
 import { eachLimited } from '../base/each'
+import { isGone, parseIdentity, processIdentity } from './process-identity'
 
 const DRIVER_NAME = 'event-ingest-fs'
 
@@ -26,6 +27,11 @@ const EXPIRY_CONCURRENCY = 16
  * meant to be run with.
  */
 const LOCK_STALE_MS = 60_000
+// What a replace lock holds: the identity of the process holding it, where it has one (Linux).
+const lockOwner = (() => {
+  const identity = processIdentity()
+  return identity ? JSON.stringify(identity) : undefined
+})()
 
 /** Options of {@link fsDriver}. */
 export interface FsDriverOptions {
@@ -446,16 +452,18 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
    */
   async function takeLock(lock: string): Promise<string | undefined> {
     for (let attempt = 0; attempt < 3; attempt++) {
-      const taken = await createEmpty(lock)
+      const taken = await createEmpty(lock, lockOwner)
       if (taken !== 'exists') return taken
       const held = await stat(lock).catch(() => undefined)
       // Let go of meanwhile: try again.
       if (!held) continue
-      if (Date.now() - held.mtimeMs < LOCK_STALE_MS) return undefined
+      if (Date.now() - held.mtimeMs < LOCK_STALE_MS && !(await holderGone(lock))) return undefined
       const judged = fileId(held)
       const marker = join(dirname(lock), `.${createHash('sha256').update(`${basename(lock)}\0${judged}`).digest('hex').slice(0, 32)}.break.tmp`)
-      const breaking = await createEmpty(marker)
-      // Another process is breaking it: the name is theirs to free.
+      const breaking = await createEmpty(marker, lockOwner)
+      // Another process is breaking it: the name is theirs to free; a breaker that ended while
+      // breaking it frees nothing, so its marker goes (the next attempt breaks the lock).
+      if (breaking === 'exists' && (await holderGone(marker))) await unlink(marker).catch(ignoreCodes('ENOENT'))
       if (breaking === 'exists' || breaking === undefined) return undefined
       try {
         const still = await stat(lock).catch(() => undefined)
@@ -466,6 +474,18 @@ export const fsDriver: (opts: FsDriverOptions) => Driver<FsDriverOptions, FsDriv
       }
     }
     return undefined
+  }
+
+  /**
+   * Whether the process that took `lock` has certainly ended (see ProcessIdentity): a lock names
+   * its holder, so one left by a process killed while holding it is broken at once, not once it
+   * is LOCK_STALE_MS old. A lock with no readable holder (taken by an older version, or read while
+   * its holder writes it) is judged by its age.
+   */
+  async function holderGone(lock: string): Promise<boolean> {
+    if (!lockOwner) return false
+    const identity = parseIdentity(await readFile(lock, 'utf8').catch(() => ''))
+    return identity !== undefined && isGone(identity)
   }
 
   /** Removes `lock` if it is still the one this process took. */
@@ -710,7 +730,7 @@ class Semaphore {
  * Creates an empty file at `path` if the name is free (O_EXCL); resolves its identity, 'exists'
  * when the name is taken, or undefined when its directory is gone.
  */
-async function createEmpty(path: string): Promise<string | 'exists' | undefined> {
+async function createEmpty(path: string, content?: string): Promise<string | 'exists' | undefined> {
   let handle: FileHandle
   try {
     handle = await open(path, 'wx')
@@ -720,6 +740,7 @@ async function createEmpty(path: string): Promise<string | 'exists' | undefined>
     throw error
   }
   try {
+    if (content) await handle.writeFile(content)
     return fileId(await handle.stat())
   } catch (error) {
     await unlink(path).catch(() => {})

@@ -9,6 +9,8 @@ import { createStorage, type Storage } from 'unstorage'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { fsDriver, removeStaleTempFiles, type FsDriverInstance } from '../../src/storage/fs-driver'
 import { startTs } from '../helpers/process'
+import { processIdentity } from '../../src/storage/process-identity'
+import { spawn } from 'node:child_process'
 
 const openFiles = vi.hoisted(() => ({ now: 0, max: 0 }))
 
@@ -416,6 +418,23 @@ describe('fsDriver: setIfAbsentAll', () => {
     expect(await storage.getItem('l:a')).toBe('old|1')
     const past = new Date(Date.now() - 61_000)
     await utimes(lock, past, past)
+    expect(await claimsOf(storage).replaceAll(['l:a'], ['old|1'], 'new|2')).toEqual([true])
+    expect(await storage.getItem('l:a')).toBe('new|2')
+    expect(existsSync(lock)).toBe(false)
+  })
+
+  it('breaks at once a lock whose holder has ended (it names its process), and never one whose holder lives', async () => {
+    await claimsOf(storage).setIfAbsent('l:a', 'old|1')
+    const lock = join(base, 'l', `.a.${createHash('sha256').update('old|1').digest('hex').slice(0, 32)}.lock.tmp`)
+    const self = processIdentity()!
+    // A live holder (this very process): the fresh lock stands.
+    await writeFile(lock, JSON.stringify(self))
+    expect(await claimsOf(storage).replaceAll(['l:a'], ['old|1'], 'new|2')).toEqual([false])
+    expect(await storage.getItem('l:a')).toBe('old|1')
+    // A holder killed while holding it: a process that has exited, named by its pid.
+    const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' })
+    await new Promise((resolve) => child.on('exit', resolve))
+    await writeFile(lock, JSON.stringify({ ...self, pid: child.pid!, start: '1' }))
     expect(await claimsOf(storage).replaceAll(['l:a'], ['old|1'], 'new|2')).toEqual([true])
     expect(await storage.getItem('l:a')).toBe('new|2')
     expect(existsSync(lock)).toBe(false)
