@@ -36,21 +36,9 @@ const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false })
  * @throws IngestError `invalid_json`, `not_an_array` or `too_deep` (all 400)
  */
 export function parseBatchBytes(bytes: Uint8Array, maxDepth: number, maxEventBytes = 0, owned = false): ReceivedBody {
-  let text: string
-  try {
-    text = decoder.decode(bytes)
-  } catch {
-    const offset = invalidUtf8Offset(bytes)
-    throw new IngestError('invalid_json', `body is not valid UTF-8 at byte ${offset}`, { offset })
-  }
+  const { text, value } = decodeJson(bytes)
   // The decoder drops a leading byte order mark; so do the bytes handed on as the text's UTF-8.
   const utf8 = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.subarray(3) : bytes
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch (error) {
-    throw new IngestError('invalid_json', `body is not valid JSON: ${(error as Error).message}`)
-  }
   if (!Array.isArray(value)) {
     throw new IngestError('not_an_array', `body must be a JSON array of events, got ${describeValue(value)}`)
   }
@@ -72,6 +60,11 @@ export function parseBatchBytes(bytes: Uint8Array, maxDepth: number, maxEventByt
  * @throws IngestError `invalid_json` (400)
  */
 export function parseJsonBytes(bytes: Uint8Array): unknown {
+  return decodeJson(bytes).value
+}
+
+/** The text of UTF-8 `bytes` and the JSON value it holds; bytes that are not UTF-8 are refused naming the offset of the first bad byte. */
+function decodeJson(bytes: Uint8Array): { text: string; value: unknown } {
   let text: string
   try {
     text = decoder.decode(bytes)
@@ -80,7 +73,7 @@ export function parseJsonBytes(bytes: Uint8Array): unknown {
     throw new IngestError('invalid_json', `body is not valid UTF-8 at byte ${offset}`, { offset })
   }
   try {
-    return JSON.parse(text)
+    return { text, value: JSON.parse(text) }
   } catch (error) {
     throw new IngestError('invalid_json', `body is not valid JSON: ${(error as Error).message}`)
   }
