@@ -162,8 +162,8 @@ async function dashboard(res: ServerResponse): Promise<void> {
     'content-type': 'text/html; charset=utf-8',
     'cache-control': 'no-store',
     'referrer-policy': 'no-referrer',
-    // Everything is inline: nothing may load from anywhere else.
-    'content-security-policy': "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
+    // Inline but for the client module, served from here.
+    'content-security-policy': "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
   })
   res.end(html.replace('__PLAYGROUND_CONFIG__', () => JSON.stringify(config).replace(/</g, '\\u003c')))
 }
@@ -177,10 +177,24 @@ async function catalog(res: ServerResponse): Promise<void> {
   res.end(text)
 }
 
+// ── event-ingest/client for the dashboard page: the client's source bundled for the browser once,
+// on first request (esbuild, a development dependency: the playground runs from the checkout).
+let clientModule: Promise<string> | undefined
+async function clientScript(res: ServerResponse): Promise<void> {
+  clientModule ??= import('esbuild').then(async ({ build }) => {
+    const out = await build({ entryPoints: [fileURLToPath(new URL('../src/client/index.ts', import.meta.url))], bundle: true, format: 'esm', platform: 'browser', target: 'es2022', write: false, minify: true })
+    return out.outputFiles[0]!.text
+  })
+  const text = await clientModule
+  res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' })
+  res.end(text)
+}
+
 /** The playground's own routes sit in front of the framework, so each branch above only mounts event-ingest. */
 const server = createServer((req, res) => {
   const path = (req.url ?? '/').split('?')[0]
-  const own = path === '/' ? dashboard(res) : path === '/sink' ? sink(req, res) : path === '/catalog' && req.method === 'GET' ? catalog(res) : undefined
+  const get = req.method === 'GET' || req.method === 'HEAD'
+  const own = path === '/' ? dashboard(res) : path === '/sink' ? sink(req, res) : path === '/catalog' && get ? catalog(res) : path === '/playground/client.mjs' && get ? clientScript(res) : undefined
   if (!own) return app(req, res)
   own.catch((error: unknown) => {
     console.error(error)

@@ -109,6 +109,22 @@ describe('playground dashboard in headless Chromium', () => {
     expect(pageErrors).toEqual([])
   })
 
+  it('tracks a storefront session with event-ingest/client from the page, stored and shown', async () => {
+    const before = await total('accepted')
+    await page.click('#track')
+    await page.waitForFunction(() => /events delivered|failed|: /.test(document.querySelector('#client-result')?.textContent ?? ''))
+    expect(await page.textContent('#client-result')).toBe('client session #1: 4 events delivered')
+    const ids = (await page.getAttribute('#client-result', 'data-ids'))!.split(' ')
+    expect(ids).toHaveLength(4)
+    // Stored once each, as the storefront's, with the send time the client put on the attempt.
+    const admin = { authorization: `Bearer ${playground.devAdminToken}` }
+    const stored = (await (await fetch(`${playground.url}/admin/events?limit=100`, { headers: admin })).json()).events as { id: string; source: string }[]
+    for (const id of ids) expect(stored.filter((e) => e.id === id).map((e) => e.source)).toEqual(['storefront'])
+    await page.waitForFunction((n) => Number(document.querySelector('[data-total="accepted"]')?.getAttribute('data-value')) >= n, before + 4)
+    await page.waitForSelector(`#recent tr[data-id="${ids[3]}"]`, { timeout: 5000 })
+    expect(pageErrors).toEqual([])
+  })
+
   it('refreshes by itself every 2 s', async () => {
     const before = Number(await page.getAttribute('body', 'data-refreshes'))
     await fetch(`${playground.url}/events/ingest`, {
