@@ -68,3 +68,31 @@ export function closeOnExit(host: { close(): Promise<void> }): void {
   process.stdin.on('close', shutdown)
   process.stdin.resume()
 }
+
+/**
+ * The URL a child process prints as `LISTENING <url>`, once it does (within `withinMs`); rejects,
+ * with its stderr, when it exits first or takes longer. `stderr()` reads what it wrote so far.
+ */
+export function whenListening(proc: ChildProcessWithoutNullStreams, name: string, withinMs = 20_000): { url: Promise<string>; stderr: () => string } {
+  let stdout = ''
+  let stderr = ''
+  proc.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+  const url = new Promise<string>((resolve, reject) => {
+    let found = false
+    const timer = setTimeout(() => reject(new Error(`${name} did not start within ${withinMs / 1000} s:\n${stderr}`)), withinMs)
+    proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk
+      const match = /^LISTENING (\S+)$/m.exec(stdout)
+      if (match && !found) {
+        found = true
+        clearTimeout(timer)
+        resolve(match[1]!)
+      }
+    })
+    proc.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      if (!found) reject(new Error(`${name} exited (${code ?? signal}) before listening:\n${stderr}`))
+    })
+  })
+  return { url, stderr: () => stderr }
+}

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import Redis from 'ioredis'
 import { makeEvent } from '../helpers/fixtures'
+import { projectRoot, whenListening } from '../helpers/process'
 import { getJson, rawRequest } from '../helpers/http'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/redis'
 import { waitFor } from '../helpers/sink'
@@ -13,7 +14,6 @@ import { waitFor } from '../helpers/sink'
  * whichever instance a request reaches. The prefix's keys are deleted after.
  */
 
-const projectRoot = fileURLToPath(new URL('../..', import.meta.url))
 const childScript = fileURLToPath(new URL('../helpers/redis-ingest-process.ts', import.meta.url))
 const prefix = uniquePrefix('rl-multi')
 const ADMIN = 'rl-multi-admin-token'
@@ -26,29 +26,12 @@ interface Child {
 
 const children: Child[] = []
 
-function startChild(instanceId: string): Promise<Child> {
+async function startChild(instanceId: string): Promise<Child> {
   const proc = spawn(process.execPath, ['--import', 'tsx', childScript, redisUrl, prefix, instanceId, ADMIN], { cwd: projectRoot, stdio: 'pipe', env: { ...process.env, RATE_LIMITS: JSON.stringify(rateLimits) } })
   const child: Child = { proc, url: '' }
   children.push(child)
-  let stdout = ''
-  let stderr = ''
-  proc.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
-  return new Promise<Child>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${instanceId} did not start within 20 s:\n${stderr}`)), 20_000)
-    proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk
-      const match = /^LISTENING (\S+)$/m.exec(stdout)
-      if (match && !child.url) {
-        clearTimeout(timer)
-        child.url = match[1]!
-        resolve(child)
-      }
-    })
-    proc.once('exit', (code, signal) => {
-      clearTimeout(timer)
-      if (!child.url) reject(new Error(`${instanceId} exited (${code ?? signal}) before listening:\n${stderr}`))
-    })
-  })
+  child.url = await whenListening(proc, instanceId).url
+  return child
 }
 
 async function stopChild({ proc }: Child): Promise<void> {

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventIngest, type EventIngest } from '../../src/index'
 import { makeEvent } from '../helpers/fixtures'
+import { projectRoot, whenListening } from '../helpers/process'
 import { storedCounts, until } from '../helpers/stored'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/redis'
 
@@ -15,7 +16,6 @@ import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/r
  * stats from either instance sum both. A third core in this process reads the shared prefix.
  */
 
-const projectRoot = fileURLToPath(new URL('../..', import.meta.url))
 const childScript = fileURLToPath(new URL('../helpers/redis-ingest-process.ts', import.meta.url))
 const prefix = uniquePrefix('multi')
 const ADMIN = 'multi-admin-token'
@@ -31,30 +31,14 @@ interface Child {
 const children: Child[] = []
 let observer: EventIngest<any> | undefined
 
-function startChild(name: string, instanceId: string): Promise<Child> {
+async function startChild(name: string, instanceId: string): Promise<Child> {
   const proc = spawn(process.execPath, ['--import', 'tsx', childScript, redisUrl, prefix, instanceId, ADMIN], { cwd: projectRoot, stdio: 'pipe' })
-  let stdout = ''
-  let stderr = ''
-  proc.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
-  return new Promise<Child>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start within 20 s:\n${stderr}`)), 20_000)
-    // Registered before anything can fail, so afterAll kills it whatever happens next.
-    const child: Child = { name, proc, url: '', stderr: () => stderr }
-    children.push(child)
-    proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk
-      const match = /^LISTENING (\S+)$/m.exec(stdout)
-      if (match && !child.url) {
-        clearTimeout(timer)
-        child.url = match[1]!
-        resolve(child)
-      }
-    })
-    proc.once('exit', (code, signal) => {
-      clearTimeout(timer)
-      if (!child.url) reject(new Error(`${name} exited (${code ?? signal}) before listening:\n${stderr}`))
-    })
-  })
+  const listening = whenListening(proc, name)
+  // Registered before anything can fail, so afterAll kills it whatever happens next.
+  const child: Child = { name, proc, url: '', stderr: listening.stderr }
+  children.push(child)
+  child.url = await listening.url
+  return child
 }
 
 async function stopChild(child: Child): Promise<void> {
