@@ -5,6 +5,7 @@ import { ClaimTable } from './claim-table'
 import type { FsDriverInstance } from './fs-driver'
 import { batchBase, claimBase, hoursKey, outboxBase } from './layout'
 import { MemoryBatchStore, type DriverMap } from './memory-store'
+import { postgresBatchStore } from './postgres-store'
 import { redisBatchStore } from './redis-store'
 
 /**
@@ -152,5 +153,6 @@ export function atomicBatchStore(storage: Storage, options: BatchStoreOptions): 
   }
   // Redis: one script per batch. A claim with no record behind it (left by an instance of an
   // earlier version that used the claim protocol) is free once the claim protocol would take it over.
-  return redisBatchStore(storage, prefix, { staleAfterMs: options.staleAfterMs, countsBase: options.countsBase })
+  // PostgreSQL: one transaction per batch, the events table's primary key as the claim.
+  return postgresBatchStore(storage, prefix) ?? redisBatchStore(storage, prefix, { staleAfterMs: options.staleAfterMs, countsBase: options.countsBase })
 }

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path'
 import { createStorage, type Storage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
 import { fsDriver, removeStaleTempFiles } from './fs-driver'
+import { postgresDriver, type PgPool, type PostgresDriverInstance } from './postgres-driver'
 
 /** Redis settings; every ioredis option is accepted too. Defaults make Redis fail fast. */
 export interface RedisStorageOptions {
@@ -19,6 +20,23 @@ export interface RedisStorageOptions {
   /** @default 2000 */
   connectTimeout?: number
   [option: string]: unknown
+}
+
+/** PostgreSQL settings: events as rows of `<schema>.events`, everything else in `<schema>.kv`. */
+export interface PostgresStorageOptions {
+  driver: 'postgres'
+  /** `postgres://user@host:port/db`. @default DATABASE_URL from the environment, else 'postgres://postgres@127.0.0.1:5432/test' */
+  url?: string
+  /** The schema holding the tables. @default 'event_ingest' */
+  schema?: string
+  /** Create the schema and tables on start, under an advisory lock; false: check they exist (see docs/postgres-schema.sql). @default true */
+  createSchema?: boolean
+  /** Most connections in the pool. @default 10 */
+  max?: number
+  /** A connection not made within this many ms fails. @default 2000 */
+  connectTimeout?: number
+  /** A statement running longer than this many ms is cancelled by the server. @default 5000 */
+  statementTimeout?: number
 }
 
 /** Memory settings: the storage lives and dies with the process, so it is bounded. */
@@ -56,6 +74,7 @@ export type StorageOption =
   | MemoryStorageOptions
   | { driver: 'fs'; base: string; fsync?: boolean }
   | RedisStorageOptions
+  | PostgresStorageOptions
 
 /** A resolved storage and whether event-ingest created it (and so disposes it on close). */
 export interface ResolvedStorage {
@@ -142,8 +161,11 @@ export function checkStorageOption(option: unknown): void {
         if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value > 0)) throw new RangeError(`[event-ingest] storage.${name} must be a positive number of ms, got ${String(value)}`)
       }
       return
+    case 'postgres':
+      postgresSettings(option as PostgresStorageOptions, {})
+      return
     default:
-      throw new TypeError(`[event-ingest] unknown storage driver ${JSON.stringify(spec.driver)}; use memory, fs or redis, or pass an unstorage Storage`)
+      throw new TypeError(`[event-ingest] unknown storage driver ${JSON.stringify(spec.driver)}; use memory, fs, redis or postgres, or pass an unstorage Storage`)
   }
 }
 
@@ -197,7 +219,93 @@ export async function resolveStorage(option: StorageOption | undefined, env: Rec
       const unreachable = client ? await watchRedis(client, options.onUnreachable) : reachable
       return { storage: createStorage({ driver: driver as never }), driver: 'redis', owned: true, unreachable }
     }
+    case 'postgres':
+      return openPostgres(postgresSettings(spec as PostgresStorageOptions, env), options.onUnreachable)
   }
+}
+
+const POSTGRES_OPTIONS = new Set(['driver', 'url', 'schema', 'createSchema', 'max', 'connectTimeout', 'statementTimeout'])
+
+/** A postgres option with every default applied, checked: each bad value names its option. */
+function postgresSettings(spec: PostgresStorageOptions, env: Record<string, string | undefined>): Required<Omit<PostgresStorageOptions, 'driver'>> {
+  for (const name of Object.keys(spec)) {
+    if (!POSTGRES_OPTIONS.has(name)) throw new TypeError(`[event-ingest] unknown postgres storage option storage.${name}; use url, schema, createSchema, max, connectTimeout or statementTimeout`)
+  }
+  const url = spec.url ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+  if (typeof url !== 'string' || !/^postgres(ql)?:\/\/./.test(url.trim())) throw new TypeError(`[event-ingest] storage.url must be a postgres:// or postgresql:// URL, got ${JSON.stringify(redactUrl(String(url)))}`)
+  const schema = spec.schema ?? 'event_ingest'
+  if (typeof schema !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(schema)) throw new TypeError(`[event-ingest] storage.schema must be an SQL identifier (letters, digits and _, at most 63, not starting with a digit), got ${JSON.stringify(schema)}`)
+  const createSchema = spec.createSchema ?? true
+  if (typeof createSchema !== 'boolean') throw new TypeError(`[event-ingest] storage.createSchema must be a boolean, got ${JSON.stringify(createSchema)}`)
+  const max = spec.max ?? 10
+  if (!(Number.isSafeInteger(max) && max >= 1)) throw new RangeError(`[event-ingest] storage.max must be a positive integer (connections in the pool), got ${String(max)}`)
+  const settings = { url: url.trim(), schema, createSchema, max, connectTimeout: spec.connectTimeout ?? 2000, statementTimeout: spec.statementTimeout ?? 5000 }
+  for (const name of ['connectTimeout', 'statementTimeout'] as const) {
+    const value = settings[name]
+    if (!(typeof value === 'number' && Number.isSafeInteger(value) && value > 0)) throw new RangeError(`[event-ingest] storage.${name} must be a positive integer number of ms, got ${String(value)}`)
+  }
+  return settings
+}
+
+/** Opens a pool (pg loaded only now), tries the schema once, and reports an unreachable database once per outage. */
+async function openPostgres(settings: ReturnType<typeof postgresSettings>, onUnreachable: ((error: Error) => void) | undefined): Promise<ResolvedStorage> {
+  let pg: { Pool: new (config: Record<string, unknown>) => PgPool }
+  try {
+    const module = (await import('pg')) as unknown as { default?: typeof pg } & typeof pg
+    pg = module.default ?? module
+  } catch (error) {
+    const missing = (error as { code?: string }).code === 'ERR_MODULE_NOT_FOUND'
+    throw new Error(missing
+      ? '[event-ingest] the postgres storage needs the "pg" package, which is not installed: npm install pg'
+      : `[event-ingest] the postgres storage driver "pg" could not be loaded: ${(error as Error).message}`, { cause: error })
+  }
+  const pool = new pg.Pool({
+    connectionString: settings.url,
+    max: settings.max,
+    connectionTimeoutMillis: settings.connectTimeout,
+    statement_timeout: settings.statementTimeout,
+    idleTimeoutMillis: 10_000,
+  })
+  let down = false
+  const address = redactUrl(settings.url)
+  const report = (error: Error) => {
+    if (down) return
+    down = true
+    onUnreachable?.(new Error(`[event-ingest] postgres storage at ${address} is unreachable (${(error as { code?: string }).code ?? error.message}); retrying on each request`, { cause: error }))
+  }
+  // An idle client whose server went away emits here; without a listener the process would crash.
+  pool.on('error', report)
+  const driver = postgresDriver({ pool, schema: settings.schema, createSchema: settings.createSchema, ownsPool: true })
+  const instance = driver.getInstance!() as PostgresDriverInstance
+  try {
+    await instance.ready()
+  } catch (error) {
+    const code = (error as { code?: string }).code
+    // A schema that is missing (createSchema: false) or refused is a configuration error; a database not reachable yet is retried.
+    if (/does not exist|permission denied/.test((error as Error).message) && code !== 'ECONNREFUSED') {
+      await pool.end().catch(() => {})
+      throw error
+    }
+    report(error as Error)
+  }
+  const watched: PgPool = pool
+  const query = watched.query.bind(watched)
+  watched.query = async (text, values) => {
+    try {
+      const result = await query(text, values)
+      down = false
+      return result
+    } catch (error) {
+      if (isConnectionError(error)) report(error as Error)
+      throw error
+    }
+  }
+  return { storage: createStorage({ driver }), driver: 'postgres', owned: true, unreachable: () => down }
+}
+
+function isConnectionError(error: unknown): boolean {
+  const code = (error as { code?: string }).code ?? ''
+  return /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EPIPE|57P0[1-3]|08)/.test(code) || /timeout exceeded when trying to connect|Connection terminated/.test((error as Error).message)
 }
 
 /**
@@ -266,5 +374,6 @@ export function parseStorageString(value: string): Exclude<StorageOption, Storag
     return { driver: 'fs', base }
   }
   if (/^rediss?:\/\/./.test(text)) return { driver: 'redis', url: text }
-  throw new TypeError(`[event-ingest] storage ${JSON.stringify(redactUrl(value))} is not one of memory:, fs:<dir>, redis://host:port/db`)
+  if (/^postgres(ql)?:\/\/./.test(text)) return { driver: 'postgres', url: text }
+  throw new TypeError(`[event-ingest] storage ${JSON.stringify(redactUrl(value))} is not one of memory:, fs:<dir>, redis://host:port/db, postgres://user@host:port/db`)
 }
