@@ -6,7 +6,7 @@ import { makeEvent } from '../helpers/fixtures'
 
 describe('options are checked when the core is created', () => {
   it('refuses an unknown storage string at once', () => {
-    expect(() => createEventIngest({ env: {}, storage: 'postgres://db' })).toThrow(/is not one of memory:, fs:<dir>, redis:/)
+    expect(() => createEventIngest({ env: {}, storage: 'mysql://db' })).toThrow(/is not one of memory:, fs:<dir>, redis:\/\/host:port\/db, postgres:/)
     expect(() => createEventIngest({ env: { EVENT_STORAGE: 'fs:' } })).toThrow(/needs a directory/)
   })
 
@@ -89,7 +89,18 @@ describe('every option is checked when the core is created, naming it', () => {
     ['a limit that is not an integer', { limits: { maxEvents: 1.5 } }, TypeError, /limits.maxEvents must be a positive integer, got 1.5/],
     ['an unknown limit', { limits: { maxBody: 5 } }, TypeError, /unknown limit "maxBody"/],
     ['storage of another type', { storage: 5 }, TypeError, /storage must be a connection string/],
-    ['an unknown storage driver', { storage: { driver: 'postgres' } }, TypeError, /unknown storage driver "postgres"/],
+    ['an unknown storage driver', { storage: { driver: 'mysql' } }, TypeError, /unknown storage driver "mysql"; use memory, fs, redis or postgres/],
+    ['a postgres storage with another scheme', { storage: { driver: 'postgres', url: 'mysql://127.0.0.1/test' } }, TypeError, /storage.url must be a postgres:\/\/ or postgresql:\/\/ URL/],
+    ['a postgres schema that is not an identifier', { storage: { driver: 'postgres', schema: '1events' } }, TypeError, /storage.schema must be an SQL identifier/],
+    ['a postgres schema of 64 characters', { storage: { driver: 'postgres', schema: 'a'.repeat(64) } }, TypeError, /storage.schema must be an SQL identifier/],
+    ['a postgres schema with a quote', { storage: { driver: 'postgres', schema: 'a"b' } }, TypeError, /storage.schema must be an SQL identifier/],
+    ['postgres createSchema not a boolean', { storage: { driver: 'postgres', createSchema: 'no' } }, TypeError, /storage.createSchema must be a boolean/],
+    ['a postgres pool of 0', { storage: { driver: 'postgres', max: 0 } }, RangeError, /storage.max must be a positive integer/],
+    ['a postgres pool of 1.5', { storage: { driver: 'postgres', max: 1.5 } }, RangeError, /storage.max must be a positive integer/],
+    ['a postgres connectTimeout of 0', { storage: { driver: 'postgres', connectTimeout: 0 } }, RangeError, /storage.connectTimeout must be a positive integer number of ms, got 0/],
+    ['a postgres statementTimeout of -1', { storage: { driver: 'postgres', statementTimeout: -1 } }, RangeError, /storage.statementTimeout must be a positive integer number of ms, got -1/],
+    ['an unknown postgres option', { storage: { driver: 'postgres', shema: 'x' } }, TypeError, /unknown postgres storage option storage.shema/],
+    ['EVENT_STORAGE postgres with no host', { env: { EVENT_STORAGE: 'postgres:/db' } }, TypeError, /EVENT_STORAGE: storage "postgres:\/db" is not one of/],
     ['an fs storage without a directory', { storage: { driver: 'fs' } }, TypeError, /storage \{ driver: "fs" \} needs a base directory/],
     ['an fs storage with fsync not a boolean', { storage: { driver: 'fs', base: '/tmp/x', fsync: 'yes' } }, TypeError, /storage.fsync must be a boolean/],
     ['a redis storage with another scheme', { storage: { driver: 'redis', url: 'http://127.0.0.1:6379' } }, TypeError, /storage.url must be a redis:\/\/ or rediss:\/\/ URL/],
