@@ -27,7 +27,7 @@ export class SinkRetry extends Error {
   }
 }
 
-/** A host's `deliver(batch)` as a sink: one call per attempt. */
+/** A host's `deliver(batch)` as a sink: one call per attempt, within the attempt's time limit (`timeoutMs`). */
 export class DeliverSink implements Sink {
   readonly name = 'deliver'
   /** Attempts at the group in flight, by its key. */
@@ -40,9 +40,12 @@ export class DeliverSink implements Sink {
     this.attempts = { key: group.key, count: attempt }
     const events = group.parts.flatMap((part) => part.events) as Record<string, unknown>[]
     const batch: DeliverBatch = { key: group.key, events, body: group.body, attempt }
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), this.sink.timeoutMs)))
     try {
-      await this.sink.deliver!(batch)
-      return DELIVERED
+      // A call past the attempt's time limit is retried; the late call may still land, like an HTTP attempt's.
+      const done = await Promise.race([Promise.resolve().then(() => this.sink.deliver!(batch)), timedOut])
+      return done === 'timeout' ? { kind: 'failure', failure: 'timeout' } : DELIVERED
     } catch (error) {
       const message = String((error as Error | null)?.message ?? error).slice(0, 1024)
       if (error instanceof SinkRefusal) return { kind: 'answer', status: 422, retryAfter: null, body: message }
@@ -50,6 +53,8 @@ export class DeliverSink implements Sink {
         return { kind: 'answer', status: 503, retryAfter: String(Math.max(0, Math.ceil(error.retryAfterMs / 1000))), body: message }
       }
       return { kind: 'answer', status: 503, retryAfter: null, body: message }
+    } finally {
+      clearTimeout(timer)
     }
   }
 
