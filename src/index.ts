@@ -46,7 +46,8 @@ export type { StatsSnapshot } from './stats/stats'
 export type { RateLimitOptions, RateLimitRule } from './http/rate-limits'
 export { fsDriver, removeStaleTempFiles, type FsDriverInstance, type FsDriverOptions } from './storage/fs-driver'
 export type { DeadLetter, Forwarder, ForwardingState, RefusedEvent } from './forward/types'
-export type { ResolvedSinkOptions, SinkOptions } from './forward/options'
+export type { DeliverBatch, ResolvedSinkOptions, SinkOptions, SinkType } from './forward/options'
+export { SinkRefusal, SinkRetry } from './forward/sinks/deliver'
 export {
   breakingRules,
   checkCompatibility,

@@ -270,7 +270,7 @@ export function resolveOptions<D extends EventDefinitions = any>(
   if (sinkOption) {
     const spec: SinkOptions = typeof sinkOption === 'string' ? { url: sinkOption } : sinkOption
     const sinkToken = environment.EVENT_SINK_TOKEN || undefined
-    sink = options.sink === undefined ? checkEnv('EVENT_SINK_URL', () => resolveSinkOptions(spec, sinkToken)) : resolveSinkOptions(spec, sinkToken)
+    sink = options.sink === undefined ? checkEnv('EVENT_SINK_URL', () => resolveSinkOptions(spec, sinkToken, environment)) : resolveSinkOptions(spec, sinkToken, environment)
   }
   const stats = options.stats
   const redaction = redactorOf(model, options.redaction?.secret, environment.EVENT_REDACTION_SECRET)

@@ -7,11 +7,12 @@ import { createInstanceRegistry } from '../storage/registry'
 import { Adoption } from './adoption'
 import { backoffMs, classifyAttempt, type AttemptOutcome, type Verdict } from './classify'
 import { DeadLetters } from './dead-letters'
-import { HttpSink } from './delivery'
 import { buildGroup, type Group, type GroupContext } from './group'
 import { Leases } from './leases'
 import type { ResolvedSinkOptions } from './options'
 import { OutboxQueue, type Pending } from './queue'
+import { createSink } from './sinks/create'
+import type { Sink } from './sinks/types'
 import type { DeadLetter, Forwarder, ForwardingState } from './types'
 
 /** What {@link createForwarder} is given. */
@@ -55,7 +56,7 @@ interface HeadState {
 
 /**
  * The forwarder of one instance, wiring the parts (each owns its state): the outbox queue, the
- * leases, grouping, HTTP delivery, dead letters, and heartbeat with adoption. What is its own is
+ * leases, grouping, the sink, dead letters, and heartbeat with adoption. What is its own is
  * the delivery of the head ({@link HeadState}) and the timers that drive it.
  */
 export class OutboxForwarder implements Forwarder {
@@ -64,7 +65,7 @@ export class OutboxForwarder implements Forwarder {
   private readonly leases: Leases
   private readonly letters: DeadLetters
   private readonly adoption: Adoption
-  private readonly http: HttpSink
+  private readonly target: Sink
   private readonly grouping: GroupContext
   private readonly head: HeadState = { group: undefined, isolate: 0, attempts: 0, nextAttemptAt: 0, headWait: false, enqueued: 0 }
   private readonly sink: ResolvedSinkOptions
@@ -90,7 +91,7 @@ export class OutboxForwarder implements Forwarder {
     const registry = createInstanceRegistry({ storage, prefix, instanceId, staleAfterMs: Math.max(sink.leaseMs, sink.heartbeatMs * 3) })
     this.letters = new DeadLetters(storage, prefix, this.io)
     this.adoption = new Adoption(storage, prefix, instanceId, registry, this.queue, this.io)
-    this.http = new HttpSink(sink)
+    this.target = createSink(sink)
     this.grouping = {
       storage, queue: this.queue, leases: this.leases, io: this.io,
       maxEvents: sink.maxBatchEvents, maxBytes: sink.maxBatchBytes, orphanAfterMs: options.storageTimeoutMs * 4,
@@ -123,7 +124,7 @@ export class OutboxForwarder implements Forwarder {
     const { events, oldest } = this.queue.totals()
     const pending = this.queue.length > 0
     return {
-      sink: this.sink.url,
+      sink: this.target.name,
       backlog: this.queue.length,
       backlogEvents: events,
       oldestPendingMs: pending ? now - oldest : null,
@@ -153,13 +154,14 @@ export class OutboxForwarder implements Forwarder {
     // it is aborted and stays in the outbox for the next start. Nothing is lost either way.
     const current = this.running
     if (current) {
-      const limit = setTimeout(() => this.http.abort(), this.sink.timeoutMs)
+      const limit = setTimeout(() => this.target.abort(), this.sink.timeoutMs)
       await current.catch(() => {})
       clearTimeout(limit)
     }
     this.queue.releaseWaiters()
     for (const pending of this.head.group?.entries ?? []) await this.leases.release(pending).catch(this.onError)
     await this.adoption.leave().catch(this.onError)
+    await this.target.close().catch(this.onError)
   }
 
   /** Counts dead letters, picks up earlier outboxes and announces this instance, then beats. */
@@ -243,7 +245,7 @@ export class OutboxForwarder implements Forwarder {
       }
       return
     }
-    const outcome = await this.http.send(group)
+    const outcome = await this.target.send(group)
     if (outcome.kind === 'failure' && outcome.aborted && this.closed) return
     await this.settle(group, outcome, classifyAttempt(outcome, { ...this.sink, attempt: head.attempts + 1, now: Date.now(), parts: group.parts }))
   }

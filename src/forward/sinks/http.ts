@@ -1,15 +1,16 @@
 import { ofetch } from 'ofetch'
-import type { AttemptOutcome } from './classify'
-import type { Group } from './group'
-import type { ResolvedSinkOptions } from './options'
-import { CLOUDEVENTS_BATCH_CONTENT_TYPE, defaultForwardSource, envelopeToCloudEvent } from '../model/cloudevents'
+import type { Group } from '../group'
+import type { ResolvedSinkOptions } from '../options'
+import { CLOUDEVENTS_BATCH_CONTENT_TYPE, defaultForwardSource, envelopeToCloudEvent } from '../../model/cloudevents'
+import type { Sink, SinkOutcome } from './types'
 
 /**
  * HTTP delivery: one attempt of one group, `POST` to the sink with its idempotency key and a
  * fresh time limit, reported as an {@link AttemptOutcome} for `classifyAttempt`. No retries here:
  * the forwarder schedules them.
  */
-export class HttpSink {
+export class HttpSink implements Sink {
+  readonly name: string
   private readonly headers: Readonly<Record<string, string>>
   /** The attempt in flight, to abort on close. */
   private inFlight: AbortController | undefined
@@ -22,10 +23,11 @@ export class HttpSink {
       headers[name] = name === 'authorization' ? `Bearer ${sink.token}` : sink.token
     }
     this.headers = headers
+    this.name = sink.url
   }
 
   /** Sends a group once; `aborted` marks a failure the time limit or {@link abort} cut short. */
-  async send(group: Group): Promise<AttemptOutcome & { aborted?: boolean }> {
+  async send(group: Group): Promise<SinkOutcome> {
     const controller = new AbortController()
     this.inFlight = controller
     const timeout = setTimeout(() => controller.abort(new DOMException('sink attempt timed out', 'TimeoutError')), this.sink.timeoutMs)
@@ -75,6 +77,8 @@ export class HttpSink {
   abort(): void {
     this.inFlight?.abort(new DOMException('closing', 'AbortError'))
   }
+
+  async close(): Promise<void> {}
 }
 
 /** What stopped an attempt that got no answer. */
