@@ -75,7 +75,7 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
   const window = createStatsWindow({ ...resolved.stats, storage, instanceId, onError: reportBackground, exactAccepted: log.countsAccepted })
   // With metrics, every count the stats take is also counted there (per batch, on the same calls).
   const metrics: IngestMetrics | undefined = promClient && resolved.metrics ? createIngestMetrics(promClient, resolved.metrics, sink ? (): ForwardingState => forwarder!.state() : undefined) : undefined
-  const stats: StatsWindow = metrics ? metrics.meter(window) : window
+  const stats: StatsWindow = metrics ? metrics.meter(window, resolved.stats) : window
   const forwarder = sink ? createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError: resolved.onError }) : undefined
   const rateLimiter = rateLimitLibrary && resolved.rateLimits
     ? openRateLimiter(rateLimitLibrary, resolved.rateLimits, storage, 'events', {

@@ -5,11 +5,20 @@ import type { ResolvedMetricsOptions } from './options'
 
 type PromClient = typeof import('prom-client')
 
+/** The stats window's bounds of lag, in ms. */
+export interface LagTolerances {
+  readonly futureToleranceMs: number
+  readonly pastToleranceMs: number
+}
+
 /** The Prometheus metrics of one core: counters updated per batch, gauges read at scrape time. */
 export interface IngestMetrics {
   readonly registry: Registry
-  /** The stats window, counting into these metrics too. */
-  meter(stats: StatsWindow): StatsWindow
+  /**
+   * The stats window, counting into these metrics too. Lag leaves out what the stats leave out:
+   * events more than `futureToleranceMs` ahead of receipt or `pastToleranceMs` behind it.
+   */
+  meter(stats: StatsWindow, tolerances: LagTolerances): StatsWindow
   /** The whole registry in the text exposition format. */
   text(): Promise<string>
   readonly contentType: string
@@ -67,7 +76,7 @@ export function createIngestMetrics(client: PromClient, options: ResolvedMetrics
     registry,
     contentType: registry.contentType,
     text: () => registry.metrics(),
-    meter: (stats) => meteredStats(stats, { accepted, duplicates, rejected, refused, storageFailures, lag, skew, forwarded, attempts, failures }),
+    meter: (stats, tolerances) => meteredStats(stats, tolerances, { accepted, duplicates, rejected, refused, storageFailures, lag, skew, forwarded, attempts, failures }),
   }
 }
 
@@ -85,7 +94,7 @@ interface Instruments {
 }
 
 /** A stats window that also counts into the metrics; every call is passed on unchanged. */
-function meteredStats(stats: StatsWindow, m: Instruments): StatsWindow {
+function meteredStats(stats: StatsWindow, { futureToleranceMs, pastToleranceMs }: LagTolerances, m: Instruments): StatsWindow {
   const overrides: Partial<StatsWindow> = {
     recordAccepted(events: readonly StatsEvent[], receivedAt: number, times?: readonly number[], skewMs?: number, keyId?: string) {
       stats.recordAccepted(events, receivedAt, times, skewMs, keyId)
@@ -97,6 +106,7 @@ function meteredStats(stats: StatsWindow, m: Instruments): StatsWindow {
         if (at !== at) at = Date.parse(events[i]!.occurredAt)
         if (at !== at) continue
         const ms = receivedAt - (at + corrected)
+        if (ms > pastToleranceMs || ms < -futureToleranceMs) continue
         m.lag.observe(ms > 0 ? ms / 1000 : 0)
       }
     },

@@ -159,6 +159,31 @@ describe('metrics of storage failures and clock skew', () => {
   })
 })
 
+describe('metrics of lag', () => {
+  it('leaves out of lag the events the stats leave out: too far in the future or the past', async () => {
+    const host = await startHost(h3Host, { adminToken: ADMIN, metrics: true, stats: { futureToleranceMs: 60_000, pastToleranceMs: HOUR } })
+    try {
+      const at = (offsetMs: number) => new Date(Date.now() + offsetMs).toISOString()
+      const events = [
+        makeEvent({ id: 'lag-future-far', occurredAt: at(120_000) }),
+        makeEvent({ id: 'lag-future-near', occurredAt: at(30_000) }),
+        makeEvent({ id: 'lag-past-far', occurredAt: at(-2 * HOUR) }),
+        makeEvent({ id: 'lag-past-near', occurredAt: at(-HOUR + 60_000) }),
+      ]
+      expect((await postEvents(host.url, events)).body).toMatchObject({ accepted: 4 })
+      const scraped = await scrape(host.url)
+      expect(scraped.value('event_ingest_events_accepted_total')).toBe(4)
+      expect(scraped.value('event_ingest_ingest_lag_seconds_count')).toBe(2)
+      // The near-future event counts as a lag of 0, the near-past one as about 59 minutes.
+      expect(scraped.value('event_ingest_ingest_lag_seconds_bucket', { le: '0.1' })).toBe(1)
+      expect(scraped.value('event_ingest_ingest_lag_seconds_bucket', { le: '3600' })).toBe(2)
+      expect(scraped.value('event_ingest_ingest_lag_seconds_sum')).toBeGreaterThan(3500)
+    } finally {
+      await host.close()
+    }
+  })
+})
+
 describe('metrics of forwarding', () => {
   it('counts failed then successful attempts and shows the backlog while the sink fails', async () => {
     const sink = await startSink(() => ({ status: 503 }))
