@@ -22,6 +22,7 @@ export type IngestErrorCode =
   | 'invalid_query'
   | 'invalid_request'
   | 'not_found'
+  | 'metrics_disabled'
   | 'method_not_allowed'
   | 'storage_unavailable'
   | 'in_progress'
@@ -46,6 +47,7 @@ export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
   admin_forbidden: 403,
   admin_disabled: 403,
   not_found: 404,
+  metrics_disabled: 404,
   method_not_allowed: 405,
   body_too_large: 413,
   event_too_large: 413,

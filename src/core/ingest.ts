@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { IngestError } from '../base/errors'
 import type { EventQuery, PruneOptions } from '../log/event-log'
 import { withTimeout } from '../base/timeout'
@@ -134,6 +135,13 @@ class IngestCore {
     return { ...(await withTimeout(stats.snapshot(), this.resolved.storageTimeoutMs, 'stats read')), forwarding: forwarder?.state() ?? null }
   }
 
+  /** The Prometheus text; `metrics_disabled` (404) when metrics are off. */
+  async metricsText(): Promise<{ contentType: string; text: string }> {
+    if (!this.resolved.metrics) throw new IngestError('metrics_disabled', 'metrics are disabled: set the metrics option (or EVENT_METRICS=1) and install prom-client')
+    const { metrics } = await this.opened()
+    return { contentType: metrics!.contentType, text: await metrics!.text() }
+  }
+
   async deadLetters() {
     const { forwarder } = await this.ready
     return forwarder ? forwarder.deadLetters() : []
@@ -196,9 +204,21 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   const requeue = (ids?: readonly string[]) => core.requeue(ids)
   const schema = () => model.describe()
   const events = (query?: EventQuery) => core.events(query) as never
+  const metricsText = () => core.metricsText()
+  const metrics = () => metricsText().then((answer) => answer.text)
+  // For a host's internal port: no admin auth, so mount it where only the scraper reaches.
+  const metricsHandler = (_request: IncomingMessage, response: ServerResponse) => {
+    metricsText().then(
+      ({ contentType, text }) => response.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-store' }).end(text),
+      (error: unknown) => {
+        const known = error instanceof IngestError ? error : new IngestError('storage_unavailable', `metrics are unavailable: ${(error as Error).message}`)
+        response.writeHead(known.status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(known.toJSON()))
+      },
+    )
+  }
 
   // The HTTP contract is built from the parts of the core it serves, before the core itself.
-  const http = createHttpHandler({ model, ingest, stats, schema, events, deadLetters, requeue }, {
+  const http = createHttpHandler({ model, ingest, stats, schema, events, deadLetters, requeue, metricsText }, {
     tokens: resolved.tokens,
     adminTokens: resolved.adminTokens,
     publishableKeys: resolved.publishableKeys,
@@ -222,6 +242,8 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     schema,
     events,
     prune: (pruneOptions) => core.pruneNow(pruneOptions),
+    metrics,
+    metricsHandler,
     handle: http.handle,
     owns: http.owns,
     refusalDrain: resolved.refusalDrain,

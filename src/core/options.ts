@@ -14,6 +14,7 @@ import { createRedactor, type Redactor } from '../model/redact'
 import { createEventModel, type EventModel } from '../model/model'
 import { checkFunction, checkKeys, checkNumber, checkObject, checkStore, checkTokens, MAX_TIMER_MS, shown, withoutPrefix } from '../base/option-checks'
 import { statsDefaults } from '../stats/stats'
+import { resolveMetricsOptions, type MetricsOptions, type ResolvedMetricsOptions } from '../metrics/options'
 import { checkStorageOption, type StorageOption } from '../storage/resolve'
 import type { AtomicBatchStore } from '../storage/atomic'
 import type { CorsOptions, IngestHttpRequest, RefusalDrain } from './types'
@@ -146,6 +147,12 @@ export interface EventIngestOptions<E extends EventDefinitions = {}, D extends E
    * @default none; `trustProxy: false`
    */
   rateLimits?: RateLimitOptions | false
+  /**
+   * Prometheus metrics (needs the `prom-client` package): `GET /admin/metrics`, `metrics()` and
+   * `metricsHandler`. `true` takes every default; see the README's "Metrics".
+   * @default process.env.EVENT_METRICS (`1`/`true`); off
+   */
+  metrics?: boolean | MetricsOptions
   /** Stats window settings. */
   stats?: { windowMinutes?: number; futureToleranceMs?: number; pastToleranceMs?: number; flushIntervalMs?: number }
   /**
@@ -222,6 +229,8 @@ export interface ResolvedOptions<D extends EventDefinitions = any> {
   /** Unset: no rate limits. */
   readonly rateLimits: ResolvedRateLimits | undefined
   readonly stats: ResolvedStatsOptions
+  /** Unset: no metrics. */
+  readonly metrics: ResolvedMetricsOptions | undefined
   readonly onError: (error: unknown) => void
   /** Where environment defaults were read from (`REDIS_URL` is read from it when storage starts). */
   readonly env: Record<string, string | undefined>
@@ -307,6 +316,7 @@ export function resolveOptions<D extends EventDefinitions = any>(
       pastToleranceMs: stats?.pastToleranceMs ?? statsDefaults.pastToleranceMs,
       flushIntervalMs: stats?.flushIntervalMs ?? statsDefaults.flushIntervalMs,
     }),
+    metrics: options.metrics === undefined ? checkEnv('EVENT_METRICS', () => resolveMetricsOptions(undefined, environment.EVENT_METRICS)) : resolveMetricsOptions(options.metrics, undefined),
     onError: options.onError ?? warn,
     env: environment,
   })
@@ -337,7 +347,7 @@ function checkEnv<T>(variable: string, check: () => T): T {
 }
 
 /** The options {@link createEventIngest} knows, each checked below. */
-const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'publishableKeys', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'cloudEvents', 'redaction', 'instanceId', 'sink', 'cors', 'rateLimits', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
+const optionNames = ['model', 'events', 'sourcePolicy', 'limits', 'storage', 'store', 'token', 'adminToken', 'publishableKeys', 'authorize', 'dedupeWindowMs', 'retentionMs', 'pruneIntervalMs', 'storageTimeoutMs', 'retryAfterSeconds', 'refusalDrain', 'clockSkew', 'cloudEvents', 'redaction', 'instanceId', 'sink', 'cors', 'rateLimits', 'metrics', 'stats', 'onError', 'env'] as const satisfies readonly (keyof EventIngestOptions)[]
 
 // Every option of EventIngestOptions is in optionNames (a new option left out fails to compile).
 const everyOptionNamed: Record<Exclude<keyof EventIngestOptions, (typeof optionNames)[number]>, never> = {}

@@ -3,7 +3,8 @@ import { createEventLog, type EventLog } from '../log/event-log'
 import { createStatsWindow, statsDefaults, type StatsWindow } from '../stats/stats'
 import { resolveStorage } from '../storage/resolve'
 import { createForwarder } from '../forward/forwarder'
-import type { Forwarder } from '../forward/types'
+import { createIngestMetrics, loadPromClient, type IngestMetrics } from '../metrics/metrics'
+import type { Forwarder, ForwardingState } from '../forward/types'
 import { withTimeout } from '../base/timeout'
 import type { ResolvedOptions } from './options'
 import { loadRateLimitLibrary, openRateLimiter, type RateLimiter } from '../http/rate-limits'
@@ -20,6 +21,8 @@ export interface Runtime {
   readonly stats: StatsWindow
   /** Set when a sink is configured. */
   readonly forwarder: Forwarder | undefined
+  /** The Prometheus metrics, with `metrics`. */
+  readonly metrics: IngestMetrics | undefined
   /** Set when rate limits are configured. */
   readonly rateLimiter: RateLimiter | undefined
   /**
@@ -38,6 +41,7 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
   const timeoutMs = resolved.storageTimeoutMs
   // Loaded first: without the package, nothing is opened.
   const rateLimitLibrary = resolved.rateLimits ? await loadRateLimitLibrary() : undefined
+  const promClient = resolved.metrics ? await loadPromClient() : undefined
   const opened = await resolveStorage(resolved.storage, resolved.env, { onUnreachable: report })
   const { storage } = opened
   const reportBackground = (error: unknown) => {
@@ -68,7 +72,10 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
     },
     onError: reportBackground,
   })
-  const stats = createStatsWindow({ ...resolved.stats, storage, instanceId, onError: reportBackground, exactAccepted: log.countsAccepted })
+  const window = createStatsWindow({ ...resolved.stats, storage, instanceId, onError: reportBackground, exactAccepted: log.countsAccepted })
+  // With metrics, every count the stats take is also counted there (per batch, on the same calls).
+  const metrics: IngestMetrics | undefined = promClient && resolved.metrics ? createIngestMetrics(promClient, resolved.metrics, sink ? (): ForwardingState => forwarder!.state() : undefined) : undefined
+  const stats: StatsWindow = metrics ? metrics.meter(window, resolved.stats) : window
   const forwarder = sink ? createForwarder({ storage, prefix: 'events', instanceId, sink, stats, storageTimeoutMs: timeoutMs, onError: resolved.onError }) : undefined
   const rateLimiter = rateLimitLibrary && resolved.rateLimits
     ? openRateLimiter(rateLimitLibrary, resolved.rateLimits, storage, 'events', {
@@ -80,7 +87,7 @@ export async function openRuntime(resolved: ResolvedOptions, report: (error: unk
         },
       })
     : undefined
-  return { storage, owned: opened.owned, log, stats, forwarder, rateLimiter, reportBackground }
+  return { storage, owned: opened.owned, log, stats, forwarder, rateLimiter, metrics, reportBackground }
 }
 
 /**

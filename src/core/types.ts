@@ -67,6 +67,18 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
    * claims. A `signal` stops it between two storage calls.
    */
   prune(options: PruneOptions): Promise<{ batches: number; claims: number }>
+  /**
+   * The Prometheus metrics in the text exposition format (with the `metrics` option); rejects with
+   * `metrics_disabled` when they are off.
+   */
+  metrics(): Promise<string>
+  /**
+   * A Node `(req, res)` handler answering the metrics text, with no admin auth: mount it on an
+   * internal port only the scraper reaches.
+   * @example
+   * createServer(ingest.metricsHandler).listen(9464, '127.0.0.1')
+   */
+  metricsHandler(request: import('node:http').IncomingMessage, response: import('node:http').ServerResponse): void
   /** The neutral HTTP handler every adapter calls; `undefined` for paths that are not ours. */
   handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined>
   /** Whether a path (below the mount point, as sent) is one of the event-ingest routes. */

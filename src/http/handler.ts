@@ -38,6 +38,7 @@ export const routes = {
   events: '/admin/events',
   deadLetters: '/admin/events/dead-letters',
   requeue: '/admin/events/requeue',
+  metrics: '/admin/metrics',
 } as const
 
 const allowed: Record<string, string> = {
@@ -47,6 +48,7 @@ const allowed: Record<string, string> = {
   [routes.events]: 'GET, HEAD',
   [routes.deadLetters]: 'GET, HEAD',
   [routes.requeue]: 'POST',
+  [routes.metrics]: 'GET, HEAD',
 }
 
 /** Seconds a browser may cache a preflight answer when `cors.maxAge` is unset. */
@@ -405,6 +407,12 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
           if (method !== 'GET' && method !== 'HEAD') break
           await admin(request)
           return json(200, { deadLetters: await storageRead(() => core.deadLetters()) })
+        case routes.metrics: {
+          if (method !== 'GET' && method !== 'HEAD') break
+          await admin(request)
+          const { contentType, text } = await core.metricsText()
+          return { status: 200, headers: { 'content-type': contentType, 'cache-control': 'no-store' }, body: text }
+        }
         case routes.requeue: {
           if (method !== 'POST') break
           await admin(request)

@@ -86,5 +86,7 @@ export interface HandledCore {
   requeue(ids?: readonly string[]): Promise<number>
   schema(): ModelDescription
   events(query?: EventQuery): Promise<EventPage>
+  /** The Prometheus text, with its content type; rejects with `metrics_disabled` when metrics are off. */
+  metricsText(): Promise<{ contentType: string; text: string }>
   readonly model: { readonly names: readonly string[]; readonly limits: { readonly maxBodyBytes: number; readonly maxDepth: number; readonly maxEventBytes: number; readonly maxInflateRatio: number } }
 }

@@ -59,7 +59,7 @@ function findCycles(graph: Map<string, string[]>): string[][] {
  * The layers of docs/design/architecture.md, lowest first: a module imports modules of its own
  * layer or of layers below it, never above (type-only imports included).
  */
-const layers = ['base', 'model', 'storage', 'log', 'stats', 'forward', 'http', 'core', 'governance', 'index', 'adapters', 'cli', 'client'] as const
+const layers = ['base', 'model', 'storage', 'log', 'stats', 'forward', 'metrics', 'http', 'core', 'governance', 'index', 'adapters', 'cli', 'client'] as const
 
 /** The layer of a file: its folder under src/, `index` for src/index.ts, `adapters` for adapters/. */
 function layerOf(file: string): string {
