@@ -46,6 +46,7 @@ export type { StatsSnapshot } from './stats/stats'
 export type { RateLimitOptions, RateLimitRule } from './http/rate-limits'
 export { fsDriver, removeStaleTempFiles, type FsDriverInstance, type FsDriverOptions } from './storage/fs-driver'
 export type { DeadLetter, Forwarder, ForwardingState, RefusedEvent } from './forward/types'
+export type { ReplayFilter, ReplayProgress } from './forward/replay'
 export type { ResolvedSinkOptions, SinkOptions } from './forward/options'
 export {
   breakingRules,
