@@ -49,6 +49,7 @@ export { fsDriver, removeStaleTempFiles, type FsDriverInstance, type FsDriverOpt
 export type { DeadLetter, Forwarder, ForwardingState, RefusedEvent } from './forward/types'
 export type { DeliverBatch, ResolvedSinkOptions, SinkOptions, SinkType } from './forward/options'
 export { SinkRefusal, SinkRetry } from './forward/sinks/deliver'
+export type { ReplayFilter, ReplayProgress } from './forward/replay'
 export {
   breakingRules,
   checkCompatibility,

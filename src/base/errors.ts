@@ -28,6 +28,8 @@ export type IngestErrorCode =
   | 'in_progress'
   | 'request_aborted'
   | 'rate_limited'
+  | 'no_sink'
+  | 'too_many_replays'
 
 /** The HTTP status of every error code, kept in this one place. */
 export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
@@ -55,6 +57,8 @@ export const errorStatus: Readonly<Record<IngestErrorCode, number>> = {
   unsupported_media_type: 415,
   unsupported_encoding: 415,
   rate_limited: 429,
+  no_sink: 409,
+  too_many_replays: 409,
   storage_unavailable: 503,
   in_progress: 503,
 }

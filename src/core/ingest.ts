@@ -11,6 +11,7 @@ import { restrictToKey } from './key-sources'
 import { withoutPrefix } from '../base/option-checks'
 import { resolveOptions, type EventIngestOptions, type ResolvedOptions } from './options'
 import { RetentionPrune } from './retention'
+import { Replays } from '../forward/replay'
 import { closeRuntime, openRuntime, storedOf, type Runtime } from './runtime'
 import type { EventIngest, IngestContext, IngestResult } from './types'
 
@@ -152,6 +153,34 @@ class IngestCore {
     return forwarder ? forwarder.requeue(ids) : 0
   }
 
+  /** Replays, made with the first one once storage is ready. */
+  private replaysOf: Replays | undefined
+
+  private async replaying(): Promise<Replays> {
+    const { log, forwarder } = await this.ready
+    const sink = this.resolved.sink
+    if (!forwarder || !sink) throw new IngestError('no_sink', 'replay: no sink is configured (set sink or EVENT_SINK_URL)')
+    this.replaysOf ??= new Replays({ log, forwarder, prefix: 'events', instanceId: this.resolved.instanceId, maxReplays: sink.maxReplays, maxInFlight: sink.maxReplayInFlight })
+    return this.replaysOf
+  }
+
+  async replay(filter: unknown) {
+    if (this.closed) throw new IngestError('storage_unavailable', 'event ingest is closing; replay on another instance')
+    const replays = await this.replaying()
+    return replays.start(filter)
+  }
+
+  async replays() {
+    await this.ready
+    return this.replaysOf?.list() ?? []
+  }
+
+  async cancelReplay(id: string) {
+    const found = this.replaysOf?.cancel(id)
+    if (!found) throw new IngestError('not_found', `id: no replay ${JSON.stringify(id)} in this process`, { field: 'id' })
+    return found
+  }
+
   async events(query?: EventQuery) {
     const { log } = await this.ready
     return log.list(query)
@@ -202,6 +231,9 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   const stats = () => core.stats()
   const deadLetters = () => core.deadLetters()
   const requeue = (ids?: readonly string[]) => core.requeue(ids)
+  const replay = (filter: unknown) => core.replay(filter)
+  const replays = () => core.replays()
+  const cancelReplay = (id: string) => core.cancelReplay(id)
   const schema = () => model.describe()
   const events = (query?: EventQuery) => core.events(query) as never
   const metricsText = () => core.metricsText()
@@ -218,7 +250,7 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   }
 
   // The HTTP contract is built from the parts of the core it serves, before the core itself.
-  const http = createHttpHandler({ model, ingest, stats, schema, events, deadLetters, requeue, metricsText }, {
+  const http = createHttpHandler({ model, ingest, stats, schema, events, deadLetters, requeue, metricsText, replay, replays, cancelReplay }, {
     tokens: resolved.tokens,
     adminTokens: resolved.adminTokens,
     publishableKeys: resolved.publishableKeys,
@@ -239,6 +271,9 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
     stats,
     deadLetters,
     requeue,
+    replay,
+    replays,
+    cancelReplay,
     schema,
     events,
     prune: (pruneOptions) => core.pruneNow(pruneOptions),

@@ -2,6 +2,7 @@ import type { Storage } from 'unstorage'
 import type { CanonicalEvents, EventDefinitions } from '../model/definitions'
 import type { EventLog, EventPage, EventQuery, PruneOptions } from '../log/event-log'
 import type { DeadLetter, ForwardingState } from '../forward/types'
+import type { ReplayFilter, ReplayProgress } from '../forward/replay'
 import type { EventModel, EventOf } from '../model/model'
 import type { ModelDescription } from '../model/schema'
 import type { StatsSnapshot } from '../stats/stats'
@@ -58,6 +59,16 @@ export interface EventIngest<D extends EventDefinitions = CanonicalEvents> {
   deadLetters(): Promise<DeadLetter[]>
   /** Moves dead letters (all, or those ids) back to the outbox; returns how many. */
   requeue(ids?: readonly string[]): Promise<number>
+  /**
+   * Re-sends the stored events received in `[since, until)` (of `name`, of `source`) to the sink,
+   * through the outbox; resolves once the replay is started, with its id and progress.
+   * @throws IngestError 409 `no_sink` without a sink, 409 `too_many_replays` over `sink.maxReplays`, 400 `invalid_request` naming a bad field.
+   */
+  replay(filter: ReplayFilter): Promise<ReplayProgress>
+  /** The replays this process started, newest first, with their progress. */
+  replays(): Promise<ReplayProgress[]>
+  /** Stops a replay's scan (what it queued is still delivered). @throws IngestError 404 `not_found` for an unknown id. */
+  cancelReplay(id: string): Promise<ReplayProgress>
   /** The model description published by `GET /events/schema`. */
   schema(): ModelDescription
   /** Stored events, newest first. */

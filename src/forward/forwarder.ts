@@ -13,7 +13,7 @@ import type { ResolvedSinkOptions } from './options'
 import { OutboxQueue, type Pending } from './queue'
 import { createSink } from './sinks/create'
 import type { Sink } from './sinks/types'
-import type { DeadLetter, Forwarder, ForwardingState } from './types'
+import type { DeadLetter, ForwardEntry, Forwarder, ForwardingState } from './types'
 
 /** What {@link createForwarder} is given. */
 export interface ForwarderOptions {
@@ -136,6 +136,16 @@ export class OutboxForwarder implements Forwarder {
 
   deadLetters(): Promise<DeadLetter[]> {
     return this.letters.list()
+  }
+
+  async replay(outboxKey: string, entry: ForwardEntry): Promise<boolean> {
+    if (this.closed) return false
+    await this.io(this.storage.setItem(outboxKey, JSON.stringify({ ...entry, replay: true })), 'write')
+    // Already queued (the same batch and filter replayed again meanwhile): one delivery serves both.
+    const delivered = this.queue.waitFor(outboxKey)
+    if (!this.queue.has(outboxKey)) this.queue.insert({ ...entry, replay: true, key: outboxKey })
+    void this.started.then(() => this.pump())
+    return delivered
   }
 
   async requeue(ids?: readonly string[]): Promise<number> {

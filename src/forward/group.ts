@@ -58,7 +58,8 @@ export async function buildGroup(context: GroupContext, single: boolean): Promis
   // Every batch holds at least one event, so a group never takes more than maxEvents entries.
   for (const pending of queue.candidates(Date.now(), maxEvents)) {
     const first = entries.length === 0
-    if (!first && (single || events + pending.events > maxEvents)) break
+    // A replay's entry travels alone: its idempotency key is then its own, whatever is queued beside it.
+    if (!first && (single || pending.replay || entries[0]!.replay || events + pending.events > maxEvents)) break
     const ready = await prepare(context, pending)
     if (ready === 'skip') continue
     if ('retryAt' in ready) {

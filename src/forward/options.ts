@@ -102,6 +102,10 @@ export interface SinkOptions {
    * @default the source the event was received with as a CloudEvent, else `/<source>` (`/storefront`)
    */
   cloudEventsSource?: (event: Record<string, unknown>) => string
+  /** Most replays running at once (`replay()` refuses another with 409 `too_many_replays`). @default 2 */
+  maxReplays?: number
+  /** Most replay batches of one replay in the outbox and not yet settled at once; the replay's scan waits below it. @default 100 */
+  maxReplayInFlight?: number
 }
 
 /** The default of every sink field that has one (`leaseMs` follows `timeoutMs`: see {@link resolveSinkOptions}). */
@@ -114,6 +118,8 @@ export const sinkDefaults = Object.freeze({
   maxBatchEvents: 1000,
   maxBatchBytes: 1_048_576,
   heartbeatMs: 10_000,
+  maxReplays: 2,
+  maxReplayInFlight: 100,
   wait: false,
   waitTimeoutMs: 10_000,
   format: 'envelope' as 'envelope' | 'cloudevents',
@@ -166,7 +172,7 @@ function checkSinkOptions(sink: SinkOptions): { leaseMs: number } {
   for (const name of ['timeoutMs', 'minBackoffMs', 'maxBackoffMs', 'maxRetryAfterMs', 'leaseMs', 'heartbeatMs', 'waitTimeoutMs'] as const) {
     checkNumber(`sink.${name}`, sink[name], { max: MAX_TIMER_MS })
   }
-  for (const name of ['maxBatchEvents', 'maxBatchBytes'] as const) checkNumber(`sink.${name}`, sink[name], { integer: true })
+  for (const name of ['maxBatchEvents', 'maxBatchBytes', 'maxReplays', 'maxReplayInFlight'] as const) checkNumber(`sink.${name}`, sink[name], { integer: true })
   checkString('sink.token', sink.token)
   checkBoolean('sink.wait', sink.wait)
   if (sink.format !== undefined && sink.format !== 'envelope' && sink.format !== 'cloudevents') {

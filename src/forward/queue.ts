@@ -93,7 +93,11 @@ export class OutboxQueue {
 
   /** Resolves when `key` leaves the queue: true when delivered. */
   waitFor(key: string): Promise<boolean> {
-    return new Promise<boolean>((resolve) => this.waiters.set(key, resolve))
+    return new Promise<boolean>((resolve) => {
+      // A second waiter on the same key (a replay of a batch already queued) is told as well.
+      const before = this.waiters.get(key)
+      this.waiters.set(key, before ? (delivered) => (before(delivered), resolve(delivered)) : resolve)
+    })
   }
 
   /** Tells every waiter its batch was not delivered (on close). */

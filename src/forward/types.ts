@@ -54,6 +54,8 @@ export interface ForwardingState {
 export interface ForwardEntry extends OutboxEntry {
   /** Positions in the stored batch of the events to send; absent: all of them. */
   only?: number[]
+  /** Written by a replay: sent alone, so its idempotency key depends on this entry only. */
+  replay?: true
 }
 
 /** The forwarder's public face. */
@@ -62,6 +64,11 @@ export interface Forwarder {
   enqueue(outboxKey: string, entry: OutboxEntry): Promise<boolean>
   state(): ForwardingState
   deadLetters(): Promise<DeadLetter[]>
+  /**
+   * Writes a replay's outbox entry and queues it; resolves when it leaves the queue: true when
+   * delivered, false when it became a dead letter or the forwarder closed first.
+   */
+  replay(outboxKey: string, entry: ForwardEntry): Promise<boolean>
   /** Moves dead letters (all, or those ids) back to the outbox. */
   requeue(ids?: readonly string[]): Promise<number>
   /** Stops taking work, waits for the attempt in flight (at most `timeoutMs`), leaves the rest in the outbox. */

@@ -39,6 +39,8 @@ export const routes = {
   deadLetters: '/admin/events/dead-letters',
   requeue: '/admin/events/requeue',
   metrics: '/admin/metrics',
+  replays: '/admin/events/replays',
+  cancelReplay: '/admin/events/replays/cancel',
 } as const
 
 const allowed: Record<string, string> = {
@@ -49,6 +51,8 @@ const allowed: Record<string, string> = {
   [routes.deadLetters]: 'GET, HEAD',
   [routes.requeue]: 'POST',
   [routes.metrics]: 'GET, HEAD',
+  [routes.replays]: 'GET, HEAD, POST',
+  [routes.cancelReplay]: 'POST',
 }
 
 /** Seconds a browser may cache a preflight answer when `cors.maxAge` is unset. */
@@ -419,6 +423,24 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
           const ids = await readRequeueIds(request)
           return json(200, { requeued: await storageRead(() => core.requeue(ids)) })
         }
+        case routes.replays: {
+          if (method === 'GET' || method === 'HEAD') {
+            await admin(request)
+            return json(200, { replays: await storageRead(() => core.replays()) })
+          }
+          if (method !== 'POST') break
+          await admin(request)
+          const filter = await readAdminBody(request)
+          return json(202, { replay: await storageRead(() => core.replay(filter ?? {})) })
+        }
+        case routes.cancelReplay: {
+          if (method !== 'POST') break
+          await admin(request)
+          const value = await readAdminBody(request)
+          const id = value && typeof value === 'object' && !Array.isArray(value) ? (value as { id?: unknown }).id : undefined
+          if (typeof id !== 'string' || id === '') throw new IngestError('invalid_request', 'id: expected the replay id (a string), as GET /admin/events/replays lists them', { field: 'id' })
+          return json(200, { replay: await core.cancelReplay(id) })
+        }
       }
       return json(405, { code: 'method_not_allowed', message: `${method} is not allowed on ${path}; use ${allow}` }, { allow })
     } catch (error) {
@@ -432,21 +454,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
    * body or one without `ids`. Read after the admin check, within the body limit.
    */
   async function readRequeueIds(request: IngestHttpRequest): Promise<string[] | undefined> {
-    const body = request.body
-    let value: unknown
-    if (body === undefined) return undefined
-    if ('refused' in body) throw body.refused
-    if ('parsed' in body) {
-      value = body.parsed
-      if (typeof value === 'string' || value instanceof Uint8Array) value = parseRequeueText(Buffer.from(value).toString('utf8'))
-    } else {
-      const lengthHeader = header(request.headers, 'content-length')
-      const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
-      // Decoded as an ingest body is, within the same limits.
-      const { bytes } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
-      if (bytes.length > 0) checkContentType(header(request.headers, 'content-type'))
-      value = parseRequeueText(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8'))
-    }
+    const value = await readAdminBody(request)
     // A host parser leaves `{}` (or nothing) for an empty body.
     if (value === undefined || value === null) return undefined
     if (typeof value !== 'object' || Array.isArray(value)) {
@@ -460,10 +468,30 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
     return ids
   }
 
+  /** The JSON body of an admin route (undefined when empty), read after the admin check within the body limit. */
+  async function readAdminBody(request: IngestHttpRequest): Promise<unknown> {
+    const body = request.body
+    let value: unknown
+    if (body === undefined) return undefined
+    if ('refused' in body) throw body.refused
+    if ('parsed' in body) {
+      value = body.parsed
+      if (typeof value === 'string' || value instanceof Uint8Array) value = parseAdminText(Buffer.from(value).toString('utf8'))
+    } else {
+      const lengthHeader = header(request.headers, 'content-length')
+      const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
+      // Decoded as an ingest body is, within the same limits.
+      const { bytes } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
+      if (bytes.length > 0) checkContentType(header(request.headers, 'content-type'))
+      value = parseAdminText(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8'))
+    }
+    return value
+  }
+
   return { handle, owns: (path: string) => Object.hasOwn(allowed, path) }
 }
 
-function parseRequeueText(text: string): unknown {
+function parseAdminText(text: string): unknown {
   if (text.trim() === '') return undefined
   try {
     return JSON.parse(text)

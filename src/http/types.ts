@@ -1,3 +1,4 @@
+import type { ReplayProgress } from '../forward/replay'
 import type { DeadLetter, ForwardingState } from '../forward/types'
 import type { EventPage, EventQuery } from '../log/event-log'
 import type { ReceivedBody } from '../model/received'
@@ -84,6 +85,9 @@ export interface HandledCore {
   stats(): Promise<StatsSnapshot & { forwarding: ForwardingState | null }>
   deadLetters(): Promise<DeadLetter[]>
   requeue(ids?: readonly string[]): Promise<number>
+  replay(filter: unknown): Promise<ReplayProgress>
+  replays(): Promise<ReplayProgress[]>
+  cancelReplay(id: string): Promise<ReplayProgress>
   schema(): ModelDescription
   events(query?: EventQuery): Promise<EventPage>
   /** The Prometheus text, with its content type; rejects with `metrics_disabled` when metrics are off. */

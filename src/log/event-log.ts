@@ -10,7 +10,7 @@ import type { LogContext } from './context'
 import { HourIndex } from './hours'
 import { ProcessOwners } from './owners'
 import { pruneLog } from './prune'
-import { getEvent, listEvents } from './query'
+import { getEvent, listEvents, scanBatches } from './query'
 import { RecordReader } from './record'
 import { LateSettling } from './settle'
 import type { AppendResult, EventLog, EventLogOptions } from './types'
@@ -69,6 +69,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     },
     list: (query) => listEvents(context, query),
     get: (id) => getEvent(context, id),
+    batches: (since, until) => scanBatches(context, since, until),
     prune: (pruneOptions) => pruneLog(context, pruneOptions),
     get corruptRecords() {
       return records.corrupt

@@ -79,3 +79,25 @@ function storedEvent(event: EventEnvelope, record: BatchRecord): StoredEvent {
   stored.clockSkewMs = record.skewMs
   return stored
 }
+
+const oldestFirst = (a: string, b: string) => (batchTime(a) - batchTime(b)) || (a < b ? -1 : a > b ? 1 : 0)
+
+/**
+ * The batch records received in `[since, until)`, oldest first, visiting only the indexed hours in
+ * range (for replay). A record gone or unreadable is passed over.
+ */
+export async function* scanBatches(context: LogContext, since: number, until: number): AsyncGenerator<{ key: string; record: BatchRecord }> {
+  const { storage, timeoutMs } = context
+  const first = hourBucket(since)
+  const last = hourBucket(until)
+  const hours = (await context.hours.read()).filter((h) => h >= first && h <= last).sort()
+  for (const hour of hours) {
+    const keys = (await withTimeout(storage.getKeys(hourBase(context.prefix, hour)), timeoutMs, 'list')).sort(oldestFirst)
+    for (const key of keys) {
+      const time = batchTime(key)
+      if (time >= until || time < since) continue
+      const record = await context.records.read(key)
+      if (record) yield { key, record }
+    }
+  }
+}

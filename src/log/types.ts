@@ -150,6 +150,8 @@ export interface EventLog {
   list(query?: EventQuery): Promise<EventPage>
   /** Reads one stored event by id (within the dedupe window). */
   get(id: string): Promise<StoredEvent | null>
+  /** The batch records received in `[since, until)` (ms), oldest first, touching only the hours in range. */
+  batches(since: number, until: number): AsyncIterable<{ key: string; record: BatchRecord }>
   /**
    * Deletes batches received before `olderThan` (keeping those still waiting to be forwarded),
    * touching only the hour buckets it needs, and dedupe claims past the window.

@@ -144,6 +144,18 @@ export function outboxKey(prefix: string, batch: string): string {
   return `${prefix}:o:${batchId.split('-')[1]}:${batchId}`
 }
 
+/**
+ * The outbox entry of a replay of `batch` (some of its events when `positions` is given), in the
+ * outbox of `instance`: `<prefix>:o:<instance>:<batch id>.r<digest of batch and positions>`. The
+ * same batch and events give the same key, so replaying a range again gives the same keys; it
+ * sorts right after the batch's own entry.
+ */
+export function replayOutboxKey(prefix: string, instance: string, batch: string, positions?: readonly number[]): string {
+  const batchId = batch.slice(batch.lastIndexOf(':') + 1)
+  const digest = createHash('sha256').update(`${batch}|${positions ? positions.join(',') : '*'}`).digest('hex').slice(0, 16)
+  return `${prefix}:o:${instance}:${batchId}.r${digest}`
+}
+
 /** A dedupe claim's value: `<batch key>|<claimed at, ms>`. */
 export function claimValue(batch: string, at: number): string {
   return `${batch}|${at}`
