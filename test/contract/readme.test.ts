@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { makeEvent } from '../helpers/fixtures'
@@ -33,7 +33,7 @@ function run(name: string, env: Record<string, string> = {}) {
 
 describe('README examples run as written', () => {
   it('has an example for h3, Express, Koa, Fastify, the core and the client', () => {
-    expect([...examples.keys()].sort()).toEqual(['client', 'core', 'express', 'fastify', 'h3', 'koa'])
+    expect([...examples.keys()].sort()).toEqual(['client', 'core', 'express', 'fastify', 'h3', 'kafka', 'koa'])
   })
 
   it('client: delivers its event to the h3 example and prints the id, which the server then knows', async () => {
@@ -70,6 +70,35 @@ describe('README examples run as written', () => {
       child.kill('SIGKILL')
     })
   }
+
+  it('kafka: the deliver sink hands each batch to the producer, retried with the same key after a failure', async () => {
+    // kafkajs is not a dependency: the example runs against a test double of the client
+    // (test/helpers/fake-kafkajs), found next to the example; the sink and its retries are real.
+    cpSync(`${root}test/helpers/fake-kafkajs`, `${outDir}node_modules/kafkajs`, { recursive: true })
+    const log = `${outDir}kafka-sent.jsonl`
+    rmSync(log, { force: true })
+    const port = await freePort()
+    const { child, output } = run('kafka', { PORT: String(port), FAKE_KAFKA_LOG: log, FAKE_KAFKA_FAIL_FIRST: '1' })
+    const url = `http://127.0.0.1:${port}/api`
+    await waitFor(async () => {
+      if (child.exitCode !== null) throw new Error(`the example exited: ${output()}`)
+      return fetch(`${url}/events/schema`).then((r) => r.ok, () => false)
+    }, 20_000, 'the kafka example to listen')
+    const events = [makeEvent({ id: 'kafka-1' }), makeEvent({ id: 'kafka-2' })]
+    const response = await fetch(`${url}/events/ingest`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events) })
+    expect(await response.json()).toEqual({ accepted: 2, duplicates: 0, rejected: [] })
+    await waitFor(() => existsSync(log), 10_000, 'the producer to send')
+    const [sent, ...more] = readFileSync(log, 'utf8').trim().split('\n').map((line) => JSON.parse(line))
+    expect(more).toEqual([])
+    // The first call failed: this is the retry.
+    expect(sent.call).toBe(2)
+    expect(sent.topic).toBe('events')
+    expect(sent.messages.map((m: { key: string }) => m.key)).toEqual(['kafka-1', 'kafka-2'])
+    expect(JSON.parse(sent.messages[0].value)).toMatchObject({ id: 'kafka-1', name: 'ProductViewed' })
+    expect(sent.messages[0].headers['idempotency-key']).toMatch(/^[0-9a-f]{32}$/)
+    expect(sent.messages[1].headers['idempotency-key']).toBe(sent.messages[0].headers['idempotency-key'])
+    child.kill('SIGKILL')
+  })
 
   it('core: prints what the README says', async () => {
     const { child, output } = run('core')

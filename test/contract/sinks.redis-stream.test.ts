@@ -100,6 +100,21 @@ describe('Redis Streams sink', () => {
     expect((await entries(redis, stream)).at(-1)!.body[0]!.id).toBe('rs-trim-299')
   })
 
+  it('trims entries older than maxAgeMs, and with maxLen 0 and maxAgeMs 0 trims nothing', async () => {
+    const aged = `${prefix}:aged`
+    const kept = `${prefix}:kept`
+    const byAge = await core({ type: 'redis-stream', url: redisUrl, stream: aged, maxLen: 0, maxAgeMs: 1, maxBatchEvents: 1 })
+    const untrimmed = await core({ type: 'redis-stream', url: redisUrl, stream: kept, maxLen: 0, maxAgeMs: 0, maxBatchEvents: 1 })
+    for (let i = 0; i < 300; i++) {
+      await byAge.ingest([makeEvent({ id: `rs-age-${i}` })])
+      await untrimmed.ingest([makeEvent({ id: `rs-keep-${i}` })])
+    }
+    await waitFor(async () => (await byAge.stats()).forwarded === 300 && (await untrimmed.stats()).forwarded === 300, 20_000, 'every batch')
+    expect(await redis.xlen(aged)).toBeLessThan(300)
+    expect((await entries(redis, aged)).at(-1)!.body[0]!.id).toBe('rs-age-299')
+    expect(await redis.xlen(kept)).toBe(300)
+  })
+
   it('keeps every batch in the outbox while Redis is down and appends each once when it is back', async () => {
     const own = await startOwnRedis()
     open.push({ close: () => own.dispose() })

@@ -8,8 +8,8 @@ const sink = 'http://127.0.0.1:9/sink'
 const fixedId = () => 'host_1_abc'
 
 /** The rows of the README table whose header row starts with `| <first> |`, as cells keyed by the first cell's names. */
-function table(first: string): Map<string, string[]> {
-  const start = readme.indexOf(`\n| ${first} |`)
+function table(first: string, from = 0): Map<string, string[]> {
+  const start = readme.indexOf(`\n| ${first} |`, from)
   expect(start, `a README table starting with "${first}"`).toBeGreaterThan(-1)
   const rows = new Map<string, string[]>()
   for (const line of readme.slice(start + 1).split('\n').slice(2)) {
@@ -123,8 +123,20 @@ describe('resolveOptions', () => {
     expect(resolved.stats.futureToleranceMs).toBe(value(stats.get('futureToleranceMs')![0]!))
     expect(resolved.stats.pastToleranceMs).toBe(value(stats.get('pastToleranceMs')![0]!))
 
-    const sinkFields = table('`sink` field')
+    // The Forwarding section's tables (every sink, then one per sink type), as one.
+    const sinkFields = new Map<string, string[]>()
+    for (let at = readme.indexOf('\n| `sink` field |'); at >= 0; at = readme.indexOf('\n| `sink` field |', at + 1)) {
+      for (const [name, cells] of table('`sink` field', at)) if (!sinkFields.has(name)) sinkFields.set(name, cells)
+    }
     const resolvedSink = resolveOptions({ sink }, {}, fixedId).sink!
+    const streamSink = resolveOptions({ sink: { url: 'redis://127.0.0.1:6379#events' } }, {}, fixedId).sink!
+    for (const name of ['maxLen', 'maxAgeMs', 'idempotencyWindowMs'] as const) {
+      expect(streamSink[name], `sink.${name}`).toBe(value(sinkFields.get(name)![0]!))
+    }
+    expect(streamSink).toMatchObject({ type: 'redis-stream', url: 'redis://127.0.0.1:6379', stream: 'events' })
+    expect(resolvedSink.type).toBe('http')
+    expect(resolveOptions({ sink: { type: 'nats', subject: 'a.b' } }, { NATS_URL: 'nats://10.0.0.1:4222' }, fixedId).sink!.url).toBe('nats://10.0.0.1:4222')
+    expect(resolveOptions({ sink: { type: 'nats', subject: 'a.b' } }, {}, fixedId).sink!.url).toBe('nats://127.0.0.1:4222')
     for (const name of ['tokenHeader', 'timeoutMs', 'minBackoffMs', 'maxBackoffMs', 'maxRetryAfterMs', 'maxBatchEvents', 'maxBatchBytes', 'heartbeatMs', 'wait', 'waitTimeoutMs'] as const) {
       expect(resolvedSink[name], `sink.${name}`).toBe(value(sinkFields.get(name)![0]!))
     }
