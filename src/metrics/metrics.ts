@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module'
 import type { Counter, Histogram, Registry } from 'prom-client'
 import type { ForwardingState } from '../forward/types'
 import type { StatsEvent, StatsWindow } from '../stats/window'
@@ -24,13 +25,24 @@ export interface IngestMetrics {
   readonly contentType: string
 }
 
+const missingPromClient = '[event-ingest] metrics need the optional peer dependency prom-client: npm install prom-client'
+
+/** Throws at creation, naming prom-client, when metrics are asked for and the package is missing. */
+export function checkPromClient(): void {
+  try {
+    createRequire(import.meta.url).resolve('prom-client')
+  } catch (error) {
+    throw new Error(missingPromClient, { cause: error })
+  }
+}
+
 /** Loads prom-client, an optional peer: missing, the error says to install it. */
 export async function loadPromClient(): Promise<PromClient> {
   try {
     const loaded = (await import('prom-client')) as PromClient & { default?: PromClient }
     return loaded.Registry ? loaded : loaded.default!
   } catch (error) {
-    throw new Error('[event-ingest] metrics need the optional peer dependency prom-client: npm install prom-client', { cause: error })
+    throw new Error(missingPromClient, { cause: error })
   }
 }
 
