@@ -1,7 +1,8 @@
 import { createRequire } from 'node:module'
-import type { Counter, Histogram, Registry } from 'prom-client'
+import type { Counter, Registry } from 'prom-client'
 import type { ForwardingState } from '../forward/types'
 import type { StatsEvent, StatsWindow } from '../stats/window'
+import { SecondsHistogram } from './histogram'
 import type { ResolvedMetricsOptions } from './options'
 
 type PromClient = typeof import('prom-client')
@@ -55,7 +56,7 @@ export function createIngestMetrics(client: PromClient, options: ResolvedMetrics
   const p = options.prefix
   const registers = [registry]
   const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => new client.Counter<L>({ name: p + name, help, labelNames, registers })
-  const histogram = (name: string, help: string, buckets: readonly number[]) => new client.Histogram({ name: p + name, help, buckets: [...buckets], registers })
+  const histogram = (name: string, help: string, buckets: readonly number[]) => new SecondsHistogram(p + name, help, buckets, registry)
 
   const accepted = counter('events_accepted_total', 'Events validated and stored (duplicates excluded).')
   const duplicates = counter('events_duplicate_total', 'Events not stored again: their id was already stored within the dedupe window.')
@@ -98,8 +99,8 @@ interface Instruments {
   rejected: Counter
   refused: Counter<'code'>
   storageFailures: Counter
-  lag: Histogram
-  skew: Histogram
+  lag: SecondsHistogram
+  skew: SecondsHistogram
   forwarded: Counter
   attempts: Counter<'outcome'>
   failures: Counter<'kind'>
