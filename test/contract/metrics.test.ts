@@ -77,6 +77,28 @@ describe('metrics options', () => {
     }
   })
 
+  it('refuses a second core in one registry under the same prefix, naming metrics.prefix; another prefix is fine', async () => {
+    const registry = new Registry()
+    const first = createEventIngest({ env: {}, metrics: { registry } })
+    await first.ready()
+    try {
+      expect(() => createEventIngest({ env: {}, metrics: { registry } })).toThrow(/metrics\.registry already holds .* metrics\.prefix/)
+      const second = createEventIngest({ env: {}, metrics: { registry, prefix: 'second_' } })
+      await second.ingest([makeEvent({ id: 'second-1' })])
+      const scraped = parsePrometheus(await registry.metrics())
+      expect(scraped.value('second_events_accepted_total')).toBe(1)
+      expect(scraped.value('event_ingest_events_accepted_total')).toBe(0)
+      await second.close()
+      // A closed core takes its metrics out of the host's registry: a new one may register again.
+      expect(parsePrometheus(await registry.metrics()).samples.has('second_events_accepted_total')).toBe(false)
+      const again = createEventIngest({ env: {}, metrics: { registry, prefix: 'second_' } })
+      await again.ready()
+      await again.close()
+    } finally {
+      await first.close()
+    }
+  })
+
   it('is read from EVENT_METRICS when the option is unset; the option wins', async () => {
     const on = createEventIngest({ env: { EVENT_METRICS: 'true' } })
     const off = createEventIngest({ env: { EVENT_METRICS: '1' }, metrics: false })
