@@ -181,6 +181,24 @@ describe('metrics of storage failures and clock skew', () => {
   })
 })
 
+describe('metrics of refusals', () => {
+  it('counts a request over a rate limit under rate_limited, and a wrong token under token_invalid', async () => {
+    const host = await startHost(h3Host, { adminToken: ADMIN, token: 'ingest-token', metrics: true, rateLimits: { perToken: { points: 1, durationSeconds: 60 } } })
+    try {
+      const token = { 'x-event-token': 'ingest-token' }
+      expect((await postEvents(host.url, [makeEvent({ id: 'rl-1' })], token)).status).toBe(200)
+      expect((await postEvents(host.url, [makeEvent({ id: 'rl-2' })], token)).status).toBe(429)
+      expect((await postEvents(host.url, [makeEvent({ id: 'rl-3' })], { 'x-event-token': 'wrong' })).status).toBe(401)
+      const scraped = await scrape(host.url)
+      expect(scraped.value('event_ingest_requests_refused_total', { code: 'rate_limited' })).toBe(1)
+      expect(scraped.value('event_ingest_requests_refused_total', { code: 'token_invalid' })).toBe(1)
+      expect(scraped.value('event_ingest_events_accepted_total')).toBe(1)
+    } finally {
+      await host.close()
+    }
+  })
+})
+
 describe('metrics of lag', () => {
   it('leaves out of lag the events the stats leave out: too far in the future or the past', async () => {
     const host = await startHost(h3Host, { adminToken: ADMIN, metrics: true, stats: { futureToleranceMs: 60_000, pastToleranceMs: HOUR } })
