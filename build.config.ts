@@ -23,5 +23,5 @@ export default defineBuildConfig({
   rollup: {
     emitCJS: false,
   },
-  externals: ['h3', 'express', 'koa', 'fastify', 'ioredis', 'unstorage', 'zod', 'ofetch', 'tsx', 'tsx/esm/api', 'rate-limiter-flexible', 'nats'],
+  externals: ['h3', 'express', 'koa', 'fastify', 'ioredis', 'unstorage', 'zod', 'ofetch', 'tsx', 'tsx/esm/api', 'rate-limiter-flexible', 'nats', 'prom-client'],
 })

@@ -99,6 +99,7 @@ export async function closeRuntime(runtime: Runtime, timeoutMs: number): Promise
   await runtime.log.close()
   await runtime.forwarder?.close()
   await withTimeout(runtime.stats.close(), timeoutMs, 'flush').catch(() => {})
+  runtime.metrics?.close()
   if (runtime.owned) await runtime.storage.dispose().catch(() => {})
 }
 

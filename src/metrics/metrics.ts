@@ -1,6 +1,8 @@
-import type { Counter, Histogram, Registry } from 'prom-client'
+import { createRequire } from 'node:module'
+import type { Counter, Registry } from 'prom-client'
 import type { ForwardingState } from '../forward/types'
 import type { StatsEvent, StatsWindow } from '../stats/window'
+import { SecondsHistogram } from './histogram'
 import type { ResolvedMetricsOptions } from './options'
 
 type PromClient = typeof import('prom-client')
@@ -22,6 +24,19 @@ export interface IngestMetrics {
   /** The whole registry in the text exposition format. */
   text(): Promise<string>
   readonly contentType: string
+  /** Removes these metrics from the registry (a host's registry outlives the core). */
+  close(): void
+}
+
+const missingPromClient = '[event-ingest] metrics need the optional peer dependency prom-client: npm install prom-client'
+
+/** Throws at creation, naming prom-client, when metrics are asked for and the package is missing. */
+export function checkPromClient(): void {
+  try {
+    createRequire(import.meta.url).resolve('prom-client')
+  } catch (error) {
+    throw new Error(missingPromClient, { cause: error })
+  }
 }
 
 /** Loads prom-client, an optional peer: missing, the error says to install it. */
@@ -30,7 +45,7 @@ export async function loadPromClient(): Promise<PromClient> {
     const loaded = (await import('prom-client')) as PromClient & { default?: PromClient }
     return loaded.Registry ? loaded : loaded.default!
   } catch (error) {
-    throw new Error('[event-ingest] metrics need the optional peer dependency prom-client: npm install prom-client', { cause: error })
+    throw new Error(missingPromClient, { cause: error })
   }
 }
 
@@ -42,8 +57,15 @@ export function createIngestMetrics(client: PromClient, options: ResolvedMetrics
   const registry = options.registry ?? new client.Registry()
   const p = options.prefix
   const registers = [registry]
-  const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => new client.Counter<L>({ name: p + name, help, labelNames, registers })
-  const histogram = (name: string, help: string, buckets: readonly number[]) => new client.Histogram({ name: p + name, help, buckets: [...buckets], registers })
+  /** The names registered here, the only ones close() removes. */
+  const mine: string[] = []
+  const named = <T>(name: string, make: () => T): T => {
+    const metric = make()
+    mine.push(name)
+    return metric
+  }
+  const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => named(p + name, () => new client.Counter<L>({ name: p + name, help, labelNames, registers }))
+  const histogram = (name: string, help: string, buckets: readonly number[]) => named(p + name, () => new SecondsHistogram(p + name, help, buckets, registry))
 
   const accepted = counter('events_accepted_total', 'Events validated and stored (duplicates excluded).')
   const duplicates = counter('events_duplicate_total', 'Events not stored again: their id was already stored within the dedupe window.')
@@ -58,14 +80,14 @@ export function createIngestMetrics(client: PromClient, options: ResolvedMetrics
 
   if (forwarding) {
     const gauge = (name: string, help: string, read: (state: ForwardingState) => number) =>
-      new client.Gauge({
+      named(p + name, () => new client.Gauge({
         name: p + name,
         help,
         registers,
         collect() {
           this.set(read(forwarding()))
         },
-      })
+      }))
     gauge('forward_backlog_batches', 'Batches waiting in this instance\'s outbox.', (s) => s.backlog)
     gauge('forward_backlog_events', 'Events in the batches waiting in the outbox.', (s) => s.backlogEvents)
     gauge('forward_oldest_pending_seconds', 'Age of the oldest batch waiting in the outbox; 0 when none.', (s) => (s.oldestPendingMs ?? 0) / 1000)
@@ -76,6 +98,9 @@ export function createIngestMetrics(client: PromClient, options: ResolvedMetrics
     registry,
     contentType: registry.contentType,
     text: () => registry.metrics(),
+    close() {
+      for (const name of mine) registry.removeSingleMetric(name)
+    },
     meter: (stats, tolerances) => meteredStats(stats, tolerances, { accepted, duplicates, rejected, refused, storageFailures, lag, skew, forwarded, attempts, failures }),
   }
 }
@@ -86,8 +111,8 @@ interface Instruments {
   rejected: Counter
   refused: Counter<'code'>
   storageFailures: Counter
-  lag: Histogram
-  skew: Histogram
+  lag: SecondsHistogram
+  skew: SecondsHistogram
   forwarded: Counter
   attempts: Counter<'outcome'>
   failures: Counter<'kind'>

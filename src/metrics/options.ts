@@ -65,6 +65,10 @@ function resolved(options: MetricsOptions): ResolvedMetricsOptions {
   if (typeof prefix !== 'string' || !/^([a-zA-Z_][a-zA-Z0-9_]*)?$/.test(prefix)) {
     throw new TypeError(`[event-ingest] metrics.prefix must match [a-zA-Z_][a-zA-Z0-9_]* (or be empty), got ${JSON.stringify(prefix)}`)
   }
+  // Checked now: prom-client would refuse the second registration only once storage opens.
+  if (registry?.getSingleMetric(`${prefix}events_accepted_total`)) {
+    throw new TypeError(`[event-ingest] metrics.registry already holds event-ingest's metrics under the prefix ${JSON.stringify(prefix)}: give each core in one registry its own metrics.prefix`)
+  }
   return Object.freeze({
     registry,
     prefix,

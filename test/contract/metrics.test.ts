@@ -77,6 +77,28 @@ describe('metrics options', () => {
     }
   })
 
+  it('refuses a second core in one registry under the same prefix, naming metrics.prefix; another prefix is fine', async () => {
+    const registry = new Registry()
+    const first = createEventIngest({ env: {}, metrics: { registry } })
+    await first.ready()
+    try {
+      expect(() => createEventIngest({ env: {}, metrics: { registry } })).toThrow(/metrics\.registry already holds .* metrics\.prefix/)
+      const second = createEventIngest({ env: {}, metrics: { registry, prefix: 'second_' } })
+      await second.ingest([makeEvent({ id: 'second-1' })])
+      const scraped = parsePrometheus(await registry.metrics())
+      expect(scraped.value('second_events_accepted_total')).toBe(1)
+      expect(scraped.value('event_ingest_events_accepted_total')).toBe(0)
+      await second.close()
+      // A closed core takes its metrics out of the host's registry: a new one may register again.
+      expect(parsePrometheus(await registry.metrics()).samples.has('second_events_accepted_total')).toBe(false)
+      const again = createEventIngest({ env: {}, metrics: { registry, prefix: 'second_' } })
+      await again.ready()
+      await again.close()
+    } finally {
+      await first.close()
+    }
+  })
+
   it('is read from EVENT_METRICS when the option is unset; the option wins', async () => {
     const on = createEventIngest({ env: { EVENT_METRICS: 'true' } })
     const off = createEventIngest({ env: { EVENT_METRICS: '1' }, metrics: false })
@@ -153,6 +175,24 @@ describe('metrics of storage failures and clock skew', () => {
       expect(scraped.value('event_ingest_clock_skew_seconds_bucket', { le: '21600' })).toBe(1)
       expect(scraped.value('event_ingest_ingest_lag_seconds_bucket', { le: '1' })).toBe(0)
       expect(scraped.value('event_ingest_ingest_lag_seconds_bucket', { le: '15' })).toBe(1)
+    } finally {
+      await host.close()
+    }
+  })
+})
+
+describe('metrics of refusals', () => {
+  it('counts a request over a rate limit under rate_limited, and a wrong token under token_invalid', async () => {
+    const host = await startHost(h3Host, { adminToken: ADMIN, token: 'ingest-token', metrics: true, rateLimits: { perToken: { points: 1, durationSeconds: 60 } } })
+    try {
+      const token = { 'x-event-token': 'ingest-token' }
+      expect((await postEvents(host.url, [makeEvent({ id: 'rl-1' })], token)).status).toBe(200)
+      expect((await postEvents(host.url, [makeEvent({ id: 'rl-2' })], token)).status).toBe(429)
+      expect((await postEvents(host.url, [makeEvent({ id: 'rl-3' })], { 'x-event-token': 'wrong' })).status).toBe(401)
+      const scraped = await scrape(host.url)
+      expect(scraped.value('event_ingest_requests_refused_total', { code: 'rate_limited' })).toBe(1)
+      expect(scraped.value('event_ingest_requests_refused_total', { code: 'token_invalid' })).toBe(1)
+      expect(scraped.value('event_ingest_events_accepted_total')).toBe(1)
     } finally {
       await host.close()
     }
