@@ -130,3 +130,42 @@ describe('replay limits', () => {
     expect(() => createEventIngest({ env: {}, sink: { url: 'http://127.0.0.1:1/sink', maxReplayInFlight: 1.5 } })).toThrow(/sink\.maxReplayInFlight/)
   })
 })
+
+describe('replay across a restart (fs storage)', () => {
+  it('delivers the replay batches a closed process left in the outbox, under the same keys, after it starts again', async () => {
+    const { mkdtemp, rm } = await import('node:fs/promises')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const dir = await mkdtemp(join(tmpdir(), 'replay-restart-'))
+    let up = false
+    const sink = await startSink(() => (up ? { status: 200 } : { status: 503 }))
+    const options = { env: {}, storage: `fs:${dir}`, instanceId: 'replay_a', sink: { url: sink.url, minBackoffMs: 20, maxBackoffMs: 50 } } as const
+    try {
+      const first = createEventIngest(options)
+      await first.ingest([makeEvent({ id: 'rs-1' })])
+      await first.replay({ since: Date.now() - 60_000, until: Date.now() + 60_000 })
+      await waitFor(async () => (await first.replays())[0]!.batches.queued === 1, 5000, 'the replay batch queued')
+      await waitFor(() => sink.requests.length >= 1, 5000, 'an attempt')
+      await first.close()
+      up = true
+      const second = createEventIngest(options)
+      try {
+        await waitFor(() => sink.stored.length === 2, 10_000, 'both batches delivered after the restart')
+        expect(sink.storedIds()).toEqual(['rs-1', 'rs-1'])
+        const [original, replayed] = sink.stored.map((r) => r.key)
+        expect(replayed).not.toBe(original)
+        // The scan and its progress lived in the first process only.
+        expect(await second.replays()).toEqual([])
+        // The same range replayed again, by the same instance id after the restart: the same key.
+        await second.replay({ since: Date.now() - 60_000, until: Date.now() + 60_000 })
+        await waitFor(() => sink.stored.length === 3, 5000, 'the second replay delivered')
+        expect(sink.stored[2]!.key).toBe(replayed)
+      } finally {
+        await second.close()
+      }
+    } finally {
+      await sink.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
