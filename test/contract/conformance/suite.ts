@@ -7,6 +7,7 @@ import { request as httpRequest } from 'node:http'
 import { busyClientUpload, getJson, postEvents, rawRequest, slowUpload } from '../../helpers/http'
 import { startHost, type HostFactory, type RunningHost } from '../../helpers/servers'
 import { defineCloudEventsSuite } from './cloudevents'
+import { defineReplaySuite } from './replay'
 import { startSink, waitFor } from '../../helpers/sink'
 import { createHmac } from 'node:crypto'
 import { createEventModel } from '../../../src/index'
@@ -576,6 +577,7 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
   })
 
   defineCloudEventsSuite(factory, label)
+  defineReplaySuite(factory, label)
 
   describe(`${label}: PII redaction`, () => {
     const SECRET = 'conformance-redaction-secret-0123456789'
