@@ -117,9 +117,39 @@ const sinkBatches: SinkBatch[] = []
 const SINK_KEEP = 20
 const SINK_MAX_BYTES = 1024 * 1024
 
+/**
+ * How the local sink answers, to exercise forwarding: `ok` takes batches, `fail` refuses them for
+ * good (422: they become dead letters), `down` answers 503 (the outbox keeps them and retries).
+ */
+type SinkMode = 'ok' | 'fail' | 'down'
+const sinkModes: readonly SinkMode[] = ['ok', 'fail', 'down']
+let sinkMode: SinkMode = 'ok'
+
+/** `GET /sink/mode` → `{mode}`; `POST /sink/mode` with `{"mode": "ok" | "fail" | "down"}` sets it. */
+async function sinkModeRoute(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method === 'GET') return sendJson(res, 200, { mode: sinkMode })
+  if (req.method !== 'POST') return sendJson(res, 405, { code: 'method_not_allowed', message: 'use GET or POST on /sink/mode' })
+  let text = ''
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    text += chunk.toString('utf8')
+    if (text.length > 1024) return sendJson(res, 413, { code: 'body_too_large', message: 'mode: the body is a small JSON object' })
+  }
+  let mode: unknown
+  try {
+    mode = (JSON.parse(text) as { mode?: unknown } | null)?.mode
+  } catch (error) {
+    return sendJson(res, 400, { code: 'invalid_json', message: `body is not valid JSON: ${(error as Error).message}` })
+  }
+  if (!sinkModes.includes(mode as SinkMode)) return sendJson(res, 400, { code: 'invalid_request', message: `mode: expected one of ${sinkModes.join(', ')}` })
+  sinkMode = mode as SinkMode
+  sendJson(res, 200, { mode: sinkMode })
+}
+
 async function sink(req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method === 'GET') return sendJson(res, 200, { batches: sinkBatches })
   if (req.method !== 'POST') return sendJson(res, 405, { code: 'method_not_allowed', message: 'use GET or POST on /sink' })
+  if (sinkMode === 'fail') return sendJson(res, 422, { code: 'refused', message: 'the playground sink is in fail mode (POST /sink/mode {"mode":"ok"} to take batches again)' })
+  if (sinkMode === 'down') return sendJson(res, 503, { code: 'unavailable', message: 'the playground sink is in down mode' })
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -194,7 +224,7 @@ async function clientScript(res: ServerResponse): Promise<void> {
 const server = createServer((req, res) => {
   const path = (req.url ?? '/').split('?')[0]
   const get = req.method === 'GET' || req.method === 'HEAD'
-  const own = path === '/' ? dashboard(res) : path === '/sink' ? sink(req, res) : path === '/catalog' && get ? catalog(res) : path === '/playground/client.mjs' && get ? clientScript(res) : undefined
+  const own = path === '/' ? dashboard(res) : path === '/sink' ? sink(req, res) : path === '/sink/mode' ? sinkModeRoute(req, res) : path === '/catalog' && get ? catalog(res) : path === '/playground/client.mjs' && get ? clientScript(res) : undefined
   if (!own) return app(req, res)
   own.catch((error: unknown) => {
     console.error(error)
@@ -268,6 +298,7 @@ function printBanner(): void {
     `  GET  ${url}${routes.stats}    header Authorization: Bearer <admin token>`,
     `  GET  ${url}${routes.events}?limit=20  same; filters name, source, since, until, cursor`,
     `  POST ${url}/sink  GET ${url}/sink  the playground's local sink`,
+    `  POST ${url}/sink/mode  {"mode":"ok"|"fail"|"down"}  make the local sink take, refuse (dead letters) or fail (retries)`,
     `  GET  ${url}/catalog  the event catalog (Markdown), as event-ingest docs writes it`,
     '',
     'try',

@@ -139,11 +139,16 @@ export class OutboxForwarder implements Forwarder {
   }
 
   async replay(outboxKey: string, entry: ForwardEntry): Promise<boolean> {
+    // Already queued (the same batch and events replayed again meanwhile), perhaps in the attempt in
+    // flight, whose end removes the entry: written again only once that one has left the queue.
+    while (this.queue.has(outboxKey)) {
+      if (this.closed) return false
+      await this.queue.waitFor(outboxKey)
+    }
     if (this.closed) return false
     await this.io(this.storage.setItem(outboxKey, JSON.stringify({ ...entry, replay: true })), 'write')
-    // Already queued (the same batch and filter replayed again meanwhile): one delivery serves both.
     const delivered = this.queue.waitFor(outboxKey)
-    if (!this.queue.has(outboxKey)) this.queue.insert({ ...entry, replay: true, key: outboxKey })
+    this.queue.insert({ ...entry, replay: true, key: outboxKey })
     void this.started.then(() => this.pump())
     return delivered
   }

@@ -8,6 +8,7 @@ import { busyClientUpload, getJson, postEvents, rawRequest, slowUpload } from '.
 import { startHost, type HostFactory, type RunningHost } from '../../helpers/servers'
 import { defineCloudEventsSuite } from './cloudevents'
 import { defineMetricsSuite } from './metrics'
+import { defineReplaySuite } from './replay'
 import { startSink, waitFor } from '../../helpers/sink'
 import { createHmac } from 'node:crypto'
 import { createEventModel } from '../../../src/index'
@@ -578,6 +579,7 @@ export function defineConformanceSuite(factory: HostFactory, variant = '') {
 
   defineCloudEventsSuite(factory, label)
   defineMetricsSuite(factory, label)
+  defineReplaySuite(factory, label)
 
   describe(`${label}: PII redaction`, () => {
     const SECRET = 'conformance-redaction-secret-0123456789'
