@@ -49,6 +49,16 @@ describe('PostgreSQL storage', () => {
     expect(found[0]!.found).toBe('event_ingest.events')
   })
 
+  it('stores payloads with NUL and lone surrogates, which jsonb cannot hold: exact in the log, U+FFFD in the row', async () => {
+    const schema = `${prefix}_nul`
+    const ingest = await make({ env: {}, storage: { driver: 'postgres', url: databaseUrl, schema } })
+    const payload = { nul: 'a\u0000b', lone: 'x\ud800y', escaped: 'c\\u0000d', pair: '😀' }
+    expect(await ingest.ingest([makeEvent({ id: 'nul\u0000id', payload })])).toMatchObject({ accepted: 1 })
+    expect((await ingest.log!.get('nul\u0000id'))?.payload).toEqual(payload)
+    const rows = await sql<{ id: string; payload: Record<string, string> }>(`SELECT id, payload FROM "${schema}".events`)
+    expect(rows).toEqual([{ id: 'nul\ufffdid', payload: { nul: 'a\ufffdb', lone: 'x\ufffdy', escaped: 'c\\u0000d', pair: '😀' } }])
+  })
+
   it('accepts a schema name of 63 characters, the longest identifier', async () => {
     const schema = `${prefix}_`.padEnd(63, 'x')
     const ingest = await make({ env: {}, storage: { driver: 'postgres', url: databaseUrl, schema } })
