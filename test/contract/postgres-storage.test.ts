@@ -59,6 +59,15 @@ describe('PostgreSQL storage', () => {
     expect(rows).toEqual([{ id: 'nul\ufffdid', payload: { nul: 'a\ufffdb', lone: 'x\ufffdy', escaped: 'c\\u0000d', pair: '😀' } }])
   })
 
+  it('deletes a pruned batch\'s rows with its record, keeping newer rows', async () => {
+    const schema = `${prefix}_prune`
+    const ingest = await make({ env: {}, storage: { driver: 'postgres', url: databaseUrl, schema } })
+    await ingest.ingest([makeEvent({ id: 'old-1' }), makeEvent({ id: 'old-2' })], { receivedAt: Date.now() - 3 * 3_600_000 })
+    await ingest.ingest([makeEvent({ id: 'new-1' })])
+    expect(await ingest.prune({ olderThan: Date.now() - 3_600_000 })).toMatchObject({ batches: 1 })
+    expect(await sql(`SELECT id FROM "${schema}".events ORDER BY id`)).toEqual([{ id: 'new-1' }])
+  })
+
   it('accepts a schema name of 63 characters, the longest identifier', async () => {
     const schema = `${prefix}_`.padEnd(63, 'x')
     const ingest = await make({ env: {}, storage: { driver: 'postgres', url: databaseUrl, schema } })
