@@ -39,14 +39,11 @@ describe('PostgreSQL storage', () => {
     expect(Math.abs(rows[0]!.received_at.getTime() - Date.now())).toBeLessThan(60_000)
   })
 
-  it('reads postgresql:// connection strings from EVENT_STORAGE, with the default schema name', async () => {
-    // The default schema is shared by anything using the defaults: only read here, never dropped.
-    const ingest = createEventIngest({ env: { EVENT_STORAGE: databaseUrl.replace(/^postgres:/, 'postgresql:') } })
-    open.push(ingest)
-    await ingest.ready()
-    expect(ingest.storage).toBeDefined()
-    const found = await sql<{ found: string | null }>(`SELECT to_regclass('event_ingest.events')::text AS found`)
-    expect(found[0]!.found).toBe('event_ingest.events')
+  it('takes postgresql:// URLs as well', async () => {
+    const schema = `${prefix}_scheme`
+    const ingest = await make({ env: {}, storage: { driver: 'postgres', url: databaseUrl.replace(/^postgres:/, 'postgresql:'), schema } })
+    expect(await ingest.ingest([makeEvent({ id: 'scheme-1' })])).toMatchObject({ accepted: 1 })
+    expect(await sql(`SELECT id FROM "${schema}".events`)).toEqual([{ id: 'scheme-1' }])
   })
 
   it('stores payloads with NUL and lone surrogates, which jsonb cannot hold: exact in the log, U+FFFD in the row', async () => {
