@@ -6,6 +6,9 @@ export interface ServerConfig {
   redisUrl?: string
   /** Unique key prefix in Redis for this process. */
   redisBase?: string
+  /** PostgreSQL URL and the schema of its own, for a postgres target. */
+  postgresUrl?: string
+  postgresSchema?: string
   /** Temp directory of an fs target. */
   fsDir?: string
   /** Admin token (stats and schema timing need admin access). */

@@ -22,6 +22,7 @@ import { parseOptions, type BenchOptions } from './options'
 import { buildForBench, removeBenchBuild } from './build'
 import { summariseProfile } from './profile'
 import type { ServerConfig } from './protocol'
+import { benchDatabaseUrl, dropBenchSchema } from './postgres-schemas'
 import { deleteRedisPrefix, redisVersion } from './redis-keys'
 import { renderReport } from './report'
 import type { BenchResults, BodyKind, IngestSample, SoakResult, SoakSample } from './results'
@@ -35,6 +36,7 @@ const eventsPerBody: Record<BodyKind, number> = { batch: 50, single: 1 }
 const runId = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`
 const live = new Set<ServerProcess>()
 const redisPrefixes = new Set<string>()
+const postgresSchemas = new Set<string>()
 const tempDirs = new Set<string>()
 let redisUrl = ''
 // The build of the package the servers load (see buildForBench).
@@ -55,6 +57,11 @@ async function startTarget(targetId: string, extra: Partial<ServerConfig> = {}, 
     config.redisBase = `ei-bench-${tag}`
     redisPrefixes.add(config.redisBase)
   }
+  if (target.storage === 'postgres') {
+    config.postgresUrl = benchDatabaseUrl
+    config.postgresSchema = `ei_bench_${tag}`.toLowerCase().replace(/[^a-z0-9_]/g, '_')
+    postgresSchemas.add(config.postgresSchema)
+  }
   if (target.storage === 'fs') {
     config.fsDir = mkdtempSync(join(tmpdir(), 'ei-bench-fs-'))
     tempDirs.add(config.fsDir)
@@ -70,6 +77,10 @@ async function startTarget(targetId: string, extra: Partial<ServerConfig> = {}, 
         await deleteRedisPrefix(redisUrl, config.redisBase)
         redisPrefixes.delete(config.redisBase)
       }
+      if (config.postgresSchema) {
+        await dropBenchSchema(benchDatabaseUrl, config.postgresSchema)
+        postgresSchemas.delete(config.postgresSchema)
+      }
       if (config.fsDir) {
         rmSync(config.fsDir, { recursive: true, force: true })
         tempDirs.delete(config.fsDir)
@@ -81,6 +92,7 @@ async function startTarget(targetId: string, extra: Partial<ServerConfig> = {}, 
 async function cleanUp(): Promise<void> {
   await Promise.allSettled([...live].map((server) => server.stop(5000)))
   for (const prefix of redisPrefixes) await deleteRedisPrefix(redisUrl, prefix).catch(() => {})
+  for (const schema of postgresSchemas) await dropBenchSchema(benchDatabaseUrl, schema).catch(() => {})
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
 }
 

@@ -32,6 +32,9 @@ function storageOption(): StorageOption {
     case 'redis':
       if (!config.redisUrl || !config.redisBase) throw new Error('redis target without redisUrl/redisBase')
       return { driver: 'redis', url: config.redisUrl, base: config.redisBase }
+    case 'postgres':
+      if (!config.postgresUrl || !config.postgresSchema) throw new Error('postgres target without postgresUrl/postgresSchema')
+      return { driver: 'postgres', url: config.postgresUrl, schema: config.postgresSchema }
     default:
       return { driver: 'memory' }
   }

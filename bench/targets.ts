@@ -2,7 +2,7 @@
 export type Framework = 'node' | 'h3' | 'express' | 'fastify' | 'koa'
 
 /** Where a measured event-ingest target stores events. */
-export type StorageKind = 'memory' | 'fs' | 'redis'
+export type StorageKind = 'memory' | 'fs' | 'redis' | 'postgres'
 
 /** One server the bench starts in its own process and drives over loopback. */
 export interface Target {
@@ -59,6 +59,7 @@ export const targets: readonly Target[] = [
   { id: 'koa', label: 'Koa + event-ingest (memory)', framework: 'koa', kind: 'ours', storage: 'memory' },
   { id: 'h3-fs', label: 'h3 + event-ingest (fs)', framework: 'h3', kind: 'ours', storage: 'fs' },
   { id: 'h3-redis', label: 'h3 + event-ingest (Redis)', framework: 'h3', kind: 'ours', storage: 'redis' },
+  { id: 'h3-postgres', label: 'h3 + event-ingest (PostgreSQL)', framework: 'h3', kind: 'ours', storage: 'postgres' },
 ]
 
 /** The bare route of the same framework as `target` (bare node for node), keeping a bounded ring. */

@@ -37,7 +37,7 @@ export function schemaStatements(quotedSchema: string): string {
   return SCHEMA_SQL.replaceAll('event_ingest.', `${quotedSchema}.`).replace('CREATE SCHEMA IF NOT EXISTS event_ingest', `CREATE SCHEMA IF NOT EXISTS ${quotedSchema}`)
 }
 
-// The same statements as docs/postgres-schema.sql (a test holds them equal).
+// The statements of docs/postgres-schema.sql without its comments: change both together (the createSchema: false test runs the file).
 const SCHEMA_SQL = `CREATE SCHEMA IF NOT EXISTS event_ingest;
 CREATE TABLE IF NOT EXISTS event_ingest.events (
   id_key text COLLATE "C" PRIMARY KEY,

@@ -13,6 +13,14 @@ interface StoredEvent {
   payload: unknown
 }
 
+/**
+ * What a row can hold of a value: PostgreSQL's text and jsonb hold no NUL and no lone surrogate,
+ * which JSON allows. The row gets U+FFFD in their place; the record beside it keeps the event exactly.
+ */
+const UNSTORABLE_ESCAPE = /(?<!\\)((?:\\\\)*)\\u(0000|d[89a-f][0-9a-f]{2})/gi
+const rowJson = (value: unknown) => JSON.stringify(value ?? {}).replace(UNSTORABLE_ESCAPE, '$1\\ufffd')
+const rowText = (value: string | undefined) => (value === undefined ? null : value.replaceAll('\0', '\ufffd'))
+
 interface MountedDriver {
   name?: string
   getInstance?: () => unknown
@@ -72,13 +80,13 @@ RETURNING id_key`
         await client.query('BEGIN')
         const { rows } = await client.query(insertEvents, [
           keys,
-          events.map((e) => e.id),
-          events.map((e) => e.name),
-          events.map((e) => e.source),
+          events.map((e) => rowText(e.id)),
+          events.map((e) => rowText(e.name)),
+          events.map((e) => rowText(e.source)),
           events.map((e) => e.occurredAt),
-          events.map((e) => e.companyId ?? null),
-          events.map((e) => e.subjectId ?? null),
-          events.map((e) => JSON.stringify(e.payload ?? {})),
+          events.map((e) => rowText(e.companyId)),
+          events.map((e) => rowText(e.subjectId)),
+          events.map((e) => rowJson(e.payload)),
           receivedAt,
           batchKey,
           claimedAt,

@@ -4,7 +4,10 @@ import { join } from 'node:path'
 import { createStorage, defineDriver, type Storage } from 'unstorage'
 import memoryDriver from 'unstorage/drivers/memory'
 import redisDriver from 'unstorage/drivers/redis'
+import pg from 'pg'
 import { fsDriver } from '../../src/storage/fs-driver'
+import { postgresDriver } from '../../src/storage/postgres-driver'
+import { databaseUrl, dropSchemas, requirePostgres, uniqueSchema } from '../helpers/postgres'
 import { claimStoreSuite } from './claim-store/suite'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/redis'
 
@@ -87,5 +90,35 @@ claimStoreSuite({
   async cleanup() {
     await disposeAll()
     await deletePrefix(prefix)
+  },
+})
+
+// PostgreSQL keeps its claims in its batch transaction (the events table's primary key); the claim
+// store over its key-value table serves reads (`get(id)`) and `prune`'s expiry, with the generic
+// read-then-write semantics.
+const pgPrefix = uniqueSchema('claims')
+let pgPlace = 0
+const schemaOf = new WeakMap<Storage, string>()
+const pgStorage = (schema: string) => track(createStorage({ driver: postgresDriver({ pool: new pg.Pool({ connectionString: databaseUrl, max: 2 }) as never, schema, createSchema: true, ownsPool: true }) }))
+claimStoreSuite({
+  name: 'PostgreSQL',
+  atomic: false,
+  expiresByTtl: false,
+  async fresh() {
+    await requirePostgres()
+    const schema = `${pgPrefix}_${++pgPlace}`
+    const storage = pgStorage(schema)
+    schemaOf.set(storage, schema)
+    return storage
+  },
+  async again(storage) {
+    // Its own pool: another process's connections.
+    const again = pgStorage(schemaOf.get(storage)!)
+    schemaOf.set(again, schemaOf.get(storage)!)
+    return again
+  },
+  async cleanup() {
+    await disposeAll()
+    await dropSchemas(pgPrefix)
   },
 })

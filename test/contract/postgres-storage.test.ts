@@ -39,14 +39,30 @@ describe('PostgreSQL storage', () => {
     expect(Math.abs(rows[0]!.received_at.getTime() - Date.now())).toBeLessThan(60_000)
   })
 
-  it('reads postgresql:// connection strings from EVENT_STORAGE, with the default schema name', async () => {
-    // The default schema is shared by anything using the defaults: only read here, never dropped.
-    const ingest = createEventIngest({ env: { EVENT_STORAGE: databaseUrl.replace(/^postgres:/, 'postgresql:') } })
-    open.push(ingest)
-    await ingest.ready()
-    expect(ingest.storage).toBeDefined()
-    const found = await sql<{ found: string | null }>(`SELECT to_regclass('event_ingest.events')::text AS found`)
-    expect(found[0]!.found).toBe('event_ingest.events')
+  it('takes postgresql:// URLs as well', async () => {
+    const schema = `${prefix}_scheme`
+    const ingest = await make({ env: {}, storage: { driver: 'postgres', url: databaseUrl.replace(/^postgres:/, 'postgresql:'), schema } })
+    expect(await ingest.ingest([makeEvent({ id: 'scheme-1' })])).toMatchObject({ accepted: 1 })
+    expect(await sql(`SELECT id FROM "${schema}".events`)).toEqual([{ id: 'scheme-1' }])
+  })
+
+  it('stores payloads with NUL and lone surrogates, which jsonb cannot hold: exact in the log, U+FFFD in the row', async () => {
+    const schema = `${prefix}_nul`
+    const ingest = await make({ env: {}, storage: { driver: 'postgres', url: databaseUrl, schema } })
+    const payload = { nul: 'a\u0000b', lone: 'x\ud800y', escaped: 'c\\u0000d', pair: '😀' }
+    expect(await ingest.ingest([makeEvent({ id: 'nul\u0000id', payload })])).toMatchObject({ accepted: 1 })
+    expect((await ingest.log!.get('nul\u0000id'))?.payload).toEqual(payload)
+    const rows = await sql<{ id: string; payload: Record<string, string> }>(`SELECT id, payload FROM "${schema}".events`)
+    expect(rows).toEqual([{ id: 'nul\ufffdid', payload: { nul: 'a\ufffdb', lone: 'x\ufffdy', escaped: 'c\\u0000d', pair: '😀' } }])
+  })
+
+  it('deletes a pruned batch\'s rows with its record, keeping newer rows', async () => {
+    const schema = `${prefix}_prune`
+    const ingest = await make({ env: {}, storage: { driver: 'postgres', url: databaseUrl, schema } })
+    await ingest.ingest([makeEvent({ id: 'old-1' }), makeEvent({ id: 'old-2' })], { receivedAt: Date.now() - 3 * 3_600_000 })
+    await ingest.ingest([makeEvent({ id: 'new-1' })])
+    expect(await ingest.prune({ olderThan: Date.now() - 3_600_000 })).toMatchObject({ batches: 1 })
+    expect(await sql(`SELECT id FROM "${schema}".events ORDER BY id`)).toEqual([{ id: 'new-1' }])
   })
 
   it('accepts a schema name of 63 characters, the longest identifier', async () => {

@@ -10,16 +10,24 @@ import { createEventIngest, type EventIngest } from 'event-ingest'
 import { memoryWith } from '../helpers/drivers'
 import { makeEvent } from '../helpers/fixtures'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/redis'
+import { databaseUrl, dropSchemas, requirePostgres, uniqueSchema } from '../helpers/postgres'
 
 const HOUR = 3_600_000
 const dirs: string[] = []
 const prefix = uniquePrefix('retention')
 const root = fileURLToPath(new URL('../..', import.meta.url))
 
-beforeAll(() => requireRedis())
+const pgPrefix = uniqueSchema('retention')
+let pgPlace = 0
+
+beforeAll(async () => {
+  await requireRedis()
+  await requirePostgres()
+})
 afterAll(async () => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true })
   await deletePrefix(prefix)
+  await dropSchemas(pgPrefix)
 })
 
 const drivers = {
@@ -30,6 +38,7 @@ const drivers = {
     return `fs:${dir}`
   },
   redis: () => ({ driver: 'redis' as const, url: redisUrl, base: `${prefix}:${Math.random().toString(36).slice(2)}` }),
+  postgres: () => ({ driver: 'postgres' as const, url: databaseUrl, schema: `${pgPrefix}_${++pgPlace}` }),
 }
 
 /** Ids of every stored event. */

@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventIngest, type EventIngest, type ForwardingState, type SinkOptions, type StorageOption } from '../../src/index'
 import { makeEvent } from '../helpers/fixtures'
 import { deletePrefix, redisUrl, requireRedis, uniquePrefix } from '../helpers/redis'
+import { databaseUrl, dropSchemas, requirePostgres, uniqueSchema } from '../helpers/postgres'
 import { closeServer, listen } from '../helpers/servers'
 import { waitFor } from '../helpers/sink'
 
@@ -56,8 +57,11 @@ const dirs: string[] = []
 const prefixes: string[] = []
 const report: string[] = []
 
+const schemas: string[] = []
+
 beforeAll(async () => {
   await requireRedis()
+  await requirePostgres()
 })
 
 afterAll(async () => {
@@ -66,6 +70,7 @@ afterAll(async () => {
   await Promise.allSettled(cores.map((core) => core.close()))
   await Promise.allSettled(sinks.map((sink) => sink.close()))
   await Promise.allSettled(prefixes.map((prefix) => deletePrefix(prefix)))
+  await Promise.allSettled(schemas.map((schema) => dropSchemas(schema)))
   await Promise.allSettled(dirs.map((dir) => rm(dir, { recursive: true, force: true })))
   if (report.length > 0) console.info(`[forwarding.processes]\n  ${report.join('\n  ')}`)
 })
@@ -80,6 +85,12 @@ function redisStorage(label: string): StorageOption {
   const base = uniquePrefix(`fwd-${label}`)
   prefixes.push(base)
   return { driver: 'redis', url: redisUrl, base }
+}
+
+function postgresStorage(label: string): StorageOption {
+  const schema = uniqueSchema(`fwd_${label}`)
+  schemas.push(schema)
+  return { driver: 'postgres', url: databaseUrl, schema }
 }
 
 async function startCore(storage: StorageOption, instanceId: string, sink: SinkOptions): Promise<EventIngest<any>> {
@@ -338,14 +349,14 @@ const carrying = (deliveries: Delivery[], ids: Iterable<string>) => {
 // ---------------------------------------------------------------------------------------------
 
 describe('forwarding across processes: kill -9 with a non-empty outbox', () => {
-  for (const kind of ['fs', 'redis'] as const) {
+  for (const kind of ['fs', 'redis', 'postgres'] as const) {
     for (const sameId of [false, true]) {
       const title = sameId
         ? `${kind}: a restart with the same instanceId resumes delivery at once`
         : `${kind}: a new instance adopts the dead one's outbox once its heartbeat and leases are stale`
       it(title, { timeout: 30_000 }, async () => {
         const label = `${kind}_${sameId ? 'same' : 'new'}`
-        const storage = kind === 'fs' ? `fs:${await tempDir(label)}` : redisStorage(label)
+        const storage = kind === 'fs' ? `fs:${await tempDir(label)}` : kind === 'redis' ? redisStorage(label) : postgresStorage(label)
         const sink = await startRecordingSink(() => ({ status: 503 }))
         const deadId = `dead_${label}`
         const child = await startChild(deadId, { storage, instanceId: deadId, sink: sinkFor(sink.url, 'dead') })
