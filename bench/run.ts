@@ -259,7 +259,7 @@ async function main(): Promise<void> {
   const machine = machineInfo()
   // A machine experiment: what a page fault costs here, for the report's account of kept memory.
   if (options.machine) machine.pageFaultUs = measurePageFault()
-  const needsRedis = options.targets.includes('h3-redis') && options.phases.has('ingest')
+  const needsRedis = targets.some((t) => t.storage === 'redis' && options.targets.includes(t.id)) && options.phases.has('ingest')
     || (options.phases.has('stats') && options.statsDrivers.includes('redis'))
     || (options.phases.has('soak') && options.soakDrivers.includes('redis'))
   if (needsRedis) machine.redis = await redisVersion(redisUrl)
