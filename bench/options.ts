@@ -54,7 +54,11 @@ export interface BenchOptions {
    */
   settleSeconds: number
   /** Redis for the Redis targets; keys go under a unique prefix and are deleted afterwards. */
-  redisUrl: string
+  /**
+   * A Redis to use instead of the bench's own: by default the run starts its own `redis-server` on a
+   * free port (no persistence) and stops it at the end, so its command counters are the bench's alone.
+   */
+  redisUrl?: string
   /** Markdown report. @default bench/RESULTS.md */
   out: string
   /** Raw results (JSON) and the CPU profile. @default bench/.out */
@@ -87,7 +91,8 @@ const usage = `npm run bench -- [options]
   --soak-events N         events each soak is paced to store (default 750000; 0 = as fast as it goes)
   --profile S             seconds of load under --cpu-prof (default 10; 0 skips)
   --settle S              longest wait for an idle machine before the run (default 30; 0 skips)
-  --redis-url URL         default REDIS_URL or redis://127.0.0.1:6379
+  --redis-url URL         a shared Redis (keys under a unique prefix, deleted after); default: the run
+                          starts its own redis-server on a free port and stops it at the end
   --out FILE              report path (default bench/RESULTS.md)
   --artifacts DIR         raw JSON and .cpuprofile (default bench/.out)
   --render FILE           only rewrite the report (--out) from a saved results JSON
@@ -175,7 +180,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     soakEvents: Math.round(number('soak-events', 750_000, 0)),
     profileSeconds: number('profile', 10, 1),
     settleSeconds: number('settle', 30, 0),
-    redisUrl: pick('redis-url') ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    redisUrl: pick('redis-url'),
     out: pick('out') ?? here('./RESULTS.md'),
     artifacts: pick('artifacts') ?? here('./.out'),
     render: pick('render'),

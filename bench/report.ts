@@ -79,6 +79,22 @@ function againstKeeping(rows: IngestRow[]): string[] {
   return [...lines, '']
 }
 
+/** What each Redis target asked of Redis per request, counted on the bench's own redis-server. */
+function redisTable(rows: IngestRow[]): string[] {
+  const counted = rows.filter((r) => r.redis)
+  if (counted.length === 0) return []
+  return [
+    '## Redis commands and round trips per request',
+    '',
+    'Deltas of `INFO commandstats` and `total_reads_processed` (one socket read per round trip a client makes) on the redis-server the run started for itself, around each measured run, per 2xx response; the measuring `INFO` calls are left out.',
+    '',
+    '| Target | Body | round trips / request | commands / request | Redis µs / request | commands |',
+    '| --- | --- | ---: | ---: | ---: | --- |',
+    ...counted.map((r) => `| ${r.target.label} | ${r.body === 'batch' ? 'batch of 50' : 'one event'} | ${range(r.redis!.reads, 2)} | ${range(r.redis!.commands, 2)} | ${range(r.redis!.usec, 0)} | ${Object.entries(r.redis!.calls).map(([name, n]) => `${name} ${num(n, 2)}`).join(', ')} |`),
+    '',
+  ]
+}
+
 function profileSection(profile: ProfileSummary & { file: string }): string[] {
   const busy = profile.busyMs
   const lines: string[] = []
@@ -197,7 +213,7 @@ export function renderReport(results: BenchResults): string {
     '| --- | --- | --- | --- |',
   )
   for (const check of checks) {
-    push(`| ${check.what} | ${check.goal} | ${check.measured} | ${check.met === undefined ? 'not measured' : check.met ? 'yes' : `**no** — ${check.shortfall}`} |`)
+    push(`| ${check.what} | ${check.goal} | ${check.measured} | ${check.info ? '—' : check.met === undefined ? 'not measured' : check.met ? 'yes' : `**no** — ${check.shortfall}`} |`)
   }
   const throughput = checks.filter((c) => c.throughput && c.met !== undefined)
   if (throughput.length > 0) push('', `Throughput goals missed: ${throughput.filter((c) => c.met === false).length} of ${throughput.length}.`)
@@ -217,6 +233,7 @@ export function renderReport(results: BenchResults): string {
     push('## Ingest: batch of 50 events', '', ...ingestTable(rows, 'batch'), '')
     push('## Ingest: one event per request', '', ...ingestTable(rows, 'single'), '')
     push(...againstKeeping(rows))
+    push(...redisTable(rows))
   }
 
   if (results.stats.length > 0) {

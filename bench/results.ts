@@ -2,6 +2,7 @@ import type { MachineInfo } from './machine'
 import type { ProfileSummary } from './profile'
 import type { GetTiming } from './load'
 import type { MemorySample } from './protocol'
+import type { RedisActivity } from './redis-keys'
 import { linearFit, spread, type Spread } from './summary'
 import { bareOf, handOf, keepingOf, targets, type Target } from './targets'
 
@@ -36,6 +37,8 @@ export interface IngestSample {
   rejected: number
   /** No error, no non-2xx, no duplicate, no rejected event. */
   valid: boolean
+  /** Redis targets on the bench's own redis-server: what Redis did over the run. */
+  redis?: RedisActivity
 }
 
 /** Stats and schema latency at one store size. */
@@ -105,6 +108,8 @@ export interface IngestRow {
   vsBareKeeping?: Spread
   /** Ours over the same framework's hand-written route on the same storage, paired per repetition. */
   vsHand?: Spread
+  /** Redis targets: commands, socket reads (round trips) and Redis server µs per 2xx response. */
+  redis?: { commands: Spread; reads: Spread; usec: Spread; calls: Record<string, number> }
   invalid: number
 }
 
@@ -146,6 +151,19 @@ export function ingestRows(results: BenchResults): IngestRow[] {
       if (target.kind === 'ours') row.vsBare = spread(pairedRatios(results.ingest, target.id, bareOf(target).id, body))
       if (target.kind === 'ours') row.vsKeep = optionalSpread(pairedRatios(results.ingest, target.id, 'node-keep', body))
       if (target.kind === 'ours') row.vsBareKeeping = optionalSpread(pairedRatios(results.ingest, target.id, keepingOf(target).id, body))
+      const counted = mine.filter((s) => s.redis && s.ok > 0)
+      if (counted.length > 0) {
+        const calls: Record<string, number> = {}
+        const ok = counted.reduce((sum, s) => sum + s.ok, 0)
+        for (const s of counted) for (const [name, n] of Object.entries(s.redis!.calls)) calls[name] = (calls[name] ?? 0) + n
+        for (const name of Object.keys(calls)) calls[name] = calls[name]! / ok
+        row.redis = {
+          commands: spread(counted.map((s) => Object.values(s.redis!.calls).reduce((a, b) => a + b, 0) / s.ok)),
+          reads: spread(counted.map((s) => s.redis!.reads / s.ok)),
+          usec: spread(counted.map((s) => s.redis!.usec / s.ok)),
+          calls,
+        }
+      }
       const hand = target.kind === 'ours' ? handOf(target) : undefined
       if (hand) row.vsHand = optionalSpread(pairedRatios(results.ingest, target.id, hand.id, body))
       rows.push(row)
@@ -230,6 +248,8 @@ export interface TargetCheck {
   shortfall?: string
   /** A throughput goal (a ratio of two servers in the same run), as opposed to a latency or memory one. */
   throughput?: boolean
+  /** Reported beside the goals, with no threshold. */
+  info?: boolean
 }
 
 const fmtRatio = (s: Spread | undefined) => (!s || s.n === 0 ? 'n/a' : s.n === 1 ? s.median.toFixed(2) : `${s.median.toFixed(2)} (${s.min.toFixed(2)}–${s.max.toFixed(2)})`)
@@ -269,6 +289,29 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
   for (const id of ['h3', 'express', 'fastify', 'koa']) {
     const mine = row(id, 'batch')
     if (mine) ratioCheck(`${mine.target.label} / ${keepingOf(mine.target).label} (batch of 50)`, mine.vsBareKeeping, 0.8)
+  }
+  // Redis: one round trip per batch, and the share of what the Redis server itself can take.
+  for (const ours of targets.filter((t) => t.kind === 'ours' && t.storage === 'redis')) {
+    const mine = row(ours.id, 'batch')
+    if (!mine?.redis) continue
+    const reads = mine.redis.reads.median
+    const met = reads <= 1.05
+    checks.push({
+      what: `${ours.label}: Redis round trips per batch of 50 (socket reads on the bench's own redis-server)`,
+      goal: '1',
+      measured: `${reads.toFixed(2)} round trips, ${mine.redis.commands.median.toFixed(2)} commands per batch (${Object.entries(mine.redis.calls).map(([name, n]) => `${name} ${n.toFixed(2)}`).join(', ')})`,
+      met,
+      shortfall: met ? undefined : `${reads.toFixed(2)} round trips per batch`,
+    })
+    // The Redis server's own time for the same commands bounds the batches it can take: 1e6 / µs per batch.
+    const limitRps = mine.redis.usec.median > 0 ? 1e6 / mine.redis.usec.median : Number.NaN
+    checks.push({
+      what: `${ours.label} / the Redis server's limit for the same commands (batch of 50)`,
+      goal: 'reported',
+      measured: `${(mine.rps.median / limitRps).toFixed(2)}: ${Math.round(mine.eps.median).toLocaleString('en-US')} events/s of ${Math.round(limitRps * 50).toLocaleString('en-US')} (Redis server ${mine.redis.usec.median.toFixed(0)} µs of command time per batch, INFO commandstats)`,
+      met: undefined,
+      info: true,
+    })
   }
   // fs group commit goals go here.
   for (const driver of ['memory', 'redis'] as const) {

@@ -22,7 +22,9 @@ import { parseOptions, type BenchOptions } from './options'
 import { buildForBench, removeBenchBuild } from './build'
 import { summariseProfile } from './profile'
 import type { ServerConfig } from './protocol'
-import { deleteRedisPrefix, redisVersion } from './redis-keys'
+import Redis from 'ioredis'
+import { deleteRedisPrefix, redisActivityBetween, redisCounters, redisVersion } from './redis-keys'
+import { startOwnRedis, type OwnRedis } from './redis-server'
 import { renderReport } from './report'
 import type { BenchResults, BodyKind, IngestSample, SoakResult, SoakSample } from './results'
 import { startServerProcess, type ServerProcess, type StartOptions } from './server-process'
@@ -37,6 +39,10 @@ const live = new Set<ServerProcess>()
 const redisPrefixes = new Set<string>()
 const tempDirs = new Set<string>()
 let redisUrl = ''
+// The redis-server this run started, when no --redis-url was given.
+let ownRedis: OwnRedis | undefined
+// A connection that reads the own server's counters around each Redis run.
+let redisMonitor: Redis | undefined
 // The build of the package the servers load (see buildForBench).
 let buildDir = ''
 
@@ -87,6 +93,10 @@ async function cleanUp(): Promise<void> {
 /** Everything a run leaves, its build included: on the way out. */
 async function cleanUpAll(): Promise<void> {
   await cleanUp()
+  redisMonitor?.disconnect()
+  redisMonitor = undefined
+  await ownRedis?.stop()
+  ownRedis = undefined
   if (buildDir) removeBenchBuild(buildDir)
 }
 
@@ -105,9 +115,12 @@ async function ingestPhase(options: BenchOptions, results: BenchResults): Promis
         for (const body of ['batch', 'single'] as const) {
           const bodies = createBodyFactory(eventsPerBody[body])
           const countsBefore = await server.counters()
+          const counting = target.storage === 'redis' ? redisMonitor : undefined
+          const redisBefore = counting ? await redisCounters(counting) : undefined
           const cpuBefore = await server.cpu()
           const run = await drive({ url: server.url, path: INGEST_PATH, bodies, seconds: options.duration, connections: options.connections })
           const cpuAfter = await server.cpu()
+          const redisAfter = counting ? await redisCounters(counting) : undefined
           const countsAfter = await server.counters()
           const cpuUs = cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system
           const cpuPct = (cpuUs / 1000 / (cpuAfter.at - cpuBefore.at)) * 100
@@ -130,6 +143,7 @@ async function ingestPhase(options: BenchOptions, results: BenchResults): Promis
             duplicates: countsAfter.duplicates - countsBefore.duplicates,
             rejected: countsAfter.rejected - countsBefore.rejected,
             valid: false,
+            redis: redisBefore && redisAfter ? redisActivityBetween(redisBefore, redisAfter) : undefined,
           }
           sample.valid = run.ok > 0 && run.non2xx === 0 && run.errors === 0 && sample.duplicates === 0 && sample.rejected === 0 && sample.accepted >= run.ok * eventsPerBody[body]
           results.ingest.push(sample)
@@ -250,7 +264,6 @@ async function main(): Promise<void> {
     log(`rendered ${options.render} to ${options.out}`)
     return
   }
-  redisUrl = options.redisUrl
   mkdirSync(options.artifacts, { recursive: true })
   mkdirSync(dirname(options.out), { recursive: true })
   // The load average a run counts as idle, waits for, and flags when it starts above.
@@ -262,7 +275,19 @@ async function main(): Promise<void> {
   const needsRedis = targets.some((t) => t.storage === 'redis' && options.targets.includes(t.id)) && options.phases.has('ingest')
     || (options.phases.has('stats') && options.statsDrivers.includes('redis'))
     || (options.phases.has('soak') && options.soakDrivers.includes('redis'))
-  if (needsRedis) machine.redis = await redisVersion(redisUrl)
+  if (needsRedis) {
+    if (options.redisUrl) {
+      redisUrl = options.redisUrl
+    } else {
+      ownRedis = await startOwnRedis()
+      redisUrl = ownRedis.url
+      machine.redisOwn = true
+      // Only on the bench's own server do the counters belong to the run alone.
+      redisMonitor = new Redis(redisUrl, { maxRetriesPerRequest: 1 })
+      log(`started redis-server at ${redisUrl}`)
+    }
+    machine.redis = await redisVersion(redisUrl)
+  }
 
   // The bodies must be all valid, or ingest would measure rejection instead of storage.
   const model = createEventModel()
