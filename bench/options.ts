@@ -33,7 +33,7 @@ export interface BenchOptions {
   statsDrivers: ('memory' | 'redis')[]
   /** Timed GETs per route and size. @default 200 (quick: 20) */
   statsRequests: number
-  /** Seconds of each soak run. @default 45 (quick: 1) */
+  /** Seconds of each soak run. @default 30 (quick: 1) */
   soakSeconds: number
   /** Seconds between memory samples of a soak. @default 5 (quick: 0.2) */
   soakSampleSeconds: number
@@ -42,7 +42,7 @@ export interface BenchOptions {
   /**
    * Events each soak run is paced to store (autocannon's overall rate = this / 50 / seconds), so the
    * memory driver's heap stays bounded; every driver runs at the same pace. 0: unpaced.
-   * @default 750_000 (quick: 0)
+   * @default 500_000 (quick: 0)
    */
   soakEvents: number
   /** Seconds of load while profiling h3 + memory. @default 10 (quick: 1) */
@@ -85,10 +85,10 @@ const usage = `npm run bench -- [options]
   --stats-sizes a,b       stored events for stats/schema timing (default 1000,100000,1000000)
   --stats-drivers a,b     memory, redis (default both)
   --stats-requests N      timed GETs per route and size (default 200)
-  --soak S                seconds per soak run (default 45)
+  --soak S                seconds per soak run (default 30)
   --soak-sample S         seconds between heap samples (default 5)
   --soak-drivers a,b      redis, fs, memory (default redis,memory)
-  --soak-events N         events each soak is paced to store (default 750000; 0 = as fast as it goes)
+  --soak-events N         events each soak is paced to store (default 500000; 0 = as fast as it goes)
   --profile S             seconds of load under --cpu-prof (default 10; 0 skips)
   --settle S              longest wait for an idle machine before the run (default 30; 0 skips)
   --redis-url URL         a shared Redis (keys under a unique prefix, deleted after); default: the run
@@ -174,10 +174,10 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     statsSizes,
     statsDrivers: list('stats-drivers', ['memory', 'redis'] as const, ['memory', 'redis']),
     statsRequests: Math.round(number('stats-requests', 200, 20, 1)),
-    soakSeconds: number('soak', 45, 1, 0.1),
+    soakSeconds: number('soak', 30, 1, 0.1),
     soakSampleSeconds: number('soak-sample', 5, 0.2, 0.05),
     soakDrivers: list('soak-drivers', ['memory', 'redis', 'fs'] as const, ['redis', 'memory']),
-    soakEvents: Math.round(number('soak-events', 750_000, 0)),
+    soakEvents: Math.round(number('soak-events', 500_000, 0)),
     profileSeconds: number('profile', 10, 1),
     settleSeconds: number('settle', 30, 0),
     redisUrl: pick('redis-url'),
