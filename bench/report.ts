@@ -95,14 +95,15 @@ function redisTable(rows: IngestRow[]): string[] {
   ]
 }
 
-function profileSection(profile: ProfileSummary & { file: string }): string[] {
+function profileSection(profile: ProfileSummary & { file: string; target?: string }): string[] {
+  const label = targets.find((t) => t.id === (profile.target ?? 'h3'))?.label ?? 'h3 + event-ingest (memory)'
   const busy = profile.busyMs
   const lines: string[] = []
   const owners = Object.entries(profile.byOwner).sort((a, b) => b[1] - a[1])
   const ours = profile.byOwner.ours ?? 0
   const blamed = profile.blame.reduce((sum, entry) => sum + entry.ms, 0)
   lines.push(
-    `Profile of the h3 + memory server under the batch load (${code(shown(profile.file))}; ${profile.windowed ? 'the load window only, start-up and warm-up left out' : 'the whole process, start-up included'}: ${num(profile.totalMs)} ms sampled, ${num(busy)} ms busy — percentages are of busy time).`,
+    `Profile of the ${label} server under the batch load (${code(shown(profile.file))}; ${profile.windowed ? 'the load window only, start-up and warm-up left out' : 'the whole process, start-up included'}: ${num(profile.totalMs)} ms sampled, ${num(busy)} ms busy — percentages are of busy time).`,
     '',
     `Our code (\`src/\`, \`adapters/\`) runs ${pct(ours, busy)} of the busy time itself; with the dependencies and builtins it calls, stacks with our code on them take ${pct(blamed, busy)}. The rest is the framework, Node's HTTP stack, GC and V8 outside our calls. Most of ours: ${profile.blame
       .slice(0, 4)
@@ -200,7 +201,7 @@ export function renderReport(results: BenchResults): string {
     '- Latency: every 2xx response timed (exact p50/p99 per run). Server CPU: `process.cpuUsage()` read in the server over IPC at the start and end of each run (user + system, % of one core, and per 2xx response); page faults per response from `process.resourceUsage().minorPageFault` read with it.',
     `- Stats and schema: events loaded in-process through \`ingest.ingest()\` (batches of 1000), then ${s.statsRequests} sequential timed \`GET /admin/events/stats\` (admin token) and \`GET /events/schema\` on one keep-alive connection, at each size.`,
     `- Soak: ${num(Number(s.soakSeconds))} s of batch load per driver (${(s.soakDrivers as string[]).join(', ')})${Number(s.soakEvents) > 0 ? `, paced to store about ${num(Number(s.soakEvents))} events per run (${num(Number(s.soakEvents) / Number(s.soakSeconds))} events/s, the same pace for every driver, so the memory driver — which keeps every event in the process — stays within memory)` : ', unpaced'}; \`heapUsed\` and RSS read after a full GC (\`--expose-gc\`) every ${s.soakSampleSeconds} s, plus once with the load paused before and after.`,
-    `- Profile: \`node --cpu-prof\` on the h3 + memory server under ${s.profileSeconds} s of batch load; positions in the build mapped back to .ts lines through its source maps.`,
+    `- Profile: \`node --cpu-prof\` on the ${targets.find((t) => t.id === (s.profileTarget ?? 'h3'))?.label ?? 'h3 + event-ingest (memory)'} server under ${s.profileSeconds} s of batch load; positions in the build mapped back to .ts lines through its source maps.`,
     '- Run it: `npm run bench` (full), `npm run bench -- --quick` (smoke), `npm run bench -- --machine` (also the machine experiments: the cost of a page fault here, timed at the start, and h3 + memory with glibc\'s malloc on huge pages), `npm run bench -- --help` for every option (durations, repetitions, targets, phases, sizes).' +
       (machineRun ? '' : ' This run had no machine experiments.'),
     '',
@@ -224,7 +225,7 @@ export function renderReport(results: BenchResults): string {
     const top = results.profile.blame.slice(0, 5)
     push(
       '',
-      `Of the time of our ingest path, the profile (h3 + memory, below) puts most in: ${top
+      `Of the time of our ingest path, the profile (${targets.find((t) => t.id === (results.profile!.target ?? 'h3'))?.label ?? 'h3 + memory'}, below) puts most in: ${top
         .map((entry) => `${code(entry.name)} at ${code(entry.location)} (${pct(entry.ms, results.profile!.busyMs)})`)
         .join(', ')}.`,
     )

@@ -83,7 +83,8 @@ export interface BenchResults {
   ingest: IngestSample[]
   stats: StatsTiming[]
   soak: SoakResult[]
-  profile?: ProfileSummary & { file: string }
+  /** `target`: the id profiled (older results lack it: h3). */
+  profile?: ProfileSummary & { file: string; target?: string }
   notes: string[]
 }
 

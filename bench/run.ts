@@ -216,14 +216,15 @@ async function soakPhase(options: BenchOptions, results: BenchResults): Promise<
   }
 }
 
-/** Phase 4: `node --cpu-prof` of h3 + memory under the batch load. */
+/** Phase 4: `node --cpu-prof` of one event-ingest target (h3 + memory by default) under the batch load. */
 async function profilePhase(options: BenchOptions, results: BenchResults): Promise<void> {
   const dir = join(options.artifacts, 'profile')
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  const maps = join(dir, 'h3-memory.sourcemaps.json')
+  const profiled = options.profileTarget
+  const maps = join(dir, `${profiled}.sourcemaps.json`)
   // Default profile names: one file per thread (tsx's loader hooks run on a worker), `CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile`.
-  const { server, release } = await startTarget('h3', { sourceMapsOut: maps }, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir] })
+  const { server, release } = await startTarget(profiled, { sourceMapsOut: maps }, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir] })
   const pid = server.pid
   let window: { fromUs: number; toUs: number } | undefined
   try {
@@ -239,9 +240,9 @@ async function profilePhase(options: BenchOptions, results: BenchResults): Promi
   for (let i = 0; i < 50 && !mainThread(); i++) await sleep(100)
   const found = mainThread()
   if (!found) throw new Error(`the main-thread CPU profile of ${pid} was not written to ${dir}`)
-  const file = join(dir, 'h3-memory.cpuprofile')
+  const file = join(dir, `${profiled}.cpuprofile`)
   renameSync(join(dir, found), file)
-  results.profile = { ...summariseProfile(file, root, { sourceMapsPath: maps, window }), file }
+  results.profile = { ...summariseProfile(file, root, { sourceMapsPath: maps, window }), file, target: profiled }
   log(`profile: ${file}`)
 }
 
@@ -275,6 +276,7 @@ async function main(): Promise<void> {
   const needsRedis = targets.some((t) => t.storage === 'redis' && options.targets.includes(t.id)) && options.phases.has('ingest')
     || (options.phases.has('stats') && options.statsDrivers.includes('redis'))
     || (options.phases.has('soak') && options.soakDrivers.includes('redis'))
+    || (options.phases.has('profile') && options.profileSeconds > 0 && targets.find((t) => t.id === options.profileTarget)?.storage === 'redis')
   if (needsRedis) {
     if (options.redisUrl) {
       redisUrl = options.redisUrl
@@ -321,6 +323,7 @@ async function main(): Promise<void> {
       soakDrivers: options.soakDrivers,
       soakEvents: options.soakEvents,
       profileSeconds: options.profileSeconds,
+      profileTarget: options.profileTarget,
       settleSeconds: options.settleSeconds,
     },
     machine,
