@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { EventIngest } from '../src/index'
+import { handBatch, handBatchJsonSchema, type HandStore } from './hand'
 import { INGEST_PATH, type Target } from './targets'
 
 /** A server listening on loopback. */
@@ -102,8 +103,12 @@ export function importBuilt<T>(buildDir: string, file: string): Promise<T> {
  * Starts `target` on 127.0.0.1 with a free port. `ingest` is required for event-ingest targets.
  * Only the framework in use is imported, so a server process starts quickly and loads nothing else.
  */
-export async function startApp(target: Target, ring: EventRing, ingest: EventIngest<any> | undefined, buildDir: string): Promise<RunningApp> {
+export async function startApp(target: Target, ring: EventRing, ingest: EventIngest<any> | undefined, buildDir: string, hand?: HandStore): Promise<RunningApp> {
   if (target.kind === 'ours' && !ingest) throw new Error(`${target.id}: an event-ingest target needs a core`)
+  if (target.kind === 'hand') {
+    if (!hand) throw new Error(`${target.id}: a hand-written route needs its store`)
+    return startHand(target, hand)
+  }
   switch (target.framework) {
     case 'node':
       return listen(bareNode(ring, target.keepsBodies))
@@ -204,5 +209,72 @@ export async function startApp(target: Target, ring: EventRing, ingest: EventIng
       }
       return listen(createServer(app.callback()))
     }
+  }
+}
+
+const invalid = (issues: unknown) => ({ code: 'invalid', message: 'body must be an array of valid events', issues })
+
+/**
+ * The hand-written route of `target.framework` (bench/hand.ts): the framework's own JSON body
+ * reading and schema validation, then dedupe and keep through `store`.
+ */
+async function startHand(target: Target, store: HandStore): Promise<RunningApp> {
+  switch (target.framework) {
+    case 'h3': {
+      const [{ H3 }, { toNodeHandler }] = await Promise.all([import('h3'), import('h3/node')])
+      const app = new H3()
+      app.post(INGEST_PATH, async (event) => {
+        const parsed = handBatch.safeParse(await event.req.json())
+        if (!parsed.success) return new Response(JSON.stringify(invalid(parsed.error.issues)), { status: 400, headers: { 'content-type': jsonType } })
+        const kept = await store.keep(parsed.data)
+        return { accepted: kept, duplicates: parsed.data.length - kept, rejected: [] }
+      })
+      return listen(createServer(toNodeHandler(app)))
+    }
+    case 'express': {
+      const { default: express } = await import('express')
+      const app = express()
+      app.post(INGEST_PATH, express.json({ limit: '1mb' }), async (req, res) => {
+        const parsed = handBatch.safeParse(req.body)
+        if (!parsed.success) {
+          res.status(400).json(invalid(parsed.error.issues))
+          return
+        }
+        const kept = await store.keep(parsed.data)
+        res.json({ accepted: kept, duplicates: parsed.data.length - kept, rejected: [] })
+      })
+      return listen(createServer(app))
+    }
+    case 'fastify': {
+      const { default: Fastify } = await import('fastify')
+      const app = Fastify()
+      app.post(INGEST_PATH, { schema: { body: handBatchJsonSchema } }, async (request) => {
+        const events = request.body as { id: string }[]
+        const kept = await store.keep(events)
+        return { accepted: kept, duplicates: events.length - kept, rejected: [] }
+      })
+      await app.listen({ port: 0, host: '127.0.0.1' })
+      return { port: (app.server.address() as AddressInfo).port, close: () => app.close() }
+    }
+    case 'koa': {
+      const [{ default: Koa }, { bodyParser }] = await Promise.all([import('koa'), import('@koa/bodyparser')])
+      const app = new Koa()
+      app.silent = true
+      app.use(bodyParser({ jsonLimit: '1mb' }))
+      app.use(async (ctx, next) => {
+        if (ctx.method !== 'POST' || ctx.path !== INGEST_PATH) return next()
+        const parsed = handBatch.safeParse((ctx.request as { body?: unknown }).body)
+        if (!parsed.success) {
+          ctx.status = 400
+          ctx.body = invalid(parsed.error.issues)
+          return
+        }
+        const kept = await store.keep(parsed.data)
+        ctx.body = { accepted: kept, duplicates: parsed.data.length - kept, rejected: [] }
+      })
+      return listen(createServer(app.callback()))
+    }
+    default:
+      throw new Error(`${target.id}: no hand-written route for ${target.framework}`)
   }
 }

@@ -14,6 +14,8 @@ export interface MachineInfo {
   /** name → installed version. */
   packages: Record<string, string>
   redis?: string
+  /** The Redis targets used a redis-server the run started for itself. */
+  redisOwn?: boolean
   /** µs per minor page fault when fresh memory is first touched (see {@link measurePageFault}). */
   pageFaultUs?: number
   /** The kernel's transparent huge pages mode (`always`, `madvise` or `never`), when it tells. */

@@ -12,9 +12,12 @@ export interface BenchOptions {
    * bench/targets.ts: h3 + memory with glibc's malloc on huge pages). @default false
    */
   machine: boolean
-  /** Interleaved repetitions of every target. @default 10 (quick: 1) */
+  /**
+   * Interleaved repetitions of every target. The default keeps `npm run bench` within 12 minutes on
+   * a 2-core machine with every target; `--reps 5 --duration 5` is the longer method. @default 2 (quick: 1)
+   */
   reps: number
-  /** Seconds of each measured load run (per target, per body). @default 4 (quick: 1) */
+  /** Seconds of each measured load run (per target, per body). @default 3 (quick: 1) */
   duration: number
   /** Seconds of untimed load on each fresh server before measuring. @default 1 (quick: 0.2) */
   warmup: number
@@ -30,7 +33,7 @@ export interface BenchOptions {
   statsDrivers: ('memory' | 'redis')[]
   /** Timed GETs per route and size. @default 200 (quick: 20) */
   statsRequests: number
-  /** Seconds of each soak run. @default 120 (quick: 1) */
+  /** Seconds of each soak run. @default 30 (quick: 1) */
   soakSeconds: number
   /** Seconds between memory samples of a soak. @default 5 (quick: 0.2) */
   soakSampleSeconds: number
@@ -39,19 +42,25 @@ export interface BenchOptions {
   /**
    * Events each soak run is paced to store (autocannon's overall rate = this / 50 / seconds), so the
    * memory driver's heap stays bounded; every driver runs at the same pace. 0: unpaced.
-   * @default 2_000_000 (quick: 0)
+   * @default 500_000 (quick: 0)
    */
   soakEvents: number
-  /** Seconds of load while profiling h3 + memory. @default 10 (quick: 1) */
+  /** Seconds of load while profiling. @default 10 (quick: 1) */
   profileSeconds: number
+  /** The target profiled (an event-ingest target: `h3-redis` to see the Redis path). @default h3 */
+  profileTarget: string
   /**
    * Longest wait, in seconds, before the run for the machine's 1-minute load average to fall to a
    * quarter of its cores (work just before the run, such as a test run, still weighs on it).
-   * @default 120 (quick: 0)
+   * @default 30 (quick: 0)
    */
   settleSeconds: number
   /** Redis for the Redis targets; keys go under a unique prefix and are deleted afterwards. */
-  redisUrl: string
+  /**
+   * A Redis to use instead of the bench's own: by default the run starts its own `redis-server` on a
+   * free port (no persistence) and stops it at the end, so its command counters are the bench's alone.
+   */
+  redisUrl?: string
   /** Markdown report. @default bench/RESULTS.md */
   out: string
   /** Raw results (JSON) and the CPU profile. @default bench/.out */
@@ -68,8 +77,8 @@ const machineTargets = targets.filter((t) => t.machine).map((t) => t.id)
 const usage = `npm run bench -- [options]
   --quick                 smoke run: 1 repetition, short runs, small sizes
   --machine               machine experiments too: the cost of a page fault here, and ${machineTargets.join(', ')}
-  --reps N                interleaved repetitions (default 10)
-  --duration S            seconds per measured run (default 4)
+  --reps N                interleaved repetitions (default 2; 5 with --duration 5 for the long method)
+  --duration S            seconds per measured run (default 3)
   --warmup S              seconds of untimed load per fresh server (default 1)
   --connections N         autocannon connections (default 32)
   --targets a,b           target ids (default all; ${machineTargets.join(', ')} only with --machine):
@@ -78,13 +87,15 @@ const usage = `npm run bench -- [options]
   --stats-sizes a,b       stored events for stats/schema timing (default 1000,100000,1000000)
   --stats-drivers a,b     memory, redis (default both)
   --stats-requests N      timed GETs per route and size (default 200)
-  --soak S                seconds per soak run (default 120)
+  --soak S                seconds per soak run (default 30)
   --soak-sample S         seconds between heap samples (default 5)
   --soak-drivers a,b      redis, fs, memory (default redis,memory)
-  --soak-events N         events each soak is paced to store (default 2000000; 0 = as fast as it goes)
+  --soak-events N         events each soak is paced to store (default 500000; 0 = as fast as it goes)
   --profile S             seconds of load under --cpu-prof (default 10; 0 skips)
-  --settle S              longest wait for an idle machine before the run (default 120; 0 skips)
-  --redis-url URL         default REDIS_URL or redis://127.0.0.1:6379
+  --profile-target ID     the event-ingest target profiled (default h3; h3-redis for the Redis path)
+  --settle S              longest wait for an idle machine before the run (default 30; 0 skips)
+  --redis-url URL         a shared Redis (keys under a unique prefix, deleted after); default: the run
+                          starts its own redis-server on a free port and stops it at the end
   --out FILE              report path (default bench/RESULTS.md)
   --artifacts DIR         raw JSON and .cpuprofile (default bench/.out)
   --render FILE           only rewrite the report (--out) from a saved results JSON
@@ -111,6 +122,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       'soak-drivers': { type: 'string' },
       'soak-events': { type: 'string' },
       profile: { type: 'string' },
+      'profile-target': { type: 'string' },
       settle: { type: 'string' },
       'redis-url': { type: 'string' },
       out: { type: 'string' },
@@ -155,10 +167,10 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
   return {
     quick,
     machine,
-    reps: Math.round(number('reps', 10, 1, 1)),
+    reps: Math.round(number('reps', 2, 1, 1)),
     // Quick runs still see answers from the slowest target (fs batches, about 10 a second on a slow
     // disk): a few connections, long enough for several to come back.
-    duration: number('duration', 4, 1, 0.1),
+    duration: number('duration', 3, 1, 0.1),
     warmup: number('warmup', 1, 0.2),
     connections: Math.round(number('connections', 32, 4, 1)),
     targets: chosenTargets,
@@ -166,13 +178,14 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     statsSizes,
     statsDrivers: list('stats-drivers', ['memory', 'redis'] as const, ['memory', 'redis']),
     statsRequests: Math.round(number('stats-requests', 200, 20, 1)),
-    soakSeconds: number('soak', 120, 1, 0.1),
+    soakSeconds: number('soak', 30, 1, 0.1),
     soakSampleSeconds: number('soak-sample', 5, 0.2, 0.05),
     soakDrivers: list('soak-drivers', ['memory', 'redis', 'fs'] as const, ['redis', 'memory']),
-    soakEvents: Math.round(number('soak-events', 2_000_000, 0)),
+    soakEvents: Math.round(number('soak-events', 500_000, 0)),
     profileSeconds: number('profile', 10, 1),
-    settleSeconds: number('settle', 120, 0),
-    redisUrl: pick('redis-url') ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    profileTarget: list('profile-target', targets.filter((t) => t.kind === 'ours').map((t) => t.id), ['h3'])[0] ?? 'h3',
+    settleSeconds: number('settle', 30, 0),
+    redisUrl: pick('redis-url'),
     out: pick('out') ?? here('./RESULTS.md'),
     artifacts: pick('artifacts') ?? here('./.out'),
     render: pick('render'),

@@ -34,3 +34,36 @@ export async function deleteRedisPrefix(url: string, prefix: string): Promise<nu
   }
   return deleted
 }
+
+/** What one Redis server did over an interval: commands by name, their server time, and socket reads. */
+export interface RedisActivity {
+  /** Calls per command name (lower case), from `INFO commandstats`. */
+  calls: Record<string, number>
+  /** Server time spent in those commands, µs, from `INFO commandstats`. */
+  usec: number
+  /** Read events on client sockets (`total_reads_processed`): one per round trip a client makes. */
+  reads: number
+}
+
+/** A snapshot of the counters `redisActivityBetween` subtracts. */
+export async function redisCounters(client: Redis): Promise<RedisActivity> {
+  const [commandstats, stats] = await Promise.all([client.info('commandstats'), client.info('stats')])
+  const calls: Record<string, number> = {}
+  let usec = 0
+  for (const match of commandstats.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
+    calls[match[1]!] = Number(match[2])
+    usec += Number(match[3])
+  }
+  const reads = Number(/total_reads_processed:(\d+)/.exec(stats)?.[1] ?? Number.NaN)
+  return { calls, usec, reads }
+}
+
+/** `after - before`, leaving out the `info` calls the measuring itself made. */
+export function redisActivityBetween(before: RedisActivity, after: RedisActivity): RedisActivity {
+  const calls: Record<string, number> = {}
+  for (const [name, count] of Object.entries(after.calls)) {
+    const delta = count - (before.calls[name] ?? 0)
+    if (delta > 0 && name !== 'info') calls[name] = delta
+  }
+  return { calls, usec: after.usec - before.usec, reads: after.reads - before.reads }
+}

@@ -23,7 +23,9 @@ import { buildForBench, removeBenchBuild } from './build'
 import { summariseProfile } from './profile'
 import type { ServerConfig } from './protocol'
 import { benchDatabaseUrl, dropBenchSchema } from './postgres-schemas'
-import { deleteRedisPrefix, redisVersion } from './redis-keys'
+import Redis from 'ioredis'
+import { deleteRedisPrefix, redisActivityBetween, redisCounters, redisVersion } from './redis-keys'
+import { startOwnRedis, type OwnRedis } from './redis-server'
 import { renderReport } from './report'
 import type { BenchResults, BodyKind, IngestSample, SoakResult, SoakSample } from './results'
 import { startServerProcess, type ServerProcess, type StartOptions } from './server-process'
@@ -39,6 +41,10 @@ const redisPrefixes = new Set<string>()
 const postgresSchemas = new Set<string>()
 const tempDirs = new Set<string>()
 let redisUrl = ''
+// The redis-server this run started, when no --redis-url was given.
+let ownRedis: OwnRedis | undefined
+// A connection that reads the own server's counters around each Redis run.
+let redisMonitor: Redis | undefined
 // The build of the package the servers load (see buildForBench).
 let buildDir = ''
 
@@ -99,6 +105,10 @@ async function cleanUp(): Promise<void> {
 /** Everything a run leaves, its build included: on the way out. */
 async function cleanUpAll(): Promise<void> {
   await cleanUp()
+  redisMonitor?.disconnect()
+  redisMonitor = undefined
+  await ownRedis?.stop()
+  ownRedis = undefined
   if (buildDir) removeBenchBuild(buildDir)
 }
 
@@ -117,9 +127,12 @@ async function ingestPhase(options: BenchOptions, results: BenchResults): Promis
         for (const body of ['batch', 'single'] as const) {
           const bodies = createBodyFactory(eventsPerBody[body])
           const countsBefore = await server.counters()
+          const counting = target.storage === 'redis' ? redisMonitor : undefined
+          const redisBefore = counting ? await redisCounters(counting) : undefined
           const cpuBefore = await server.cpu()
           const run = await drive({ url: server.url, path: INGEST_PATH, bodies, seconds: options.duration, connections: options.connections })
           const cpuAfter = await server.cpu()
+          const redisAfter = counting ? await redisCounters(counting) : undefined
           const countsAfter = await server.counters()
           const cpuUs = cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system
           const cpuPct = (cpuUs / 1000 / (cpuAfter.at - cpuBefore.at)) * 100
@@ -142,6 +155,7 @@ async function ingestPhase(options: BenchOptions, results: BenchResults): Promis
             duplicates: countsAfter.duplicates - countsBefore.duplicates,
             rejected: countsAfter.rejected - countsBefore.rejected,
             valid: false,
+            redis: redisBefore && redisAfter ? redisActivityBetween(redisBefore, redisAfter) : undefined,
           }
           sample.valid = run.ok > 0 && run.non2xx === 0 && run.errors === 0 && sample.duplicates === 0 && sample.rejected === 0 && sample.accepted >= run.ok * eventsPerBody[body]
           results.ingest.push(sample)
@@ -214,14 +228,15 @@ async function soakPhase(options: BenchOptions, results: BenchResults): Promise<
   }
 }
 
-/** Phase 4: `node --cpu-prof` of h3 + memory under the batch load. */
+/** Phase 4: `node --cpu-prof` of one event-ingest target (h3 + memory by default) under the batch load. */
 async function profilePhase(options: BenchOptions, results: BenchResults): Promise<void> {
   const dir = join(options.artifacts, 'profile')
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  const maps = join(dir, 'h3-memory.sourcemaps.json')
+  const profiled = options.profileTarget
+  const maps = join(dir, `${profiled}.sourcemaps.json`)
   // Default profile names: one file per thread (tsx's loader hooks run on a worker), `CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile`.
-  const { server, release } = await startTarget('h3', { sourceMapsOut: maps }, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir] })
+  const { server, release } = await startTarget(profiled, { sourceMapsOut: maps }, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir] })
   const pid = server.pid
   let window: { fromUs: number; toUs: number } | undefined
   try {
@@ -237,9 +252,9 @@ async function profilePhase(options: BenchOptions, results: BenchResults): Promi
   for (let i = 0; i < 50 && !mainThread(); i++) await sleep(100)
   const found = mainThread()
   if (!found) throw new Error(`the main-thread CPU profile of ${pid} was not written to ${dir}`)
-  const file = join(dir, 'h3-memory.cpuprofile')
+  const file = join(dir, `${profiled}.cpuprofile`)
   renameSync(join(dir, found), file)
-  results.profile = { ...summariseProfile(file, root, { sourceMapsPath: maps, window }), file }
+  results.profile = { ...summariseProfile(file, root, { sourceMapsPath: maps, window }), file, target: profiled }
   log(`profile: ${file}`)
 }
 
@@ -262,7 +277,6 @@ async function main(): Promise<void> {
     log(`rendered ${options.render} to ${options.out}`)
     return
   }
-  redisUrl = options.redisUrl
   mkdirSync(options.artifacts, { recursive: true })
   mkdirSync(dirname(options.out), { recursive: true })
   // The load average a run counts as idle, waits for, and flags when it starts above.
@@ -271,10 +285,23 @@ async function main(): Promise<void> {
   const machine = machineInfo()
   // A machine experiment: what a page fault costs here, for the report's account of kept memory.
   if (options.machine) machine.pageFaultUs = measurePageFault()
-  const needsRedis = options.targets.includes('h3-redis') && options.phases.has('ingest')
+  const needsRedis = targets.some((t) => t.storage === 'redis' && options.targets.includes(t.id)) && options.phases.has('ingest')
     || (options.phases.has('stats') && options.statsDrivers.includes('redis'))
     || (options.phases.has('soak') && options.soakDrivers.includes('redis'))
-  if (needsRedis) machine.redis = await redisVersion(redisUrl)
+    || (options.phases.has('profile') && options.profileSeconds > 0 && targets.find((t) => t.id === options.profileTarget)?.storage === 'redis')
+  if (needsRedis) {
+    if (options.redisUrl) {
+      redisUrl = options.redisUrl
+    } else {
+      ownRedis = await startOwnRedis()
+      redisUrl = ownRedis.url
+      machine.redisOwn = true
+      // Only on the bench's own server do the counters belong to the run alone.
+      redisMonitor = new Redis(redisUrl, { maxRetriesPerRequest: 1 })
+      log(`started redis-server at ${redisUrl}`)
+    }
+    machine.redis = await redisVersion(redisUrl)
+  }
 
   // The bodies must be all valid, or ingest would measure rejection instead of storage.
   const model = createEventModel()
@@ -308,6 +335,7 @@ async function main(): Promise<void> {
       soakDrivers: options.soakDrivers,
       soakEvents: options.soakEvents,
       profileSeconds: options.profileSeconds,
+      profileTarget: options.profileTarget,
       settleSeconds: options.settleSeconds,
     },
     machine,

@@ -9,6 +9,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { EventIngest, StorageOption } from '../src/index'
 import { createEventRing, importBuilt, startApp } from './apps'
 import { makeEventBatch } from './events'
+import { memoryHandStore, redisHandStore, type HandStore } from './hand'
 import type { Counters, CpuSample, MemorySample, ServerCommand, ServerConfig, ServerMessage } from './protocol'
 import { targets } from './targets'
 
@@ -46,9 +47,19 @@ if (target.kind === 'ours') {
   ingest = createEventIngest({ env: {}, storage: storageOption(), adminToken: config.adminToken })
   await ingest.ready()
 }
-const app = await startApp(target, ring, ingest, config.buildDir)
+let hand: HandStore | undefined
+if (target.kind === 'hand') {
+  if (target.storage === 'redis') {
+    if (!config.redisUrl || !config.redisBase) throw new Error('redis target without redisUrl/redisBase')
+    hand = redisHandStore(config.redisUrl, config.redisBase)
+  } else {
+    hand = memoryHandStore()
+  }
+}
+const app = await startApp(target, ring, ingest, config.buildDir, hand)
 
 async function counters(): Promise<Counters> {
+  if (hand) return { ...hand.counts, rejected: 0 }
   if (!ingest) return { accepted: ring.received, duplicates: 0, rejected: 0 }
   const { totals } = await ingest.stats()
   return { accepted: totals.accepted, duplicates: totals.duplicates, rejected: totals.rejected }

@@ -11,9 +11,13 @@ export interface Target {
   /** The name in the report. */
   label: string
   framework: Framework
-  /** `bare`: a route that only reads, `JSON.parse`s, checks for an array and keeps it. `ours`: event-ingest mounted. */
-  kind: 'bare' | 'ours'
-  /** Storage of an event-ingest target. */
+  /**
+   * `bare`: a route that only reads, `JSON.parse`s, checks for an array and keeps it. `hand`: the
+   * route a team writes instead (bench/hand.ts: schema validation, dedupe by id, keeping). `ours`:
+   * event-ingest mounted.
+   */
+  kind: 'bare' | 'hand' | 'ours'
+  /** Storage of an event-ingest target or a hand-written route. */
   storage?: StorageKind
   /** Environment the server process starts with, over the runner's. */
   env?: Record<string, string>
@@ -57,10 +61,34 @@ export const targets: readonly Target[] = [
   { id: 'koa-bare', label: 'Koa bare route', framework: 'koa', kind: 'bare' },
   { id: 'koa-keep', label: 'Koa bare route keeping every body', framework: 'koa', kind: 'bare', keepsBodies: true },
   { id: 'koa', label: 'Koa + event-ingest (memory)', framework: 'koa', kind: 'ours', storage: 'memory' },
+  // The routes a team writes instead, per framework and storage (bench/hand.ts): the baselines of the goals.
+  ...handWritten('memory'),
+  ...handWritten('redis'),
   { id: 'h3-fs', label: 'h3 + event-ingest (fs)', framework: 'h3', kind: 'ours', storage: 'fs' },
+  // event-ingest on Redis in each framework; more storage targets (PostgreSQL, ...) go below, one line each.
   { id: 'h3-redis', label: 'h3 + event-ingest (Redis)', framework: 'h3', kind: 'ours', storage: 'redis' },
+  { id: 'express-redis', label: 'Express + event-ingest (Redis)', framework: 'express', kind: 'ours', storage: 'redis' },
+  { id: 'fastify-redis', label: 'Fastify + event-ingest (Redis)', framework: 'fastify', kind: 'ours', storage: 'redis' },
+  { id: 'koa-redis', label: 'Koa + event-ingest (Redis)', framework: 'koa', kind: 'ours', storage: 'redis' },
   { id: 'h3-postgres', label: 'h3 + event-ingest (PostgreSQL)', framework: 'h3', kind: 'ours', storage: 'postgres' },
 ]
+
+/** The hand-written route of every framework on `storage`. */
+function handWritten(storage: 'memory' | 'redis'): Target[] {
+  const names = { h3: 'h3', express: 'Express', fastify: 'Fastify', koa: 'Koa' } as const
+  return (Object.keys(names) as (keyof typeof names)[]).map((framework) => ({
+    id: storage === 'memory' ? `${framework}-hand` : `${framework}-hand-${storage}`,
+    label: `${names[framework]} hand-written route (${storage === 'memory' ? 'memory' : 'Redis'})`,
+    framework,
+    kind: 'hand',
+    storage,
+  }))
+}
+
+/** The hand-written route of the same framework and storage as `target`, where there is one. */
+export function handOf(target: Target): Target | undefined {
+  return targets.find((t) => t.kind === 'hand' && t.framework === target.framework && t.storage === target.storage)
+}
 
 /** The bare route of the same framework as `target` (bare node for node), keeping a bounded ring. */
 export function bareOf(target: Target): Target {

@@ -136,7 +136,10 @@ export function redisBatchStore(storage: Storage, base: string, options: RedisBa
   if (typeof client[COMMAND] !== 'function') client.defineCommand(COMMAND, { lua: APPEND_SCRIPT })
   const run = (client[COMMAND] as AppendCommand).bind(client)
   const redisKey = redisKeys(storage, driver)
-  const claimKey = (id: string) => redisKey(`${base}:d:${idKey(id)}`)
+  // An id's key segment (idKey: a letter and hex) is kept as is by every step of redisKey, so the
+  // claims' place in Redis is mapped once and each id appended: no per-id mount lookup.
+  const claimsInRedis = redisKey(`${base}:d:_`).slice(0, -1)
+  const claimKey = (id: string) => claimsInRedis + idKey(id)
   // Record keys as a claim names them (`<base>:b:…`), and where Redis keeps them.
   const records = `${normalizeKey(base)}:b:`
   const recordsInRedis = redisKey(`${base}:b:_`).slice(0, -1)

@@ -12,7 +12,7 @@ describe('bench options', () => {
     expect(options.machine).toBe(false)
     expect(options.targets).toEqual(codeTargets)
     expect(options.quick).toBe(false)
-    expect(options.reps).toBe(10)
+    expect(options.reps).toBe(2)
   })
 
   it('runs the machine experiments with --machine or BENCH_MACHINE, with every target', () => {
