@@ -4,6 +4,7 @@ import type { ProfileSummary } from './profile'
 import { analyseSoak, checkTargets, ingestRows, type BenchResults, type IngestRow, type SoakAnalysis } from './results'
 import type { Spread } from './summary'
 import { targets } from './targets'
+import { diskReportLines } from './disk'
 
 const num = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a')
 const range = (s: Spread | undefined, digits = 0) => (s && s.n > 0 ? (s.n === 1 ? num(s.median, digits) : `${num(s.median, digits)} (${num(s.min, digits)}–${num(s.max, digits)})`) : '—')
@@ -183,6 +184,7 @@ export function renderReport(results: BenchResults): string {
     ...(m.pageFaultUs !== undefined ? [`- A minor page fault (fresh memory touched for the first time) costs ${num(m.pageFaultUs, 1)} µs here (64 MiB touched once per page at the start of the run); transparent huge pages: ${m.transparentHugePages ?? 'unknown'}`] : []),
     `- Packages: ${Object.entries(m.packages).map(([name, version]) => `${name} ${version}`).join(', ')}`,
     `- 1-minute load average: ${num(m.loadStart, 2)} at start, ${num(m.loadEnd ?? Number.NaN, 2)} at end`,
+    ...diskReportLines(results.disk),
     ...results.notes.map((note) => `- **Note:** ${note}`),
     '',
     '## Method',

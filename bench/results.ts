@@ -1,3 +1,4 @@
+import { FS_BASELINE_BATCHES, FS_GOAL_RATIO, type DiskRates } from './disk'
 import type { MachineInfo } from './machine'
 import type { ProfileSummary } from './profile'
 import type { GetTiming } from './load'
@@ -86,6 +87,8 @@ export interface BenchResults {
   /** `target`: the id profiled (older results lack it: h3). */
   profile?: ProfileSummary & { file: string; target?: string }
   notes: string[]
+  /** The disk's own rates, measured when the fs target ran (see bench/disk.ts). */
+  disk?: DiskRates
 }
 
 /** Per target and body: medians with ranges over the repetitions. */
@@ -314,7 +317,20 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       info: true,
     })
   }
-  // fs group commit goals go here.
+  // fs: against the rate before group commit, with the disk's own rates of this run beside it.
+  const fs = row('h3-fs', 'batch')
+  if (fs) {
+    const goal = FS_GOAL_RATIO * FS_BASELINE_BATCHES
+    const met = fs.rps.median >= goal
+    const disk = results.disk ? `; the disk alone: ${Math.round(results.disk.appendFsyncPerSecond)} append+fsync/s, ${Math.round(results.disk.writeRenamePerSecond)} write+rename+directory fsync of 16 KB/s` : ''
+    checks.push({
+      what: `h3 + event-ingest (fs), 32 connections, batch of 50 / ${FS_BASELINE_BATCHES} batches/s before group commit`,
+      goal: `≥ ${FS_GOAL_RATIO.toFixed(2)}`,
+      measured: `${(fs.rps.median / FS_BASELINE_BATCHES).toFixed(2)} (${Math.round(fs.rps.median)} batches/s${disk})`,
+      met,
+      shortfall: met ? undefined : `${Math.round(fs.rps.median)} of ${goal} batches/s`,
+    })
+  }
   for (const driver of ['memory', 'redis'] as const) {
     const timings = results.stats.filter((s) => s.driver === driver).sort((a, b) => a.stored - b.stored)
     if (timings.length < 2) continue

@@ -26,6 +26,7 @@ import { benchDatabaseUrl, dropBenchSchema } from './postgres-schemas'
 import Redis from 'ioredis'
 import { deleteRedisPrefix, redisActivityBetween, redisCounters, redisVersion } from './redis-keys'
 import { startOwnRedis, type OwnRedis } from './redis-server'
+import { measureDisk } from './disk'
 import { renderReport } from './report'
 import type { BenchResults, BodyKind, IngestSample, SoakResult, SoakSample } from './results'
 import { startServerProcess, type ServerProcess, type StartOptions } from './server-process'
@@ -368,7 +369,13 @@ async function main(): Promise<void> {
   // A failed phase is noted and the others still run; results are saved after each phase, so a
   // late failure never loses the earlier measurements.
   const phases: [string, boolean, () => Promise<void>][] = [
-    ['ingest', options.phases.has('ingest'), () => ingestPhase(options, results)],
+    ['ingest', options.phases.has('ingest'), async () => {
+      if (options.targets.includes('h3-fs')) {
+        results.disk = await measureDisk(options.quick ? 0.5 : 2)
+        log(`disk: ${Math.round(results.disk.appendFsyncPerSecond)} append+fsync/s, ${Math.round(results.disk.writeRenamePerSecond)} write+rename+dir-fsync of 16 KB/s`)
+      }
+      await ingestPhase(options, results)
+    }],
     ['stats', options.phases.has('stats'), () => statsPhase(options, results)],
     ['soak', options.phases.has('soak'), () => soakPhase(options, results)],
     ['profile', options.phases.has('profile') && options.profileSeconds > 0, () => profilePhase(options, results)],
