@@ -260,9 +260,18 @@ export class OutboxForwarder implements Forwarder {
       }
       return
     }
+    const started = performance.now()
     const outcome = await this.target.send(group)
     if (outcome.kind === 'failure' && outcome.aborted && this.closed) return
+    this.timeAttempt(group, outcome, performance.now() - started)
     await this.settle(group, outcome, classifyAttempt(outcome, { ...this.sink, attempt: head.attempts + 1, now: Date.now(), parts: group.parts }))
+  }
+
+  /** Reports how long an attempt took and, when the sink took the batches, how long after their receipt. */
+  private timeAttempt(group: Group, outcome: AttemptOutcome, attemptMs: number): void {
+    const took = outcome.kind === 'answer' && outcome.status >= 200 && outcome.status < 300
+    const now = Date.now()
+    this.stats.recordDeliveryTimes(attemptMs, took ? group.entries.map((entry) => now - entry.receivedAt) : [])
   }
 
   /** Acts on the verdict on one attempt at `group`. */

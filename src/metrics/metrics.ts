@@ -77,6 +77,8 @@ export function createIngestMetrics(client: PromClient, options: ResolvedMetrics
   const forwarded = counter('forward_events_delivered_total', 'Events delivered to the sink.')
   const attempts = counter('forward_attempts_total', 'Delivery attempts to the sink, by outcome (success, timeout, network, 5xx, 429, rejected, partial...).', ['outcome'])
   const failures = counter('forward_failures_total', 'Failed delivery attempts, by kind.', ['kind'])
+  const attemptTime = histogram('forward_attempt_duration_seconds', 'Time the sink took to answer one delivery attempt (or to fail it).', options.deliveryBuckets)
+  const deliveryLatency = histogram('forward_delivery_latency_seconds', 'Time from a batch\'s receipt to the sink taking it (a 2xx answer), per batch.', options.deliveryBuckets)
 
   if (forwarding) {
     const gauge = (name: string, help: string, read: (state: ForwardingState) => number) =>
@@ -101,7 +103,7 @@ export function createIngestMetrics(client: PromClient, options: ResolvedMetrics
     close() {
       for (const name of mine) registry.removeSingleMetric(name)
     },
-    meter: (stats, tolerances) => meteredStats(stats, tolerances, { accepted, duplicates, rejected, refused, storageFailures, lag, skew, forwarded, attempts, failures }),
+    meter: (stats, tolerances) => meteredStats(stats, tolerances, { accepted, duplicates, rejected, refused, storageFailures, lag, skew, forwarded, attempts, failures, attemptTime, deliveryLatency }),
   }
 }
 
@@ -116,6 +118,8 @@ interface Instruments {
   forwarded: Counter
   attempts: Counter<'outcome'>
   failures: Counter<'kind'>
+  attemptTime: SecondsHistogram
+  deliveryLatency: SecondsHistogram
 }
 
 /** A stats window that also counts into the metrics; every call is passed on unchanged. */
@@ -164,6 +168,10 @@ function meteredStats(stats: StatsWindow, { futureToleranceMs, pastToleranceMs }
       stats.recordForwardFailure(kind, at)
       m.failures.inc({ kind })
       m.attempts.inc({ outcome: kind })
+    },
+    recordDeliveryTimes(attemptMs, sinceReceiptMs) {
+      m.attemptTime.observe(attemptMs / 1000)
+      for (const ms of sinceReceiptMs) m.deliveryLatency.observe(ms > 0 ? ms / 1000 : 0)
     },
   }
   return new Proxy(stats, {

@@ -17,6 +17,12 @@ export interface MetricsOptions {
    * @default [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400]
    */
   lagBuckets?: readonly number[]
+  /**
+   * Upper bounds, in seconds, of the delivery histograms (one attempt's time, and a batch's time
+   * from receipt to the sink taking it).
+   * @default [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600]
+   */
+  deliveryBuckets?: readonly number[]
 }
 
 /** Metrics options with every default applied. */
@@ -24,14 +30,16 @@ export interface ResolvedMetricsOptions {
   readonly registry: Registry | undefined
   readonly prefix: string
   readonly lagBuckets: readonly number[]
+  readonly deliveryBuckets: readonly number[]
 }
 
 export const metricsDefaults = Object.freeze({
   prefix: 'event_ingest_',
   lagBuckets: Object.freeze([0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400]),
+  deliveryBuckets: Object.freeze([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600]),
 })
 
-const optionKeys = new Set(['registry', 'prefix', 'lagBuckets'])
+const optionKeys = new Set(['registry', 'prefix', 'lagBuckets', 'deliveryBuckets'])
 
 /**
  * Resolves `metrics` (or, when it is undefined, `EVENT_METRICS`: `1`/`true` on, `0`/`false`/empty
@@ -48,7 +56,7 @@ export function resolveMetricsOptions(option: unknown, variable: string | undefi
   if (option === false) return undefined
   if (option === true) return resolved({})
   if (typeof option !== 'object' || option === null || Array.isArray(option)) {
-    throw new TypeError(`[event-ingest] metrics must be true, false or an object { registry, prefix, lagBuckets }, got ${JSON.stringify(option)}`)
+    throw new TypeError(`[event-ingest] metrics must be true, false or an object { registry, prefix, lagBuckets, deliveryBuckets }, got ${JSON.stringify(option)}`)
   }
   for (const key of Object.keys(option)) {
     if (!optionKeys.has(key)) throw new TypeError(`[event-ingest] metrics.${key} is not an option; expected one of ${[...optionKeys].join(', ')}`)
@@ -73,6 +81,7 @@ function resolved(options: MetricsOptions): ResolvedMetricsOptions {
     registry,
     prefix,
     lagBuckets: checkBuckets('lagBuckets', options.lagBuckets) ?? metricsDefaults.lagBuckets,
+    deliveryBuckets: checkBuckets('deliveryBuckets', options.deliveryBuckets) ?? metricsDefaults.deliveryBuckets,
   })
 }
 

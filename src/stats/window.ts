@@ -57,6 +57,11 @@ export interface StatsWindow {
    * permanent 4xx), `partial` (a 2xx that listed rejected events).
    */
   recordForwardFailure(kind: string, at: number): void
+  /**
+   * Times one delivery attempt: how long the sink took to answer, and for each batch it took, the
+   * time from the batch's receipt to now. Not part of the stats window (the metrics observe it).
+   */
+  recordDeliveryTimes(attemptMs: number, sinceReceiptMs: readonly number[]): void
   /** Sums the window over every instance seen in it. */
   snapshot(): Promise<StatsSnapshot>
   /** Writes this instance's changed buckets now. */
@@ -191,6 +196,8 @@ export class InstanceWindow implements StatsWindow {
     bucket.forwardFailures++
     addTo(bucket.forwardByKind, kind)
   }
+
+  recordDeliveryTimes(): void {}
 
   async snapshot(): Promise<StatsSnapshot> {
     await this.restore()

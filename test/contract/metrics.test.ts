@@ -118,6 +118,7 @@ describe('metrics options', () => {
     [{ metrics: { lagBuckets: [] } }, /metrics\.lagBuckets must be a non-empty array/],
     [{ metrics: { lagBuckets: [5, 1] } }, /metrics\.lagBuckets must be a non-empty array of increasing/],
     [{ metrics: { lagBuckets: [0, 1] } }, /metrics\.lagBuckets/],
+    [{ metrics: { deliveryBuckets: [1, 1] } }, /metrics\.deliveryBuckets must be a non-empty array of increasing/],
     [{ metrics: { registry: {} } }, /metrics\.registry must be a prom-client Registry/],
     [{ metrics: { bucket: [1] } }, /metrics\.bucket is not an option/],
     [{ env: { EVENT_METRICS: 'maybe' } }, /EVENT_METRICS: must be 1, true, 0 or false, got "maybe"/],
@@ -247,6 +248,30 @@ describe('metrics of forwarding', () => {
       expect(done.value('event_ingest_forward_attempts_total', { outcome: 'success' })).toBe(1)
       expect(done.value('event_ingest_forward_events_delivered_total')).toBe(2)
       expect(done.value('event_ingest_forward_oldest_pending_seconds')).toBe(0)
+    } finally {
+      await host.close()
+      await sink.close()
+    }
+  })
+
+  it('times every attempt, and a delivered batch from its receipt to the sink taking it', async () => {
+    const sink = await startSink((_request, attempt) => ({ status: attempt <= 2 ? 503 : 200 }))
+    const host = await startHost(h3Host, { adminToken: ADMIN, metrics: { deliveryBuckets: [0.005, 0.1, 60] }, sink: { url: sink.url, minBackoffMs: 100, maxBackoffMs: 150 } })
+    try {
+      const sent = Date.now()
+      expect((await postEvents(host.url, [makeEvent({ id: 'lat-1' })])).status).toBe(200)
+      await waitFor(() => sink.stored.length === 1, 10_000, 'the delivery')
+      const elapsed = (Date.now() - sent) / 1000
+      await waitFor(async () => (await scrape(host.url)).value('event_ingest_forward_delivery_latency_seconds_count') === 1, 5000, 'the latency observed')
+      const done = await scrape(host.url)
+      expect(done.value('event_ingest_forward_attempt_duration_seconds_count')).toBe(sink.requests.length)
+      expect(done.value('event_ingest_forward_attempt_duration_seconds_bucket', { le: '60' })).toBe(sink.requests.length)
+      // Two failures with at least 100 ms of backoff each came before the delivery.
+      const latency = done.value('event_ingest_forward_delivery_latency_seconds_sum')!
+      expect(latency).toBeGreaterThanOrEqual(0.2)
+      expect(latency).toBeLessThanOrEqual(elapsed)
+      expect(done.value('event_ingest_forward_delivery_latency_seconds_bucket', { le: '0.1' })).toBe(0)
+      expect(done.value('event_ingest_forward_delivery_latency_seconds_bucket', { le: '+Inf' })).toBe(1)
     } finally {
       await host.close()
       await sink.close()
