@@ -12,7 +12,7 @@ import { withoutPrefix } from '../base/option-checks'
 import { resolveOptions, type EventIngestOptions, type ResolvedOptions } from './options'
 import { RetentionPrune } from './retention'
 import { Replays } from '../forward/replay'
-import { checkPromClient } from '../metrics/metrics'
+import { checkPeer } from '../base/peers'
 import { closeRuntime, openRuntime, storedOf, type Runtime } from './runtime'
 import type { EventIngest, IngestContext, IngestResult } from './types'
 
@@ -220,7 +220,9 @@ export function createEventIngest<const E extends EventDefinitions = {}, D exten
   options: EventIngestOptions<E, D> = {},
 ): EventIngest<D> {
   const resolved = resolveOptions(options, process.env)
-  if (resolved.metrics) checkPromClient()
+  if (resolved.metrics) checkPeer('prom-client', 'metrics')
+  if (resolved.sink?.type === 'nats') checkPeer('nats', 'a nats sink')
+  if (resolved.sink?.type === 'redis-stream') checkPeer('ioredis', 'a redis-stream sink')
   const { model, instanceId } = resolved
   // Background failures are reported; a reporter that throws must not take the process down.
   const report = (error: unknown) => {

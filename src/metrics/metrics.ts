@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module'
 import type { Counter, Registry } from 'prom-client'
 import type { ForwardingState } from '../forward/types'
 import type { StatsEvent, StatsWindow } from '../stats/window'
@@ -28,16 +27,7 @@ export interface IngestMetrics {
   close(): void
 }
 
-const missingPromClient = '[event-ingest] metrics need the optional peer dependency prom-client: npm install prom-client'
-
-/** Throws at creation, naming prom-client, when metrics are asked for and the package is missing. */
-export function checkPromClient(): void {
-  try {
-    createRequire(import.meta.url).resolve('prom-client')
-  } catch (error) {
-    throw new Error(missingPromClient, { cause: error })
-  }
-}
+const missingPromClient = '[event-ingest] metrics need the "prom-client" package, which is not installed: npm install prom-client'
 
 /** Loads prom-client, an optional peer: missing, the error says to install it. */
 export async function loadPromClient(): Promise<PromClient> {
@@ -54,7 +44,7 @@ export async function loadPromClient(): Promise<PromClient> {
  * when the registry is scraped: the outbox state is kept in memory, so a scrape never waits on storage.
  */
 export function createIngestMetrics(client: PromClient, options: ResolvedMetricsOptions, forwarding: (() => ForwardingState) | undefined): IngestMetrics {
-  const registry = options.registry ?? new client.Registry()
+  const registry = (options.registry as Registry | undefined) ?? new client.Registry()
   const p = options.prefix
   const registers = [registry]
   /** The names registered here, the only ones close() removes. */

@@ -1,4 +1,14 @@
-import type { Registry } from 'prom-client'
+/**
+ * The part of a prom-client `Registry` event-ingest uses: any prom-client `Registry` is one. Its
+ * own type, so a host's declarations never need prom-client's.
+ */
+export interface MetricsRegistry {
+  registerMetric(metric: never): void
+  getSingleMetric(name: string): unknown
+  removeSingleMetric(name: string): void
+  metrics(): Promise<string>
+  readonly contentType: string
+}
 
 /** Options of the Prometheus metrics (`metrics: true` takes every default). */
 export interface MetricsOptions {
@@ -6,7 +16,7 @@ export interface MetricsOptions {
    * A host's prom-client `Registry`, so its own metrics and these are scraped together.
    * @default a registry of event-ingest's own
    */
-  registry?: Registry
+  registry?: MetricsRegistry
   /**
    * Prefix of every metric name: letters, digits and `_`, not starting with a digit.
    * @default 'event_ingest_'
@@ -27,7 +37,7 @@ export interface MetricsOptions {
 
 /** Metrics options with every default applied. */
 export interface ResolvedMetricsOptions {
-  readonly registry: Registry | undefined
+  readonly registry: MetricsRegistry | undefined
   readonly prefix: string
   readonly lagBuckets: readonly number[]
   readonly deliveryBuckets: readonly number[]
@@ -66,7 +76,7 @@ export function resolveMetricsOptions(option: unknown, variable: string | undefi
 
 function resolved(options: MetricsOptions): ResolvedMetricsOptions {
   const { registry } = options
-  if (registry !== undefined && (typeof registry !== 'object' || registry === null || typeof (registry as Registry).registerMetric !== 'function' || typeof (registry as Registry).metrics !== 'function')) {
+  if (registry !== undefined && (typeof registry !== 'object' || registry === null || typeof (registry as MetricsRegistry).registerMetric !== 'function' || typeof (registry as MetricsRegistry).metrics !== 'function')) {
     throw new TypeError('[event-ingest] metrics.registry must be a prom-client Registry')
   }
   const prefix = options.prefix ?? metricsDefaults.prefix

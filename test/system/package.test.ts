@@ -227,4 +227,50 @@ describe('the packed package', () => {
     expect(script.stderr().trim()).toBe(`[event-ingest] ${missing}`)
     expect(JSON.parse(script.stdout())).toEqual({ ready: `[event-ingest] ${missing}`, status: 503, body: { code: 'storage_unavailable', message: `storage is unavailable: ${missing}` } })
   })
+
+  it('without pg, a PostgreSQL storage fails ready() in one line naming the package and ingest answers 503 JSON', async () => {
+    await expect(stat(join(app, 'node_modules/pg'))).rejects.toThrow()
+    await writeFile(join(app, 'postgres.mjs'), `
+      import express from 'express'
+      import { createEventIngest } from 'event-ingest'
+      import { eventIngest } from 'event-ingest/express'
+      const ingest = createEventIngest({ storage: 'postgres://postgres@127.0.0.1:5432/test' })
+      const ready = await ingest.ready().then(() => 'ready', (error) => error.message)
+      const server = express().use(eventIngest(ingest)).listen(0, '127.0.0.1', async () => {
+        const response = await fetch('http://127.0.0.1:' + server.address().port + '/events/ingest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '[]' })
+        console.log(JSON.stringify({ ready, status: response.status, body: await response.json() }))
+        server.close()
+        await ingest.close()
+      })
+    `)
+    const script = node('postgres.mjs')
+    expect(await script.exited, script.stderr()).toBe(0)
+    const missing = 'the postgres storage needs the "pg" package, which is not installed: npm install pg'
+    const answer = JSON.parse(script.stdout())
+    expect(answer.ready).toBe(`[event-ingest] ${missing}`)
+    expect(answer.status).toBe(503)
+    expect(answer.body.code).toBe('storage_unavailable')
+    expect(answer.body.message).toContain(missing)
+  })
+
+  it.each([
+    ['prom-client', '{ metrics: true }', 'metrics'],
+    ['nats', "{ sink: 'nats://127.0.0.1:4222#events.accepted' }", 'a nats sink'],
+    ['ioredis', "{ sink: 'redis://127.0.0.1:6379/0#events' }", 'a redis-stream sink'],
+  ])('without %s, createEventIngest(%s) throws at creation naming the package', async (pkg, options, what) => {
+    await expect(stat(join(app, 'node_modules', pkg))).rejects.toThrow()
+    const file = `peer-${pkg}.mjs`
+    await writeFile(join(app, file), `
+      import { createEventIngest } from 'event-ingest'
+      try {
+        createEventIngest(${options})
+        console.log('created')
+      } catch (error) {
+        console.log(error.message)
+      }
+    `)
+    const script = node(file)
+    expect(await script.exited, script.stderr()).toBe(0)
+    expect(script.stdout().trim()).toBe(`[event-ingest] ${what} needs the "${pkg}" package, which is not installed: npm install ${pkg}`)
+  })
 })

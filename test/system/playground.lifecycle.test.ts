@@ -102,7 +102,7 @@ describe('the playground refuses bad settings in one line', () => {
   }
 
   it.each([
-    ['EVENT_STORAGE', { EVENT_STORAGE: 'postgres://db' }, '[playground] EVENT_STORAGE: storage "postgres://db" is not one of memory:, fs:<dir>, redis://host:port/db'],
+    ['EVENT_STORAGE', { EVENT_STORAGE: 'mysql://db' }, '[playground] EVENT_STORAGE: storage "mysql://db" is not one of memory:, fs:<dir>, redis://host:port/db, postgres://user@host:port/db'],
     ['EVENT_INGEST_TOKEN', { EVENT_INGEST_TOKEN: ',,' }, '[playground] EVENT_INGEST_TOKEN is set but holds no token; unset it to leave the route open'],
     ['EVENT_SINK_URL', { EVENT_SINK_URL: 'localhost:3000/sink' }, '[playground] sink url must be an http(s) URL like https://sink.example/events, got "localhost:3000/sink"'],
     ['SHUTDOWN_GRACE_MS', { SHUTDOWN_GRACE_MS: 'soon' }, '[playground] SHUTDOWN_GRACE_MS must be a whole number of ms, got "soon"'],
