@@ -57,6 +57,24 @@ function node(file: string, env: Record<string, string> = {}) {
   return { child, exited, stdout: () => stdout, stderr: () => stderr }
 }
 
+
+/** Writes a script of the app that creates a core with `options`, mounts it in Express and posts `[]`; it prints what ready() said and the answer. */
+async function readyThenIngestScript(file: string, options: string): Promise<void> {
+  await writeFile(join(app, file), `
+      import express from 'express'
+      import { createEventIngest } from 'event-ingest'
+      import { eventIngest } from 'event-ingest/express'
+      const ingest = createEventIngest(${options})
+      const ready = await ingest.ready().then(() => 'ready', (error) => error.message)
+      const server = express().use(eventIngest(ingest)).listen(0, '127.0.0.1', async () => {
+        const response = await fetch('http://127.0.0.1:' + server.address().port + '/events/ingest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '[]' })
+        console.log(JSON.stringify({ ready, status: response.status, body: await response.json() }))
+        server.close()
+        await ingest.close()
+      })
+    `)
+}
+
 describe('the packed package', () => {
   it('ships the built code, its types, the README and the LICENSE', () => {
     const files = packed.files.map((file) => file.path)
@@ -208,19 +226,7 @@ describe('the packed package', () => {
 
   it('without rate-limiter-flexible, rateLimits fails ready() in one line naming the package and ingest answers 503 JSON', async () => {
     await expect(stat(join(app, 'node_modules/rate-limiter-flexible'))).rejects.toThrow()
-    await writeFile(join(app, 'limits.mjs'), `
-      import express from 'express'
-      import { createEventIngest } from 'event-ingest'
-      import { eventIngest } from 'event-ingest/express'
-      const ingest = createEventIngest({ rateLimits: { perAddress: { points: 10, durationSeconds: 60 } } })
-      const ready = await ingest.ready().then(() => 'ready', (error) => error.message)
-      const server = express().use(eventIngest(ingest)).listen(0, '127.0.0.1', async () => {
-        const response = await fetch('http://127.0.0.1:' + server.address().port + '/events/ingest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '[]' })
-        console.log(JSON.stringify({ ready, status: response.status, body: await response.json() }))
-        server.close()
-        await ingest.close()
-      })
-    `)
+    await readyThenIngestScript('limits.mjs', '{ rateLimits: { perAddress: { points: 10, durationSeconds: 60 } } }')
     const script = node('limits.mjs')
     expect(await script.exited, script.stderr()).toBe(0)
     const missing = 'rateLimits needs the "rate-limiter-flexible" package, which is not installed: npm install rate-limiter-flexible'
@@ -230,19 +236,7 @@ describe('the packed package', () => {
 
   it('without pg, a PostgreSQL storage fails ready() in one line naming the package and ingest answers 503 JSON', async () => {
     await expect(stat(join(app, 'node_modules/pg'))).rejects.toThrow()
-    await writeFile(join(app, 'postgres.mjs'), `
-      import express from 'express'
-      import { createEventIngest } from 'event-ingest'
-      import { eventIngest } from 'event-ingest/express'
-      const ingest = createEventIngest({ storage: 'postgres://postgres@127.0.0.1:5432/test' })
-      const ready = await ingest.ready().then(() => 'ready', (error) => error.message)
-      const server = express().use(eventIngest(ingest)).listen(0, '127.0.0.1', async () => {
-        const response = await fetch('http://127.0.0.1:' + server.address().port + '/events/ingest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '[]' })
-        console.log(JSON.stringify({ ready, status: response.status, body: await response.json() }))
-        server.close()
-        await ingest.close()
-      })
-    `)
+    await readyThenIngestScript('postgres.mjs', "{ storage: 'postgres://postgres@127.0.0.1:5432/test' }")
     const script = node('postgres.mjs')
     expect(await script.exited, script.stderr()).toBe(0)
     const missing = 'the postgres storage needs the "pg" package, which is not installed: npm install pg'

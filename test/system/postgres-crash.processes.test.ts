@@ -1,154 +1,36 @@
 /**
  * An instance killed (kill -9) on PostgreSQL with many batches in flight. PostgreSQL stores a
  * batch in one transaction (its event rows, record, claims and outbox entry), so a batch is
- * stored whole or not at all whenever the instance dies: a retry to another instance is answered
- * at once, 200, never 503 `in_progress`; each id is stored exactly once, one row per id. And the
- * same batch sent to three instances at once is stored once.
+ * stored whole or not at all whenever the instance dies: one row per id, and every batch's rows
+ * all there or none (test/helpers/killed-instance-suite.ts says what else is checked).
  *
  * Child processes are event-ingest instances behind real HTTP servers on one schema of the shared
- * PostgreSQL (DATABASE_URL), dropped afterwards; a core in this process reads what they stored.
+ * PostgreSQL (DATABASE_URL), dropped afterwards.
  */
-import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createEventIngest, type EventIngest } from '../../src/index'
-import { makeEvent } from '../helpers/fixtures'
-import { storedCounts } from '../helpers/stored'
-import { startTs } from '../helpers/process'
+import { expect } from 'vitest'
+import { createEventIngest } from '../../src/index'
+import { BATCH, defineKilledInstanceSuite } from '../helpers/killed-instance-suite'
 import { databaseUrl, dropSchemas, requirePostgres, sql, uniqueSchema } from '../helpers/postgres'
 
-const childScript = fileURLToPath(new URL('../helpers/postgres-ingest-process.ts', import.meta.url))
 const schema = uniqueSchema('crash')
-const ADMIN = 'crash-admin-token'
-/** Posting loops against the instance that is killed: the batches in flight when it dies. */
-const LOOPS = 24
-const BATCH = 20
 
-type Child = ReturnType<typeof startTs> & { url: string }
-const live: Child[] = []
-let observer: EventIngest<any> | undefined
-
-async function startChild(instanceId: string, statsFlushMs?: number): Promise<Child> {
-  const child = startTs(childScript, [databaseUrl, schema, instanceId, ADMIN, ...(statsFlushMs ? [String(statsFlushMs)] : [])])
-  const started = Object.assign(child, { url: '' })
-  live.push(started)
-  const line = await child.waitForLine((l) => l.startsWith('LISTENING '))
-  started.url = line.slice('LISTENING '.length)
-  return started
-}
-
-interface Answer {
-  status: number
-  body: any
-}
-
-/** One POST; status 0 when no answer came (the connection died with the instance). */
-async function post(url: string, events: unknown[]): Promise<Answer> {
-  try {
-    const response = await fetch(`${url}/events/ingest`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(events),
-      signal: AbortSignal.timeout(15_000),
-    })
-    const text = await response.text()
-    return { status: response.status, body: text ? JSON.parse(text) : undefined }
-  } catch (error) {
-    return { status: 0, body: { error: String(error) } }
-  }
-}
-
-let counter = 0
-function batch(label: string): Record<string, any>[] {
-  counter++
-  return Array.from({ length: BATCH }, (_, i) => makeEvent({ id: `${label}-${counter}-${i}`, payload: { productId: `p${i}` } }))
-}
-
-
-function expectStoredOnce(counts: Map<string, number>, ids: string[]) {
-  const wrong = ids.filter((id) => counts.get(id) !== 1).map((id) => `${id}: ${counts.get(id) ?? 0}`)
-  expect(wrong, 'ids stored other than exactly once').toEqual([])
-}
-
-beforeAll(async () => {
-  await requirePostgres()
-  observer = createEventIngest({ env: {}, storage: { driver: 'postgres', url: databaseUrl, schema }, instanceId: 'crash_observer' })
-  await observer.ready()
-})
-
-afterAll(async () => {
-  for (const child of live) child.proc.kill('SIGKILL')
-  await Promise.all(live.map((child) => child.closed))
-  await observer?.close()
-  await dropSchemas(schema)
-})
-
-describe('PostgreSQL: an instance killed mid-load', () => {
-  it('every batch without an answer is stored once by its retry to another instance, answered at once', { timeout: 60_000 }, async () => {
-    // The doomed instance never flushes its stats buckets before it dies.
-    const [doomed, survivor] = await Promise.all([startChild('crash_doomed', 600_000), startChild('crash_survivor')])
-    const sent: { events: Record<string, any>[]; answer?: Answer }[] = []
-    let running = true
-    const loops = Array.from({ length: LOOPS }, async (_, w) => {
-      while (running) {
-        const entry: (typeof sent)[number] = { events: batch(`load${w}`) }
-        sent.push(entry)
-        entry.answer = await post(doomed.url, entry.events)
-        if (entry.answer.status === 0) return
-      }
-    })
-    // Until the instance has stored a fair number of batches, with more in flight.
-    while (sent.filter((s) => s.answer?.status === 200).length < 50) await sleep(20)
-    doomed.proc.kill('SIGKILL')
-    await doomed.closed
-    running = false
-    await Promise.all(loops)
-
-    for (const s of sent.filter((s) => s.answer?.status !== 0)) {
-      expect(s.answer, 'answered before the kill').toEqual({ status: 200, body: { accepted: BATCH, duplicates: 0, rejected: [] } })
-    }
-    const unanswered = sent.filter((s) => s.answer?.status === 0)
-    expect(unanswered.length, 'batches in flight when the instance died').toBeGreaterThanOrEqual(LOOPS / 2)
-
-    // Each retried once, all at once: one answer each, 200, never 503 in_progress.
-    const retries = await Promise.all(unanswered.map((s) => post(survivor.url, s.events)))
-    const landed: string[] = []
-    for (const [i, retry] of retries.entries()) {
-      expect(retry.status, JSON.stringify(retry.body)).toBe(200)
-      expect(retry.body.rejected).toEqual([])
-      // A batch is whole or absent: the retry accepts all of it, or finds all of it stored.
-      expect([0, BATCH]).toContain(retry.body.accepted)
-      expect(retry.body.accepted + retry.body.duplicates).toBe(BATCH)
-      if (retry.body.duplicates === BATCH) landed.push(...unanswered[i]!.events.map((e) => e.id as string))
-    }
-
-    const counts = await storedCounts(observer!)
-    expectStoredOnce(counts, sent.flatMap((s) => s.events.map((e) => e.id as string)))
-    // A batch that landed before the kill is read back through the survivor, like any other.
-    for (const id of landed.slice(0, 5)) expect((await observer!.log!.get(id))?.id).toBe(id)
-    // One row per id, and every batch's rows all there or none.
+defineKilledInstanceSuite({
+  label: 'PostgreSQL',
+  childScript: fileURLToPath(new URL('../helpers/postgres-ingest-process.ts', import.meta.url)),
+  childArgs: [databaseUrl, schema],
+  async open() {
+    await requirePostgres()
+    const observer = createEventIngest({ env: {}, storage: { driver: 'postgres', url: databaseUrl, schema }, instanceId: 'crash_observer' })
+    await observer.ready()
+    return observer
+  },
+  cleanup: () => dropSchemas(schema),
+  async checkStored(_observer, counts) {
     const rows = await sql<{ id: string; batch_key: string }>(`SELECT id, batch_key FROM "${schema}".events`)
     expect(rows.length).toBe(counts.size)
     const perBatch = new Map<string, number>()
     for (const row of rows) perBatch.set(row.batch_key, (perBatch.get(row.batch_key) ?? 0) + 1)
     expect([...perBatch.values()].filter((n) => n !== BATCH)).toEqual([])
-  })
-
-  it('the same batch retried to three instances at once is stored once: one acceptance, two answers of duplicates', { timeout: 60_000 }, async () => {
-    const instances = await Promise.all(['crash_r1', 'crash_r2', 'crash_r3'].map(startChild))
-    const ids: string[] = []
-    for (let round = 0; round < 10; round++) {
-      const events = batch(`three${round}`)
-      ids.push(...events.map((e) => e.id as string))
-      const answers = await Promise.all(instances.map((child) => post(child.url, events)))
-      for (const answer of answers) expect(answer.status, JSON.stringify(answer.body)).toBe(200)
-      const bodies = answers.map((a) => a.body).sort((a, b) => b.accepted - a.accepted)
-      expect(bodies, `round ${round}`).toEqual([
-        { accepted: BATCH, duplicates: 0, rejected: [] },
-        { accepted: 0, duplicates: BATCH, rejected: [] },
-        { accepted: 0, duplicates: BATCH, rejected: [] },
-      ])
-    }
-    expectStoredOnce(await storedCounts(observer!), ids)
-  })
+  },
 })
