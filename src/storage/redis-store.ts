@@ -9,9 +9,11 @@ import { idKey } from './layout'
  * start in KEYS, the claim value, the window in ms, the record, the outbox entry; then, for judging
  * a claim without a record, the age past which it is free (0: never), now (ms), and the prefix of
  * record keys as the storage names them and as Redis does; then whether there is an outbox entry
- * (1 or 0) and the counter's time to live in ms (0: not counted). Redis runs a script with no other command in between, so checking every claim and then
- * writing them with the record is one step: if any claim is held, the script writes nothing and
- * answers their places (0-based, among the claims); else it writes all and answers an empty array.
+ * (1 or 0) and the counter's time to live in ms (0: not counted). Redis runs a script with no other command in between, so claiming every
+ * id and writing the record is one step: each claim is a `SET … NX` (one command per fresh id, the
+ * common case), a claim already there is read and judged; if any is held, the script deletes the
+ * claims it has just set, so it leaves nothing written, and answers the held places (0-based,
+ * among the claims); else it takes over the free ones, writes the rest and answers an empty array.
  *
  * A claim is held unless it names a record that is not there and is older than the stale age: a
  * claim the claim protocol left behind (an instance of an earlier version that died between claim
@@ -28,13 +30,21 @@ local function free(value)
   if not batch or string.sub(batch, 1, #from) ~= from or now - tonumber(at) < stale then return false end
   return redis.call('EXISTS', to .. string.sub(batch, #from + 1)) == 0
 end
-local held = {}
+local held, set, taken = {}, {}, {}
 for i = first, #KEYS do
-  local value = redis.call('GET', KEYS[i])
-  if value and not free(value) then held[#held + 1] = i - first end
+  if redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3], 'NX') then
+    set[#set + 1] = KEYS[i]
+  elseif free(redis.call('GET', KEYS[i])) then
+    taken[#taken + 1] = KEYS[i]
+  else
+    held[#held + 1] = i - first
+  end
 end
-if #held > 0 then return held end
-for i = first, #KEYS do redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3]) end
+if #held > 0 then
+  for i = 1, #set do redis.call('DEL', set[i]) end
+  return held
+end
+for i = 1, #taken do redis.call('SET', taken[i], ARGV[2], 'PX', ARGV[3]) end
 redis.call('SET', KEYS[1], ARGV[4])
 local counter = 2
 if ARGV[10] == '1' then

@@ -57,8 +57,8 @@ async function recordIds(storage: Storage, key: string): Promise<string[] | null
   return record === null ? null : record.events.map((e) => e.id)
 }
 
-/** Commands clients sent naming `base`, seen by MONITOR while `run` runs. */
-async function commandsDuring(base: string, run: () => Promise<unknown>, url = redisUrl): Promise<string[][]> {
+/** Commands clients sent naming `base` (or, with `fromScript`, those scripts ran), seen by MONITOR while `run` runs. */
+async function commandsDuring(base: string, run: () => Promise<unknown>, url = redisUrl, fromScript = false): Promise<string[][]> {
   const monitor = await new Redis(url).monitor()
   const seen: string[][] = []
   const marker = `${base}:done:${Math.random()}`
@@ -67,7 +67,7 @@ async function commandsDuring(base: string, run: () => Promise<unknown>, url = r
   monitor.on('monitor', (_time: string, args: string[], source: string) => {
     if (args.some((arg) => arg === marker)) sawMarker()
     // What a script runs is shown too, from source "lua": not a command of the client's.
-    else if (source !== 'lua' && args.some((arg) => arg.includes(base))) seen.push(args)
+    else if ((source === 'lua') === fromScript && args.some((arg) => arg.includes(base))) seen.push(args)
   })
   try {
     await run()
@@ -117,6 +117,19 @@ describe('redisBatchStore', () => {
       expect(ttl).toBeGreaterThan(50_000)
       expect(ttl).toBeLessThanOrEqual(60_000)
     }
+  })
+
+  it('claims each new id with one SET NX inside the script, reading a claim only where one is there', async () => {
+    const { storage, base } = fresh()
+    const store = redisBatchStore(storage, 'events')!
+    await store.append(batch(['b']))
+    const claimsRun = async (ids: string[]) => {
+      const ran = await commandsDuring(base, async () => store.append(batch(ids)), redisUrl, true)
+      return ran.filter((args) => args.some((arg) => arg.includes(':d:'))).map((args) => `${args[0]!.toUpperCase()} ${args.slice(1).find((arg) => arg.includes(':d:'))!.split(':d:')[1]}${args.includes('NX') ? ' NX' : ''}`)
+    }
+    expect(await claimsRun(['x', 'y', 'z'])).toEqual([`SET ${idKey('x')} NX`, `SET ${idKey('y')} NX`, `SET ${idKey('z')} NX`])
+    // A held id: its claim is read, and the claims just set are deleted again (nothing is left written).
+    expect(await claimsRun(['p', 'b'])).toEqual([`SET ${idKey('p')} NX`, `SET ${idKey('b')} NX`, `GET ${idKey('b')}`, `DEL ${idKey('p')}`, `SET ${idKey('p')} NX`])
   })
 
   it('stores only the ids not held, in a second call, and names the held positions', async () => {
