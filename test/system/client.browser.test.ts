@@ -1,11 +1,10 @@
 import { createServer } from 'node:http'
-import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { build } from 'esbuild'
 import { H3, toNodeHandler } from 'h3'
-import { chromium, type BrowserContext, type Page } from 'playwright-core'
+import type { BrowserContext, Page } from 'playwright-core'
+import { launchChromium } from '../helpers/chromium'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventIngest, type EventIngest } from '../../src/index'
 import { eventIngestPlugin } from '../../adapters/h3'
@@ -13,7 +12,6 @@ import { projectRoot } from '../helpers/process'
 import { closeServer, listen } from '../helpers/servers'
 import { waitFor } from '../helpers/sink'
 
-const CHROMIUM = '/usr/bin/chromium'
 const HOUR = 3_600_000
 
 // The storefront's page: the client bundled as an ES module, created with a publishable key.
@@ -52,7 +50,6 @@ describe('event-ingest/client in headless Chromium', () => {
   const pageErrors: string[] = []
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`)
     const bundled = await build({ entryPoints: [join(projectRoot, 'src/client/index.ts')], bundle: true, format: 'esm', platform: 'browser', target: 'es2022', write: false })
     const clientJs = bundled.outputFiles[0]!.text
     ingest = createEventIngest({ env: {} })
@@ -74,12 +71,7 @@ describe('event-ingest/client in headless Chromium', () => {
       .register(eventIngestPlugin(ingest))
     server = createServer(toNodeHandler(app))
     url = await listen(server)
-    profile = await mkdtemp(join(tmpdir(), 'client-chromium-'))
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    })
+    ;({ context, profile } = await launchChromium('client-chromium-'))
   })
 
   afterAll(async () => {

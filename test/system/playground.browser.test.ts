@@ -1,15 +1,13 @@
-import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { chromium, type BrowserContext, type Page } from 'playwright-core'
+import type { BrowserContext, Page } from 'playwright-core'
+import { launchChromium } from '../helpers/chromium'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPlayground, type RunningPlayground } from '../helpers/playground-process'
 import { freePort } from '../helpers/process'
 import { startSink } from '../helpers/sink'
 
-const CHROMIUM = '/usr/bin/chromium'
 const artifacts = fileURLToPath(new URL('./.artifacts/', import.meta.url))
 
 describe('playground dashboard in headless Chromium', () => {
@@ -21,17 +19,9 @@ describe('playground dashboard in headless Chromium', () => {
 
   beforeAll(async () => {
     // Fails, never skips: the dashboard is part of what CI checks.
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`)
-    profile = await mkdtemp(join(tmpdir(), 'playground-chromium-'))
-    ;[playground, context] = await Promise.all([
+    ;[playground, { context, profile }] = await Promise.all([
       startPlayground({ FRAMEWORK: 'h3' }),
-      // A persistent context is how playwright takes a --user-data-dir: a fresh temp one each run.
-      chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM,
-        headless: true,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-        viewport: { width: 1400, height: 1200 },
-      }),
+      launchChromium('playground-chromium-', { width: 1400, height: 1200 }),
     ])
     page = context.pages()[0] ?? (await context.newPage())
     page.on('pageerror', (error) => pageErrors.push(error.message))
@@ -148,19 +138,12 @@ describe('playground dashboard: forwarding, dead letters and a restart', () => {
   const env = () => ({ FRAMEWORK: 'express', PORT: String(port), EVENT_SINK_URL: sink.url })
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`)
-    profile = await mkdtemp(join(tmpdir(), 'playground-chromium-'))
     // A sink of this test's own, so it can refuse and then accept.
     sink = await startSink(() => ({ status: 422, body: '{"code":"schema_mismatch","message":"payload.sku: is required"}' }))
     port = await freePort()
-    ;[playground, context] = await Promise.all([
+    ;[playground, { context, profile }] = await Promise.all([
       startPlayground(env()),
-      chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM,
-        headless: true,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-        viewport: { width: 1400, height: 1400 },
-      }),
+      launchChromium('playground-chromium-', { width: 1400, height: 1400 }),
     ])
     page = context.pages()[0] ?? (await context.newPage())
     page.on('pageerror', (error) => pageErrors.push(error.message))

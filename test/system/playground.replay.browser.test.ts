@@ -1,13 +1,10 @@
-import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { chromium, type BrowserContext, type Page } from 'playwright-core'
+import { rm } from 'node:fs/promises'
+import type { BrowserContext, Page } from 'playwright-core'
+import { launchChromium } from '../helpers/chromium'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPlayground, type RunningPlayground } from '../helpers/playground-process'
 import { freePort } from '../helpers/process'
 
-const CHROMIUM = '/usr/bin/chromium'
 
 describe('playground dashboard: the local sink failing, requeue and replay', () => {
   let playground: RunningPlayground
@@ -17,18 +14,11 @@ describe('playground dashboard: the local sink failing, requeue and replay', () 
   const pageErrors: string[] = []
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`)
-    profile = await mkdtemp(join(tmpdir(), 'playground-chromium-'))
     const port = await freePort()
     // The playground forwards to its own local sink, whose mode the page switches.
-    ;[playground, context] = await Promise.all([
+    ;[playground, { context, profile }] = await Promise.all([
       startPlayground({ FRAMEWORK: 'koa', PORT: String(port), EVENT_SINK_URL: `http://127.0.0.1:${port}/sink` }),
-      chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM,
-        headless: true,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-        viewport: { width: 1400, height: 1600 },
-      }),
+      launchChromium('playground-chromium-', { width: 1400, height: 1600 }),
     ])
     page = context.pages()[0] ?? (await context.newPage())
     page.on('pageerror', (error) => pageErrors.push(error.message))
