@@ -49,6 +49,8 @@ export interface BenchOptions {
   profileSeconds: number
   /** The target profiled (an event-ingest target: `h3-redis` to see the Redis path). @default h3 */
   profileTarget: string
+  /** The bodies profiled, one profile each: `batch` (50 events) and `single` (one-event arrays). @default batch, single */
+  profileBodies: ('batch' | 'single')[]
   /**
    * Longest wait, in seconds, before the run for the machine's 1-minute load average to fall to a
    * quarter of its cores (work just before the run, such as a test run, still weighs on it).
@@ -92,7 +94,8 @@ const usage = `npm run bench -- [options]
   --soak-drivers a,b      redis, fs, memory (default redis,memory)
   --soak-events N         events each soak is paced to store (default 500000; 0 = as fast as it goes)
   --profile S             seconds of load under --cpu-prof (default 10; 0 skips)
-  --profile-target ID     the event-ingest target profiled (default h3; h3-redis for the Redis path)
+  --profile-target ID     the target profiled (default h3; h3-redis for the Redis path, h3-hand to compare)
+  --profile-bodies a,b    bodies profiled, one profile each: batch, single (default both)
   --settle S              longest wait for an idle machine before the run (default 30; 0 skips)
   --redis-url URL         a shared Redis (keys under a unique prefix, deleted after); default: the run
                           starts its own redis-server on a free port and stops it at the end
@@ -123,6 +126,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       'soak-events': { type: 'string' },
       profile: { type: 'string' },
       'profile-target': { type: 'string' },
+      'profile-bodies': { type: 'string' },
       settle: { type: 'string' },
       'redis-url': { type: 'string' },
       out: { type: 'string' },
@@ -183,7 +187,8 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     soakDrivers: list('soak-drivers', ['memory', 'redis', 'fs'] as const, ['redis', 'memory']),
     soakEvents: Math.round(number('soak-events', 500_000, 0)),
     profileSeconds: number('profile', 10, 1),
-    profileTarget: list('profile-target', targets.filter((t) => t.kind === 'ours').map((t) => t.id), ['h3'])[0] ?? 'h3',
+    profileBodies: list('profile-bodies', ['batch', 'single'] as const, ['batch', 'single']),
+    profileTarget: list('profile-target', targets.map((t) => t.id), ['h3'])[0] ?? 'h3',
     settleSeconds: number('settle', 30, 0),
     redisUrl: pick('redis-url'),
     out: pick('out') ?? here('./RESULTS.md'),

@@ -1,7 +1,6 @@
 import { relative, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { ProfileSummary } from './profile'
-import { analyseSoak, checkTargets, ingestRows, type BenchResults, type IngestRow, type SoakAnalysis } from './results'
+import { analyseSoak, checkTargets, ingestRows, type BenchResults, type IngestRow, type ProfiledRun, type SoakAnalysis } from './results'
 import type { Spread } from './summary'
 import { targets } from './targets'
 import { diskReportLines } from './disk'
@@ -96,7 +95,15 @@ function redisTable(rows: IngestRow[]): string[] {
   ]
 }
 
-function profileSection(profile: ProfileSummary & { file: string; target?: string }): string[] {
+function profilesOf(results: BenchResults): ProfiledRun[] {
+  return results.profiles ?? (results.profile ? [results.profile] : [])
+}
+
+function bodyLoad(profile: ProfiledRun): string {
+  return (profile.body ?? 'batch') === 'batch' ? 'batch (50 events)' : 'one-event'
+}
+
+function profileSection(profile: ProfiledRun): string[] {
   const label = targets.find((t) => t.id === (profile.target ?? 'h3'))?.label ?? 'h3 + event-ingest (memory)'
   const busy = profile.busyMs
   const lines: string[] = []
@@ -104,7 +111,7 @@ function profileSection(profile: ProfileSummary & { file: string; target?: strin
   const ours = profile.byOwner.ours ?? 0
   const blamed = profile.blame.reduce((sum, entry) => sum + entry.ms, 0)
   lines.push(
-    `Profile of the ${label} server under the batch load (${code(shown(profile.file))}; ${profile.windowed ? 'the load window only, start-up and warm-up left out' : 'the whole process, start-up included'}: ${num(profile.totalMs)} ms sampled, ${num(busy)} ms busy — percentages are of busy time).`,
+    `Profile of the ${label} server under the ${bodyLoad(profile)} load (${code(shown(profile.file))}; ${profile.windowed ? 'the load window only, start-up and warm-up left out' : 'the whole process, start-up included'}: ${num(profile.totalMs)} ms sampled, ${num(busy)} ms busy — percentages are of busy time).`,
     '',
     `Our code (\`src/\`, \`adapters/\`) runs ${pct(ours, busy)} of the busy time itself; with the dependencies and builtins it calls, stacks with our code on them take ${pct(blamed, busy)}. The rest is the framework, Node's HTTP stack, GC and V8 outside our calls. Most of ours: ${profile.blame
       .slice(0, 4)
@@ -203,7 +210,7 @@ export function renderReport(results: BenchResults): string {
     '- Latency: every 2xx response timed (exact p50/p99 per run). Server CPU: `process.cpuUsage()` read in the server over IPC at the start and end of each run (user + system, % of one core, and per 2xx response); page faults per response from `process.resourceUsage().minorPageFault` read with it.',
     `- Stats and schema: events loaded in-process through \`ingest.ingest()\` (batches of 1000), then ${s.statsRequests} sequential timed \`GET /admin/events/stats\` (admin token) and \`GET /events/schema\` on one keep-alive connection, at each size.`,
     `- Soak: ${num(Number(s.soakSeconds))} s of batch load per driver (${(s.soakDrivers as string[]).join(', ')})${Number(s.soakEvents) > 0 ? `, paced to store about ${num(Number(s.soakEvents))} events per run (${num(Number(s.soakEvents) / Number(s.soakSeconds))} events/s, the same pace for every driver, so the memory driver — which keeps every event in the process — stays within memory)` : ', unpaced'}; \`heapUsed\` and RSS read after a full GC (\`--expose-gc\`) every ${s.soakSampleSeconds} s, plus once with the load paused before and after.`,
-    `- Profile: \`node --cpu-prof\` on the ${targets.find((t) => t.id === (s.profileTarget ?? 'h3'))?.label ?? 'h3 + event-ingest (memory)'} server under ${s.profileSeconds} s of batch load; positions in the build mapped back to .ts lines through its source maps.`,
+    `- Profile: \`node --cpu-prof\` on the ${targets.find((t) => t.id === (s.profileTarget ?? 'h3'))?.label ?? 'h3 + event-ingest (memory)'} server under ${s.profileSeconds} s of each load profiled (${((s.profileBodies as string[] | undefined) ?? ['batch']).map((b) => (b === 'batch' ? 'batch of 50' : 'one-event arrays')).join(', ')}); positions in the build mapped back to .ts lines through its source maps.`,
     '- Run it: `npm run bench` (full), `npm run bench -- --quick` (smoke), `npm run bench -- --machine` (also the machine experiments: the cost of a page fault here, timed at the start, and h3 + memory with glibc\'s malloc on huge pages), `npm run bench -- --help` for every option (durations, repetitions, targets, phases, sizes).' +
       (machineRun ? '' : ' This run had no machine experiments.'),
     '',
@@ -223,14 +230,18 @@ export function renderReport(results: BenchResults): string {
   const throughput = checks.filter((c) => c.throughput && c.met !== undefined)
   if (throughput.length > 0) push('', `Throughput goals missed: ${throughput.filter((c) => c.met === false).length} of ${throughput.length}.`)
   const missed = checks.filter((c) => c.met === false)
-  if (missed.length > 0 && results.profile) {
-    const top = results.profile.blame.slice(0, 5)
-    push(
-      '',
-      `Of the time of our ingest path, the profile (${targets.find((t) => t.id === (results.profile!.target ?? 'h3'))?.label ?? 'h3 + memory'}, below) puts most in: ${top
-        .map((entry) => `${code(entry.name)} at ${code(entry.location)} (${pct(entry.ms, results.profile!.busyMs)})`)
-        .join(', ')}.`,
-    )
+  if (missed.length > 0) {
+    for (const profile of profilesOf(results)) {
+      const body = profile.body ?? 'batch'
+      if (!missed.some((c) => c.throughput && c.body === body)) continue
+      const top = profile.blame.slice(0, 5)
+      push(
+        '',
+        `Goals missed on the ${bodyLoad(profile)} load: of the time of our ingest path, the profile (${targets.find((t) => t.id === (profile.target ?? 'h3'))?.label ?? 'h3 + memory'}, ${bodyLoad(profile)}, below) puts most in: ${top
+          .map((entry) => `${code(entry.name)} at ${code(entry.location)} (${pct(entry.ms, profile.busyMs)})`)
+          .join(', ')}.`,
+      )
+    }
   }
   push('')
 
@@ -285,8 +296,8 @@ export function renderReport(results: BenchResults): string {
   }
 
   const kept = keptMemory(rows, results.machine.pageFaultUs, results.soak.map(analyseSoak).find((a) => a.driver === 'memory'))
-  if (results.profile || kept.length > 0) push('## What costs', '')
-  if (results.profile) push(...profileSection(results.profile), '')
+  if (profilesOf(results).length > 0 || kept.length > 0) push('## What costs', '')
+  for (const profile of profilesOf(results)) push(...profileSection(profile), '')
   if (kept.length > 0) push(...kept, '')
 
   push('## Targets in this run', '', targets.filter((t) => (results.settings.targets as string[]).includes(t.id)).map((t) => `${code(t.id)} ${t.label}`).join(' · '), '')

@@ -73,6 +73,8 @@ export interface SoakResult {
 }
 
 /** Everything a run measured; written as JSON next to the report. */
+export type ProfiledRun = ProfileSummary & { file: string; target?: string; body?: 'batch' | 'single' }
+
 export interface BenchResults {
   startedAt: string
   finishedAt: string
@@ -84,8 +86,10 @@ export interface BenchResults {
   ingest: IngestSample[]
   stats: StatsTiming[]
   soak: SoakResult[]
-  /** `target`: the id profiled (older results lack it: h3). */
-  profile?: ProfileSummary & { file: string; target?: string }
+  /** `target`: the id profiled (older results lack it: h3); `body`: the load (older: batch). */
+  profile?: ProfiledRun
+  /** One profile per body profiled (older results have `profile` only). */
+  profiles?: ProfiledRun[]
   notes: string[]
   /** The disk's own rates, measured when the fs target ran (see bench/disk.ts). */
   disk?: DiskRates
@@ -254,6 +258,8 @@ export interface TargetCheck {
   throughput?: boolean
   /** Reported beside the goals, with no threshold. */
   info?: boolean
+  /** The body the goal is measured on (the profile of that load names what it blames). */
+  body?: BodyKind
 }
 
 const fmtRatio = (s: Spread | undefined) => (!s || s.n === 0 ? 'n/a' : s.n === 1 ? s.median.toFixed(2) : `${s.median.toFixed(2)} (${s.min.toFixed(2)}–${s.max.toFixed(2)})`)
@@ -264,7 +270,7 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
   const checks: TargetCheck[] = []
   const row = (id: string, body: BodyKind) => rows.find((r) => r.body === body && r.target.id === id)
   const cpu = (r: IngestRow | undefined, body: BodyKind) => (r?.cpuUsPerRequest ? `${(r.cpuUsPerRequest.median / perEvent[body]).toFixed(1)}` : 'n/a')
-  const ratioCheck = (what: string, spreadOf: Spread | undefined, goal: number, note = '') => {
+  const ratioCheck = (what: string, spreadOf: Spread | undefined, goal: number, body: BodyKind, note = '') => {
     const ok = spreadOf && spreadOf.n > 0 ? spreadOf.median >= goal : undefined
     checks.push({
       what,
@@ -273,6 +279,7 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       met: ok,
       shortfall: ok === false ? `${((1 - spreadOf!.median / goal) * 100).toFixed(0)}% below the goal (${spreadOf!.median.toFixed(2)} vs ${goal.toFixed(2)})` : undefined,
       throughput: true,
+      body,
     })
   }
   // event-ingest mounted in each framework against that framework's hand-written route, per storage and body.
@@ -283,16 +290,16 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       const mine = row(ours.id, body)
       const theirs = row(hand.id, body)
       if (!mine && !theirs) continue
-      ratioCheck(`${ours.label} / ${hand.label} (${bodyName[body]})`, mine?.vsHand, 1, `; server CPU µs per event ${cpu(mine, body)} vs ${cpu(theirs, body)}`)
+      ratioCheck(`${ours.label} / ${hand.label} (${bodyName[body]})`, mine?.vsHand, 1, body, `; server CPU µs per event ${cpu(mine, body)} vs ${cpu(theirs, body)}`)
     }
   }
   // One-event requests: the h3 mount against the h3 route keeping every body.
   const h3Single = row('h3', 'single')
-  if (h3Single) ratioCheck('h3 + event-ingest (memory) / h3 bare route keeping every body (one event)', h3Single.vsBareKeeping, 0.8)
+  if (h3Single) ratioCheck('h3 + event-ingest (memory) / h3 bare route keeping every body (one event)', h3Single.vsBareKeeping, 0.8, 'single')
   // Memory mounts against their framework's keeping route (the batch body; the one-event body of h3 is above).
   for (const id of ['h3', 'express', 'fastify', 'koa']) {
     const mine = row(id, 'batch')
-    if (mine) ratioCheck(`${mine.target.label} / ${keepingOf(mine.target).label} (batch of 50)`, mine.vsBareKeeping, 0.8)
+    if (mine) ratioCheck(`${mine.target.label} / ${keepingOf(mine.target).label} (batch of 50)`, mine.vsBareKeeping, 0.8, 'batch')
   }
   // Redis: one round trip per batch, and the share of what the Redis server itself can take.
   for (const ours of targets.filter((t) => t.kind === 'ours' && t.storage === 'redis')) {
@@ -306,6 +313,7 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       measured: `${reads.toFixed(2)} round trips, ${mine.redis.commands.median.toFixed(2)} commands per batch (${Object.entries(mine.redis.calls).map(([name, n]) => `${name} ${n.toFixed(2)}`).join(', ')})`,
       met,
       shortfall: met ? undefined : `${reads.toFixed(2)} round trips per batch`,
+      body: 'batch',
     })
     // The Redis server's own time for the same commands bounds the batches it can take: 1e6 / µs per batch.
     const limitRps = mine.redis.usec.median > 0 ? 1e6 / mine.redis.usec.median : Number.NaN
@@ -329,6 +337,7 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       measured: `${(fs.rps.median / FS_BASELINE_BATCHES).toFixed(2)} (${Math.round(fs.rps.median)} batches/s${disk})`,
       met,
       shortfall: met ? undefined : `${Math.round(fs.rps.median)} of ${goal} batches/s`,
+      body: 'batch',
     })
   }
   for (const driver of ['memory', 'redis'] as const) {

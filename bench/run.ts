@@ -28,7 +28,7 @@ import { deleteRedisPrefix, redisActivityBetween, redisCounters, redisVersion } 
 import { startOwnRedis, type OwnRedis } from './redis-server'
 import { measureDisk } from './disk'
 import { renderReport } from './report'
-import type { BenchResults, BodyKind, IngestSample, SoakResult, SoakSample } from './results'
+import type { BenchResults, BodyKind, ProfiledRun, IngestSample, SoakResult, SoakSample } from './results'
 import { startServerProcess, type ServerProcess, type StartOptions } from './server-process'
 import { INGEST_PATH, targets } from './targets'
 
@@ -229,34 +229,41 @@ async function soakPhase(options: BenchOptions, results: BenchResults): Promise<
   }
 }
 
-/** Phase 4: `node --cpu-prof` of one event-ingest target (h3 + memory by default) under the batch load. */
+/** Phase 4: `node --cpu-prof` of one event-ingest target (h3 + memory by default) under each body's load, one profile each. */
 async function profilePhase(options: BenchOptions, results: BenchResults): Promise<void> {
   const dir = join(options.artifacts, 'profile')
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
+  results.profiles = []
+  for (const body of options.profileBodies) results.profiles.push(await profileOnce(options, dir, body))
+  results.profile = results.profiles[0]
+}
+
+async function profileOnce(options: BenchOptions, dir: string, body: 'batch' | 'single'): Promise<ProfiledRun> {
   const profiled = options.profileTarget
-  const maps = join(dir, `${profiled}.sourcemaps.json`)
+  const events = eventsPerBody[body]
+  const maps = join(dir, `${profiled}-${body}.sourcemaps.json`)
   // Default profile names: one file per thread (tsx's loader hooks run on a worker), `CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile`.
   const { server, release } = await startTarget(profiled, { sourceMapsOut: maps }, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir] })
   const pid = server.pid
   let window: { fromUs: number; toUs: number } | undefined
   try {
-    if (options.warmup > 0) await drive({ url: server.url, path: INGEST_PATH, bodies: createBodyFactory(50), seconds: options.warmup, connections: options.connections })
+    if (options.warmup > 0) await drive({ url: server.url, path: INGEST_PATH, bodies: createBodyFactory(events), seconds: options.warmup, connections: options.connections })
     const from = await server.cpu()
-    await drive({ url: server.url, path: INGEST_PATH, bodies: createBodyFactory(50), seconds: options.profileSeconds, connections: options.connections })
+    await drive({ url: server.url, path: INGEST_PATH, bodies: createBodyFactory(events), seconds: options.profileSeconds, connections: options.connections })
     const to = await server.cpu()
     window = { fromUs: from.monoUs, toUs: to.monoUs }
   } finally {
     await release()
   }
-  const mainThread = () => readdirSync(dir).find((name) => name.endsWith('.cpuprofile') && name.split('.')[3] === String(pid) && name.split('.')[4] === '0')
+  const mainThread = () => readdirSync(dir).find((name) => name.startsWith('CPU.') && name.endsWith('.cpuprofile') && name.split('.')[3] === String(pid) && name.split('.')[4] === '0')
   for (let i = 0; i < 50 && !mainThread(); i++) await sleep(100)
   const found = mainThread()
   if (!found) throw new Error(`the main-thread CPU profile of ${pid} was not written to ${dir}`)
-  const file = join(dir, `${profiled}.cpuprofile`)
+  const file = join(dir, `${profiled}-${body}.cpuprofile`)
   renameSync(join(dir, found), file)
-  results.profile = { ...summariseProfile(file, root, { sourceMapsPath: maps, window }), file, target: profiled }
-  log(`profile: ${file}`)
+  log(`profile (${body}): ${file}`)
+  return { ...summariseProfile(file, root, { sourceMapsPath: maps, window }), file, target: profiled, body }
 }
 
 /**
@@ -337,6 +344,7 @@ async function main(): Promise<void> {
       soakEvents: options.soakEvents,
       profileSeconds: options.profileSeconds,
       profileTarget: options.profileTarget,
+      profileBodies: options.profileBodies,
       settleSeconds: options.settleSeconds,
     },
     machine,

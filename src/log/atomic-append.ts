@@ -66,17 +66,19 @@ export class AtomicAppend {
     const ids: string[] = []
     const positions: number[] = []
     const repeats: number[] = []
-    const seen = new Set<string>()
+    // A short batch is searched in place; a Set pays for itself past a few dozen ids.
+    const seen = events.length > 16 ? new Set<string>() : undefined
     for (let p = 0; p < events.length; p++) {
       const id = events[p]!.id
-      if (seen.has(id)) repeats.push(p)
+      if (seen ? seen.has(id) : ids.includes(id)) repeats.push(p)
       else {
-        seen.add(id)
+        seen?.add(id)
         ids.push(id)
         positions.push(p)
       }
     }
-    return { ...this.context.keys.next(receivedAt), events, receivedAt, raw, skewMs, ids, positions, repeats }
+    const names = this.context.keys.next(receivedAt)
+    return { seq: names.seq, batchKey: names.batchKey, claim: names.claim, claimedAt: names.claimedAt, outboxKey: names.outboxKey, events, receivedAt, raw, skewMs, ids, positions, repeats }
   }
 
   /** The batch as the store sees it. */

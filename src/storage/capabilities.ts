@@ -40,7 +40,16 @@ function mountOf(storage: Storage, key: string): Mount {
  * off it (`storage.getItem(key)` reads the driver's `relativeKey`).
  */
 function relativeTo(mount: Mount): (key: string) => string {
-  return (key) => normalizeKey(key).slice(mount.base.length)
+  const cut = mount.base.length
+  return (key) => (normalizedAlready(key) ? key : normalizeKey(key)).slice(cut)
+}
+
+// What normalizeKey changes: a query, a slash or backslash, an empty segment, a colon at an end.
+const notNormal = /[?/\\]|::|^:|:$/
+
+/** Whether normalizeKey leaves `key` as it is (the log's own keys are; one test instead of four passes). */
+function normalizedAlready(key: string): boolean {
+  return key !== '' && !notNormal.test(key)
 }
 
 /** Named memory with its Map at hand: claims kept beside it are atomic in the process. */

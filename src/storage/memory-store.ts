@@ -53,8 +53,12 @@ export class MemoryBatchStore implements AtomicBatchStore {
   private readonly maxEvents: number
   private readonly maxBytes: number
   private readonly onError?: (error: unknown) => void
-  // The batches stored here, oldest first, while bounded.
+  // The batches stored here while bounded, and their keys oldest first: a key whose batch was
+  // removed meanwhile is skipped when its turn comes. (Taking the oldest from the Map itself would
+  // walk the holes its deletions leave at the front, on every batch.)
   private readonly held = new Map<string, Kept>()
+  private order: string[] = []
+  private head = 0
   private keptEvents = 0
   private keptBytes = 0
   private readonly drops = { batches: 0, events: 0 }
@@ -125,8 +129,11 @@ export class MemoryBatchStore implements AtomicBatchStore {
     this.held.set(batchKey, { events, bytes, claim, outbox })
     this.keptEvents += events
     this.keptBytes += bytes
+    this.order.push(batchKey)
     while ((this.keptEvents > this.maxEvents || this.keptBytes > this.maxBytes) && this.held.size > 1) {
-      const [oldest, kept] = this.held.entries().next().value as [string, Kept]
+      const oldest = this.order[this.head++]!
+      const kept = this.held.get(oldest)
+      if (!kept) continue
       this.removed(oldest)
       this.claims.forget(kept.claim)
       if (this.drops.batches === 0) this.tellBound(kept.events)
@@ -134,6 +141,10 @@ export class MemoryBatchStore implements AtomicBatchStore {
       this.drops.events += kept.events
       this.map.delete(this.relative(oldest))
       if (kept.outbox) this.map.delete(this.relative(outboxKey(this.prefix, oldest)))
+    }
+    if (this.head > 1024 && this.head * 2 > this.order.length) {
+      this.order = this.order.slice(this.head)
+      this.head = 0
     }
   }
 

@@ -84,6 +84,39 @@ describe('memory storage bound (storage.maxEvents)', () => {
     }
   })
 
+  it('after a prune, drops the oldest batch still held (not one the prune took) once over the bound', async () => {
+    const ingest = createEventIngest({ env: {}, storage: { driver: 'memory', maxEvents: 3 } })
+    try {
+      await ingest.ingest(batch('p1', 2))
+      await ingest.ingest(batch('p2', 1))
+      expect((await ingest.prune({ olderThan: Date.now() + 60_000 })).batches).toBe(2)
+      await ingest.ingest(batch('q1', 2))
+      await ingest.ingest(batch('q2', 1))
+      expect(ingest.log!.dropped).toEqual({ batches: 0, events: 0 })
+      await ingest.ingest(batch('q3', 1))
+      expect(ingest.log!.dropped).toEqual({ batches: 1, events: 2 })
+      expect(ingest.log!.kept).toMatchObject({ batches: 2, events: 2 })
+      expect(await listedIds(ingest)).toEqual(['q2-0', 'q3-0'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('keeps exactly the newest batches over thousands of drops', async () => {
+    const ingest = createEventIngest({ env: {}, storage: { driver: 'memory', maxEvents: 10 } })
+    try {
+      for (let i = 0; i < 5000; i++) await ingest.ingest(batch(`n${String(i).padStart(4, '0')}`, 1))
+      expect(ingest.log!.kept).toMatchObject({ batches: 10, events: 10 })
+      expect(ingest.log!.dropped).toEqual({ batches: 4990, events: 4990 })
+      expect(await listedIds(ingest)).toEqual(Array.from({ length: 10 }, (_, i) => `n${4990 + i}-0`))
+      // The dropped ids are forgotten, the kept ones still dedupe.
+      expect(await ingest.ingest(batch('n4999', 1))).toMatchObject({ accepted: 0, duplicates: 1 })
+      expect(await ingest.ingest(batch('n0000', 1))).toMatchObject({ accepted: 1, duplicates: 0 })
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('refuses a maxBytes that is not a positive integer, naming it, when the core is created', () => {
     for (const maxBytes of [0, -1, 1.5, Number.NaN]) {
       expect(() => createEventIngest({ env: {}, storage: { driver: 'memory', maxBytes } }), String(maxBytes)).toThrow(/storage\.maxBytes must be a positive integer or Infinity/)
