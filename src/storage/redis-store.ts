@@ -52,8 +52,9 @@ if ARGV[10] == '1' then
   counter = 3
 end
 if tonumber(ARGV[11]) > 0 then
-  redis.call('INCRBY', KEYS[counter], #KEYS - first + 1)
-  redis.call('PEXPIRE', KEYS[counter], ARGV[11])
+  -- The counter's expiry is set by the call that creates it (the script is atomic: none is ever left without one).
+  local added = #KEYS - first + 1
+  if redis.call('INCRBY', KEYS[counter], added) == added then redis.call('PEXPIRE', KEYS[counter], ARGV[11]) end
 end
 return held`
 
@@ -94,6 +95,16 @@ interface MountedRedis {
 /** unstorage's key normalisation (`createStorage`): cut at `?`, `/` and `\` become `:`, no empty segments. */
 function normalizeKey(key: string): string {
   return key.split('?')[0]?.replace(/[/\\]/g, ':').replace(/:+/g, ':').replace(/^:|:$/g, '') ?? ''
+}
+
+/** Whether `key` from `start` on is segments no normalisation changes: no `?`, `/`, `\\`, empty segment or trailing `:`. */
+function plainSegments(key: string, start: number): boolean {
+  if (start >= key.length || key.charCodeAt(key.length - 1) === 0x3a || key.charCodeAt(start) === 0x3a) return false
+  for (let i = start; i < key.length; i++) {
+    const c = key.charCodeAt(i)
+    if (c === 0x3f || c === 0x2f || c === 0x5c || (c === 0x3a && key.charCodeAt(i + 1) === 0x3a)) return false
+  }
+  return true
 }
 
 /** The redis driver's `joinKeys`: each part with `/`, `\` as `:` and one separator cut at each end. */
@@ -153,17 +164,27 @@ export function redisBatchStore(storage: Storage, base: string, options: RedisBa
   // Record keys as a claim names them (`<base>:b:…`), and where Redis keeps them.
   const records = `${normalizeKey(base)}:b:`
   const recordsInRedis = redisKey(`${base}:b:_`).slice(0, -1)
+  // The log's own keys below a fixed part (already normalised) map as that part does: no mount
+  // lookup and no regular expressions per batch. Any other key takes the whole mapping.
+  const below = (part: string) => {
+    const from = `${normalizeKey(part)}:`
+    const to = redisKey(`${part}:_`).slice(0, -1)
+    return (key: string) => (key.startsWith(from) && plainSegments(key, from.length) ? to + key.slice(from.length) : redisKey(key))
+  }
+  const recordKeyOf = below(`${base}:b`)
+  const outboxKeyOf = below(`${base}:o`)
   const staleAfterMs = options.staleAfterMs === undefined ? 0 : Math.max(1, Math.ceil(options.staleAfterMs))
   // Counted only when the counters are on this very Redis: the script must reach every key.
   const counting = options.countsBase !== undefined && (storage.getMount(`${options.countsBase}:a`) as { driver: MountedRedis }).driver === driver
+  const counterKeyOf = counting ? below(`${options.countsBase}:a`) : redisKey
 
   return {
     countsAccepted: counting,
     async append(batch: AtomicBatch): Promise<AtomicResult> {
-      const recordKey = redisKey(batch.batchKey)
-      const outboxKey = batch.outbox && redisKey(batch.outbox.key)
+      const recordKey = recordKeyOf(batch.batchKey)
+      const outboxKey = batch.outbox && outboxKeyOf(batch.outbox.key)
       const counts = counting ? batch.counts : undefined
-      const counterKey = counts && redisKey(counts.key)
+      const counterKey = counts && counterKeyOf(counts.key)
       const counterTtl = counts ? Math.max(1, Math.ceil(counts.ttlMs)) : 0
       const claims = batch.ids.map(claimKey)
       // The claim names its time: the age of a claim found held is counted to it.

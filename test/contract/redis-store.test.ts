@@ -158,15 +158,22 @@ describe('redisBatchStore', () => {
     const commands = await commandsDuring(base, async () => store.append(first))
     expect(commands).toHaveLength(1)
     expect(await storage.getItem(counts.key)).toBe(2)
+    // The call that creates the counter gives it its expiry; later calls only add to it.
+    const ttl = await raw.pttl(`${base}:stats:a:29000000`)
+    expect(ttl).toBeGreaterThan(7_000_000)
+    expect(ttl).toBeLessThanOrEqual(7_200_000)
+    await raw.pexpire(`${base}:stats:a:29000000`, 5_000_000)
     // Held ids are not counted: of five, three are new.
-    await store.append({ ...batch(['a', 'b', 'c', 'd', 'e']), counts })
+    const more = await commandsDuring(base, async () => store.append({ ...batch(['a', 'b', 'c', 'd', 'e']), counts }), redisUrl, true)
+    expect(more.map((args) => args[0]!.toLowerCase())).toContain('incrby')
+    expect(more.map((args) => args[0]!.toLowerCase())).not.toContain('pexpire')
     expect(await storage.getItem(counts.key)).toBe(5)
     // Every id held: nothing stored, nothing counted.
     await store.append({ ...batch(['a', 'e']), counts })
     expect(await storage.getItem(counts.key)).toBe(5)
-    const ttl = await raw.pttl(`${base}:stats:a:29000000`)
-    expect(ttl).toBeGreaterThan(7_000_000)
-    expect(ttl).toBeLessThanOrEqual(7_200_000)
+    const later = await raw.pttl(`${base}:stats:a:29000000`)
+    expect(later).toBeGreaterThan(4_900_000)
+    expect(later).toBeLessThanOrEqual(5_000_000)
 
     // Without a counts base, or with the counters on another driver, nothing is counted.
     expect(redisBatchStore(storage, 'events')!.countsAccepted).toBe(false)

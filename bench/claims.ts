@@ -1,0 +1,71 @@
+/**
+ * The memory driver's claim table against a `Map` doing the same job (bench/claim-map.ts), in
+ * this process, on the memory store's pattern: each step claims a batch of fresh ids under the
+ * batch's value and forgets the claims of the oldest batch, so the number held stays put (what the
+ * memory bound does once full). Rounds alternate between the two, each on a fresh structure filled
+ * to the size first; the figure is the median time per step over the rounds.
+ */
+import { ClaimTable } from '../src/storage/claim-table'
+import { ClaimMap } from './claim-map'
+import { spread, type Spread } from './summary'
+
+export interface ClaimsMeasurement {
+  /** Claims held while timed. */
+  held: number
+  batch: number
+  steps: number
+  table: Spread
+  map: Spread
+  /** Heap growth of filling each to `held` (MB, without a forced GC: indicative). */
+  tableHeapMB: number
+  mapHeapMB: number
+}
+
+interface Claims {
+  claim(ids: readonly string[], value: string): (string | null)[]
+  forget(value: string): number
+}
+
+let serial = 0
+const freshIds = (count: number) => Array.from({ length: count }, () => `evt_${(serial++).toString(36).padStart(10, '0')}`)
+
+function round(make: () => Claims, held: number, batch: number, steps: number): { usPerStep: number; heapMB: number } {
+  const heapBefore = process.memoryUsage().heapUsed
+  const claims = make()
+  const values: string[] = []
+  let n = 0
+  const value = () => `b:${n++}|${Date.now()}`
+  for (let i = 0; i < held / batch; i++) {
+    const v = value()
+    claims.claim(freshIds(batch), v)
+    values.push(v)
+  }
+  const heapMB = (process.memoryUsage().heapUsed - heapBefore) / 2 ** 20
+  const work = Array.from({ length: steps }, () => freshIds(batch))
+  let oldest = 0
+  const started = process.hrtime.bigint()
+  for (const ids of work) {
+    const v = value()
+    if (claims.claim(ids, v).some((held) => held !== null)) throw new Error('a fresh id was found held')
+    values.push(v)
+    claims.forget(values[oldest++]!)
+  }
+  const usPerStep = Number(process.hrtime.bigint() - started) / 1000 / steps
+  return { usPerStep, heapMB }
+}
+
+export function measureClaims(held: number, batch = 50, steps = 20_000, rounds = 5): ClaimsMeasurement {
+  const table: number[] = []
+  const map: number[] = []
+  let tableHeapMB = 0
+  let mapHeapMB = 0
+  for (let r = 0; r < rounds; r++) {
+    const t = round(() => new ClaimTable(), held, batch, steps)
+    const m = round(() => new ClaimMap(), held, batch, steps)
+    table.push(t.usPerStep)
+    map.push(m.usPerStep)
+    tableHeapMB = t.heapMB
+    mapHeapMB = m.heapMB
+  }
+  return { held, batch, steps, table: spread(table), map: spread(map), tableHeapMB, mapHeapMB }
+}
