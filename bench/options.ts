@@ -26,7 +26,7 @@ export interface BenchOptions {
   /** Target ids to run (all but the machine experiments by default); ratios need the matching bare routes. */
   targets: string[]
   /** Phases to run. @default all: ingest, stats, soak, profile */
-  phases: Set<'ingest' | 'stats' | 'soak' | 'profile'>
+  phases: Set<'ingest' | 'stats' | 'soak' | 'profile' | 'claims'>
   /** Stored-event counts at which stats and schema are timed. @default 1e3, 1e5, 1e6 (quick: 1e3, 1e4) */
   statsSizes: number[]
   /** Drivers of the stats phase. @default memory, redis */
@@ -47,10 +47,12 @@ export interface BenchOptions {
   soakEvents: number
   /** Seconds of load while profiling. @default 10 (quick: 1) */
   profileSeconds: number
-  /** The target profiled (an event-ingest target: `h3-redis` to see the Redis path). @default h3 */
-  profileTarget: string
-  /** The bodies profiled, one profile each: `batch` (50 events) and `single` (one-event arrays). @default batch, single */
-  profileBodies: ('batch' | 'single')[]
+  /**
+   * The profiles taken, one each: a target and the body of its load (`batch`: 50 events, `single`:
+   * one-event arrays), one per kind of goal the run measures.
+   * @default h3 batch, h3 single, h3-redis single, h3-fs batch
+   */
+  profiles: { target: string; body: 'batch' | 'single' }[]
   /**
    * Longest wait, in seconds, before the run for the machine's 1-minute load average to fall to a
    * quarter of its cores (work just before the run, such as a test run, still weighs on it).
@@ -85,7 +87,7 @@ const usage = `npm run bench -- [options]
   --connections N         autocannon connections (default 32)
   --targets a,b           target ids (default all; ${machineTargets.join(', ')} only with --machine):
                           ${targets.map((t) => t.id).join(', ')}
-  --phases a,b            ingest, stats, soak, profile (default all)
+  --phases a,b            ingest, stats, soak, profile, claims (default all)
   --stats-sizes a,b       stored events for stats/schema timing (default 1000,100000,1000000)
   --stats-drivers a,b     memory, redis (default both)
   --stats-requests N      timed GETs per route and size (default 200)
@@ -94,8 +96,8 @@ const usage = `npm run bench -- [options]
   --soak-drivers a,b      redis, fs, memory (default redis,memory)
   --soak-events N         events each soak is paced to store (default 500000; 0 = as fast as it goes)
   --profile S             seconds of load under --cpu-prof (default 10; 0 skips)
-  --profile-target ID     the target profiled (default h3; h3-redis for the Redis path, h3-hand to compare)
-  --profile-bodies a,b    bodies profiled, one profile each: batch, single (default both)
+  --profiles id:body,...  profiles taken, one each: a target and its load, batch or single
+                          (default h3:batch,h3:single,h3-redis:single,h3-fs:batch)
   --settle S              longest wait for an idle machine before the run (default 30; 0 skips)
   --redis-url URL         a shared Redis (keys under a unique prefix, deleted after); default: the run
                           starts its own redis-server on a free port and stops it at the end
@@ -125,8 +127,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       'soak-drivers': { type: 'string' },
       'soak-events': { type: 'string' },
       profile: { type: 'string' },
-      'profile-target': { type: 'string' },
-      'profile-bodies': { type: 'string' },
+      profiles: { type: 'string' },
       settle: { type: 'string' },
       'redis-url': { type: 'string' },
       out: { type: 'string' },
@@ -161,6 +162,16 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     for (const item of items) if (!allowed.includes(item as T)) throw new TypeError(`--${name}: ${JSON.stringify(item)} is not one of ${allowed.join(', ')}`)
     return items as T[]
   }
+  const profilesOption = (raw: string | undefined): BenchOptions['profiles'] => {
+    const items = (raw ?? 'h3:batch,h3:single,h3-redis:single,h3-fs:batch').split(',').map((s) => s.trim()).filter(Boolean)
+    return items.map((item) => {
+      const [target, body] = item.split(':')
+      if (!targets.some((t) => t.id === target) || (body !== 'batch' && body !== 'single')) {
+        throw new TypeError(`--profiles: ${JSON.stringify(item)} is not <target>:<batch|single> (targets: ${targets.map((t) => t.id).join(', ')})`)
+      }
+      return { target: target!, body }
+    })
+  }
   const sizes = pick('stats-sizes')
   const statsSizes = sizes === undefined ? (quick ? [1_000, 10_000] : [1_000, 100_000, 1_000_000]) : sizes.split(',').map((s) => Number(s.trim()))
   if (statsSizes.some((n) => !Number.isSafeInteger(n) || n < 1)) throw new TypeError(`--stats-sizes: expected positive integers, got ${sizes}`)
@@ -178,7 +189,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     warmup: number('warmup', 1, 0.2),
     connections: Math.round(number('connections', 32, 4, 1)),
     targets: chosenTargets,
-    phases: new Set(list('phases', ['ingest', 'stats', 'soak', 'profile'] as const, ['ingest', 'stats', 'soak', 'profile'])),
+    phases: new Set(list('phases', ['ingest', 'stats', 'soak', 'profile', 'claims'] as const, ['ingest', 'stats', 'soak', 'profile', 'claims'])),
     statsSizes,
     statsDrivers: list('stats-drivers', ['memory', 'redis'] as const, ['memory', 'redis']),
     statsRequests: Math.round(number('stats-requests', 200, 20, 1)),
@@ -187,8 +198,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     soakDrivers: list('soak-drivers', ['memory', 'redis', 'fs'] as const, ['redis', 'memory']),
     soakEvents: Math.round(number('soak-events', 500_000, 0)),
     profileSeconds: number('profile', 10, 1),
-    profileBodies: list('profile-bodies', ['batch', 'single'] as const, ['batch', 'single']),
-    profileTarget: list('profile-target', targets.map((t) => t.id), ['h3'])[0] ?? 'h3',
+    profiles: profilesOption(pick('profiles')),
     settleSeconds: number('settle', 30, 0),
     redisUrl: pick('redis-url'),
     out: pick('out') ?? here('./RESULTS.md'),

@@ -210,7 +210,8 @@ export function renderReport(results: BenchResults): string {
     '- Latency: every 2xx response timed (exact p50/p99 per run). Server CPU: `process.cpuUsage()` read in the server over IPC at the start and end of each run (user + system, % of one core, and per 2xx response); page faults per response from `process.resourceUsage().minorPageFault` read with it.',
     `- Stats and schema: events loaded in-process through \`ingest.ingest()\` (batches of 1000), then ${s.statsRequests} sequential timed \`GET /admin/events/stats\` (admin token) and \`GET /events/schema\` on one keep-alive connection, at each size.`,
     `- Soak: ${num(Number(s.soakSeconds))} s of batch load per driver (${(s.soakDrivers as string[]).join(', ')})${Number(s.soakEvents) > 0 ? `, paced to store about ${num(Number(s.soakEvents))} events per run (${num(Number(s.soakEvents) / Number(s.soakSeconds))} events/s, the same pace for every driver, so the memory driver — which keeps every event in the process — stays within memory)` : ', unpaced'}; \`heapUsed\` and RSS read after a full GC (\`--expose-gc\`) every ${s.soakSampleSeconds} s, plus once with the load paused before and after.`,
-    `- Profile: \`node --cpu-prof\` on the ${targets.find((t) => t.id === (s.profileTarget ?? 'h3'))?.label ?? 'h3 + event-ingest (memory)'} server under ${s.profileSeconds} s of each load profiled (${((s.profileBodies as string[] | undefined) ?? ['batch']).map((b) => (b === 'batch' ? 'batch of 50' : 'one-event arrays')).join(', ')}); positions in the build mapped back to .ts lines through its source maps.`,
+    `- Profiles: \`node --cpu-prof\` on ${((s.profiles as { target: string; body: string }[] | undefined) ?? [{ target: (s.profileTarget as string | undefined) ?? 'h3', body: 'batch' }]).map((p) => `${targets.find((t) => t.id === p.target)?.label ?? p.target} (${p.body === 'batch' ? 'batch of 50' : 'one-event arrays'})`).join(', ')}, each under ${s.profileSeconds} s of its load after the warm-up, one profile per kind of goal; positions in the build mapped back to .ts lines through its source maps.`,
+    '- Claims: the memory driver\'s claim table (src/storage/claim-table.ts) against a `Map` doing the same job (bench/claim-map.ts: id → claim value, and the ids of each value for forgetting a batch), in the runner process, on the memory store\'s pattern once its bound is reached: each step claims a batch of 50 fresh ids and forgets the claims of the oldest batch, at 100,000 claims held (the default bound) and 1,500,000; 5 alternating rounds of 20,000 steps, each on a fresh structure filled first; heap growth of the fill without a forced GC.',
     '- Run it: `npm run bench` (full), `npm run bench -- --quick` (smoke), `npm run bench -- --machine` (also the machine experiments: the cost of a page fault here, timed at the start, and h3 + memory with glibc\'s malloc on huge pages), `npm run bench -- --help` for every option (durations, repetitions, targets, phases, sizes).' +
       (machineRun ? '' : ' This run had no machine experiments.'),
     '',
@@ -233,11 +234,13 @@ export function renderReport(results: BenchResults): string {
   if (missed.length > 0) {
     for (const profile of profilesOf(results)) {
       const body = profile.body ?? 'batch'
-      if (!missed.some((c) => c.throughput && c.body === body)) continue
+      const storage = targets.find((t) => t.id === (profile.target ?? 'h3'))?.storage
+      const these = missed.filter((c) => c.body === body && c.storage === storage)
+      if (these.length === 0) continue
       const top = profile.blame.slice(0, 5)
       push(
         '',
-        `Goals missed on the ${bodyLoad(profile)} load: of the time of our ingest path, the profile (${targets.find((t) => t.id === (profile.target ?? 'h3'))?.label ?? 'h3 + memory'}, ${bodyLoad(profile)}, below) puts most in: ${top
+        `${these.length === 1 ? 'One goal' : `${these.length} goals`} missed on ${storage} with the ${bodyLoad(profile)} load: of the time of our ingest path, the profile of ${targets.find((t) => t.id === (profile.target ?? 'h3'))?.label ?? 'h3 + memory'} (${bodyLoad(profile)}, below) puts most in: ${top
           .map((entry) => `${code(entry.name)} at ${code(entry.location)} (${pct(entry.ms, profile.busyMs)})`)
           .join(', ')}.`,
       )

@@ -1,3 +1,4 @@
+import type { ClaimsMeasurement } from './claims'
 import { FS_BASELINE_BATCHES, FS_GOAL_RATIO, type DiskRates } from './disk'
 import type { MachineInfo } from './machine'
 import type { ProfileSummary } from './profile'
@@ -93,6 +94,8 @@ export interface BenchResults {
   notes: string[]
   /** The disk's own rates, measured when the fs target ran (see bench/disk.ts). */
   disk?: DiskRates
+  /** The claim table against a Map doing its job, in-process (see bench/claims.ts). */
+  claims?: ClaimsMeasurement[]
 }
 
 /** Per target and body: medians with ranges over the repetitions. */
@@ -258,8 +261,9 @@ export interface TargetCheck {
   throughput?: boolean
   /** Reported beside the goals, with no threshold. */
   info?: boolean
-  /** The body the goal is measured on (the profile of that load names what it blames). */
+  /** The body and storage the goal is measured on (the profile of that load names what it blames). */
   body?: BodyKind
+  storage?: 'memory' | 'redis' | 'fs' | 'postgres'
 }
 
 const fmtRatio = (s: Spread | undefined) => (!s || s.n === 0 ? 'n/a' : s.n === 1 ? s.median.toFixed(2) : `${s.median.toFixed(2)} (${s.min.toFixed(2)}–${s.max.toFixed(2)})`)
@@ -270,7 +274,7 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
   const checks: TargetCheck[] = []
   const row = (id: string, body: BodyKind) => rows.find((r) => r.body === body && r.target.id === id)
   const cpu = (r: IngestRow | undefined, body: BodyKind) => (r?.cpuUsPerRequest ? `${(r.cpuUsPerRequest.median / perEvent[body]).toFixed(1)}` : 'n/a')
-  const ratioCheck = (what: string, spreadOf: Spread | undefined, goal: number, body: BodyKind, note = '') => {
+  const ratioCheck = (what: string, spreadOf: Spread | undefined, goal: number, body: BodyKind, storage: TargetCheck['storage'], note = '') => {
     const ok = spreadOf && spreadOf.n > 0 ? spreadOf.median >= goal : undefined
     checks.push({
       what,
@@ -280,6 +284,7 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       shortfall: ok === false ? `${((1 - spreadOf!.median / goal) * 100).toFixed(0)}% below the goal (${spreadOf!.median.toFixed(2)} vs ${goal.toFixed(2)})` : undefined,
       throughput: true,
       body,
+      storage,
     })
   }
   // event-ingest mounted in each framework against that framework's hand-written route, per storage and body.
@@ -290,16 +295,16 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       const mine = row(ours.id, body)
       const theirs = row(hand.id, body)
       if (!mine && !theirs) continue
-      ratioCheck(`${ours.label} / ${hand.label} (${bodyName[body]})`, mine?.vsHand, 1, body, `; server CPU µs per event ${cpu(mine, body)} vs ${cpu(theirs, body)}`)
+      ratioCheck(`${ours.label} / ${hand.label} (${bodyName[body]})`, mine?.vsHand, 1, body, ours.storage as TargetCheck['storage'], `; server CPU µs per event ${cpu(mine, body)} vs ${cpu(theirs, body)}`)
     }
   }
   // One-event requests: the h3 mount against the h3 route keeping every body.
   const h3Single = row('h3', 'single')
-  if (h3Single) ratioCheck('h3 + event-ingest (memory) / h3 bare route keeping every body (one event)', h3Single.vsBareKeeping, 0.8, 'single')
+  if (h3Single) ratioCheck('h3 + event-ingest (memory) / h3 bare route keeping every body (one event)', h3Single.vsBareKeeping, 0.8, 'single', 'memory')
   // Memory mounts against their framework's keeping route (the batch body; the one-event body of h3 is above).
   for (const id of ['h3', 'express', 'fastify', 'koa']) {
     const mine = row(id, 'batch')
-    if (mine) ratioCheck(`${mine.target.label} / ${keepingOf(mine.target).label} (batch of 50)`, mine.vsBareKeeping, 0.8, 'batch')
+    if (mine) ratioCheck(`${mine.target.label} / ${keepingOf(mine.target).label} (batch of 50)`, mine.vsBareKeeping, 0.8, 'batch', 'memory')
   }
   // Redis: one round trip per batch, and the share of what the Redis server itself can take.
   for (const ours of targets.filter((t) => t.kind === 'ours' && t.storage === 'redis')) {
@@ -314,6 +319,7 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       met,
       shortfall: met ? undefined : `${reads.toFixed(2)} round trips per batch`,
       body: 'batch',
+      storage: 'redis',
     })
     // The Redis server's own time for the same commands bounds the batches it can take: 1e6 / µs per batch.
     const limitRps = mine.redis.usec.median > 0 ? 1e6 / mine.redis.usec.median : Number.NaN
@@ -321,6 +327,16 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       what: `${ours.label} / the Redis server's limit for the same commands (batch of 50)`,
       goal: 'reported',
       measured: `${(mine.rps.median / limitRps).toFixed(2)}: ${Math.round(mine.eps.median).toLocaleString('en-US')} events/s of ${Math.round(limitRps * 50).toLocaleString('en-US')} (Redis server ${mine.redis.usec.median.toFixed(0)} µs of command time per batch, INFO commandstats)`,
+      met: undefined,
+      info: true,
+    })
+  }
+  // The memory driver's claim table against the simpler structure it would be replaced by.
+  for (const m of results.claims ?? []) {
+    checks.push({
+      what: `memory dedupe claims: claim table / a \`Map\` doing the same (claim ${m.batch} fresh ids, forget the oldest batch; ${m.held.toLocaleString('en-US')} claims held, in-process)`,
+      goal: 'reported',
+      measured: `${(m.table.median / m.map.median).toFixed(2)} of the Map's time: ${m.table.median.toFixed(1)} µs (${m.table.min.toFixed(1)}–${m.table.max.toFixed(1)}) vs ${m.map.median.toFixed(1)} µs (${m.map.min.toFixed(1)}–${m.map.max.toFixed(1)}) per batch; heap to fill ${m.tableHeapMB.toFixed(0)} vs ${m.mapHeapMB.toFixed(0)} MB`,
       met: undefined,
       info: true,
     })
@@ -338,6 +354,8 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
       met,
       shortfall: met ? undefined : `${Math.round(fs.rps.median)} of ${goal} batches/s`,
       body: 'batch',
+      storage: 'fs',
+      throughput: true,
     })
   }
   for (const driver of ['memory', 'redis'] as const) {

@@ -20,6 +20,7 @@ import { drive, timeGets } from './load'
 import { currentLoad, machineInfo, measurePageFault } from './machine'
 import { parseOptions, type BenchOptions } from './options'
 import { buildForBench, removeBenchBuild } from './build'
+import { measureClaims } from './claims'
 import { summariseProfile } from './profile'
 import type { ServerConfig } from './protocol'
 import { benchDatabaseUrl, dropBenchSchema } from './postgres-schemas'
@@ -229,18 +230,17 @@ async function soakPhase(options: BenchOptions, results: BenchResults): Promise<
   }
 }
 
-/** Phase 4: `node --cpu-prof` of one event-ingest target (h3 + memory by default) under each body's load, one profile each. */
+/** Phase 4: `node --cpu-prof` of each profiled target under its load (see BenchOptions.profiles). */
 async function profilePhase(options: BenchOptions, results: BenchResults): Promise<void> {
   const dir = join(options.artifacts, 'profile')
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
   results.profiles = []
-  for (const body of options.profileBodies) results.profiles.push(await profileOnce(options, dir, body))
+  for (const { target, body } of options.profiles) results.profiles.push(await profileOnce(options, dir, target, body))
   results.profile = results.profiles[0]
 }
 
-async function profileOnce(options: BenchOptions, dir: string, body: 'batch' | 'single'): Promise<ProfiledRun> {
-  const profiled = options.profileTarget
+async function profileOnce(options: BenchOptions, dir: string, profiled: string, body: 'batch' | 'single'): Promise<ProfiledRun> {
   const events = eventsPerBody[body]
   const maps = join(dir, `${profiled}-${body}.sourcemaps.json`)
   // Default profile names: one file per thread (tsx's loader hooks run on a worker), `CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile`.
@@ -296,7 +296,7 @@ async function main(): Promise<void> {
   const needsRedis = targets.some((t) => t.storage === 'redis' && options.targets.includes(t.id)) && options.phases.has('ingest')
     || (options.phases.has('stats') && options.statsDrivers.includes('redis'))
     || (options.phases.has('soak') && options.soakDrivers.includes('redis'))
-    || (options.phases.has('profile') && options.profileSeconds > 0 && targets.find((t) => t.id === options.profileTarget)?.storage === 'redis')
+    || (options.phases.has('profile') && options.profileSeconds > 0 && options.profiles.some((p) => targets.find((t) => t.id === p.target)?.storage === 'redis'))
   if (needsRedis) {
     if (options.redisUrl) {
       redisUrl = options.redisUrl
@@ -343,8 +343,7 @@ async function main(): Promise<void> {
       soakDrivers: options.soakDrivers,
       soakEvents: options.soakEvents,
       profileSeconds: options.profileSeconds,
-      profileTarget: options.profileTarget,
-      profileBodies: options.profileBodies,
+      profiles: options.profiles,
       settleSeconds: options.settleSeconds,
     },
     machine,
@@ -387,6 +386,14 @@ async function main(): Promise<void> {
     ['stats', options.phases.has('stats'), () => statsPhase(options, results)],
     ['soak', options.phases.has('soak'), () => soakPhase(options, results)],
     ['profile', options.phases.has('profile') && options.profileSeconds > 0, () => profilePhase(options, results)],
+    ['claims', options.phases.has('claims'), async () => {
+      results.claims = []
+      for (const held of options.quick ? [10_000] : [100_000, 1_500_000]) {
+        const m = measureClaims(held, 50, options.quick ? 1000 : 20_000, options.quick ? 1 : 5)
+        results.claims.push(m)
+        log(`claims at ${held}: table ${m.table.median.toFixed(1)} µs, Map ${m.map.median.toFixed(1)} µs per batch`)
+      }
+    }],
   ]
   let failed = 0
   try {

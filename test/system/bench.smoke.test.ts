@@ -92,11 +92,18 @@ describe('npm run bench -- --quick', () => {
     }
     const single = goals.find((cells) => cells[0] === 'h3 + event-ingest (memory) / h3 bare route keeping every body (one event)')
     expect(single?.[3]).toMatch(verdict)
-    expect(report).toMatch(/Throughput goals missed: \d+ of 21\./)
+    expect(report).toMatch(/Throughput goals missed: \d+ of 22\./)
     expect(report).toContain('## Redis commands and round trips per request')
     expect(report).toContain('## Stats and schema latency against stored events')
     expect(report).toContain('## Heap and RSS over a long ingest run')
     expect(report).toMatch(/\*\*Top functions by self time\*\*[\s\S]*\| 1 \| `/)
+    // One profile per load: the batch and the one-event arrays.
+    expect(report).toMatch(/Profile of the h3 \+ event-ingest \(memory\) server under the batch \(50 events\) load/)
+    expect(report).toMatch(/Profile of the h3 \+ event-ingest \(memory\) server under the one-event load/)
+    // The claim table against a Map doing its job, measured in the same run.
+    const claims = goals.find((cells) => cells[0]!.startsWith('memory dedupe claims: claim table / a `Map`'))
+    expect(claims, 'a row for the claim table against a Map').toBeDefined()
+    expect(claims![2]).toMatch(/^\d+\.\d\d of the Map's time: [\d.]+ µs .* vs [\d.]+ µs .* per batch; heap to fill \d+ vs \d+ MB/)
     expect(report).toContain('**Memory kept per request (batch of 50).**')
     // No machine experiments without --machine: no page-fault timing, no huge-pages target.
     expect(report).toContain('Written by `npm run bench -- --quick`')
@@ -130,5 +137,10 @@ describe('npm run bench -- --quick', () => {
     const { code, output } = await runBench(['--targets=node,h3-hugepages'])
     expect(code, output).not.toBe(0)
     expect(output).toContain('--targets: h3-hugepages is a machine experiment: add --machine to run it')
+    for (const value of ['h3:huge', 'nowhere:batch', 'h3']) {
+      const refused = await runBench([`--profiles=${value}`])
+      expect(refused.code, refused.output).not.toBe(0)
+      expect(refused.output).toContain(`--profiles: ${JSON.stringify(value)} is not <target>:<batch|single>`)
+    }
   }, 60_000)
 })
