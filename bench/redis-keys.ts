@@ -39,7 +39,12 @@ export async function deleteRedisPrefix(url: string, prefix: string): Promise<nu
 export interface RedisActivity {
   /** Calls per command name (lower case), from `INFO commandstats`. */
   calls: Record<string, number>
-  /** Server time spent in those commands, µs, from `INFO commandstats`. */
+  /**
+   * CPU time of the Redis server's main thread, µs (`used_cpu_user_main_thread` +
+   * `used_cpu_sys_main_thread` of `INFO cpu`): the thread that runs every command and script, and
+   * reads and writes the client sockets, so it is what bounds the server. (`INFO commandstats`
+   * would count a script's commands twice: in the script's time and in their own.)
+   */
   usec: number
   /** Read events on client sockets (`total_reads_processed`): one per round trip a client makes. */
   reads: number
@@ -47,13 +52,11 @@ export interface RedisActivity {
 
 /** A snapshot of the counters `redisActivityBetween` subtracts. */
 export async function redisCounters(client: Redis): Promise<RedisActivity> {
-  const [commandstats, stats] = await Promise.all([client.info('commandstats'), client.info('stats')])
+  const [commandstats, stats, cpu] = await Promise.all([client.info('commandstats'), client.info('stats'), client.info('cpu')])
   const calls: Record<string, number> = {}
-  let usec = 0
-  for (const match of commandstats.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
-    calls[match[1]!] = Number(match[2])
-    usec += Number(match[3])
-  }
+  for (const match of commandstats.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) calls[match[1]!] = Number(match[2])
+  const seconds = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(cpu)?.[1] ?? Number.NaN)
+  const usec = (seconds('used_cpu_user_main_thread') + seconds('used_cpu_sys_main_thread')) * 1e6
   const reads = Number(/total_reads_processed:(\d+)/.exec(stats)?.[1] ?? Number.NaN)
   return { calls, usec, reads }
 }

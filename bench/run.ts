@@ -21,6 +21,7 @@ import { currentLoad, machineInfo, measurePageFault } from './machine'
 import { parseOptions, type BenchOptions } from './options'
 import { buildForBench, removeBenchBuild } from './build'
 import { measureClaims } from './claims'
+import { measureRedisLimit } from './redis-limit'
 import { summariseProfile } from './profile'
 import type { ServerConfig } from './protocol'
 import { benchDatabaseUrl, dropBenchSchema } from './postgres-schemas'
@@ -118,6 +119,7 @@ async function cleanUpAll(): Promise<void> {
 async function ingestPhase(options: BenchOptions, results: BenchResults): Promise<void> {
   const chosen = targets.filter((t) => options.targets.includes(t.id))
   for (let round = 1; round <= options.reps; round++) {
+    if (chosen.some((t) => t.kind === 'ours' && t.storage === 'redis')) await redisLimitRun(options, results)
     for (const target of chosen) {
       const { server, release } = await startTarget(target.id)
       try {
@@ -167,6 +169,20 @@ async function ingestPhase(options: BenchOptions, results: BenchResults): Promis
         await release()
       }
     }
+  }
+}
+
+/** The Redis server's own limit for event-ingest's batch script, once per repetition (see bench/redis-limit.ts). */
+async function redisLimitRun(options: BenchOptions, results: BenchResults): Promise<void> {
+  const base = `ei-bench-limit-${runId}${randomBytes(2).toString('hex')}`
+  redisPrefixes.add(base)
+  try {
+    const limit = await measureRedisLimit(redisUrl, base, options.duration)
+    ;(results.redisLimits ??= []).push(limit)
+    log(`redis limit: ${fmt(limit.batchesPerSecond)} batches/s of 50 from a pipelined client, Redis CPU ${fmt(limit.cpuUsPerBatch)} µs per batch, ${fmt(limit.commandsPerBatch, 1)} commands`)
+  } finally {
+    await deleteRedisPrefix(redisUrl, base)
+    redisPrefixes.delete(base)
   }
 }
 
@@ -389,7 +405,7 @@ async function main(): Promise<void> {
     ['claims', options.phases.has('claims'), async () => {
       results.claims = []
       for (const held of options.quick ? [10_000] : [100_000, 1_500_000]) {
-        const m = measureClaims(held, 50, options.quick ? 1000 : 20_000, options.quick ? 1 : 5)
+        const m = measureClaims(held, 50, options.quick ? 1000 : 20_000, options.quick ? 1 : 3)
         results.claims.push(m)
         log(`claims at ${held}: table ${m.table.median.toFixed(1)} µs, Map ${m.map.median.toFixed(1)} µs per batch`)
       }
