@@ -5,6 +5,8 @@
  * memory bound does once full). Rounds alternate between the two, each on a fresh structure filled
  * to the size first; the figure is the median time per step over the rounds.
  */
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { ClaimTable } from '../src/storage/claim-table'
 import { ClaimMap } from './claim-map'
 import { spread, type Spread } from './summary'
@@ -16,7 +18,7 @@ export interface ClaimsMeasurement {
   steps: number
   table: Spread
   map: Spread
-  /** Heap growth of filling each to `held` (MB, without a forced GC: indicative). */
+  /** Memory kept by each once filled to `held` (MB of heap and array buffers, between two full GCs; the ids' strings included). */
   tableHeapMB: number
   mapHeapMB: number
 }
@@ -26,11 +28,22 @@ interface Claims {
   forget(value: string): number
 }
 
+// A full GC before each heap reading, so the fill's growth is what stays (the runner is not started with --expose-gc).
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
+
+/** The JS heap and the array buffers outside it (where the claim table's slots live). */
+function kept(): number {
+  const usage = process.memoryUsage()
+  return usage.heapUsed + usage.arrayBuffers
+}
+
 let serial = 0
 const freshIds = (count: number) => Array.from({ length: count }, () => `evt_${(serial++).toString(36).padStart(10, '0')}`)
 
 function round(make: () => Claims, held: number, batch: number, steps: number): { usPerStep: number; heapMB: number } {
-  const heapBefore = process.memoryUsage().heapUsed
+  gc()
+  const heapBefore = kept()
   const claims = make()
   const values: string[] = []
   let n = 0
@@ -40,7 +53,8 @@ function round(make: () => Claims, held: number, batch: number, steps: number): 
     claims.claim(freshIds(batch), v)
     values.push(v)
   }
-  const heapMB = (process.memoryUsage().heapUsed - heapBefore) / 2 ** 20
+  gc()
+  const heapMB = (kept() - heapBefore) / 2 ** 20
   const work = Array.from({ length: steps }, () => freshIds(batch))
   let oldest = 0
   const started = process.hrtime.bigint()

@@ -100,7 +100,7 @@ function profilesOf(results: BenchResults): ProfiledRun[] {
 }
 
 function bodyLoad(profile: ProfiledRun): string {
-  return (profile.body ?? 'batch') === 'batch' ? 'batch (50 events)' : 'one-event'
+  return (profile.body ?? 'batch') === 'batch' ? 'batch-of-50' : 'one-event'
 }
 
 function profileSection(profile: ProfiledRun): string[] {
@@ -211,7 +211,7 @@ export function renderReport(results: BenchResults): string {
     `- Stats and schema: events loaded in-process through \`ingest.ingest()\` (batches of 1000), then ${s.statsRequests} sequential timed \`GET /admin/events/stats\` (admin token) and \`GET /events/schema\` on one keep-alive connection, at each size.`,
     `- Soak: ${num(Number(s.soakSeconds))} s of batch load per driver (${(s.soakDrivers as string[]).join(', ')})${Number(s.soakEvents) > 0 ? `, paced to store about ${num(Number(s.soakEvents))} events per run (${num(Number(s.soakEvents) / Number(s.soakSeconds))} events/s, the same pace for every driver, so the memory driver — which keeps every event in the process — stays within memory)` : ', unpaced'}; \`heapUsed\` and RSS read after a full GC (\`--expose-gc\`) every ${s.soakSampleSeconds} s, plus once with the load paused before and after.`,
     `- Profiles: \`node --cpu-prof\` on ${((s.profiles as { target: string; body: string }[] | undefined) ?? [{ target: (s.profileTarget as string | undefined) ?? 'h3', body: 'batch' }]).map((p) => `${targets.find((t) => t.id === p.target)?.label ?? p.target} (${p.body === 'batch' ? 'batch of 50' : 'one-event arrays'})`).join(', ')}, each under ${s.profileSeconds} s of its load after the warm-up, one profile per kind of goal; positions in the build mapped back to .ts lines through its source maps.`,
-    '- Claims: the memory driver\'s claim table (src/storage/claim-table.ts) against a `Map` doing the same job (bench/claim-map.ts: id → claim value, and the ids of each value for forgetting a batch), in the runner process, on the memory store\'s pattern once its bound is reached: each step claims a batch of 50 fresh ids and forgets the claims of the oldest batch, at 100,000 claims held (the default bound) and 1,500,000; 3 alternating rounds of 20,000 steps, each on a fresh structure filled first; heap growth of the fill without a forced GC.',
+    '- Claims: the memory driver\'s claim table (src/storage/claim-table.ts) against a `Map` doing the same job (bench/claim-map.ts: id → claim value, and the ids of each value for forgetting a batch), in the runner process, on the memory store\'s pattern once its bound is reached: each step claims a batch of 50 fresh ids and forgets the claims of the oldest batch, at 100,000 claims held (the default bound) and 1,500,000; 3 alternating rounds of 20,000 steps, each on a fresh structure filled first; the memory it keeps once filled (heap and array buffers) read between two full GCs (the ids\' strings included: the table keeps them joined per batch, the Map one string each).',
     '- Run it: `npm run bench` (full), `npm run bench -- --quick` (smoke), `npm run bench -- --machine` (also the machine experiments: the cost of a page fault here, timed at the start, and h3 + memory with glibc\'s malloc on huge pages), `npm run bench -- --help` for every option (durations, repetitions, targets, phases, sizes).' +
       (machineRun ? '' : ' This run had no machine experiments.'),
     '',
@@ -240,7 +240,7 @@ export function renderReport(results: BenchResults): string {
       const top = profile.blame.slice(0, 5)
       push(
         '',
-        `${these.length === 1 ? 'One goal' : `${these.length} goals`} missed on ${storage} with the ${bodyLoad(profile)} load: of the time of our ingest path, the profile of ${targets.find((t) => t.id === (profile.target ?? 'h3'))?.label ?? 'h3 + memory'} (${bodyLoad(profile)}, below) puts most in: ${top
+        `${these.length === 1 ? 'One goal' : `${these.length} goals`} missed on ${storage} under the ${bodyLoad(profile)} load: of the time of our ingest path, the profile of ${targets.find((t) => t.id === (profile.target ?? 'h3'))?.label ?? 'h3 + memory'} under that load (below) puts most in: ${top
           .map((entry) => `${code(entry.name)} at ${code(entry.location)} (${pct(entry.ms, profile.busyMs)})`)
           .join(', ')}.`,
       )

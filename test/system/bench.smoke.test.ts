@@ -98,12 +98,16 @@ describe('npm run bench -- --quick', () => {
     expect(report).toContain('## Heap and RSS over a long ingest run')
     expect(report).toMatch(/\*\*Top functions by self time\*\*[\s\S]*\| 1 \| `/)
     // One profile per load: the batch and the one-event arrays.
-    expect(report).toMatch(/Profile of the h3 \+ event-ingest \(memory\) server under the batch \(50 events\) load/)
+    expect(report).toMatch(/Profile of the h3 \+ event-ingest \(memory\) server under the batch-of-50 load/)
     expect(report).toMatch(/Profile of the h3 \+ event-ingest \(memory\) server under the one-event load/)
+    expect(report).toMatch(/Profile of the h3 \+ event-ingest \(Redis\) server under the one-event load/)
+    expect(report).toMatch(/Profile of the h3 \+ event-ingest \(fs\) server under the batch-of-50 load/)
+    // The Redis server's limit, from the pipelined run of the same script.
+    expect(goals.find((cells) => cells[0]!.startsWith("h3 + event-ingest (Redis) / the Redis server's limit"))?.[2]).toMatch(/batches\/s of the [\d,]+ the Redis server took of the same script from a pipelined client/)
     // The claim table against a Map doing its job, measured in the same run.
     const claims = goals.find((cells) => cells[0]!.startsWith('memory dedupe claims: claim table / a `Map`'))
     expect(claims, 'a row for the claim table against a Map').toBeDefined()
-    expect(claims![2]).toMatch(/^\d+\.\d\d of the Map's time: [\d.]+ µs .* vs [\d.]+ µs .* per batch; heap to fill \d+ vs \d+ MB/)
+    expect(claims![2]).toMatch(/^\d+\.\d\d of the Map's time: [\d.]+ µs .* vs [\d.]+ µs .* per batch; heap kept \d+ vs \d+ MB/)
     expect(report).toContain('**Memory kept per request (batch of 50).**')
     // No machine experiments without --machine: no page-fault timing, no huge-pages target.
     expect(report).toContain('Written by `npm run bench -- --quick`')
