@@ -59,6 +59,10 @@ export class MemoryBatchStore implements AtomicBatchStore {
   private readonly held = new Map<string, Kept>()
   private order: string[] = []
   private head = 0
+  // Keys in `order` (from `head` on) whose batch was removed meanwhile: the queue is rebuilt
+  // without them once they outnumber the batches held, so prunes that keep the store under its
+  // bound do not leave it growing.
+  private stale = 0
   private keptEvents = 0
   private keptBytes = 0
   private readonly drops = { batches: 0, events: 0 }
@@ -117,11 +121,29 @@ export class MemoryBatchStore implements AtomicBatchStore {
 
   /** Counts a batch removed from the storage by someone else (a prune) out of the bound. */
   removed(batchKey: string): void {
+    if (!this.uncount(batchKey)) return
+    // Its key stays in the queue until its turn, or until the queue is rebuilt.
+    this.stale++
+    if (this.stale > this.held.size + 1024) this.rebuildOrder()
+  }
+
+  /** Takes a held batch out of the bound's counts; false when it is not held. */
+  private uncount(batchKey: string): boolean {
     const held = this.held.get(batchKey)
-    if (!held) return
+    if (!held) return false
     this.held.delete(batchKey)
     this.keptEvents -= held.events
     this.keptBytes -= held.bytes
+    return true
+  }
+
+  /** The queue of held batches, oldest first, without the keys of batches removed since. */
+  private rebuildOrder(): void {
+    const order: string[] = []
+    for (let i = this.head; i < this.order.length; i++) if (this.held.has(this.order[i]!)) order.push(this.order[i]!)
+    this.order = order
+    this.head = 0
+    this.stale = 0
   }
 
   /** Counts a batch, then drops the oldest (never this one) until the bound holds again. */
@@ -133,8 +155,11 @@ export class MemoryBatchStore implements AtomicBatchStore {
     while ((this.keptEvents > this.maxEvents || this.keptBytes > this.maxBytes) && this.held.size > 1) {
       const oldest = this.order[this.head++]!
       const kept = this.held.get(oldest)
-      if (!kept) continue
-      this.removed(oldest)
+      if (!kept) {
+        this.stale--
+        continue
+      }
+      this.uncount(oldest)
       this.claims.forget(kept.claim)
       if (this.drops.batches === 0) this.tellBound(kept.events)
       this.drops.batches++

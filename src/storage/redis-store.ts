@@ -165,9 +165,12 @@ export function redisBatchStore(storage: Storage, base: string, options: RedisBa
   const records = `${normalizeKey(base)}:b:`
   const recordsInRedis = redisKey(`${base}:b:_`).slice(0, -1)
   // The log's own keys below a fixed part (already normalised) map as that part does: no mount
-  // lookup and no regular expressions per batch. Any other key takes the whole mapping.
+  // lookup and no regular expressions per batch. Any other key takes the whole mapping, and so
+  // does every key when another storage is mounted below the part (as for the claims above, the
+  // mounts below the log's prefix are those of when the log was created).
   const below = (part: string) => {
     const from = `${normalizeKey(part)}:`
+    if (storage.getMounts(from).some((mount) => mount.base.length > from.length && mount.base.startsWith(from))) return redisKey
     const to = redisKey(`${part}:_`).slice(0, -1)
     return (key: string) => (key.startsWith(from) && plainSegments(key, from.length) ? to + key.slice(from.length) : redisKey(key))
   }

@@ -247,6 +247,22 @@ describe('redisBatchStore', () => {
     expect(await raw.exists(`${prefix}:mapped:sub:events:b:2026120207:0001-test-x`)).toBe(1)
   })
 
+  it('refuses a batch whose outbox key falls on another storage mounted below the log', async () => {
+    const storage = redisStorage(`${prefix}:deeper`)
+    storage.mount('events:o:test', memoryDriver())
+    const store = redisBatchStore(storage, 'events')!
+    expect(store).toBeDefined()
+    const b = batch(['deep-a'])
+    expect(b.outbox!.key.startsWith('events:o:test:')).toBe(true)
+    await expect(store.append(b)).rejects.toThrow(/is not on the redis storage of the event log/)
+    expect(await raw.exists(`${prefix}:deeper:${b.outbox!.key}`)).toBe(0)
+    // A record key below the log's part with no other mount there still maps straight.
+    const plain = redisStorage(`${prefix}:deeper-plain`)
+    const straight = batch(['deep-b'], { outbox: false })
+    await redisBatchStore(plain, 'events')!.append(straight)
+    expect(await recordIds(plain, straight.batchKey)).toEqual(['deep-b'])
+  })
+
   it('stores each id once when several clients append the same ids at once', async () => {
     const base = `${prefix}:race`
     const stores = Array.from({ length: 4 }, () => redisStorage(base)).map((s) => redisBatchStore(s, 'events')!)

@@ -102,6 +102,44 @@ describe('memory storage bound (storage.maxEvents)', () => {
     }
   })
 
+  it('after thousands of prunes that kept it under the bound, still drops exactly the oldest batch held', async () => {
+    const ingest = createEventIngest({ env: {}, storage: { driver: 'memory', maxEvents: 3 } })
+    try {
+      for (let i = 0; i < 2500; i++) {
+        await ingest.ingest(batch(`p${i}`, 1))
+        expect((await ingest.prune({ olderThan: Date.now() + 60_000 })).batches).toBe(1)
+      }
+      expect(ingest.log!.kept).toEqual({ batches: 0, events: 0, bytes: 0 })
+      expect(ingest.log!.dropped).toEqual({ batches: 0, events: 0 })
+      for (const label of ['a', 'b', 'c', 'd']) await ingest.ingest(batch(label, 1))
+      expect(ingest.log!.dropped).toEqual({ batches: 1, events: 1 })
+      expect(await listedIds(ingest)).toEqual(['b-0', 'c-0', 'd-0'])
+    } finally {
+      await ingest.close()
+    }
+  })
+
+  it('keeps the age order of the batches a prune left, once thousands were pruned before them', async () => {
+    const ingest = createEventIngest({ env: {}, storage: { driver: 'memory', maxEvents: 1600 } })
+    try {
+      for (let i = 0; i < 1500; i++) await ingest.ingest(batch(`old${i}`, 1))
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      const cut = Date.now()
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      for (let i = 0; i < 100; i++) await ingest.ingest(batch(`mid${String(i).padStart(3, '0')}`, 1))
+      expect((await ingest.prune({ olderThan: cut })).batches).toBe(1500)
+      expect(ingest.log!.kept).toMatchObject({ batches: 100, events: 100 })
+      // Over the bound by 10: the 10 oldest that are left go, in the order they came.
+      for (let i = 0; i < 1510; i++) await ingest.ingest(batch(`new${i}`, 1))
+      expect(ingest.log!.dropped).toEqual({ batches: 10, events: 10 })
+      const ids = await listedIds(ingest)
+      expect(ids.filter((id) => id.startsWith('mid'))).toEqual(Array.from({ length: 90 }, (_, i) => `mid${String(i + 10).padStart(3, '0')}-0`))
+      expect(ids.filter((id) => id.startsWith('new'))).toHaveLength(1510)
+    } finally {
+      await ingest.close()
+    }
+  })
+
   it('keeps exactly the newest batches over thousands of drops', async () => {
     const ingest = createEventIngest({ env: {}, storage: { driver: 'memory', maxEvents: 10 } })
     try {
