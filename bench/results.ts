@@ -344,7 +344,7 @@ export function checkTargets(results: BenchResults, rows: IngestRow[], soaks: So
     checks.push({
       what: `memory dedupe claims: claim table / a \`Map\` doing the same (claim ${m.batch} fresh ids, forget the oldest batch; ${m.held.toLocaleString('en-US')} claims held, in-process)`,
       goal: 'reported',
-      measured: `${(m.table.median / m.map.median).toFixed(2)} of the Map's time: ${m.table.median.toFixed(1)} µs (${m.table.min.toFixed(1)}–${m.table.max.toFixed(1)}) vs ${m.map.median.toFixed(1)} µs (${m.map.min.toFixed(1)}–${m.map.max.toFixed(1)}) per batch; heap kept ${m.tableHeapMB.toFixed(0)} vs ${m.mapHeapMB.toFixed(0)} MB`,
+      measured: `${(m.table.median / m.map.median).toFixed(2)} of the Map's time: ${m.table.median.toFixed(1)} µs (${m.table.min.toFixed(1)}–${m.table.max.toFixed(1)}) vs ${m.map.median.toFixed(1)} µs (${m.map.min.toFixed(1)}–${m.map.max.toFixed(1)}) per batch; heap kept ${m.tableHeapMB.toFixed(1)} vs ${m.mapHeapMB.toFixed(1)} MB`,
       met: undefined,
       info: true,
     })

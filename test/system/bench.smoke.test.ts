@@ -107,7 +107,7 @@ describe('npm run bench -- --quick', () => {
     // The claim table against a Map doing its job, measured in the same run.
     const claims = goals.find((cells) => cells[0]!.startsWith('memory dedupe claims: claim table / a `Map`'))
     expect(claims, 'a row for the claim table against a Map').toBeDefined()
-    expect(claims![2]).toMatch(/^\d+\.\d\d of the Map's time: [\d.]+ µs .* vs [\d.]+ µs .* per batch; heap kept \d+ vs \d+ MB/)
+    expect(claims![2]).toMatch(/^\d+\.\d\d of the Map's time: [\d.]+ µs .* vs [\d.]+ µs .* per batch; heap kept -?\d+\.\d vs -?\d+\.\d MB/)
     expect(report).toContain('**Memory kept per request (batch of 50).**')
     // No machine experiments without --machine: no page-fault timing, no huge-pages target.
     expect(report).toContain('Written by `npm run bench -- --quick`')

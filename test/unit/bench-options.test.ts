@@ -45,4 +45,23 @@ describe('bench options', () => {
     expect(() => parseOptions([], { BENCH_SETTLE: '-1' })).toThrow('--settle: expected a number >= 0, got "-1"')
     expect(() => parseOptions(['--machines'], {})).toThrow(/--machines/)
   })
+
+  it('takes one profile per kind of goal by default, or those --profiles names', () => {
+    expect(parseOptions([], {}).profiles).toEqual([
+      { target: 'h3', body: 'batch' },
+      { target: 'h3', body: 'single' },
+      { target: 'h3-redis', body: 'single' },
+      { target: 'h3-fs', body: 'batch' },
+    ])
+    expect(parseOptions(['--profiles', 'fastify:single,h3-hand:batch'], {}).profiles).toEqual([{ target: 'fastify', body: 'single' }, { target: 'h3-hand', body: 'batch' }])
+    expect(parseOptions([], { BENCH_PROFILES: 'koa-redis:batch' }).profiles).toEqual([{ target: 'koa-redis', body: 'batch' }])
+    expect(() => parseOptions(['--profiles', 'h3:huge'], {})).toThrow('--profiles: "h3:huge" is not <target>:<batch|single>')
+    expect(() => parseOptions(['--profiles', 'nowhere:batch'], {})).toThrow(/--profiles: "nowhere:batch"/)
+  })
+
+  it('runs the claims phase by default, and only the phases --phases names', () => {
+    expect([...parseOptions([], {}).phases]).toEqual(['ingest', 'stats', 'soak', 'profile', 'claims'])
+    expect([...parseOptions(['--phases', 'claims'], {}).phases]).toEqual(['claims'])
+    expect(() => parseOptions(['--phases', 'claim'], {})).toThrow('--phases: "claim" is not one of')
+  })
 })
