@@ -11,6 +11,7 @@ import Redis from 'ioredis'
 import { createStorage } from 'unstorage'
 import redisDriver from 'unstorage/drivers/redis'
 import type { AtomicBatch } from '../src/storage/atomic'
+import { acceptedCountKey, batchKey, claimValue } from '../src/storage/layout'
 import { redisBatchStore } from '../src/storage/redis-store'
 import { createBodyFactory } from './events'
 import { redisActivityBetween, redisCounters, type RedisActivity } from './redis-keys'
@@ -37,16 +38,15 @@ export async function measureRedisLimit(url: string, base: string, seconds: numb
     const nextBatch = (): AtomicBatch => {
       const n = serial++
       const receivedAt = Date.now()
-      const hour = new Date(receivedAt).toISOString().slice(0, 13).replace(/[-T]/g, '')
-      const batchKey = `events:b:${hour}:${receivedAt.toString(36).padStart(9, '0')}-limit-${tag}${n.toString(36).padStart(6, '0')}`
+      const key = batchKey('events', receivedAt, 'limit', tag, n)
       const record = body.next().toString('utf8')
       return {
         ids: Array.from({ length: 50 }, (_, i) => `lim_${tag}_${n.toString(36)}_${i}`),
-        claim: `${batchKey}|${receivedAt}`,
+        claim: claimValue(key, receivedAt),
         windowMs: 86_400_000,
-        batchKey,
+        batchKey: key,
         record: () => record,
-        counts: { key: `stats:a:${Math.floor(receivedAt / 60_000)}`, ttlMs: 7_200_000 },
+        counts: { key: acceptedCountKey('stats', Math.floor(receivedAt / 60_000)), ttlMs: 7_200_000 },
       }
     }
     // Warm-up: the script loaded, the connection busy.

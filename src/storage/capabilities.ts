@@ -3,7 +3,7 @@ import memoryDriver from 'unstorage/drivers/memory'
 import type { AtomicBatchStore } from './atomic'
 import { ClaimTable } from './claim-table'
 import type { FsDriverInstance } from './fs-driver'
-import { batchBase, claimBase, hoursKey, outboxBase } from './layout'
+import { batchBase, claimBase, hoursKey, isNormalKey, outboxBase } from './layout'
 import { MemoryBatchStore, type DriverMap } from './memory-store'
 import { postgresBatchStore } from './postgres-store'
 import { redisBatchStore } from './redis-store'
@@ -41,15 +41,7 @@ function mountOf(storage: Storage, key: string): Mount {
  */
 function relativeTo(mount: Mount): (key: string) => string {
   const cut = mount.base.length
-  return (key) => (normalizedAlready(key) ? key : normalizeKey(key)).slice(cut)
-}
-
-// What normalizeKey changes: a query, a slash or backslash, an empty segment, a colon at an end.
-const notNormal = /[?/\\]|::|^:|:$/
-
-/** Whether normalizeKey leaves `key` as it is (the log's own keys are; one test instead of four passes). */
-function normalizedAlready(key: string): boolean {
-  return key !== '' && !notNormal.test(key)
+  return (key) => (isNormalKey(key) ? key : normalizeKey(key)).slice(cut)
 }
 
 /** Named memory with its Map at hand: claims kept beside it are atomic in the process. */

@@ -15,6 +15,20 @@ export function idKey(id: string): string {
   return `${wellFormed ? 'h' : 'v'}${createHash('sha256').update(bytes).digest('hex')}`
 }
 
+/**
+ * Whether unstorage's key normalisation leaves `key` from `start` on as it is: not empty, no `?`,
+ * `/` or `\`, no empty segment, no `:` at either end. The log's own keys are so; checking is
+ * cheaper than normalising.
+ */
+export function isNormalKey(key: string, start = 0): boolean {
+  if (start >= key.length || key.charCodeAt(start) === 0x3a || key.charCodeAt(key.length - 1) === 0x3a) return false
+  for (let i = start; i < key.length; i++) {
+    const c = key.charCodeAt(i)
+    if (c === 0x3f || c === 0x2f || c === 0x5c || (c === 0x3a && key.charCodeAt(i + 1) === 0x3a)) return false
+  }
+  return true
+}
+
 // The last hour formatted: nearly every call of a process falls in the same hour.
 let cachedHour = { from: 0, to: 0, text: '' }
 

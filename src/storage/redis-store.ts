@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Storage } from 'unstorage'
 import type { AtomicBatch, AtomicBatchStore, AtomicResult } from './atomic'
-import { idKey } from './layout'
+import { idKey, isNormalKey } from './layout'
 
 /**
  * The batch write as one Lua script. KEYS: the record, the outbox entry when there is one, the
@@ -97,16 +97,6 @@ function normalizeKey(key: string): string {
   return key.split('?')[0]?.replace(/[/\\]/g, ':').replace(/:+/g, ':').replace(/^:|:$/g, '') ?? ''
 }
 
-/** Whether `key` from `start` on is segments no normalisation changes: no `?`, `/`, `\\`, empty segment or trailing `:`. */
-function plainSegments(key: string, start: number): boolean {
-  if (start >= key.length || key.charCodeAt(key.length - 1) === 0x3a || key.charCodeAt(start) === 0x3a) return false
-  for (let i = start; i < key.length; i++) {
-    const c = key.charCodeAt(i)
-    if (c === 0x3f || c === 0x2f || c === 0x5c || (c === 0x3a && key.charCodeAt(i + 1) === 0x3a)) return false
-  }
-  return true
-}
-
 /** The redis driver's `joinKeys`: each part with `/`, `\` as `:` and one separator cut at each end. */
 function joinDriverKeys(...parts: string[]): string {
   return parts.map((part) => part.replace(/[:/\\]/g, ':').replace(/^[:/\\]|[:/\\]$/g, '')).filter(Boolean).join(':')
@@ -172,7 +162,7 @@ export function redisBatchStore(storage: Storage, base: string, options: RedisBa
     const from = `${normalizeKey(part)}:`
     if (storage.getMounts(from).some((mount) => mount.base.length > from.length && mount.base.startsWith(from))) return redisKey
     const to = redisKey(`${part}:_`).slice(0, -1)
-    return (key: string) => (key.startsWith(from) && plainSegments(key, from.length) ? to + key.slice(from.length) : redisKey(key))
+    return (key: string) => (key.startsWith(from) && isNormalKey(key, from.length) ? to + key.slice(from.length) : redisKey(key))
   }
   const recordKeyOf = below(`${base}:b`)
   const outboxKeyOf = below(`${base}:o`)

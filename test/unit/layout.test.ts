@@ -1,6 +1,7 @@
+import { normalizeKey } from 'unstorage'
 import { describe, expect, it } from 'vitest'
 import {
-  acceptedCountKey, batchKey, batchTime, claimKey, claimValue, hourBucket, idKey, madeBy, outboxKey, parseBatchKey, parseClaim, processKeyOf,
+  acceptedCountKey, batchKey, batchTime, claimKey, claimValue, hourBucket, idKey, isNormalKey, madeBy, outboxKey, parseBatchKey, parseClaim, processKeyOf,
 } from '../../src/storage/layout'
 
 // The storage key shapes of src/storage/layout.ts, each written and parsed there only.
@@ -48,5 +49,25 @@ describe('storage key layout', () => {
     expect(hourBucket(Date.UTC(2027, 0, 1, 0, 0, 0))).toBe('2027010100')
     expect(hourBucket(Date.UTC(2026, 11, 31, 23, 30))).toBe('2026123123')
     expect(acceptedCountKey('stats', 29_000_000)).toBe('stats:a:29000000')
+  })
+
+  it('tells exactly the keys unstorage\'s normalisation leaves as they are, from any start', () => {
+    // Every key of up to four characters over the characters that matter, and real log keys.
+    const alphabet = ['a', ':', '/', '\\', '?', '.']
+    const keys: string[] = ['']
+    for (let length = 1; length <= 4; length++) {
+      for (let n = 0; n < alphabet.length ** length; n++) {
+        let key = ''
+        for (let k = 0, m = n; k < length; k++, m = Math.floor(m / alphabet.length)) key += alphabet[m % alphabet.length]
+        keys.push(key)
+      }
+    }
+    keys.push(batchKey('events', Date.UTC(2026, 11, 3, 10), 'web-1', 'a1b2c3', 7), outboxKey('events', batchKey('events', 1, 'web-1', 'a1b2c3', 7)))
+    for (const key of keys) {
+      expect(isNormalKey(key), JSON.stringify(key)).toBe(key !== '' && normalizeKey(key) === key)
+      for (let start = 1; start < key.length; start++) {
+        expect(isNormalKey(key, start), `${JSON.stringify(key)} from ${start}`).toBe(normalizeKey(key.slice(start)) === key.slice(start))
+      }
+    }
   })
 })
