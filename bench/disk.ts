@@ -2,10 +2,13 @@
  * The disk's own rates, measured in the run beside the fs target, so its figures read against what
  * the disk under it can do at the same moment: appends of one line each followed by an fsync, and
  * writes of a 16 KB file each followed by an fsync, a rename and an fsync of its directory, one
- * at a time.
+ * at a time. Then the file operations of the fs driver's dedupe claims alone, as it makes them
+ * for a batch of 50 events (src/storage/fs-driver.ts `setIfAbsentAll`), with plain `node:fs` calls
+ * and 32 batches in flight as under the fs target's load: the ceiling of that claim design on
+ * this disk, whatever the rest of the ingest path costs.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
-import { open, rename } from 'node:fs/promises'
+import { link, mkdir, open, rename, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -15,7 +18,15 @@ export interface DiskRates {
   appendFsyncPerSecond: number
   /** A 16 KB file written and fsynced, renamed into place, its directory fsynced, one after another. */
   writeRenamePerSecond: number
-  /** Seconds each of the two was run. */
+  /**
+   * Batches of 50 claims: a value file written and fsynced, `link(2)` from it to 50 names in one
+   * directory (names as long as the driver's for the bench's ids), the directory fsynced, the file
+   * unlinked; 32 batches in flight.
+   */
+  claimBatchesPerSecond?: number
+  /** This process's CPU time (user + system, µs) per batch of those claims: mostly the kernel's. */
+  claimCpuMicros?: number
+  /** Seconds each was run. */
   seconds: number
 }
 
@@ -30,7 +41,8 @@ export async function measureDisk(seconds: number): Promise<DiskRates> {
   try {
     const appendFsyncPerSecond = await appendRate(dir, seconds)
     const writeRenamePerSecond = await writeRenameRate(dir, seconds)
-    return { appendFsyncPerSecond, writeRenamePerSecond, seconds }
+    const claims = await claimRate(dir, seconds)
+    return { appendFsyncPerSecond, writeRenamePerSecond, claimBatchesPerSecond: claims.perSecond, claimCpuMicros: claims.cpuMicros, seconds }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -80,8 +92,60 @@ async function writeRenameRate(dir: string, seconds: number): Promise<number> {
   }
 }
 
+/** Claims in flight, and ids per batch, as under the fs target's load. */
+const CLAIM_BATCHES_IN_FLIGHT = 32
+const CLAIMS_PER_BATCH = 50
+
+async function claimRate(dir: string, seconds: number): Promise<{ perSecond: number; cpuMicros: number }> {
+  const claimsDir = join(dir, 'd')
+  await mkdir(claimsDir)
+  const dirHandle = await open(claimsDir, 'r')
+  let serial = 0
+  // As the driver names a claim: `x` and the hex of the id's UTF-8 (ids like the bench's own).
+  const name = (batch: number, i: number) => `x${Buffer.from(`evt_0a1b2c3d_${batch.toString(36).padStart(8, '0')}_${i}`).toString('hex')}`
+  const batch = async () => {
+    const n = serial++
+    const value = join(claimsDir, `.v${n}.tmp`)
+    const file = await open(value, 'wx')
+    try {
+      await file.writeFile(`events:b:2026120100:${n}|${Date.now()}`)
+      await file.sync()
+    } finally {
+      await file.close()
+    }
+    await Promise.all(Array.from({ length: CLAIMS_PER_BATCH }, (_, i) => link(value, join(claimsDir, name(n, i)))))
+    await dirHandle.sync()
+    await unlink(value)
+  }
+  try {
+    let count = 0
+    const cpu = process.cpuUsage()
+    const start = performance.now()
+    const end = start + seconds * 1000
+    await Promise.all(Array.from({ length: CLAIM_BATCHES_IN_FLIGHT }, async () => {
+      while (performance.now() < end) {
+        await batch()
+        count++
+      }
+    }))
+    const used = process.cpuUsage(cpu)
+    return { perSecond: count / ((performance.now() - start) / 1000), cpuMicros: (used.user + used.system) / Math.max(1, count) }
+  } finally {
+    await dirHandle.close()
+  }
+}
+
+/** The fs driver's claims alone on this disk, as the report words it; empty when not measured. */
+export function claimCeilingText(disk: DiskRates | undefined): string {
+  if (disk?.claimBatchesPerSecond === undefined) return ''
+  return `${Math.round(disk.claimBatchesPerSecond)} batches of ${CLAIMS_PER_BATCH} claims/s (a value file, a link(2) per id, a directory fsync; ${CLAIM_BATCHES_IN_FLIGHT} in flight), ${Math.round((disk.claimCpuMicros ?? 0) / 1000 * 10) / 10} ms of CPU each`
+}
+
 /** The report's line on the disk's own rates (none when the fs target did not run). */
 export function diskReportLines(disk: DiskRates | undefined): string[] {
   if (!disk) return []
-  return [`- Disk, measured in this run (${disk.seconds} s each, one at a time): ${Math.round(disk.appendFsyncPerSecond)} append+fsync/s; ${Math.round(disk.writeRenamePerSecond)} write+fsync+rename+directory fsync of 16 KB/s`]
+  const claims = claimCeilingText(disk)
+  return [
+    `- Disk, measured in this run (${disk.seconds} s each): ${Math.round(disk.appendFsyncPerSecond)} append+fsync/s and ${Math.round(disk.writeRenamePerSecond)} write+fsync+rename+directory fsync of 16 KB/s, one at a time${claims ? `; the fs driver's dedupe claims alone, with plain node:fs calls: ${claims}` : ''}`,
+  ]
 }

@@ -395,7 +395,7 @@ async function main(): Promise<void> {
     ['ingest', options.phases.has('ingest'), async () => {
       if (options.targets.includes('h3-fs')) {
         results.disk = await measureDisk(options.quick ? 0.5 : 2)
-        log(`disk: ${Math.round(results.disk.appendFsyncPerSecond)} append+fsync/s, ${Math.round(results.disk.writeRenamePerSecond)} write+rename+dir-fsync of 16 KB/s`)
+        log(`disk: ${Math.round(results.disk.appendFsyncPerSecond)} append+fsync/s, ${Math.round(results.disk.writeRenamePerSecond)} write+rename+dir-fsync of 16 KB/s, ${Math.round(results.disk.claimBatchesPerSecond ?? 0)} batches of fs claims/s`)
       }
       await ingestPhase(options, results)
     }],
