@@ -43,6 +43,7 @@ export async function measureRedisLimit(url: string, base: string, seconds: numb
       return {
         ids: Array.from({ length: 50 }, (_, i) => `lim_${tag}_${n.toString(36)}_${i}`),
         claim: claimValue(key, receivedAt),
+        claimedAt: receivedAt,
         windowMs: 86_400_000,
         batchKey: key,
         record: () => record,

@@ -30,7 +30,9 @@ class IngestCore {
   /** Started by the readiness promise (with `retentionMs`, unless closed first); stopped by close(). */
   private prune: RetentionPrune | undefined
   /** Ingests under way, so close() can let them finish before storage goes away. */
-  private readonly inflight = new Set<Promise<unknown>>()
+  private active = 0
+  /** Set by close() while ingests are under way: called when the last one ends. */
+  private idle: (() => void) | undefined
   /** Resolves with the runtime; rejects, for every call, when the storage cannot be used. */
   readonly ready: Promise<Runtime>
 
@@ -56,51 +58,52 @@ class IngestCore {
 
   ingest(input: unknown, context: IngestContext): Promise<IngestResult> {
     if (this.closed) return Promise.reject(new IngestError('storage_unavailable', 'event ingest is closing; retry on another instance'))
-    const run = this.ingestNow(input, context)
-    this.inflight.add(run)
-    const done = () => this.inflight.delete(run)
-    run.then(done, done)
-    return run
+    return this.ingestNow(input, context)
   }
 
-  /** Validates, appends, hands the batch to the forwarder and counts it. */
+  /** Validates, appends, hands the batch to the forwarder and counts it; counted as under way until it ends. */
   private async ingestNow(input: unknown, context: IngestContext): Promise<IngestResult> {
-    const { log, stats, forwarder } = this.readyRuntime ?? (await this.opened())
-    const receivedAt = context.receivedAt ?? Date.now()
-    // A publishable key's request: events of another source are rejected, naming `source`.
-    const batch = restrictToKey(this.resolved.model.validateBatch(input, context.hints, context.format === 'cloudevents' ? this.resolved.cloudEvents : undefined), context.key)
-    if (batch.rejected.length > 0) stats.recordRejected(batch.rejected.length, receivedAt)
-    if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
-    const skewMs = this.skewOf(context.sentAt, receivedAt, batch.events as EventEnvelope[], batch.times)
-    // Redacted after validation (rules see valid payloads), before storage: a batch with a field
-    // redacted is stored from its redacted events, never from the bytes as received.
-    const redacted = this.resolved.redaction?.redact(batch.events as EventEnvelope[])
-    let appended
+    this.active++
     try {
-      const answer = redacted
-        ? log.appendNow(redacted.events, receivedAt, undefined, skewMs)
-        : log.appendNow(batch.events as EventEnvelope[], receivedAt, batch.received, skewMs)
-      // On memory the log answers at once: nothing to wait for, not even a turn of the microtask queue.
-      appended = answer instanceof Promise ? await answer : answer
-    } catch (error) {
-      // Contention between requests (`in_progress`) is not a storage failure.
-      if (error instanceof IngestError && error.code === 'storage_unavailable') stats.recordStorageFailure(batch.events.length, receivedAt)
-      throw error
+      const { log, stats, forwarder } = this.readyRuntime ?? (await this.opened())
+      const receivedAt = context.receivedAt ?? Date.now()
+      // A publishable key's request: events of another source are rejected, naming `source`.
+      const batch = restrictToKey(this.resolved.model.validateBatch(input, context.hints, context.format === 'cloudevents' ? this.resolved.cloudEvents : undefined), context.key)
+      if (batch.rejected.length > 0) stats.recordRejected(batch.rejected.length, receivedAt)
+      if (batch.events.length === 0) return { accepted: 0, duplicates: 0, rejected: batch.rejected }
+      const skewMs = this.skewOf(context.sentAt, receivedAt, batch.events as EventEnvelope[], batch.times)
+      // Redacted after validation (rules see valid payloads), before storage: a batch with a field
+      // redacted is stored from its redacted events, never from the bytes as received.
+      const redacted = this.resolved.redaction?.redact(batch.events as EventEnvelope[])
+      let appended
+      try {
+        const answer = redacted
+          ? log.appendNow(redacted.events, receivedAt, undefined, skewMs)
+          : log.appendNow(batch.events as EventEnvelope[], receivedAt, batch.received, skewMs)
+        // On memory the log answers at once: nothing to wait for, not even a turn of the microtask queue.
+        appended = answer instanceof Promise ? await answer : answer
+      } catch (error) {
+        // Contention between requests (`in_progress`) is not a storage failure.
+        if (error instanceof IngestError && error.code === 'storage_unavailable') stats.recordStorageFailure(batch.events.length, receivedAt)
+        throw error
+      }
+      if (forwarder && appended.outboxKey && appended.batchKey) {
+        const delivery = forwarder.enqueue(appended.outboxKey, { batch: appended.batchKey, events: appended.stored, receivedAt })
+        if (this.resolved.sink?.wait) await delivery
+      }
+      const duplicates = appended.duplicateIndexes.length
+      if (duplicates > 0) {
+        stats.recordDuplicates(duplicates, receivedAt)
+        stats.recordAccepted(storedOf(batch.events, appended.duplicateIndexes), receivedAt, undefined, skewMs, context.key?.id)
+      } else {
+        stats.recordAccepted(batch.events, receivedAt, batch.times, skewMs, context.key?.id)
+      }
+      if (skewMs !== undefined && appended.stored > 0) stats.recordSkew('corrected', skewMs, receivedAt)
+      if (redacted) stats.recordRedacted(storedOf(redacted.counts, appended.duplicateIndexes), receivedAt)
+      return { accepted: appended.stored, duplicates, rejected: batch.rejected }
+    } finally {
+      if (--this.active === 0) this.idle?.()
     }
-    if (forwarder && appended.outboxKey && appended.batchKey) {
-      const delivery = forwarder.enqueue(appended.outboxKey, { batch: appended.batchKey, events: appended.stored, receivedAt })
-      if (this.resolved.sink?.wait) await delivery
-    }
-    const duplicates = appended.duplicateIndexes.length
-    if (duplicates > 0) {
-      stats.recordDuplicates(duplicates, receivedAt)
-      stats.recordAccepted(storedOf(batch.events, appended.duplicateIndexes), receivedAt, undefined, skewMs, context.key?.id)
-    } else {
-      stats.recordAccepted(batch.events, receivedAt, batch.times, skewMs, context.key?.id)
-    }
-    if (skewMs !== undefined && appended.stored > 0) stats.recordSkew('corrected', skewMs, receivedAt)
-    if (redacted) stats.recordRedacted(storedOf(redacted.counts, appended.duplicateIndexes), receivedAt)
-    return { accepted: appended.stored, duplicates, rejected: batch.rejected }
   }
 
   /** The clock skew to correct the batch by, if its send time calls for one; an absurd one is counted. */
@@ -200,7 +203,8 @@ class IngestCore {
     const timeoutMs = this.resolved.storageTimeoutMs
     // Requests already taken finish (each is bounded by the storage timeout); new ones get 503.
     // A prune stops at its next storage call, which a hung driver may never answer.
-    await Promise.allSettled([...this.inflight, this.prune?.settled(timeoutMs * 2)])
+    const ingests = this.active === 0 ? undefined : new Promise<void>((resolve) => (this.idle = resolve))
+    await Promise.allSettled([ingests, this.prune?.settled(timeoutMs * 2)])
     if (runtime) await closeRuntime(runtime, timeoutMs)
   }
 }

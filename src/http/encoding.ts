@@ -76,24 +76,25 @@ export function decodeBody(
 
 /**
  * Reads a body to its end, decoded by its `Content-Encoding` header, within the limits (see
- * {@link decodeBody} and `readBodyBytes`). `owned`: the bytes are this request's alone, as bytes
- * read from a Node request (fresh buffers per read), decoded here or made from text here are;
- * bytes or chunks handed over by the caller stay the caller's.
+ * {@link decodeBody} and `readBodyBytes`): the bytes, once read, and whether they are this
+ * request's alone (`owned`), as bytes read from a Node request (fresh buffers per read), decoded
+ * here or made from text here are; bytes or chunks handed over by the caller stay the caller's.
+ * The reading is the one promise (no layer of its own around it: see `readBodyBytes`).
  *
- * @throws IngestError `unsupported_encoding` (415) before a byte is read, or as `readBodyBytes` and {@link decodeBody}
+ * @throws IngestError `unsupported_encoding` (415) and a declared length over the limit, at once,
+ *   before a byte is read; else `bytes` rejects as `readBodyBytes` and {@link decodeBody} do
  */
-export async function readRequestBody(
+export function readRequestBody(
   source: Exclude<BodySource, { parsed: unknown } | { refused: IngestError }>,
   contentEncoding: string | undefined,
   limits: DecodeLimits,
   declaredLength: number | undefined,
-): Promise<{ bytes: Uint8Array; owned: boolean }> {
+): { bytes: Promise<Uint8Array>; owned: boolean } {
   const coding = contentCodingOf(contentEncoding)
   if (coding !== undefined) {
-    return { bytes: await readBodyBytes(decodeBody(source, coding, limits, declaredLength), limits.maxBodyBytes, undefined), owned: true }
+    return { bytes: readBodyBytes(decodeBody(source, coding, limits, declaredLength), limits.maxBodyBytes, undefined), owned: true }
   }
-  const bytes = await readBodyBytes(source, limits.maxBodyBytes, declaredLength)
-  return { bytes, owned: 'stream' in source ? isNodeRequest(source.stream) : typeof source.bytes === 'string' }
+  return { bytes: readBodyBytes(source, limits.maxBodyBytes, declaredLength), owned: 'stream' in source ? isNodeRequest(source.stream) : typeof source.bytes === 'string' }
 }
 
 function createDecoder(coding: ContentCoding): Transform {

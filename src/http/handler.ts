@@ -307,41 +307,53 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
     return limits ? limits.sources(value).then(() => core.ingest(value, context)) : core.ingest(value, context)
   }
 
+  /**
+   * An ingest: its result, or its refusal as the answer (counted by `onRefused` when it is the
+   * client's), so that the hot path has no router layer around it.
+   */
   async function ingestRoute(request: IngestHttpRequest): Promise<IngestHttpResponse> {
-    const limits = options.rateLimits
-    // Every request of an address counts, those with a wrong token too.
-    if (limits) await limits.address(request.remoteAddress, header(request.headers, 'x-forwarded-for'))
-    const credential: Credential = open ? 'token' : credentialOf(request)
-    // A valid secret token, or an accepted publishable key: its own limit (a key in the body is
-    // counted once the body is read).
-    if (limits && !open && credential === 'token') await limits.token(header(request.headers, 'x-event-token')!)
-    else if (limits && typeof credential === 'object') await limits.key(credential.id)
-    const format = checkContentType(header(request.headers, 'content-type'))
-    const lengthHeader = header(request.headers, 'content-length')
-    const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
-    const body = request.body
-    let result: IngestResult
-    if (body === undefined) {
-      throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
-    } else if ('refused' in body) {
-      // A host parser's refusal, answered (and counted) as the core's own, after the token check.
-      throw body.refused
-    } else if ('parsed' in body) {
-      result = await ingestParsed(request, body.parsed, declared, credential, format)
-    } else {
-      const { bytes, owned } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
-      if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
-      if (credential === 'body') {
-        result = await ingestKeyed(request, parseJsonBytes(bytes), credential, format)
+    try {
+      const limits = options.rateLimits
+      // Every request of an address counts, those with a wrong token too.
+      if (limits) await limits.address(request.remoteAddress, header(request.headers, 'x-forwarded-for'))
+      const credential: Credential = open ? 'token' : credentialOf(request)
+      // A valid secret token, or an accepted publishable key: its own limit (a key in the body is
+      // counted once the body is read).
+      if (limits && !open && credential === 'token') await limits.token(header(request.headers, 'x-event-token')!)
+      else if (limits && typeof credential === 'object') await limits.key(credential.id)
+      const format = checkContentType(header(request.headers, 'content-type'))
+      const lengthHeader = header(request.headers, 'content-length')
+      const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
+      const body = request.body
+      let result: IngestResult
+      if (body === undefined) {
+        throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
+      } else if ('refused' in body) {
+        // A host parser's refusal, answered (and counted) as the core's own, after the token check.
+        throw body.refused
+      } else if ('parsed' in body) {
+        result = await ingestParsed(request, body.parsed, declared, credential, format)
       } else {
-        const received = format === 'cloudevent' ? parseCloudEventBytes(bytes, maxDepth, maxEventBytes) : parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
-        result = await ingestBatch(received.value, { hints: received, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential, format: formatOf(format) })
+        const read = readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
+        const bytes = await read.bytes
+        const owned = read.owned
+        if (bytes.length === 0) throw new IngestError('invalid_json', 'body is empty; send a JSON array of events')
+        if (credential === 'body') {
+          result = await ingestKeyed(request, parseJsonBytes(bytes), credential, format)
+        } else {
+          const received = format === 'cloudevent' ? parseCloudEventBytes(bytes, maxDepth, maxEventBytes) : parseBatchBytes(bytes, maxDepth, maxEventBytes, owned)
+          result = await ingestBatch(received.value, { hints: received, sentAt: sentAtOf(request), key: credential === 'token' ? undefined : credential, format: formatOf(format) })
+        }
       }
+      // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less
+      // (the conformance suite checks that it carries every field of the core's result).
+      if (result.rejected.length > 0) return json(200, result)
+      return { status: 200, headers: jsonHeaders, body: `{"accepted":${result.accepted},"duplicates":${result.duplicates},"rejected":[]}` }
+    } catch (error) {
+      if (!(error instanceof IngestError)) throw error
+      if (error.status < 500) options.onRefused?.(error.code)
+      return errorResponse(error, options.retryAfterSeconds, !readByHost(request.body))
     }
-    // The usual answer (nothing rejected) written out: the same text as JSON.stringify, for less
-    // (the conformance suite checks that it carries every field of the core's result).
-    if (result.rejected.length > 0) return json(200, result)
-    return { status: 200, headers: jsonHeaders, body: `{"accepted":${result.accepted},"duplicates":${result.duplicates},"rejected":[]}` }
   }
 
   async function handle(request: IngestHttpRequest): Promise<IngestHttpResponse | undefined> {
@@ -349,7 +361,8 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
     const allow = Object.hasOwn(allowed, path) ? allowed[path] : undefined
     if (allow === undefined) return undefined
     const method = request.method.toUpperCase()
-    const response = await route(request, path, method, allow)
+    // An ingest, the hot path, is answered without the router's layer around it.
+    const response = method === 'POST' && path === routes.ingest ? await ingestRoute(request) : await route(request, path, method, allow)
     if (path === routes.ingest || path === routes.schema) {
       const origin = header(request.headers, 'origin')
       const cors = corsHeaders(options.cors, origin) ?? keyCorsHeaders(requestKeys.get(request), origin)
@@ -390,12 +403,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       switch (path) {
         case routes.ingest:
           if (method !== 'POST') break
-          try {
-            return await ingestRoute(request)
-          } catch (error) {
-            if (error instanceof IngestError && error.status < 500) options.onRefused?.(error.code)
-            throw error
-          }
+          return await ingestRoute(request)
         case routes.schema:
           if (method !== 'GET' && method !== 'HEAD') break
           return json(200, core.schema())
@@ -481,7 +489,7 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
       const lengthHeader = header(request.headers, 'content-length')
       const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined
       // Decoded as an ingest body is, within the same limits.
-      const { bytes } = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared)
+      const bytes = await readRequestBody(body, header(request.headers, 'content-encoding'), decodeLimits, declared).bytes
       if (bytes.length > 0) checkContentType(header(request.headers, 'content-type'))
       value = parseAdminText(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8'))
     }

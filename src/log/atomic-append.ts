@@ -88,6 +88,7 @@ export class AtomicAppend {
     return {
       ids: prepared.ids,
       claim: prepared.claim,
+      claimedAt: prepared.claimedAt,
       windowMs: this.context.windowMs,
       batchKey,
       record(stored) {
@@ -119,7 +120,9 @@ export class AtomicAppend {
 
   /** The store's answer in batch positions. */
   private result(prepared: Prepared, answer: AtomicResult): AppendResult {
-    const duplicateIndexes = [...prepared.repeats, ...answer.duplicates.map((j) => prepared.positions[j]!)].sort((a, b) => a - b)
+    const duplicateIndexes = prepared.repeats.length === 0 && answer.duplicates.length === 0
+      ? []
+      : [...prepared.repeats, ...answer.duplicates.map((j) => prepared.positions[j]!)].sort((a, b) => a - b)
     const stored = prepared.events.length - duplicateIndexes.length
     if (stored === 0) return { stored: 0, duplicateIndexes }
     return { stored, duplicateIndexes, batchKey: prepared.batchKey, outboxKey: prepared.outboxKey }

@@ -12,6 +12,8 @@ export interface AtomicBatch {
   readonly ids: readonly string[]
   /** The value each new id's claim holds: `<batchKey>|<claimed at, ms>`. */
   readonly claim: string
+  /** When the claim was taken (ms): the time `claim` names. */
+  readonly claimedAt: number
   /** How long an id's claim lives, in ms (the dedupe window). */
   readonly windowMs: number
   /** Storage key of the batch record. */

@@ -79,7 +79,7 @@ export class MemoryBatchStore implements AtomicBatchStore {
   }
 
   append(batch: AtomicBatch): AtomicResult {
-    const at = parseClaim(batch.claim).at
+    const at = batch.claimedAt
     const found = this.claims.claim(batch.ids, batch.claim)
     const duplicates: number[] = []
     let takeOver: string[] | undefined
@@ -159,7 +159,9 @@ export class MemoryBatchStore implements AtomicBatchStore {
         this.stale--
         continue
       }
-      this.uncount(oldest)
+      this.held.delete(oldest)
+      this.keptEvents -= kept.events
+      this.keptBytes -= kept.bytes
       this.claims.forget(kept.claim)
       if (this.drops.batches === 0) this.tellBound(kept.events)
       this.drops.batches++

@@ -36,9 +36,11 @@ function fresh(): { storage: Storage; base: string } {
 function batch(ids: string[], options: { key?: string; outbox?: boolean; windowMs?: number; bytes?: boolean } = {}) {
   const batchKey = options.key ?? `events:b:2026120207:${(++counter).toString(36)}-test-x`
   const calls: (readonly number[] | undefined)[] = []
+  const claimedAt = Date.now()
   const value: AtomicBatch = {
     ids,
-    claim: `${batchKey}|${Date.now()}`,
+    claim: `${batchKey}|${claimedAt}`,
+    claimedAt,
     windowMs: options.windowMs ?? 60_000,
     batchKey,
     record(positions) {
@@ -213,7 +215,7 @@ describe('redisBatchStore', () => {
     // A stored batch's claim, however old, stays held: its record is there.
     await raw.set(`${base}:events:d:${idKey('kept')}`, `${stored.batchKey}|${now - 50_000}`, 'PX', 60_000)
     const b = batch(['stale', 'fresh', 'kept', 'new'])
-    const result = await store.append({ ...b, claim: `${b.batchKey}|${now}` })
+    const result = await store.append({ ...b, claim: `${b.batchKey}|${now}`, claimedAt: now })
     expect(result).toEqual({ duplicates: [1, 2] })
     expect(await recordIds(storage, b.batchKey)).toEqual(['stale', 'new'])
     expect(await storage.getItem(`events:d:${idKey('stale')}`)).toBe(`${b.batchKey}|${now}`)
