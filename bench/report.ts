@@ -246,11 +246,11 @@ export function renderReport(results: BenchResults): string {
       )
     }
     // The profile sees the main thread only: the fs driver's file operations run in libuv's
-    // threads, mostly in the kernel. What they take alone on this disk is measured beside it.
+    // threads. What they take alone on this disk is measured beside it.
     if (missed.some((c) => c.storage === 'fs') && results.disk?.claimBatchesPerSecond !== undefined) {
       push(
         '',
-        `On fs, the profile sees the main thread only; the driver's file operations run in libuv's threads, mostly in the kernel. Measured alone in this run, with plain node:fs calls into a directory that starts empty: the dedupe claims of a batch of 50 as the driver makes them, ${claimCeilingText(results.disk)}; one 16 KB record written, fsynced, renamed and its directory fsynced, ${Math.round(results.disk.writeRenamePerSecond)}/s one at a time. The goal is ${FS_GOAL_RATIO * FS_BASELINE_BATCHES} batches/s.`,
+        `On fs, the profile sees the main thread only; the driver's file operations run in libuv's threads. Measured alone in this run, with plain node:fs calls: the dedupe claims of a batch of 50 as the driver makes them, ${claimCeilingText(results.disk)}; one 16 KB record written, fsynced, renamed and its directory fsynced, ${Math.round(results.disk.writeRenamePerSecond)}/s one at a time. The goal is ${FS_GOAL_RATIO * FS_BASELINE_BATCHES} batches/s.`,
       )
     }
   }

@@ -34,10 +34,15 @@ export function readBodyBytes(source: { bytes: Uint8Array | string } | { stream:
     if (bytes.length > limit) return Promise.reject(limitError('body_too_large', 'maxBodyBytes', limit, `a body of ${bytes.length} bytes`))
     return Promise.resolve(bytes)
   }
-  // A host that listens for 'readable' reads the stream itself: then it does not flow, and only
-  // the iterator (which reads with read()) gets its chunks.
-  const node = isNodeRequest(source.stream) ? (source.stream as unknown as NodeReadable) : undefined
-  if (node && node.listenerCount('readable') === 0) return readNodeRequest(node, limit)
+  try {
+    // A host that listens for 'readable' reads the stream itself: then it does not flow, and only
+    // the iterator (which reads with read()) gets its chunks.
+    const node = isNodeRequest(source.stream) ? (source.stream as unknown as NodeReadable) : undefined
+    if (node && node.listenerCount('readable') === 0) return readNodeRequest(node, limit)
+  } catch (error) {
+    // A stream shaped like a Node request that is not quite one.
+    return Promise.reject(aborted(error))
+  }
   return readStream(source.stream, limit)
 }
 
@@ -55,7 +60,8 @@ async function readStream(stream: AsyncIterable<Uint8Array | string>, limit: num
 /** A body stream fails when its client goes away mid-upload: that ends the request, it is no bug. */
 function aborted(error: unknown): IngestError {
   if (error instanceof IngestError) return error
-  return new IngestError('request_aborted', `the request ended before its body was read: ${(error as Error).message}`, undefined, { cause: error })
+  const reason = error instanceof Error ? error.message : String(error)
+  return new IngestError('request_aborted', `the request ended before its body was read: ${reason}`, undefined, { cause: error })
 }
 
 /** The chunks of a body read so far, refused as soon as they cross `limit`. */
@@ -128,12 +134,17 @@ function readNodeRequest(stream: NodeReadable, limit: number): Promise<Uint8Arra
       done()
       reject(aborted(prematureClose()))
     }
-    stream.on('data', onData)
-    stream.on('end', onEnd)
-    stream.on('error', onError)
-    stream.on('close', onClose)
-    // Flowing even if the host paused it: this is the one reader of the body.
-    stream.resume()
+    try {
+      stream.on('data', onData)
+      stream.on('end', onEnd)
+      stream.on('error', onError)
+      stream.on('close', onClose)
+      // Flowing even if the host paused it: this is the one reader of the body.
+      stream.resume()
+    } catch (error) {
+      // Not a stream after all (see isNodeRequest): the listeners that are on settle nothing more.
+      reject(aborted(error))
+    }
   })
 }
 

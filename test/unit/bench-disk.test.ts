@@ -34,13 +34,13 @@ describe('bench: the fs goal row and the disk rates', () => {
   })
 
   it("puts the fs driver's claims alone on the disk beside the fs figures, with the CPU they take", () => {
-    const claims = { ...disk, claimBatchesPerSecond: 1128.4, claimCpuMicros: 1449 }
+    const claims = { ...disk, claimBatchesPerSecond: 1128.4, claimCpuMicros: 1449, claimSystemShare: 0.756 }
     expect(diskReportLines(claims)).toEqual([
-      "- Disk, measured in this run (2 s each): 3700 append+fsync/s and 2300 write+fsync+rename+directory fsync of 16 KB/s, one at a time; the fs driver's dedupe claims alone, with plain node:fs calls: 1128 batches of 50 claims/s (a value file, a link(2) per id, a directory fsync; 32 in flight), 1.4 ms of CPU each",
+      "- Disk, measured in this run (2 s each): 3700 append+fsync/s and 2300 write+fsync+rename+directory fsync of 16 KB/s, one at a time; the fs driver's dedupe claims alone, with plain node:fs calls: 1128 batches of 50 claims/s (a value file, a link(2) per id, a shared directory fsync; 32 in flight, into a directory that starts empty), 1.4 ms of CPU each (76% of it system time)",
     ])
     const results = { ingest: [fsSample(0, goal - 1)], stats: [], soak: [], notes: [], disk: claims } as unknown as BenchResults
     const row = checkTargets(results, ingestRows(results), []).find((check) => check.what.includes('(fs)'))!
-    expect(row.measured).toBe(`${((goal - 1) / FS_BASELINE_BATCHES).toFixed(2)} (${goal - 1} batches/s; the disk alone: 3700 append+fsync/s, 2300 write+rename+directory fsync of 16 KB/s; the driver's claims alone: 1128 batches of 50 claims/s (a value file, a link(2) per id, a directory fsync; 32 in flight), 1.4 ms of CPU each)`)
+    expect(row.measured).toBe(`${((goal - 1) / FS_BASELINE_BATCHES).toFixed(2)} (${goal - 1} batches/s; the disk alone: 3700 append+fsync/s, 2300 write+rename+directory fsync of 16 KB/s; the driver's claims alone: 1128 batches of 50 claims/s (a value file, a link(2) per id, a shared directory fsync; 32 in flight, into a directory that starts empty), 1.4 ms of CPU each (76% of it system time))`)
   })
 
   it('measures positive rates of all three on the local disk', async () => {
@@ -49,5 +49,7 @@ describe('bench: the fs goal row and the disk rates', () => {
     expect(measured.writeRenamePerSecond).toBeGreaterThan(0)
     expect(measured.claimBatchesPerSecond).toBeGreaterThan(0)
     expect(measured.claimCpuMicros).toBeGreaterThan(0)
+    expect(measured.claimSystemShare).toBeGreaterThan(0)
+    expect(measured.claimSystemShare).toBeLessThanOrEqual(1)
   })
 })

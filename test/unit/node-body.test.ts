@@ -115,4 +115,28 @@ describe('reading a Node request body', () => {
     expect(res.headers.connection).toBe('close')
     expect((await host.ingest.events()).events).toEqual([])
   })
+
+  it('answers request_aborted, never throws, for a stream shaped like a Node request that does not work as one, and for an error event without an Error', async () => {
+    const ingest = createEventIngest({ env: {} })
+    try {
+      const headers = { 'content-type': 'application/json' }
+      // Looks like an IncomingMessage to the core, but has no listenerCount.
+      const shaped = { httpVersion: '1.1', headers, socket: {}, async *[Symbol.asyncIterator]() {} }
+      const notAStream = ingest.handle({ method: 'POST', path: '/events/ingest', headers, body: { stream: shaped as never } })
+      const answer = (await notAStream)!
+      expect(answer.status).toBe(400)
+      expect(JSON.parse(answer.body)).toMatchObject({ code: 'request_aborted', message: expect.stringMatching(/^the request ended before its body was read: /) })
+      // A stream that emits 'error' with nothing: the read settles all the same.
+      const { PassThrough } = await import('node:stream')
+      const stream = Object.assign(new PassThrough(), { httpVersion: '1.1', headers, socket: {} })
+      const pending = ingest.handle({ method: 'POST', path: '/events/ingest', headers, body: { stream: stream as never } })
+      await new Promise((resolve) => setImmediate(resolve))
+      stream.emit('error', undefined)
+      const failed = (await pending)!
+      expect(failed.status).toBe(400)
+      expect(JSON.parse(failed.body)).toMatchObject({ code: 'request_aborted', message: 'the request ended before its body was read: undefined' })
+    } finally {
+      await ingest.close()
+    }
+  })
 })
