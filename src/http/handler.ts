@@ -402,8 +402,8 @@ export function createHttpHandler(core: HandledCore, options: HttpOptions) {
     try {
       switch (path) {
         case routes.ingest:
-          if (method !== 'POST') break
-          return await ingestRoute(request)
+          // A POST is answered by ingestRoute, before the router (see handle): any other method is 405.
+          break
         case routes.schema:
           if (method !== 'GET' && method !== 'HEAD') break
           return json(200, core.schema())
