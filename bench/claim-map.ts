@@ -1,20 +1,25 @@
 /**
- * The memory driver's dedupe claims: event id → claim value, in a `Map`, with the ids set under
- * each value kept beside it so a value's claims can be forgotten (a batch dropped by the memory
- * bound) or expired without a walk of every claim. V8 hashes the id strings with a random seed
- * per process, so ids chosen by whoever sends them cannot be made to collide.
+ * The memory driver's dedupe claims: event id → claim value, in a `Map`. What a claim call set is
+ * its handle (`lastEntry`: the ids it claimed), kept by the caller to forget a batch dropped by
+ * the memory bound, as the claim table's entry number is. V8 hashes the id strings with a random
+ * seed per process, so ids chosen by whoever sends them cannot be made to collide.
  *
- * A value's list of ids may name ids since taken over or released: every removal through it checks
- * that the id still holds that value.
+ * Every removal through a handle checks that the id still holds that value (it may have been taken
+ * over or released since).
  */
 export class ClaimMap {
   private readonly held = new Map<string, string>()
-  // The ids set under each value (a batch claims in one call, and again after a wait or a take-over).
-  private readonly byValue = new Map<string, string[]>()
+  // The ids the last claim or overwrite call set.
+  private made: readonly string[] = []
 
   /** Claims held. */
   get size(): number {
     return this.held.size
+  }
+
+  /** The ids the last claim or overwrite call set: the handle {@link forget} takes. */
+  get lastEntry(): readonly string[] {
+    return this.made
   }
 
   /** For each id: `null` when it is now claimed with `value`, or the value already held. */
@@ -32,15 +37,14 @@ export class ClaimMap {
       ;(mine ??= []).push(id)
       result[i] = null
     }
-    if (mine) this.note(value, mine)
+    this.made = mine ?? []
     return result
   }
 
   /** Sets the claims of `ids` to `value`, whatever they held. */
   overwrite(ids: readonly string[], value: string): void {
-    if (ids.length === 0) return
     for (const id of ids) this.held.set(id, value)
-    this.note(value, ids.slice())
+    this.made = ids.slice()
   }
 
   /**
@@ -59,11 +63,8 @@ export class ClaimMap {
     for (const id of ids) if (this.held.get(id) === value) this.held.delete(id)
   }
 
-  /** Removes every claim holding `value`; returns how many. */
-  forget(value: string): number {
-    const ids = this.byValue.get(value)
-    if (!ids) return 0
-    this.byValue.delete(value)
+  /** Removes the claims of `ids` (a {@link lastEntry} of a call for `value`) still holding `value`; returns how many. */
+  forget(ids: readonly string[], value: string): number {
     let removed = 0
     for (const id of ids) {
       if (this.held.get(id) === value) {
@@ -81,29 +82,22 @@ export class ClaimMap {
   /**
    * Removes every claim whose value `isExpired` says is over; resolves how many. About `sliceIds`
    * ids are looked at between two awaits of `pause`, so a big store does not hold the thread for
-   * the whole walk (claims, releases and lookups may run during a pause; a value added meanwhile
-   * is looked at too). Stops between slices once `signal` is aborted.
+   * the whole walk (claims, releases and lookups may run during a pause). Stops between slices
+   * once `signal` is aborted.
    */
   async expire(isExpired: (value: string) => boolean, pause: () => Promise<void> = async () => {}, signal?: AbortSignal, sliceIds = 1 << 16): Promise<number> {
     let removed = 0
     let looked = 0
-    for (const [value, ids] of this.byValue) {
-      looked++
+    for (const [id, value] of this.held) {
       if (isExpired(value)) {
-        looked += ids.length
-        removed += this.forget(value)
+        this.held.delete(id)
+        removed++
       }
-      if (looked < sliceIds) continue
+      if (++looked < sliceIds) continue
       looked = 0
       await pause()
       if (signal?.aborted) break
     }
     return removed
-  }
-
-  private note(value: string, ids: string[]): void {
-    const list = this.byValue.get(value)
-    if (list) for (const id of ids) list.push(id)
-    else this.byValue.set(value, ids)
   }
 }

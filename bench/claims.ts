@@ -23,9 +23,11 @@ export interface ClaimsMeasurement {
   mapHeapMB: number
 }
 
-interface Claims {
+/** A claim call's handle (`lastEntry`) is what forgetting its batch takes, as the memory store keeps it. */
+interface Claims<E> {
   claim(ids: readonly string[], value: string): (string | null)[]
-  forget(value: string): number
+  readonly lastEntry: E
+  forget(entry: E, value: string): number
 }
 
 // A full GC before each heap reading, so the fill's growth is what stays (the runner is not started with --expose-gc).
@@ -41,17 +43,19 @@ function kept(): number {
 let serial = 0
 const freshIds = (count: number) => Array.from({ length: count }, () => `evt_${(serial++).toString(36).padStart(10, '0')}`)
 
-function round(make: () => Claims, held: number, batch: number, steps: number): { usPerStep: number; heapMB: number } {
+function round<E>(make: () => Claims<E>, held: number, batch: number, steps: number): { usPerStep: number; heapMB: number } {
   gc()
   const heapBefore = kept()
   const claims = make()
   const values: string[] = []
+  const entries: E[] = []
   let n = 0
   const value = () => `b:${n++}|${Date.now()}`
   for (let i = 0; i < held / batch; i++) {
     const v = value()
     claims.claim(freshIds(batch), v)
     values.push(v)
+    entries.push(claims.lastEntry)
   }
   gc()
   const heapMB = (kept() - heapBefore) / 2 ** 20
@@ -62,7 +66,9 @@ function round(make: () => Claims, held: number, batch: number, steps: number): 
     const v = value()
     if (claims.claim(ids, v).some((held) => held !== null)) throw new Error('a fresh id was found held')
     values.push(v)
-    claims.forget(values[oldest++]!)
+    entries.push(claims.lastEntry)
+    claims.forget(entries[oldest]!, values[oldest]!)
+    oldest++
   }
   const usPerStep = Number(process.hrtime.bigint() - started) / 1000 / steps
   return { usPerStep, heapMB }

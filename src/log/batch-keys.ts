@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { batchKey, claimValue, madeBy, outboxKey } from '../storage/layout'
+import { batchKey, batchKeyHead, claimValue, madeBy, outboxKey } from '../storage/layout'
 
 /** The keys of one batch. */
 export interface BatchNames {
@@ -20,12 +20,19 @@ export interface BatchNames {
 export class BatchKeys {
   private readonly token = randomBytes(3).toString('hex')
   private sequence = 0
+  // The key head of the last receive time: batches received in one millisecond share it.
+  private headAt = Number.NaN
+  private head = ''
 
   constructor(private readonly prefix: string, private readonly instanceId: string, private readonly outbox: boolean, private readonly now: () => number) {}
 
   /** The keys of the next batch, received at `receivedAt`, claimed now. */
   next(receivedAt: number): BatchNames {
-    const key = batchKey(this.prefix, receivedAt, this.instanceId, this.token, this.sequence++)
+    if (receivedAt !== this.headAt) {
+      this.head = batchKeyHead(this.prefix, receivedAt, this.instanceId, this.token)
+      this.headAt = receivedAt
+    }
+    const key = `${this.head}${(this.sequence++).toString(36).padStart(6, '0')}`
     // A claim names its batch and when it was taken: its age, not the batch's receivedAt, decides
     // whether it is still in progress, stale or expired.
     const claimedAt = this.now()

@@ -7,13 +7,16 @@
  * hash are still two ids.
  */
 
-/** One claim call: its value, its ids end to end, where each id ends, and how many slots point here. */
+/** One claim call: its value, its ids end to end, the hash and end of each id, and how many slots point here. */
 interface Entry {
   value: string
   ids: string
-  ends: Uint32Array
-  /** The hash of each id, so its slot is found again without the id's text (see `forget`). */
-  hashes: Int32Array
+  /**
+   * For `n` ids: the hash of each at `0 … n - 1` (its slot is found again without the id's text,
+   * see `forget`), then where each ends in `ids` at `n … 2n - 1`. One array, not two: an entry
+   * lives as long as its claims, and every object it holds is one more for the GC to copy.
+   */
+  meta: Int32Array
   live: number
 }
 
@@ -79,8 +82,8 @@ export class ClaimTable {
   private count = 0
   private readonly entries: (Entry | undefined)[] = [undefined]
   private readonly freeRefs: number[] = []
-  // The entries holding each value (a batch claims in one call, and again after a wait or a take-over).
-  private readonly byValue = new Map<string, number[]>()
+  // The entry the last claim or overwrite call made, 0 when it made none: see `lastEntry`.
+  private made = 0
   // The hash of the id `find` looked up last, and the empty slot its search ended at, for `insert`.
   private lastHash = 0
   private lastFree = 0
@@ -97,8 +100,18 @@ export class ClaimTable {
     return this.count
   }
 
+  /**
+   * The entry the last {@link claim}, {@link overwrite} or {@link replace} made for its value (0
+   * when it claimed nothing): a caller that will {@link forget} the value keeps it. The table
+   * keeps no index from values to entries, which every claim would pay for.
+   */
+  get lastEntry(): number {
+    return this.made
+  }
+
   /** For each id: `null` when it is now claimed with `value`, or the value already held. */
   claim(ids: readonly string[], value: string): (string | null)[] {
+    this.made = 0
     const result: (string | null)[] = new Array(ids.length)
     const hashes = this.hashAll(ids)
     let ref = 0
@@ -117,6 +130,7 @@ export class ClaimTable {
 
   /** Sets the claims of `ids` to `value`, whatever they held. */
   overwrite(ids: readonly string[], value: string): void {
+    this.made = 0
     if (ids.length === 0) return
     const ref = this.addEntry(ids, value)
     const entry = this.entries[ref]!
@@ -156,15 +170,20 @@ export class ClaimTable {
     }
   }
 
-  /** Removes every claim holding `value`; returns how many. */
-  forget(value: string): number {
-    const refs = this.byValue.get(value)
-    if (!refs) return 0
+  /**
+   * Removes the claims still holding `value` of the entries `refs` (each a {@link lastEntry} of a
+   * call for `value`); returns how many. An entry whose claims all went meanwhile may have been
+   * reused for another value: it is left alone.
+   */
+  forget(refs: number | readonly number[], value: string): number {
     let removed = 0
-    for (const ref of [...refs]) {
-      const entry = this.entries[ref]!
-      for (let i = 0; i < entry.ends.length && this.entries[ref] === entry; i++) {
-        const slot = this.slotOf(ref, i, entry.hashes[i]!)
+    for (const ref of typeof refs === 'number' ? [refs] : refs) {
+      const entry = this.entries[ref]
+      if (entry === undefined || entry.value !== value) continue
+      const meta = entry.meta
+      const count = meta.length >> 1
+      for (let i = 0; i < count && this.entries[ref] === entry; i++) {
+        const slot = this.slotOf(ref, i, meta[i]!)
         if (slot >= 0) {
           this.remove(slot)
           removed++
@@ -246,12 +265,13 @@ export class ClaimTable {
    * by one would wait out each miss in turn (the table is far larger than the caches).
    */
   private hashAll(ids: readonly string[]): Int32Array {
-    const hashes = new Int32Array(ids.length)
+    // Sized for an entry's meta (see Entry), whose first half the hashes are.
+    const hashes = new Int32Array(ids.length * 2)
     for (let i = 0; i < ids.length; i++) hashes[i] = this.hash(ids[i]!)
     const slots = this.slots
     const mask = this.mask
     let touched = 0
-    for (let i = 0; i < hashes.length; i++) touched |= slots[(hashes[i]! & mask) * WIDTH + 1]!
+    for (let i = 0; i < ids.length; i++) touched |= slots[(hashes[i]! & mask) * WIDTH + 1]!
     this.touched = touched
     return hashes
   }
@@ -279,8 +299,10 @@ export class ClaimTable {
   /** Whether the id at `index` of entry `ref` is `id`. */
   private holds(ref: number, index: number, id: string): boolean {
     const entry = this.entries[ref]!
-    const start = index === 0 ? 0 : entry.ends[index - 1]!
-    return entry.ends[index]! - start === id.length && entry.ids.startsWith(id, start)
+    const meta = entry.meta
+    const ends = meta.length >> 1
+    const start = index === 0 ? 0 : meta[ends + index - 1]!
+    return meta[ends + index]! - start === id.length && entry.ids.startsWith(id, start)
   }
 
   /**
@@ -345,19 +367,18 @@ export class ClaimTable {
     this.mask = capacity - 1
   }
 
-  private addEntry(ids: readonly string[], value: string, hashes?: Int32Array): number {
-    const ends = new Uint32Array(ids.length)
-    let at = 0
-    for (let i = 0; i < ids.length; i++) ends[i] = at += ids[i]!.length
-    if (!hashes) {
-      hashes = new Int32Array(ids.length)
-      for (let i = 0; i < ids.length; i++) hashes[i] = this.hash(ids[i]!)
+  /** A new entry for `ids`; `meta` has their hashes (from hashAll) when the caller made them. */
+  private addEntry(ids: readonly string[], value: string, meta?: Int32Array): number {
+    const n = ids.length
+    if (!meta) {
+      meta = new Int32Array(n * 2)
+      for (let i = 0; i < n; i++) meta[i] = this.hash(ids[i]!)
     }
+    let at = 0
+    for (let i = 0; i < n; i++) meta[n + i] = at += ids[i]!.length
     const ref = this.freeRefs.pop() ?? this.entries.length
-    this.entries[ref] = { value, ids: ids.join(''), ends, hashes, live: 0 }
-    const refs = this.byValue.get(value)
-    if (refs) refs.push(ref)
-    else this.byValue.set(value, [ref])
+    this.entries[ref] = { value, ids: n === 1 ? ids[0]! : ids.join(''), meta, live: 0 }
+    this.made = ref
     return ref
   }
 
@@ -367,9 +388,6 @@ export class ClaimTable {
     if (--entry.live === 0) {
       this.entries[ref] = undefined
       this.freeRefs.push(ref)
-      const refs = this.byValue.get(entry.value)!
-      if (refs.length === 1) this.byValue.delete(entry.value)
-      else refs.splice(refs.indexOf(ref), 1)
     }
   }
 }

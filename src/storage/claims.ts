@@ -261,8 +261,6 @@ export type IdClaims = Omit<ClaimStore, 'expire'> & {
   expire(isExpired: (value: string) => boolean, signal?: AbortSignal): Promise<number>
   /** Claims live in this process's memory: every call answers at once, with no I/O to time out. */
   readonly local?: boolean
-  /** Removes every claim holding `value` (memory only: claims of a batch dropped from memory). */
-  forget?(value: string): number
 }
 
 /**
@@ -277,7 +275,6 @@ export function createIdClaims(storage: Storage, base: string, options: { keyed?
     return {
       atomic: true,
       local: true,
-      forget: (value) => table.forget(value),
       claim: async (ids, value) => table.claim(ids, value),
       overwrite: async (ids, value) => table.overwrite(ids, value),
       replace: async (ids, expected, value) => table.replace(ids, expected, value),

@@ -113,8 +113,12 @@ export function claimKey(base: string, id: string): string {
  * the same instance id.
  */
 export function batchKey(prefix: string, receivedAt: number, instance: string, token: string, sequence: number): string {
-  const id = `${receivedAt.toString(36).padStart(9, '0')}-${instance}-${token}${sequence.toString(36).padStart(6, '0')}`
-  return `${hourBase(prefix, hourBucket(receivedAt))}:${id}`
+  return `${batchKeyHead(prefix, receivedAt, instance, token)}${sequence.toString(36).padStart(6, '0')}`
+}
+
+/** A {@link batchKey} up to its sequence: the same for every batch of one log received in one millisecond. */
+export function batchKeyHead(prefix: string, receivedAt: number, instance: string, token: string): string {
+  return `${hourBase(prefix, hourBucket(receivedAt))}:${receivedAt.toString(36).padStart(9, '0')}-${instance}-${token}`
 }
 
 /** What a batch key names. */

@@ -28,9 +28,16 @@ export interface MemoryBatchStoreOptions {
 
 /** A batch this store keeps, for the bound. */
 interface Kept {
+  key: string
+  /** The record's key in the driver's Map. */
+  local: string
+  /** Removed by someone else (a prune) since: skipped when its turn comes. */
+  gone: boolean
   events: number
   bytes: number
   claim: string
+  /** The claim table's entries of its claims (see ClaimTable.lastEntry), to forget them. */
+  entries: number | number[]
   outbox: boolean
 }
 
@@ -53,16 +60,19 @@ export class MemoryBatchStore implements AtomicBatchStore {
   private readonly maxEvents: number
   private readonly maxBytes: number
   private readonly onError?: (error: unknown) => void
-  // The batches stored here while bounded, and their keys oldest first: a key whose batch was
-  // removed meanwhile is skipped when its turn comes. (Taking the oldest from the Map itself would
-  // walk the holes its deletions leave at the front, on every batch.)
-  private readonly held = new Map<string, Kept>()
-  private order: string[] = []
+  // The batches stored here while bounded, oldest first from `head`. The queue is all the bound
+  // needs to drop the oldest; a batch removed by someone else meanwhile is marked gone and skipped
+  // when its turn comes. (Taking the oldest from the Map itself would walk the holes its deletions
+  // leave at the front, on every batch; a Map by key beside the queue would cost every batch a
+  // lookup in a table as large as the store.)
+  private order: Kept[] = []
   private head = 0
-  // Keys in `order` (from `head` on) whose batch was removed meanwhile: the queue is rebuilt
-  // without them once they outnumber the batches held, so prunes that keep the store under its
-  // bound do not leave it growing.
+  private heldCount = 0
+  // Batches in `order` (from `head` on) marked gone: the queue is rebuilt without them once they
+  // outnumber the batches held, so prunes that keep the store under its bound do not leave it growing.
   private stale = 0
+  // The queue's batches by key, made by the first `removed` (a prune): only prunes look batches up.
+  private byKey: Map<string, Kept> | undefined
   private keptEvents = 0
   private keptBytes = 0
   private readonly drops = { batches: 0, events: 0 }
@@ -81,6 +91,7 @@ export class MemoryBatchStore implements AtomicBatchStore {
   append(batch: AtomicBatch): AtomicResult {
     const at = batch.claimedAt
     const found = this.claims.claim(batch.ids, batch.claim)
+    let entries: number | number[] = this.claims.lastEntry
     const duplicates: number[] = []
     let takeOver: string[] | undefined
     for (let i = 0; i < found.length; i++) {
@@ -90,12 +101,16 @@ export class MemoryBatchStore implements AtomicBatchStore {
       else duplicates.push(i)
     }
     if (duplicates.length === batch.ids.length) return { duplicates }
-    if (takeOver) this.claims.overwrite(takeOver, batch.claim)
+    if (takeOver) {
+      this.claims.overwrite(takeOver, batch.claim)
+      entries = entries === 0 ? this.claims.lastEntry : [entries, this.claims.lastEntry]
+    }
     const stored = batch.ids.length - duplicates.length
     const record = batch.record(duplicates.length === 0 ? undefined : positionsBut(batch.ids.length, duplicates))
-    this.map.set(this.relative(batch.batchKey), record)
+    const local = this.relative(batch.batchKey)
+    this.map.set(local, record)
     if (batch.outbox) this.map.set(this.relative(batch.outbox.key), batch.outbox.entry(stored))
-    if (this.bounded) this.keep(batch.batchKey, stored, typeof record === 'string' ? record.length : record.byteLength, batch.claim, batch.outbox !== undefined)
+    if (this.bounded) this.keep({ key: batch.batchKey, local, gone: false, events: stored, bytes: typeof record === 'string' ? record.length : record.byteLength, claim: batch.claim, entries, outbox: batch.outbox !== undefined })
     return { duplicates }
   }
 
@@ -111,7 +126,7 @@ export class MemoryBatchStore implements AtomicBatchStore {
 
   /** What the bound holds now. */
   get kept(): { batches: number; events: number; bytes: number } {
-    return { batches: this.held.size, events: this.keptEvents, bytes: this.keptBytes }
+    return { batches: this.heldCount, events: this.keptEvents, bytes: this.keptBytes }
   }
 
   /** What the bound dropped so far. */
@@ -121,53 +136,54 @@ export class MemoryBatchStore implements AtomicBatchStore {
 
   /** Counts a batch removed from the storage by someone else (a prune) out of the bound. */
   removed(batchKey: string): void {
-    if (!this.uncount(batchKey)) return
-    // Its key stays in the queue until its turn, or until the queue is rebuilt.
+    if (this.heldCount === 0) return
+    if (!this.byKey) {
+      this.byKey = new Map()
+      for (let i = this.head; i < this.order.length; i++) if (!this.order[i]!.gone) this.byKey.set(this.order[i]!.key, this.order[i]!)
+    }
+    const kept = this.byKey.get(batchKey)
+    if (!kept) return
+    this.byKey.delete(batchKey)
+    kept.gone = true
+    this.heldCount--
+    this.keptEvents -= kept.events
+    this.keptBytes -= kept.bytes
+    // It stays in the queue until its turn, or until the queue is rebuilt.
     this.stale++
-    if (this.stale > this.held.size + 1024) this.rebuildOrder()
+    if (this.stale > this.heldCount + 1024) this.rebuildOrder()
   }
 
-  /** Takes a held batch out of the bound's counts; false when it is not held. */
-  private uncount(batchKey: string): boolean {
-    const held = this.held.get(batchKey)
-    if (!held) return false
-    this.held.delete(batchKey)
-    this.keptEvents -= held.events
-    this.keptBytes -= held.bytes
-    return true
-  }
-
-  /** The queue of held batches, oldest first, without the keys of batches removed since. */
+  /** The queue of held batches, oldest first, without those removed since. */
   private rebuildOrder(): void {
-    const order: string[] = []
-    for (let i = this.head; i < this.order.length; i++) if (this.held.has(this.order[i]!)) order.push(this.order[i]!)
-    this.order = order
+    this.order = this.order.slice(this.head).filter((kept) => !kept.gone)
     this.head = 0
     this.stale = 0
   }
 
   /** Counts a batch, then drops the oldest (never this one) until the bound holds again. */
-  private keep(batchKey: string, events: number, bytes: number, claim: string, outbox: boolean): void {
-    this.held.set(batchKey, { events, bytes, claim, outbox })
-    this.keptEvents += events
-    this.keptBytes += bytes
-    this.order.push(batchKey)
-    while ((this.keptEvents > this.maxEvents || this.keptBytes > this.maxBytes) && this.held.size > 1) {
-      const oldest = this.order[this.head++]!
-      const kept = this.held.get(oldest)
-      if (!kept) {
+  private keep(kept: Kept): void {
+    this.order.push(kept)
+    this.byKey?.set(kept.key, kept)
+    this.heldCount++
+    this.keptEvents += kept.events
+    this.keptBytes += kept.bytes
+    while ((this.keptEvents > this.maxEvents || this.keptBytes > this.maxBytes) && this.heldCount > 1) {
+      const dropped = this.order[this.head]!
+      this.order[this.head++] = undefined as never
+      if (dropped.gone) {
         this.stale--
         continue
       }
-      this.held.delete(oldest)
-      this.keptEvents -= kept.events
-      this.keptBytes -= kept.bytes
-      this.claims.forget(kept.claim)
-      if (this.drops.batches === 0) this.tellBound(kept.events)
+      this.byKey?.delete(dropped.key)
+      this.heldCount--
+      this.keptEvents -= dropped.events
+      this.keptBytes -= dropped.bytes
+      this.claims.forget(dropped.entries, dropped.claim)
+      if (this.drops.batches === 0) this.tellBound(dropped.events)
       this.drops.batches++
-      this.drops.events += kept.events
-      this.map.delete(this.relative(oldest))
-      if (kept.outbox) this.map.delete(this.relative(outboxKey(this.prefix, oldest)))
+      this.drops.events += dropped.events
+      this.map.delete(dropped.local)
+      if (dropped.outbox) this.map.delete(this.relative(outboxKey(this.prefix, dropped.key)))
     }
     if (this.head > 1024 && this.head * 2 > this.order.length) {
       this.order = this.order.slice(this.head)
