@@ -67,6 +67,44 @@ const keptBodies = new WeakMap<object, Promise<Uint8Array>>()
 
 const textDecoder = new TextDecoder()
 
+/** What {@link keepBody} puts on a request: its own reader of the bytes, and their reading once started. */
+interface KeepingRequest {
+  [ownArrayBuffer]: () => Promise<ArrayBuffer>
+  [reading]?: Promise<Uint8Array>
+}
+
+const ownArrayBuffer = Symbol('event-ingest.arrayBuffer')
+const reading = Symbol('event-ingest.reading')
+
+/** The body's bytes, read once for every reader of a request under {@link keepBody}. */
+function readOnce(req: KeepingRequest): Promise<Uint8Array> {
+  let read = req[reading]
+  if (!read) {
+    read = req[ownArrayBuffer]().then((buffer) => new Uint8Array(buffer))
+    req[reading] = read
+    keptBodies.set(req, read)
+  }
+  return read
+}
+
+// Each reader gets its own copy, as native bodies do; the text is decoded as `Request.text()` does.
+// One set of functions for every request (they find the request as `this`), so keeping a body
+// costs a request nothing until a middleware reads it.
+const keptReaders = {
+  arrayBuffer(this: KeepingRequest) {
+    return readOnce(this).then((bytes) => bytes.slice().buffer)
+  },
+  bytes(this: KeepingRequest) {
+    return readOnce(this).then((bytes) => bytes.slice())
+  },
+  text(this: KeepingRequest) {
+    return readOnce(this).then((bytes) => textDecoder.decode(bytes))
+  },
+  json(this: KeepingRequest) {
+    return readOnce(this).then((bytes) => JSON.parse(textDecoder.decode(bytes)) as unknown)
+  },
+}
+
 /**
  * Lets a host middleware read the body of an ingest request and the handler read it after: h3 and
  * srvx keep nothing of a body once read, so the request's `text()`, `json()`, `arrayBuffer()` and
@@ -75,22 +113,12 @@ const textDecoder = new TextDecoder()
  * from `event.req.body` directly is not kept.
  */
 function keepBody(req: H3Event['req']): void {
-  const readBytes = req.arrayBuffer.bind(req)
-  let read: Promise<Uint8Array> | undefined
-  const once = (): Promise<Uint8Array> => {
-    if (!read) {
-      read = readBytes().then((buffer) => new Uint8Array(buffer))
-      keptBodies.set(req, read)
-    }
-    return read
-  }
-  // Each reader gets its own copy, as native bodies do; the text is decoded as `Request.text()` does.
-  Object.assign(req, {
-    arrayBuffer: () => once().then((bytes) => bytes.slice().buffer),
-    bytes: () => once().then((bytes) => bytes.slice()),
-    text: () => once().then((bytes) => textDecoder.decode(bytes)),
-    json: () => once().then((bytes) => JSON.parse(textDecoder.decode(bytes)) as unknown),
-  })
+  const keeping = req as unknown as KeepingRequest & typeof keptReaders
+  keeping[ownArrayBuffer] = req.arrayBuffer
+  keeping.arrayBuffer = keptReaders.arrayBuffer
+  keeping.bytes = keptReaders.bytes
+  keeping.text = keptReaders.text
+  keeping.json = keptReaders.json
 }
 
 async function* keptStream(kept: Promise<Uint8Array>): AsyncGenerator<Uint8Array> {
