@@ -70,10 +70,13 @@ const textDecoder = new TextDecoder()
 /** What {@link keepBody} puts on a request: its own reader of the bytes, and their reading once started. */
 interface KeepingRequest {
   [ownArrayBuffer]: () => Promise<ArrayBuffer>
+  /** The request as the handler sees it (`event.req`): through a proxy that binds methods to its target, `this` is the target. */
+  [keptFor]: object
   [reading]?: Promise<Uint8Array>
 }
 
 const ownArrayBuffer = Symbol('event-ingest.arrayBuffer')
+const keptFor = Symbol('event-ingest.keptFor')
 const reading = Symbol('event-ingest.reading')
 
 /** The body's bytes, read once for every reader of a request under {@link keepBody}. */
@@ -82,14 +85,14 @@ function readOnce(req: KeepingRequest): Promise<Uint8Array> {
   if (!read) {
     read = req[ownArrayBuffer]().then((buffer) => new Uint8Array(buffer))
     req[reading] = read
-    keptBodies.set(req, read)
+    keptBodies.set(req[keptFor], read)
   }
   return read
 }
 
 // Each reader gets its own copy, as native bodies do; the text is decoded as `Request.text()` does.
-// One set of functions for every request (they find the request as `this`), so keeping a body
-// costs a request nothing until a middleware reads it.
+// One set of functions for every request (they find the request as `this`, as the native methods
+// do: called detached, they throw like them), so keeping a body costs a request no closures.
 const keptReaders = {
   arrayBuffer(this: KeepingRequest) {
     return readOnce(this).then((bytes) => bytes.slice().buffer)
@@ -113,8 +116,11 @@ const keptReaders = {
  * from `event.req.body` directly is not kept.
  */
 function keepBody(req: H3Event['req']): void {
+  // Kept already (the plugin twice on one app, or two apps on the request's way).
+  if (ownArrayBuffer in req) return
   const keeping = req as unknown as KeepingRequest & typeof keptReaders
   keeping[ownArrayBuffer] = req.arrayBuffer
+  keeping[keptFor] = req
   keeping.arrayBuffer = keptReaders.arrayBuffer
   keeping.bytes = keptReaders.bytes
   keeping.text = keptReaders.text

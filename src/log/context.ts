@@ -20,4 +20,6 @@ export interface LogContext {
   readonly owners?: ProcessOwners
   /** Told of each batch a prune removed (the memory bound counts it out). */
   readonly onRemoved?: (batchKey: string) => void
+  /** Told when a prune ends, however it ends (after the last `onRemoved` of it). */
+  readonly onPruned?: () => void
 }

@@ -43,7 +43,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
   // On the fs driver a claim whose process has ended is taken over at once (see ProcessOwners).
   const ownerKeys = [batchBase(prefix), claimBase(prefix), processBase(prefix), ...(outbox ? [outboxBase(prefix)] : [])]
   const owners = !store && !options.store && writesEndWithProcess(storage, ownerKeys) ? new ProcessOwners(storage, prefix, keys.sample(), timeoutMs, now) : undefined
-  const context: LogContext = { storage, prefix, windowMs, timeoutMs, now, outbox, claims, hours, records, owners, onRemoved: memory && ((key) => memory.removed(key)) }
+  const context: LogContext = { storage, prefix, windowMs, timeoutMs, now, outbox, claims, hours, records, owners, onRemoved: memory && ((key) => memory.removed(key)), onPruned: memory && (() => memory.pruned()) }
 
   const bytes = !options.store && keepsBytes(storage, batchBase(prefix))
   const strategy = store

@@ -10,7 +10,15 @@ import type { PruneOptions } from './types'
  * touching only the hour buckets it needs, then the hours it emptied from the index, then dedupe
  * claims past the window.
  */
-export async function pruneLog(context: LogContext, { olderThan, signal }: PruneOptions): Promise<{ batches: number; claims: number }> {
+export async function pruneLog(context: LogContext, options: PruneOptions): Promise<{ batches: number; claims: number }> {
+  try {
+    return await prune(context, options)
+  } finally {
+    context.onPruned?.()
+  }
+}
+
+async function prune(context: LogContext, { olderThan, signal }: PruneOptions): Promise<{ batches: number; claims: number }> {
   const cutoff = toMs(olderThan, 0)
   const cutoffHour = hourBucket(cutoff)
   const hours = await context.hours.read()

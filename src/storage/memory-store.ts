@@ -64,14 +64,15 @@ export class MemoryBatchStore implements AtomicBatchStore {
   // needs to drop the oldest; a batch removed by someone else meanwhile is marked gone and skipped
   // when its turn comes. (Taking the oldest from the Map itself would walk the holes its deletions
   // leave at the front, on every batch; a Map by key beside the queue would cost every batch a
-  // lookup in a table as large as the store.)
+  // lookup in a table as large as the store: there is one only while a prune runs, see `byKey`.)
   private order: Kept[] = []
   private head = 0
   private heldCount = 0
   // Batches in `order` (from `head` on) marked gone: the queue is rebuilt without them once they
   // outnumber the batches held, so prunes that keep the store under its bound do not leave it growing.
   private stale = 0
-  // The queue's batches by key, made by the first `removed` (a prune): only prunes look batches up.
+  // The queue's batches by key while a prune runs (made by its first `removed`, dropped once it
+  // ends): only prunes look batches up, and between prunes no batch pays for the Map.
   private byKey: Map<string, Kept> | undefined
   private keptEvents = 0
   private keptBytes = 0
@@ -151,6 +152,11 @@ export class MemoryBatchStore implements AtomicBatchStore {
     // It stays in the queue until its turn, or until the queue is rebuilt.
     this.stale++
     if (this.stale > this.heldCount + 1024) this.rebuildOrder()
+  }
+
+  /** A prune ended: its lookups by key are done. */
+  pruned(): void {
+    this.byKey = undefined
   }
 
   /** The queue of held batches, oldest first, without those removed since. */

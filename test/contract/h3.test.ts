@@ -57,6 +57,27 @@ describe('h3: a host middleware that reads the body before the handler', () => {
     })
   }
 
+  it('stores the batch a middleware read with the plugin registered twice on the app (the body kept once)', async () => {
+    const app = new H3()
+    const read: unknown[] = []
+    app.use(async (event) => {
+      if (event.req.method === 'POST') read.push(await event.req.text())
+    })
+    app.register(eventIngestPlugin(ingest)).register(eventIngestPlugin(ingest))
+    const twice = createServer(toNodeHandler(app))
+    const twiceUrl = await listen(twice)
+    try {
+      const event = makeEvent({ id: 'h3-read-twice' })
+      const res = await rawRequest(`${twiceUrl}/events/ingest`, { headers: { 'content-type': 'application/json' }, body: JSON.stringify([event]) })
+      expect(res.status, res.text).toBe(200)
+      expect(res.json).toEqual({ accepted: 1, duplicates: 0, rejected: [] })
+      expect(JSON.parse(read[0] as string)).toEqual([event])
+      expect((await ingest.events()).events.map((e) => e.id)).toContain(event.id)
+    } finally {
+      await closeServer(twice)
+    }
+  })
+
   it('still holds a body the host read to the limits, the encoding and UTF-8', async () => {
     const headers = { 'content-type': 'application/json', 'x-reader': 'event.req.text()' }
     const big = await rawRequest(`${url}/api/events/ingest`, { headers, body: JSON.stringify([makeEvent({ payload: { pad: 'x'.repeat(5000) } })]) })
