@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { batchKey, batchKeyHead, claimValue, madeBy, outboxKey } from '../storage/layout'
+import { batchKey, batchKeyHead, batchSequence, claimValue, madeBy, outboxKey } from '../storage/layout'
 
 /** The keys of one batch. */
 export interface BatchNames {
@@ -32,7 +32,7 @@ export class BatchKeys {
       this.head = batchKeyHead(this.prefix, receivedAt, this.instanceId, this.token)
       this.headAt = receivedAt
     }
-    const key = `${this.head}${(this.sequence++).toString(36).padStart(6, '0')}`
+    const key = `${this.head}${batchSequence(this.sequence++)}`
     // A claim names its batch and when it was taken: its age, not the batch's receivedAt, decides
     // whether it is still in progress, stale or expired.
     const claimedAt = this.now()

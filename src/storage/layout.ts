@@ -113,7 +113,12 @@ export function claimKey(base: string, id: string): string {
  * the same instance id.
  */
 export function batchKey(prefix: string, receivedAt: number, instance: string, token: string, sequence: number): string {
-  return `${batchKeyHead(prefix, receivedAt, instance, token)}${sequence.toString(36).padStart(6, '0')}`
+  return `${batchKeyHead(prefix, receivedAt, instance, token)}${batchSequence(sequence)}`
+}
+
+/** The end of a {@link batchKey}: its sequence, padded to 6 base-36 digits. */
+export function batchSequence(sequence: number): string {
+  return sequence.toString(36).padStart(6, '0')
 }
 
 /** A {@link batchKey} up to its sequence: the same for every batch of one log received in one millisecond. */
